@@ -1,0 +1,29 @@
+"""Entry point of the ``dbaas`` console command."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cli import stack
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbaas", description="Control plane for a multi-engine DBaaS")
+    sub = parser.add_subparsers(dest="group", required=True)
+    stack.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except stack.ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""``dbaas stack up|down|status|logs|reset`` and ``dbaas topics apply``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+
+from deploy.stack import config as stack_config
+from deploy.stack import topics
+from deploy.stack.artifacts import ArtifactError
+from deploy.stack.components import StackError
+from deploy.stack.launcher import Launcher
+
+
+def _launcher(args, quiet: bool = False) -> Launcher:
+    offset = getattr(args, "port_offset", None)
+    cfg = stack_config.resolve(args.home, offset)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if quiet else (lambda msg: print(msg, flush=True))
+    return Launcher(cfg, say=say)
+
+
+def endpoints(launcher: Launcher) -> dict[str, str | None]:
+    by_name = {s.name: s for s in launcher.status()}
+
+    def ep(name: str) -> str | None:
+        return by_name[name].endpoint if name in by_name else None
+
+    return {"kafka_bootstrap": ep("kafka"), "schema_registry_url": ep("registry"),
+            "connect_url": ep("connect"), "postgres_dsn": ep("postgres"), "gitops_remote": ep("gitops"),
+            "api_url": ep("api")}
+
+
+def _status_doc(launcher: Launcher) -> dict:
+    comps = launcher.status()
+    return {"home": str(launcher.config.home), "ports": launcher.config.ports,
+            "healthy": all(c.state == "healthy" for c in comps),
+            "components": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in comps},
+            "endpoints": endpoints(launcher)}
+
+
+def cmd_up(args) -> int:
+    launcher = _launcher(args, quiet=args.json)
+    launcher.up()
+    report = _apply_topics(launcher, fix=False)
+    if args.json:
+        print(json.dumps(_status_doc(launcher), indent=2))
+    else:
+        print(f"topics: {len(report.created)} created, {len(report.unchanged)} unchanged, "
+              f"{len(report.drift)} drifted")
+    return 0
+
+
+def _apply_topics(launcher: Launcher, fix: bool) -> topics.ApplyReport:
+    from confluent_kafka.admin import AdminClient
+
+    fixed, _, rf = topics.load("local")
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{launcher.config.port('kafka')}", "log_level": 3})
+    return topics.apply(admin, fixed, rf, fix=fix)
+
+
+def cmd_down(args) -> int:
+    stopped = _launcher(args).down()
+    if not stopped:
+        print("nothing was running")
+    return 0
+
+
+def cmd_status(args) -> int:
+    launcher = _launcher(args)
+    doc = _status_doc(launcher)
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for name, c in doc["components"].items():
+            print(f"{name:<20} {c['state']:<10} {c['endpoint'] or ''}")
+    return 0 if doc["healthy"] else 3
+
+
+def cmd_logs(args) -> int:
+    launcher = _launcher(args)
+    if not args.follow:
+        print(launcher.logs(args.component, args.lines))
+        return 0
+    path = launcher.log_path(args.component or "kafka")
+    print(launcher.logs(args.component or "kafka", args.lines))
+    with open(path, errors="replace") as fh:
+        fh.seek(0, 2)
+        try:
+            while True:
+                line = fh.readline()
+                if line:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.3)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_reset(args) -> int:
+    launcher = _launcher(args)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("refusing to wipe without confirmation: pass --yes", file=sys.stderr)
+            return 2
+        answer = input(f"This deletes every event, topic and database under {launcher.config.home}. "
+                       "Type 'reset' to go on: ")
+        if answer.strip() != "reset":
+            print("nothing removed")
+            return 1
+    launcher.reset()
+    return 0
+
+
+def cmd_topics_apply(args) -> int:
+    launcher = _launcher(args)
+    report = _apply_topics(launcher, fix=args.fix)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+    else:
+        for name in report.created:
+            print(f"created   {name}")
+        for name, problems in report.drift.items():
+            print(f"{'fixed' if name in report.fixed else 'DRIFT':<9} {name}: {'; '.join(problems)}")
+        print(f"{len(report.unchanged)} unchanged")
+    return 1 if report.drift and not args.fix else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    def common(p: argparse.ArgumentParser, offset: bool = False) -> None:
+        p.add_argument("--home", help="instance folder (default .data/stack or $DBAAS_STACK_HOME)")
+        if offset:
+            p.add_argument("--port-offset", type=int, default=None,
+                           help="shift every default port by N (or $DBAAS_PORT_OFFSET)")
+
+    stack = sub.add_parser("stack", help="run the local platform").add_subparsers(dest="action", required=True)
+    p = stack.add_parser("up", help="start every component (idempotent)")
+    common(p, offset=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_up)
+    p = stack.add_parser("down", help="stop what `up` started (data is kept)")
+    common(p)
+    p.set_defaults(func=cmd_down)
+    p = stack.add_parser("status", help="each component's state and endpoint")
+    common(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = stack.add_parser("logs", help="show a component's log")
+    common(p)
+    p.add_argument("component", nargs="?")
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("-f", "--follow", action="store_true")
+    p.set_defaults(func=cmd_logs)
+    p = stack.add_parser("reset", help="stop and delete all data")
+    common(p)
+    p.add_argument("--yes", action="store_true", help="do not ask")
+    p.set_defaults(func=cmd_reset)
+
+    tp = sub.add_parser("topics", help="the platform's topics").add_subparsers(dest="action", required=True)
+    p = tp.add_parser("apply", help="create missing topics from deploy/topics.yaml, report drift")
+    common(p)
+    p.add_argument("--fix", action="store_true", help="also correct drifted configs and partitions")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_topics_apply)
+
+
+ERRORS = (StackError, ArtifactError, stack_config.ConfigError, topics.TopicSpecError)

@@ -1,0 +1,476 @@
+"""Each part of the local platform: how to prepare it, start it, probe it and stop it.
+
+A component is prepared once (initdb, storage format, bare repository), started as a detached
+process tracked by a pid file, and is *healthy* only when it answers its own protocol
+(a SQL query, a Kafka metadata request, an HTTP call) — an open port is not enough.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+
+from deploy.stack.artifacts import Artifacts
+from deploy.stack.config import HOST, StackConfig
+
+
+class StackError(Exception):
+    """A component cannot be set up or started; the message says what to do."""
+
+
+@dataclass
+class Context:
+    """What components share while the launcher runs."""
+
+    config: StackConfig
+    artifacts_loader: Callable[[], Artifacts]
+    say: Callable[[str], None] = print
+    _artifacts: Artifacts | None = field(default=None, repr=False)
+
+    @property
+    def artifacts(self) -> Artifacts:
+        if self._artifacts is None:
+            self._artifacts = self.artifacts_loader()
+        return self._artifacts
+
+    def secrets(self) -> dict[str, str]:
+        path = self.config.secrets_file
+        if path.exists():
+            return json.loads(path.read_text())
+        values = {"postgres_superuser_password": secrets.token_urlsafe(24),
+                  "dbaas_password": secrets.token_urlsafe(24)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(values, fh)
+        return values
+
+
+def port_open(port: int, host: str = HOST) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def java_major(java: str | None = None) -> int | None:
+    java = java or shutil.which("java")
+    if java is None or not Path(java).exists():
+        return None
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    for token in out.split('"')[1:2]:
+        head = token.split(".")[0]
+        return int(head) if head.isdigit() else None
+    return None
+
+
+class Component:
+    name: str = ""
+    port_name: str | None = None
+    stop_signal: int = signal.SIGTERM
+    needs: tuple[str, ...] = ()
+    has_process = True
+
+    def prepare(self, ctx: Context) -> None:
+        """One-time, idempotent preparation before the first start."""
+
+    def argv(self, ctx: Context) -> list[str]:
+        raise NotImplementedError
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        return {}
+
+    def user(self, ctx: Context) -> str | None:
+        return None
+
+    def healthy(self, ctx: Context) -> bool:
+        raise NotImplementedError
+
+    def after_healthy(self, ctx: Context) -> None:
+        """Idempotent set-up that needs the running component (databases, roles)."""
+
+    def endpoint(self, ctx: Context) -> str | None:
+        return None
+
+    def reset_paths(self, ctx: Context) -> list[Path]:
+        return []
+
+
+def find_java(min_major: int) -> str | None:
+    """A ``java`` of at least ``min_major``: $DBAAS_JAVA_<N>_HOME, then PATH, then /usr/lib/jvm."""
+    candidates = []
+    if os.environ.get(f"DBAAS_JAVA{min_major}_HOME"):
+        candidates.append(Path(os.environ[f"DBAAS_JAVA{min_major}_HOME"]) / "bin" / "java")
+    if shutil.which("java"):
+        candidates.append(Path(shutil.which("java")))
+    jvm = Path("/usr/lib/jvm")
+    if jvm.is_dir():
+        candidates += sorted(jvm.glob("*/bin/java"), reverse=True)
+    for java in candidates:
+        major = java_major(str(java))
+        if major is not None and major >= min_major:
+            return str(java)
+    return None
+
+
+def _java(heap: str, *args: str, java: str = "java") -> list[str]:
+    return [java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+            "-Djava.awt.headless=true", *args]
+
+
+LOG4J2 = """\
+status = warn
+appender.out.type = Console
+appender.out.name = out
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = out
+logger.kafka.name = org.apache.kafka
+logger.kafka.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.reflections.name = org.reflections
+logger.reflections.level = ERROR
+"""
+
+
+# --------------------------------------------------------------------------------------------
+class Postgres(Component):
+    """PostgreSQL 15 in its own data folder: read models, the registry's storage, local PoP."""
+
+    name = "postgres"
+    port_name = "postgres"
+    stop_signal = signal.SIGINT  # "fast" shutdown: roll back clients, checkpoint, exit
+
+    BINDIR = Path("/usr/lib/postgresql/15/bin")
+
+    def _bindir(self, ctx: Context) -> Path:
+        if (self.BINDIR / "postgres").exists():
+            return self.BINDIR
+        if os.geteuid() != 0:
+            raise StackError("PostgreSQL 15 is not installed: run `sudo apt-get install -y postgresql-15` "
+                             "and start again")
+        ctx.say("installing PostgreSQL 15 from Debian (first run only)…")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql-15"]):
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise StackError(f"`{' '.join(cmd)}` failed; is the Debian mirror reachable?\n"
+                                 + proc.stderr[-2000:])
+        return self.BINDIR
+
+    def user(self, ctx: Context) -> str | None:
+        # PostgreSQL refuses to run as root; the Debian package provides the `postgres` user.
+        return "postgres" if os.geteuid() == 0 else None
+
+    def data_dir(self, ctx: Context) -> Path:
+        home = ctx.config.home
+        if os.geteuid() != 0 or _traversable_by_others(home):
+            return home / "postgres"
+        # The home sits below a folder the postgres user cannot enter (e.g. /root): keep the
+        # cluster in a folder of its own named after the home, and remove it on reset.
+        digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+        return Path("/var/tmp/dbaas-stack") / digest / "postgres"
+
+    def prepare(self, ctx: Context) -> None:
+        bindir = self._bindir(ctx)
+        data = self.data_dir(ctx)
+        if (data / "PG_VERSION").exists():
+            return
+        user = self.user(ctx)
+        data.mkdir(parents=True, exist_ok=True)
+        pwfile = data.parent / ".pgpass-init"
+        pwfile.write_text(ctx.secrets()["postgres_superuser_password"] + "\n")
+        if user:
+            entry = pwd.getpwnam(user)
+            for path in (data, pwfile):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+            os.chmod(data.parent, 0o755)
+        ctx.say("postgres: initialising a new cluster…")
+        proc = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+             f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale"],
+            capture_output=True, text=True, user=user, group=user)
+        pwfile.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            raise StackError(f"initdb failed:\n{proc.stderr[-2000:]}")
+        port = ctx.config.port("postgres")
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write(f"""
+# --- dbaas local platform ---
+listen_addresses = '{HOST}'
+port = {port}
+unix_socket_directories = '{data}'
+wal_level = logical
+max_wal_senders = 20
+max_replication_slots = 20
+max_connections = 200
+shared_buffers = 128MB
+""")
+        (data / "pg_hba.conf").write_text(
+            "local all all scram-sha-256\n"
+            f"host all all {HOST}/32 scram-sha-256\n"
+            f"host replication all {HOST}/32 scram-sha-256\n")
+
+    def argv(self, ctx: Context) -> list[str]:
+        return [str(self._bindir(ctx) / "postgres"), "-D", str(self.data_dir(ctx))]
+
+    def _connect(self, ctx: Context, dbname: str = "postgres"):
+        import psycopg
+
+        return psycopg.connect(host=HOST, port=ctx.config.port("postgres"), user="postgres",
+                               password=ctx.secrets()["postgres_superuser_password"],
+                               dbname=dbname, connect_timeout=2, autocommit=True)
+
+    def healthy(self, ctx: Context) -> bool:
+        try:
+            with self._connect(ctx) as conn:
+                conn.execute("select 1")
+            return True
+        except Exception:
+            return False
+
+    def after_healthy(self, ctx: Context) -> None:
+        password = ctx.secrets()["dbaas_password"]
+        with self._connect(ctx) as conn:
+            exists = conn.execute("select 1 from pg_roles where rolname = 'dbaas'").fetchone()
+            verb = "alter" if exists else "create"
+            conn.execute(f"{verb} role dbaas login replication createdb createrole password "
+                         f"'{password}'")
+            for db in ("dbaas", "registry"):
+                if not conn.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
+                    conn.execute(f'create database "{db}" owner dbaas')
+
+    def endpoint(self, ctx: Context) -> str:
+        return (f"postgresql://dbaas:{ctx.secrets()['dbaas_password']}@{HOST}:"
+                f"{ctx.config.port('postgres')}/dbaas")
+
+    def reset_paths(self, ctx: Context) -> list[Path]:
+        return [self.data_dir(ctx).parent] if self.data_dir(ctx).parent != ctx.config.home else []
+
+
+def _traversable_by_others(path: Path) -> bool:
+    for part in [path, *path.parents]:
+        if part.exists() and not os.stat(part).st_mode & 0o001:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+class Kafka(Component):
+    """A single-node KRaft broker (broker + controller in one process)."""
+
+    name = "kafka"
+    port_name = "kafka"
+
+    def _dir(self, ctx: Context) -> Path:
+        return ctx.config.home / "kafka"
+
+    def prepare(self, ctx: Context) -> None:
+        base = self._dir(ctx)
+        data = base / "data"
+        base.mkdir(parents=True, exist_ok=True)
+        port, cport = ctx.config.port("kafka"), ctx.config.port("controller")
+        (base / "log4j2.properties").write_text(LOG4J2)
+        (base / "server.properties").write_text(f"""\
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers={HOST}:{cport}
+listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
+advertised.listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data}
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.check.interval.ms=300000
+""")
+        if (data / "meta.properties").exists():
+            return
+        ctx.say("kafka: formatting KRaft storage…")
+        cp = ctx.artifacts.kafka_classpath
+        cluster_id = subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+        proc = subprocess.run(
+            ["java", "-cp", cp, f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+             "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
+             "-t", cluster_id, "-c", str(base / "server.properties")],
+            capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+
+    def argv(self, ctx: Context) -> list[str]:
+        base = self._dir(ctx)
+        return _java(ctx.config.kafka_heap, "-cp", ctx.artifacts.kafka_classpath,
+                     f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+                     f"-Dkafka.logs.dir={ctx.config.log_dir}",
+                     "kafka.Kafka", str(base / "server.properties"))
+
+    def healthy(self, ctx: Context) -> bool:
+        if not port_open(ctx.config.port("kafka")):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.endpoint(ctx), "log_level": 0,
+                             "logger": _SilentLogger()})
+        try:
+            admin.list_topics(timeout=3)
+            return True
+        except Exception:
+            return False
+
+    def endpoint(self, ctx: Context) -> str:
+        return f"{HOST}:{ctx.config.port('kafka')}"
+
+
+class _SilentLogger:
+    """librdkafka logs every refused connection while the broker starts; probes stay quiet."""
+
+    def log(self, *args, **kwargs) -> None:
+        pass
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
+# --------------------------------------------------------------------------------------------
+class Connect(Component):
+    """A Kafka Connect distributed worker with the Debezium PostgreSQL and MySQL plugins."""
+
+    name = "connect"
+    port_name = "connect"
+    needs = ("kafka",)
+
+    def _dir(self, ctx: Context) -> Path:
+        return ctx.config.home / "connect"
+
+    def prepare(self, ctx: Context) -> None:
+        base = self._dir(ctx)
+        base.mkdir(parents=True, exist_ok=True)
+        port = ctx.config.port("connect")
+        (base / "log4j2.properties").write_text(LOG4J2)
+        (base / "worker.properties").write_text(f"""\
+bootstrap.servers={HOST}:{ctx.config.port('kafka')}
+group.id=dbaas-connect
+key.converter=org.apache.kafka.connect.json.JsonConverter
+value.converter=org.apache.kafka.connect.json.JsonConverter
+key.converter.schemas.enable=false
+value.converter.schemas.enable=false
+config.storage.topic=dbaas.connect.configs
+offset.storage.topic=dbaas.connect.offsets
+status.storage.topic=dbaas.connect.status
+config.storage.replication.factor=1
+offset.storage.replication.factor=1
+status.storage.replication.factor=1
+offset.flush.interval.ms=5000
+listeners=http://{HOST}:{port}
+rest.advertised.host.name={HOST}
+rest.advertised.port={port}
+plugin.path={ctx.artifacts.plugin_path}
+topic.creation.enable=true
+""")
+
+    def argv(self, ctx: Context) -> list[str]:
+        base = self._dir(ctx)
+        return _java(ctx.config.connect_heap, "-cp", ctx.artifacts.kafka_classpath,
+                     f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+                     "org.apache.kafka.connect.cli.ConnectDistributed", str(base / "worker.properties"))
+
+    def healthy(self, ctx: Context) -> bool:
+        try:
+            plugins = httpx.get(f"{self.endpoint(ctx)}/connector-plugins", timeout=2).json()
+        except Exception:
+            return False
+        return any(p.get("class") == "io.debezium.connector.postgresql.PostgresConnector" for p in plugins)
+
+    def endpoint(self, ctx: Context) -> str:
+        return f"http://{HOST}:{ctx.config.port('connect')}"
+
+
+# --------------------------------------------------------------------------------------------
+class Registry(Component):
+    """Apicurio Registry 3 with its Confluent-compatible API, storing schemas in PostgreSQL
+    so that schema ids outlive restarts (events carry them forever)."""
+
+    name = "registry"
+    port_name = "registry"
+    needs = ("postgres",)
+    MIN_JAVA = 21  # Apicurio Registry 3.3 is compiled for Java 21
+
+    def prepare(self, ctx: Context) -> None:
+        if find_java(self.MIN_JAVA) is None:
+            raise StackError(f"the schema registry needs Java {self.MIN_JAVA} or newer and none was found "
+                             f"on PATH or under /usr/lib/jvm: install one and/or set "
+                             f"DBAAS_JAVA{self.MIN_JAVA}_HOME to its folder")
+
+    def argv(self, ctx: Context) -> list[str]:
+        pg = ctx.config.port("postgres")
+        return _java(ctx.config.registry_heap,
+                     f"-Dquarkus.http.host={HOST}", f"-Dquarkus.http.port={ctx.config.port('registry')}",
+                     "-Dapicurio.storage.kind=sql", "-Dapicurio.storage.sql.kind=postgresql",
+                     f"-Dapicurio.datasource.url=jdbc:postgresql://{HOST}:{pg}/registry",
+                     "-Dapicurio.datasource.username=dbaas",
+                     "-Dapicurio.datasource.jdbc.initial-size=2", "-Dapicurio.datasource.jdbc.min-size=2",
+                     "-Dapicurio.datasource.jdbc.max-size=10",
+                     "-Dquarkus.log.level=WARN", "-Dquarkus.log.category.\"io.apicurio\".level=INFO",
+                     "-jar", str(ctx.artifacts.registry_jar), java=find_java(self.MIN_JAVA))
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        # The password travels in the environment, not on the command line `ps` shows.
+        return {"APICURIO_DATASOURCE_PASSWORD": ctx.secrets()["dbaas_password"]}
+
+    def healthy(self, ctx: Context) -> bool:
+        try:
+            return httpx.get(f"{self.endpoint(ctx)}/subjects", timeout=2).status_code == 200
+        except Exception:
+            return False
+
+    def endpoint(self, ctx: Context) -> str:
+        return f"http://{HOST}:{ctx.config.port('registry')}/apis/ccompat/v7"
+
+
+# --------------------------------------------------------------------------------------------
+class GitRemote(Component):
+    """The bare repository that plays the GitOps remote."""
+
+    name = "gitops"
+    has_process = False
+
+    def prepare(self, ctx: Context) -> None:
+        remote = ctx.config.gitops_remote
+        if (remote / "HEAD").exists():
+            return
+        proc = subprocess.run(["git", "init", "--bare", "--initial-branch=main", str(remote)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise StackError(f"could not create the GitOps remote: {proc.stderr}")
+
+    def healthy(self, ctx: Context) -> bool:
+        return (ctx.config.gitops_remote / "HEAD").exists()
+
+    def endpoint(self, ctx: Context) -> str:
+        return ctx.config.gitops_remote.as_uri()
+
+
+INFRASTRUCTURE: tuple[Component, ...] = (Postgres(), Kafka(), GitRemote(), Registry(), Connect())

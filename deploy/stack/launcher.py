@@ -1,0 +1,162 @@
+"""Orchestrates the local platform: ``up`` (idempotent), ``down`` (stops exactly what it
+started), ``status`` (each component's state and endpoint), ``logs`` and ``reset``.
+
+Components start in dependency order, each waited for until it answers its own protocol, with
+progress printed as it goes. A missing prerequisite (Java, a free port, disk space, Maven
+Central) stops ``up`` with a message saying what to do.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from deploy.stack import artifacts, config as stack_config
+from deploy.stack.components import (INFRASTRUCTURE, Component, Context, StackError, java_major,
+                                     port_open)
+from deploy.stack.processes import PidFile, spawn, stop
+
+MIN_FREE_BYTES = 2 * 1024**3
+START_TIMEOUT = 180.0
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    state: str  # healthy | unhealthy | stopped
+    pid: int | None
+    endpoint: str | None
+
+
+class Launcher:
+    def __init__(self, config: stack_config.StackConfig, say: Callable[[str], None] = print,
+                 components: Iterable[Component] = INFRASTRUCTURE):
+        self.config = config
+        self.say = say
+        self.components = list(components)
+        self.ctx = Context(config, lambda: artifacts.ensure(config.cache, say), say)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def pidfile(self, comp: Component) -> PidFile:
+        return PidFile(self.config.run_dir / f"{comp.name}.pid")
+
+    def log_path(self, name: str) -> Path:
+        return self.config.log_dir / f"{name}.log"
+
+    def _check_prerequisites(self) -> None:
+        major = java_major()
+        if major is None or major < 17:
+            raise StackError("Java 17 or newer is needed for Kafka, Connect and the registry: "
+                             "install it (apt-get install -y openjdk-17-jre-headless) and run again")
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.config.home).free
+        if free < MIN_FREE_BYTES:
+            raise StackError(f"only {free // 1024**2} MiB free under {self.config.home}; the platform "
+                             "needs at least 2 GiB: free some space or choose another --home")
+        for comp in self.components:
+            if comp.port_name and self.pidfile(comp).pid() is None:
+                port = self.config.port(comp.port_name)
+                if port_open(port):
+                    raise StackError(
+                        f"port {port} ({comp.name}) is taken by another process; stop it, or pick other "
+                        f"ports with --port-offset N or DBAAS_{comp.port_name.upper()}_PORT")
+        if self.pidfile_by_name("kafka") and self.pidfile_by_name("kafka").pid() is None:
+            cport = self.config.port("controller")
+            if port_open(cport):
+                raise StackError(f"port {cport} (kafka controller) is taken by another process; pick "
+                                 "other ports with --port-offset N or DBAAS_CONTROLLER_PORT")
+
+    def pidfile_by_name(self, name: str) -> PidFile | None:
+        for comp in self.components:
+            if comp.name == name:
+                return self.pidfile(comp)
+        return None
+
+    # -- up --------------------------------------------------------------------------------
+    def up(self, timeout: float = START_TIMEOUT) -> list[ComponentStatus]:
+        self._check_prerequisites()
+        stack_config.save(self.config)
+        started = time.monotonic()
+        pending = deque(self.components)
+        healthy: set[str] = set()
+        waiting: dict[str, tuple[Component, float]] = {}
+        total = len(self.components)
+        while pending or waiting:
+            # start everything whose dependencies are healthy
+            for _ in range(len(pending)):
+                comp = pending.popleft()
+                if not set(comp.needs) <= healthy:
+                    pending.append(comp)
+                    continue
+                self._start(comp)
+                waiting[comp.name] = (comp, time.monotonic())
+            # wait for one round of probes
+            for name, (comp, since) in list(waiting.items()):
+                if comp.has_process and self.pidfile(comp).pid() is None:
+                    raise StackError(f"{comp.name} exited during start-up; see `dbaas stack logs "
+                                     f"{comp.name}`:\n{self._tail(comp.name, 15)}")
+                if comp.healthy(self.ctx):
+                    comp.after_healthy(self.ctx)
+                    healthy.add(name)
+                    del waiting[name]
+                    self.say(f"[{len(healthy)}/{total}] {name:<9} healthy  "
+                             f"{comp.endpoint(self.ctx) or '':<48} ({time.monotonic() - since:.1f}s)")
+                elif time.monotonic() - since > timeout:
+                    raise StackError(f"{comp.name} did not become healthy within {timeout:.0f}s; see "
+                                     f"`dbaas stack logs {comp.name}`:\n{self._tail(comp.name, 15)}")
+            if waiting:
+                time.sleep(0.25)
+        self.say(f"platform up in {time.monotonic() - started:.1f}s (home {self.config.home})")
+        return self.status()
+
+    def _start(self, comp: Component) -> None:
+        comp.prepare(self.ctx)
+        if not comp.has_process or self.pidfile(comp).pid() is not None:
+            return
+        self.say(f"        {comp.name:<9} starting…")
+        spawn(comp.argv(self.ctx), self.log_path(comp.name), self.pidfile(comp),
+              env=comp.env(self.ctx), cwd=self.config.home, user=comp.user(self.ctx))
+
+    # -- down ------------------------------------------------------------------------------
+    def down(self) -> list[str]:
+        stopped = []
+        for comp in reversed(self.components):
+            if comp.has_process and stop(self.pidfile(comp), comp.stop_signal):
+                stopped.append(comp.name)
+                self.say(f"stopped {comp.name}")
+        return stopped
+
+    # -- status ----------------------------------------------------------------------------
+    def status(self) -> list[ComponentStatus]:
+        result = []
+        for comp in self.components:
+            pid = self.pidfile(comp).pid() if comp.has_process else None
+            if comp.has_process and pid is None:
+                state = "stopped"
+            else:
+                state = "healthy" if comp.healthy(self.ctx) else "unhealthy"
+            endpoint = comp.endpoint(self.ctx) if state != "stopped" or not comp.has_process else None
+            result.append(ComponentStatus(comp.name, state, pid, endpoint))
+        return result
+
+    # -- logs / reset ----------------------------------------------------------------------
+    def _tail(self, name: str, lines: int) -> str:
+        path = self.log_path(name)
+        if not path.exists():
+            return "(no log yet)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def logs(self, name: str | None, lines: int) -> str:
+        names = [name] if name else [c.name for c in self.components if c.has_process]
+        return "\n".join(f"==> {n} <==\n{self._tail(n, lines)}" for n in names)
+
+    def reset(self) -> None:
+        self.down()
+        for comp in self.components:
+            for path in comp.reset_paths(self.ctx):
+                shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(self.config.home, ignore_errors=True)
+        self.say(f"removed {self.config.home}")
