@@ -388,6 +388,7 @@ listeners=http://{HOST}:{port}
 rest.advertised.host.name={HOST}
 rest.advertised.port={port}
 plugin.path={ctx.artifacts.plugin_path}
+plugin.discovery=service_load
 topic.creation.enable=true
 """)
 
@@ -428,6 +429,9 @@ class Registry(Component):
         pg = ctx.config.port("postgres")
         return _java(ctx.config.registry_heap,
                      f"-Dquarkus.http.host={HOST}", f"-Dquarkus.http.port={ctx.config.port('registry')}",
+                     # its management interface (health, metrics) would otherwise bind *:9000
+                     f"-Dquarkus.management.host={HOST}",
+                     f"-Dquarkus.management.port={ctx.config.port('registry_management')}",
                      "-Dapicurio.storage.kind=sql", "-Dapicurio.storage.sql.kind=postgresql",
                      f"-Dapicurio.datasource.url=jdbc:postgresql://{HOST}:{pg}/registry",
                      "-Dapicurio.datasource.username=dbaas",

@@ -22,6 +22,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "kafka": 19092,
     "controller": 19093,
     "registry": 18081,
+    "registry_management": 18082,
     "connect": 18083,
     "postgres": 15432,
     "api": 18080,
@@ -83,9 +84,12 @@ def resolve(home: str | os.PathLike | None = None, port_offset: int | None = Non
     home_path = Path(home).resolve() if home else default_home()
     cache = Path(os.environ.get("DBAAS_STACK_CACHE", REPO_ROOT / ".cache" / "stack")).resolve()
     state = home_path / "stack.json"
-    if state.exists() and port_offset is None:
-        stored = json.loads(state.read_text())
-        return StackConfig(home=home_path, ports=stored["ports"], cache=cache)
+    stored = json.loads(state.read_text()) if state.exists() else None
+    if stored and port_offset is None:
+        # Ports added to the platform after this instance was created follow its offset.
+        offset = stored["ports"]["kafka"] - DEFAULT_PORTS["kafka"]
+        ports = {name: port + offset for name, port in DEFAULT_PORTS.items()} | stored["ports"]
+        return StackConfig(home=home_path, ports=ports, cache=cache)
     offset = port_offset if port_offset is not None else int(os.environ.get("DBAAS_PORT_OFFSET", "0"))
     ports = {}
     for name, port in DEFAULT_PORTS.items():

@@ -63,11 +63,11 @@ class Launcher:
                     raise StackError(
                         f"port {port} ({comp.name}) is taken by another process; stop it, or pick other "
                         f"ports with --port-offset N or DBAAS_{comp.port_name.upper()}_PORT")
-        if self.pidfile_by_name("kafka") and self.pidfile_by_name("kafka").pid() is None:
-            cport = self.config.port("controller")
-            if port_open(cport):
-                raise StackError(f"port {cport} (kafka controller) is taken by another process; pick "
-                                 "other ports with --port-offset N or DBAAS_CONTROLLER_PORT")
+        for owner, extra in (("kafka", "controller"), ("registry", "registry_management")):
+            pidfile = self.pidfile_by_name(owner)
+            if pidfile and pidfile.pid() is None and port_open(self.config.port(extra)):
+                raise StackError(f"port {self.config.port(extra)} ({extra}) is taken by another process; "
+                                 f"pick other ports with --port-offset N or DBAAS_{extra.upper()}_PORT")
 
     def pidfile_by_name(self, name: str) -> PidFile | None:
         for comp in self.components:

@@ -1,0 +1,46 @@
+# The two commands of the README: `make up` runs the platform, `make test` runs the tests.
+# Both install what they need on first use (virtualenv, Python packages, PostgreSQL from Debian,
+# Kafka/Connect/Debezium/registry jars from Maven Central, helm) and nothing the second time.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: install up down status test test-unit lint bench helm clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+up: install
+	$(BIN)/dbaas stack up
+
+down:
+	@test -x $(BIN)/dbaas && $(BIN)/dbaas stack down || true
+
+status: install
+	$(BIN)/dbaas stack status
+
+helm:
+	@deploy/scripts/ensure-helm.sh >/dev/null
+
+lint: install
+	$(BIN)/lint-imports
+
+test: install helm lint
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests -m "not integration"
+
+bench: install
+	$(BIN)/python -m bench
+
+clean: down
+	rm -rf $(VENV) .cache .tools

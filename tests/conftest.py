@@ -1,0 +1,79 @@
+"""Test-wide fixtures.
+
+Integration tests run against a platform instance of their own — folder ``.data/test-stack``
+and ports shifted by 1000 (``DBAAS_TEST_PORT_OFFSET``) — started through the same launcher as
+``make up`` and stopped at the end of the session (``DBAAS_TEST_KEEP_STACK=1`` leaves it up for
+the next run). A developer's platform on the default ports is never touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DBAAS = [sys.executable, "-m", "cli.main"]
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class Stack:
+    home: Path
+    kafka: str
+    registry: str
+    connect: str
+    postgres_dsn: str
+    gitops_remote: str
+    status: dict
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([*DBAAS, *args], cwd=REPO, capture_output=True, text=True,
+                              check=check, timeout=timeout)
+
+    def stack_cli(self, action: str, *args: str, **kw) -> subprocess.CompletedProcess:
+        return self.cli("stack", action, "--home", str(self.home), *args, **kw)
+
+
+def _up(home: Path, offset: int) -> dict:
+    proc = subprocess.run([*DBAAS, "stack", "up", "--home", str(home), "--port-offset", str(offset),
+                           "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=1800)
+    if proc.returncode != 0:
+        pytest.fail(f"the test platform did not start (exit {proc.returncode}); see {home}/logs")
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Stack:
+    home = Path(os.environ.get("DBAAS_TEST_STACK_HOME", REPO / ".data" / "test-stack")).resolve()
+    offset = int(os.environ.get("DBAAS_TEST_PORT_OFFSET", "1000"))
+    status = _up(home, offset)
+    ep = status["endpoints"]
+    yield Stack(home, ep["kafka_bootstrap"], ep["schema_registry_url"], ep["connect_url"],
+                ep["postgres_dsn"], ep["gitops_remote"], status)
+    if not os.environ.get("DBAAS_TEST_KEEP_STACK"):
+        subprocess.run([*DBAAS, "stack", "down", "--home", str(home)], cwd=REPO, timeout=300)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, interval: float = 0.2,
+             what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
