@@ -1,0 +1,171 @@
+"""Command records: one frozen dataclass per Avro record of `command_envelope.avsc`, same names and fields.
+
+Owns the imperative command vocabulary, the `CommandEnvelope`, the mapping to and from the Avro
+dicts that `schemas.codec` reads and writes (a routing table by record name), and the payload
+`fingerprint` that tells a replay from a conflicting reuse of a command id. Imports `schemas` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schemas import full_name, short_name
+
+
+class CommandError(Exception):
+    """Base of every error raised by `commands`."""
+
+
+class UnknownCommand(CommandError):
+    """A command record name this code has no class for."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    subject: str
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreateOrganization:
+    slug: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class CreateService:
+    service_id: str
+    name: str
+    engine: str
+    pop: str
+    size: str
+    engine_version: str | None = None  # None = the engine's default
+    cpu: float | None = None  # the size plan's value unless given
+    memory_gb: int | None = None
+    storage_gb: int | None = None
+    replicas: int | None = None
+    deletion_protection: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScaleService:
+    service_id: str
+    cpu: float | None = None  # None = unchanged
+    memory_gb: int | None = None
+    storage_gb: int | None = None
+    replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class DeleteService:
+    service_id: str
+
+
+Command = CreateOrganization | CreateService | ScaleService | DeleteService
+
+# Record name -> class. New commands: add the class here and a branch in the .avsc.
+COMMAND_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (CreateOrganization, CreateService, ScaleService, DeleteService)
+}
+
+
+@dataclass(frozen=True)
+class CommandEnvelope:
+    command_id: str
+    tenant_id: str
+    actor: Actor
+    issued_at: datetime
+    correlation_id: str
+    payload: Command
+    causation_id: str | None = None
+    schema_version: int = 1
+
+    @property
+    def command_type(self) -> str:
+        return type(self.payload).__name__
+
+
+def payload_to_avro(command: Command) -> tuple[str, dict[str, Any]]:
+    """Command -> the `(full record name, fields)` union branch the codec writes."""
+    name = type(command).__name__
+    if name not in COMMAND_TYPES:
+        raise UnknownCommand(f"{name} is not a command record")
+    return full_name(name), dataclasses.asdict(command)
+
+
+def payload_from_avro(branch: tuple[str, Mapping[str, Any]]) -> Command:
+    name, fields = branch
+    try:
+        cls = COMMAND_TYPES[short_name(name)]
+    except KeyError:
+        raise UnknownCommand(
+            f"no command class for record {name!r}; known: {', '.join(COMMAND_TYPES)}"
+        ) from None
+    return cls(**fields)  # type: ignore[no-any-return]
+
+
+def to_avro(envelope: CommandEnvelope) -> dict[str, Any]:
+    """CommandEnvelope -> the record dict for `schemas.codec.encode`."""
+    record = {f.name: getattr(envelope, f.name) for f in dataclasses.fields(envelope)}
+    record["actor"] = {"subject": envelope.actor.subject, "roles": list(envelope.actor.roles)}
+    record["payload"] = payload_to_avro(envelope.payload)
+    return record
+
+
+def from_avro(record: Mapping[str, Any]) -> CommandEnvelope:
+    """CommandEnvelope record dict from `schemas.codec.decode` -> CommandEnvelope."""
+    actor = record["actor"]
+    return CommandEnvelope(
+        **{
+            **record,
+            "actor": Actor(actor["subject"], tuple(actor["roles"])),
+            "payload": payload_from_avro(record["payload"]),
+        }
+    )
+
+
+def fingerprint(payload: tuple[str, Mapping[str, Any]]) -> str:
+    """sha256 hex of the canonical JSON of an Avro payload branch `(record name, fields)`.
+
+    Give it the decoded `record["payload"]` or `payload_to_avro(command)`: both name the record, so
+    two command types with equal fields never share a fingerprint. Canonical: keys sorted, no
+    whitespace, null fields left out (a field added later as nullable with default null keeps old
+    fingerprints stable), integral numbers written as integers (cpu 2 and 2.0 are the same request).
+    """
+    name, fields = payload
+    text = json.dumps(
+        [short_name(name), _canonical(fields)],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    match value:
+        case bool() | str() | None:
+            return value
+        case float() if not math.isfinite(value):
+            return repr(value)  # JSON has no NaN; validation rejects it, the fingerprint must still exist
+        case float() if value.is_integer():
+            return int(value)
+        case Mapping():
+            return {k: _canonical(v) for k, v in value.items() if v is not None}
+        case list() | tuple():
+            return [_canonical(v) for v in value]
+        case _:
+            return value
+
+
+def fingerprint_of(command: Command) -> str:
+    return fingerprint(payload_to_avro(command))

@@ -1,0 +1,222 @@
+"""Stateless checks of a command: who may send it and whether its fields make sense.
+
+Owns the rules and the wording of every rejection that needs no tenant state: each `Problem`
+says what is wrong and how to fix it. Reads the offer from `commands.catalog`.
+Imports `commands.records`, `commands.catalog` and `events` (for `Resources`).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from commands.catalog import (
+    DEFAULT_ENGINE_VERSIONS,
+    ENGINES,
+    LIMITS,
+    PERMISSIONS,
+    POP_ENGINES,
+    POPS,
+    RESOURCE_FIELDS,
+    SIZE_PLANS,
+)
+from commands.records import (
+    Actor,
+    Command,
+    CommandError,
+    CreateOrganization,
+    CreateService,
+    DeleteService,
+    ScaleService,
+)
+from events import Resources
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason_code: str  # one of events.REASON_CODES
+    field: str | None
+    message: str
+
+
+DNS_LABEL = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+DNS_LABEL_RULE = (
+    "use 1 to 63 characters: lowercase letters, digits and '-', "
+    "starting with a letter and ending with a letter or digit"
+)
+LABEL_PART = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+LABEL_RULE = (
+    "use 1 to 63 characters: letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+)
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+DISPLAY_NAME_MAX = 100
+
+
+def authorize(actor: Actor, command_type: str) -> Problem | None:
+    if not actor.subject.strip():
+        return Problem("forbidden", None, "the command has no actor subject; sign in and send it again")
+    allowed = PERMISSIONS[command_type]
+    if not allowed or set(allowed) & set(actor.roles):
+        return None
+    held = ", ".join(actor.roles) or "no roles"
+    return Problem(
+        "forbidden",
+        None,
+        f'{command_type} needs one of the roles {", ".join(allowed)}; actor "{actor.subject}" has {held}',
+    )
+
+
+def validate(command: Command) -> list[Problem]:
+    """Every stateless problem of `command`, in field order; [] = well-formed."""
+    match command:
+        case CreateOrganization():
+            return _collect(_dns_label("slug", command.slug), _display_name(command.display_name))
+        case CreateService():
+            return _collect(
+                _uuid("service_id", command.service_id),
+                _dns_label("name", command.name),
+                _choice("engine", command.engine, ENGINES),
+                _engine_version(command),
+                _choice("pop", command.pop, POPS),
+                _engine_in_pop(command.engine, command.pop),
+                _choice("size", command.size, tuple(SIZE_PLANS)),
+                *(_in_range(name, getattr(command, name)) for name in RESOURCE_FIELDS),
+                *_labels(command.labels),
+            )
+        case ScaleService():
+            given = [name for name in RESOURCE_FIELDS if getattr(command, name) is not None]
+            return _collect(
+                _uuid("service_id", command.service_id),
+                _something_to_scale(given),
+                *(_in_range(name, getattr(command, name)) for name in given),
+            )
+        case DeleteService():
+            return _collect(_uuid("service_id", command.service_id))
+        case _:
+            raise CommandError(f"validate does not know {type(command).__name__}")
+
+
+def resolve_resources(command: CreateService) -> Resources:
+    """The size plan with the command's overrides applied."""
+    plan = SIZE_PLANS[command.size]
+    return Resources(
+        cpu=float(command.cpu if command.cpu is not None else plan.cpu),
+        memory_gb=command.memory_gb if command.memory_gb is not None else plan.memory_gb,
+        storage_gb=command.storage_gb if command.storage_gb is not None else plan.storage_gb,
+        replicas=command.replicas if command.replicas is not None else plan.replicas,
+    )
+
+
+def resolve_engine_version(command: CreateService) -> str:
+    return (
+        command.engine_version
+        if command.engine_version is not None
+        else DEFAULT_ENGINE_VERSIONS[command.engine]
+    )
+
+
+def _collect(*problems: Problem | None) -> list[Problem]:
+    return [p for p in problems if p is not None]
+
+
+def _something_to_scale(given: list[str]) -> Problem | None:
+    if given:
+        return None
+    return Problem("invalid", None, f"nothing to scale: give at least one of {', '.join(RESOURCE_FIELDS)}")
+
+
+def _dns_label(field: str, value: str) -> Problem | None:
+    if DNS_LABEL.fullmatch(value):
+        return None
+    return Problem("invalid", field, f'{field} "{value}" is not a valid name: {DNS_LABEL_RULE}')
+
+
+def _display_name(value: str) -> Problem | None:
+    if not value.strip():
+        return Problem(
+            "invalid", "display_name", "display_name is blank; give the organization a name people read"
+        )
+    if len(value) > DISPLAY_NAME_MAX:
+        return Problem(
+            "invalid",
+            "display_name",
+            f"display_name has {len(value)} characters; use at most {DISPLAY_NAME_MAX}",
+        )
+    return None
+
+
+def _uuid(field: str, value: str) -> Problem | None:
+    try:
+        if str(uuid.UUID(value)) == value:
+            return None
+    except ValueError:
+        pass
+    return Problem(
+        "invalid",
+        field,
+        f'{field} "{value}" is not a UUID in canonical form '
+        "(8-4-4-4-12 lowercase hex digits); the publisher generates it",
+    )
+
+
+def _choice(field: str, value: str, allowed: tuple[str, ...]) -> Problem | None:
+    if value in allowed:
+        return None
+    return Problem("invalid", field, f'{field} "{value}" is not offered; choose one of: {", ".join(allowed)}')
+
+
+def _engine_in_pop(engine: str, pop: str) -> Problem | None:
+    if engine not in ENGINES or pop not in POPS or engine in POP_ENGINES[pop]:
+        return None
+    offering = [p for p, engines in POP_ENGINES.items() if engine in engines]
+    return Problem(
+        "unsupported",
+        "pop",
+        f'engine "{engine}" is not offered in pop "{pop}"; pops that offer {engine}: {", ".join(offering)}',
+    )
+
+
+def _engine_version(command: CreateService) -> Problem | None:
+    if command.engine_version is None or VERSION.fullmatch(command.engine_version):
+        return None
+    default = DEFAULT_ENGINE_VERSIONS.get(command.engine)
+    hint = f" (default for {command.engine}: {default})" if default else ""
+    return Problem(
+        "invalid",
+        "engine_version",
+        f'engine_version "{command.engine_version}" is not a version: use up to 64 letters, '
+        f"digits, '.', '_' and '-', starting with a letter or digit, or leave it null for the "
+        f"default{hint}",
+    )
+
+
+def _in_range(field: str, value: float | None) -> Problem | None:
+    low, high = LIMITS[field]
+    if value is None or low <= value <= high:
+        return None
+    bounds = f"from {format_number(low)} to {format_number(high)}"
+    return Problem(
+        "invalid", field, f"{field} {format_number(value)} is out of range; choose a value {bounds}"
+    )
+
+
+def format_number(value: float) -> str:
+    """2.0 -> '2', 0.5 -> '0.5': numbers as people write them."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _labels(labels: dict[str, str]) -> list[Problem]:
+    problems = []
+    for key, value in labels.items():
+        if not LABEL_PART.fullmatch(key):
+            problems.append(Problem("invalid", "labels", f'label key "{key}" is not valid: {LABEL_RULE}'))
+        if value and not LABEL_PART.fullmatch(value):
+            problems.append(
+                Problem(
+                    "invalid",
+                    "labels",
+                    f'label "{key}" has value "{value}", which is not valid: {LABEL_RULE}, or empty',
+                )
+            )
+    return problems

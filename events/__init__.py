@@ -1,0 +1,76 @@
+"""Events: the system of record. Event records, the event envelope and the tenant aggregate fold.
+
+Owns the past-tense event vocabulary (`events.records`, 1:1 with `schemas/event_envelope.avsc`)
+and the pure `evolve(state, envelope) -> state` over `TenantState` (`events.state`).
+May import `schemas`; must never import `commands`, `processors` or `projections`.
+"""
+
+from events.records import (
+    EVENT_TYPES,
+    REASON_CODES,
+    CommandRejected,
+    Envelope,
+    Event,
+    EventError,
+    OperationAccepted,
+    OrganizationCreated,
+    Resources,
+    ServiceDeletionRequested,
+    ServiceRequested,
+    ServiceScaleRequested,
+    UnknownEvent,
+    from_avro,
+    payload_from_avro,
+    payload_to_avro,
+    to_avro,
+)
+from events.state import (
+    Accepted,
+    AggregateKey,
+    CommandRecord,
+    InconsistentLog,
+    Organization,
+    Outcome,
+    Rejected,
+    Service,
+    ServiceStatus,
+    TenantState,
+    evolve,
+    next_sequence,
+    outcome_of,
+    replay,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "REASON_CODES",
+    "Accepted",
+    "AggregateKey",
+    "CommandRecord",
+    "CommandRejected",
+    "Envelope",
+    "Event",
+    "EventError",
+    "InconsistentLog",
+    "OperationAccepted",
+    "Organization",
+    "OrganizationCreated",
+    "Outcome",
+    "Rejected",
+    "Resources",
+    "Service",
+    "ServiceDeletionRequested",
+    "ServiceRequested",
+    "ServiceScaleRequested",
+    "ServiceStatus",
+    "TenantState",
+    "UnknownEvent",
+    "evolve",
+    "from_avro",
+    "next_sequence",
+    "outcome_of",
+    "payload_from_avro",
+    "payload_to_avro",
+    "replay",
+    "to_avro",
+]

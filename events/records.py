@@ -1,0 +1,155 @@
+"""Event records: one frozen dataclass per Avro record of `event_envelope.avsc`, same names and fields.
+
+Owns the event vocabulary, the event `Envelope`, and the mapping to and from the Avro dicts that
+`schemas.codec` reads and writes (a routing table by record name). Imports `schemas` only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schemas import full_name, short_name
+
+
+class EventError(Exception):
+    """Base of every error raised by `events`."""
+
+
+class UnknownEvent(EventError):
+    """An event record name this code has no class for."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float  # cores
+    memory_gb: int  # GiB
+    storage_gb: int  # GiB
+    replicas: int
+
+
+@dataclass(frozen=True)
+class OrganizationCreated:
+    slug: str
+    display_name: str
+    owner: str  # subject of the creator, who becomes org-owner
+
+
+@dataclass(frozen=True)
+class ServiceRequested:
+    service_id: str
+    name: str
+    engine: str
+    engine_version: str
+    pop: str
+    size: str
+    resources: Resources
+    deletion_protection: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceScaleRequested:
+    service_id: str
+    old_resources: Resources
+    new_resources: Resources
+
+
+@dataclass(frozen=True)
+class ServiceDeletionRequested:
+    service_id: str
+
+
+@dataclass(frozen=True)
+class OperationAccepted:
+    operation_id: str
+    operation_type: str  # the command's record name
+    aggregate_id: str  # organization slug or service id the operation acts on
+    total_steps: int
+    command_fingerprint: str
+
+
+@dataclass(frozen=True)
+class CommandRejected:
+    operation_id: str
+    command_type: str
+    reason_code: str  # invalid | forbidden | conflict | not_found | quota_exceeded | unsupported
+    field: str | None
+    message: str
+    command_fingerprint: str
+
+
+Event = (
+    OrganizationCreated
+    | ServiceRequested
+    | ServiceScaleRequested
+    | ServiceDeletionRequested
+    | OperationAccepted
+    | CommandRejected
+)
+
+REASON_CODES = ("invalid", "forbidden", "conflict", "not_found", "quota_exceeded", "unsupported")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One event as stored on `dbaas.events`; (aggregate_type, aggregate_id, sequence) is unique."""
+
+    event_id: str
+    tenant_id: str
+    aggregate_type: str  # organization | service | operation
+    aggregate_id: str
+    sequence: int
+    occurred_at: datetime
+    command_id: str
+    correlation_id: str
+    causation_id: str | None
+    payload: Event
+    schema_version: int = 1
+
+
+def _with_resources(cls: Callable[..., Event], *names: str) -> Callable[[dict[str, Any]], Event]:
+    return lambda d: cls(**{**d, **{n: Resources(**d[n]) for n in names}})
+
+
+# Record name -> builder from the Avro dict. New events: add the class here and a branch in the .avsc.
+EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
+    "OrganizationCreated": lambda d: OrganizationCreated(**d),
+    "ServiceRequested": _with_resources(ServiceRequested, "resources"),
+    "ServiceScaleRequested": _with_resources(ServiceScaleRequested, "old_resources", "new_resources"),
+    "ServiceDeletionRequested": lambda d: ServiceDeletionRequested(**d),
+    "OperationAccepted": lambda d: OperationAccepted(**d),
+    "CommandRejected": lambda d: CommandRejected(**d),
+}
+
+
+def payload_to_avro(event: Event) -> tuple[str, dict[str, Any]]:
+    """Event -> the `(full record name, fields)` union branch the codec writes."""
+    name = type(event).__name__
+    if name not in EVENT_TYPES:
+        raise UnknownEvent(f"{name} is not an event record")
+    return full_name(name), dataclasses.asdict(event)
+
+
+def payload_from_avro(branch: tuple[str, Mapping[str, Any]]) -> Event:
+    name, fields = branch
+    try:
+        build = EVENT_TYPES[short_name(name)]
+    except KeyError:
+        raise UnknownEvent(f"no event class for record {name!r}; known: {', '.join(EVENT_TYPES)}") from None
+    return build(dict(fields))
+
+
+def to_avro(envelope: Envelope) -> dict[str, Any]:
+    """Envelope -> the EventEnvelope record dict for `schemas.codec.encode`."""
+    record = {f.name: getattr(envelope, f.name) for f in dataclasses.fields(envelope)}
+    record["payload"] = payload_to_avro(envelope.payload)
+    return record
+
+
+def from_avro(record: Mapping[str, Any]) -> Envelope:
+    """EventEnvelope record dict from `schemas.codec.decode` -> Envelope."""
+    return Envelope(**{**record, "payload": payload_from_avro(record["payload"])})

@@ -1,0 +1,201 @@
+"""Tenant aggregate state and `evolve`, the pure fold of events into it.
+
+Owns what a command processor must know to judge a tenant's next command: the organization, its
+services by id, every command id already judged (fingerprint + outcome, for idempotency) and the
+last sequence per aggregate. `evolve` does no I/O and reads no clock or random source.
+Imports `events.records` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from events.records import (
+    CommandRejected,
+    Envelope,
+    EventError,
+    OperationAccepted,
+    OrganizationCreated,
+    Resources,
+    ServiceDeletionRequested,
+    ServiceRequested,
+    ServiceScaleRequested,
+)
+
+
+class InconsistentLog(EventError):
+    """The events do not fit the state: another tenant's event, a sequence gap, an unknown service."""
+
+
+class ServiceStatus(StrEnum):
+    REQUESTED = "Requested"
+    PROVISIONING = "Provisioning"
+    READY = "Ready"
+    SCALING = "Scaling"
+    DELETING = "Deleting"
+    DELETED = "Deleted"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class Organization:
+    slug: str
+    display_name: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class Service:
+    service_id: str
+    name: str
+    engine: str
+    engine_version: str
+    pop: str
+    size: str
+    resources: Resources
+    deletion_protection: bool
+    labels: dict[str, str]
+    status: ServiceStatus
+    operation_id: str  # the last operation that changed it
+
+    @property
+    def live(self) -> bool:
+        return self.status is not ServiceStatus.DELETED
+
+
+@dataclass(frozen=True)
+class Accepted:
+    operation_id: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    operation_id: str
+    reason_code: str
+    field: str | None
+    message: str
+
+
+Outcome = Accepted | Rejected
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    fingerprint: str
+    outcome: Outcome
+
+
+AggregateKey = tuple[str, str]  # (aggregate_type, aggregate_id)
+
+
+@dataclass(frozen=True)
+class TenantState:
+    """Never mutated: `evolve` returns a new state sharing what did not change."""
+
+    tenant_id: str
+    organization: Organization | None = None
+    services: dict[str, Service] = field(default_factory=dict)
+    commands: dict[str, CommandRecord] = field(default_factory=dict)
+    sequences: dict[AggregateKey, int] = field(default_factory=dict)  # last applied, per aggregate
+
+
+def next_sequence(state: TenantState, aggregate_type: str, aggregate_id: str) -> int:
+    return state.sequences.get((aggregate_type, aggregate_id), 0) + 1
+
+
+def outcome_of(state: TenantState, command_id: str) -> Outcome | None:
+    """How command `command_id` was judged, or None if it never was."""
+    record = state.commands.get(command_id)
+    return record.outcome if record else None
+
+
+def evolve(state: TenantState, envelope: Envelope) -> TenantState:
+    """Apply one event. An event already applied (same aggregate, sequence not newer) changes nothing."""
+    if envelope.tenant_id != state.tenant_id:
+        raise InconsistentLog(
+            f"event {envelope.event_id} belongs to tenant {envelope.tenant_id!r}, not {state.tenant_id!r}"
+        )
+    key = (envelope.aggregate_type, envelope.aggregate_id)
+    last = state.sequences.get(key, 0)
+    if envelope.sequence <= last:
+        return state
+    if envelope.sequence != last + 1:
+        raise InconsistentLog(
+            f"{envelope.aggregate_type} {envelope.aggregate_id}: expected sequence "
+            f"{last + 1}, got {envelope.sequence}; events are missing"
+        )
+    state = _apply(state, envelope)
+    return replace(state, sequences={**state.sequences, key: envelope.sequence})
+
+
+def replay(tenant_id: str, envelopes: Iterable[Envelope]) -> TenantState:
+    state = TenantState(tenant_id)
+    for envelope in envelopes:
+        state = evolve(state, envelope)
+    return state
+
+
+def _apply(state: TenantState, env: Envelope) -> TenantState:
+    match env.payload:
+        case OrganizationCreated() as e:
+            return replace(state, organization=Organization(e.slug, e.display_name, e.owner))
+        case ServiceRequested() as e:
+            return _put_service(
+                state,
+                Service(
+                    e.service_id,
+                    e.name,
+                    e.engine,
+                    e.engine_version,
+                    e.pop,
+                    e.size,
+                    e.resources,
+                    e.deletion_protection,
+                    dict(e.labels),
+                    ServiceStatus.REQUESTED,
+                    env.command_id,
+                ),
+            )
+        case ServiceScaleRequested() as e:
+            return _put_service(
+                state,
+                replace(
+                    _service(state, e.service_id),
+                    resources=e.new_resources,
+                    status=ServiceStatus.SCALING,
+                    operation_id=env.command_id,
+                ),
+            )
+        case ServiceDeletionRequested() as e:
+            return _put_service(
+                state,
+                replace(
+                    _service(state, e.service_id), status=ServiceStatus.DELETING, operation_id=env.command_id
+                ),
+            )
+        case OperationAccepted() as e:
+            return _record(
+                state, env.command_id, CommandRecord(e.command_fingerprint, Accepted(e.operation_id))
+            )
+        case CommandRejected() as e if env.command_id not in state.commands:
+            outcome = Rejected(e.operation_id, e.reason_code, e.field, e.message)
+            return _record(state, env.command_id, CommandRecord(e.command_fingerprint, outcome))
+        case _:  # a conflicting reuse of a command id (the first outcome stands), or no effect on state
+            return state
+
+
+def _service(state: TenantState, service_id: str) -> Service:
+    try:
+        return state.services[service_id]
+    except KeyError:
+        raise InconsistentLog(f"tenant {state.tenant_id!r} has no service {service_id}") from None
+
+
+def _put_service(state: TenantState, service: Service) -> TenantState:
+    return replace(state, services={**state.services, service.service_id: service})
+
+
+def _record(state: TenantState, command_id: str, record: CommandRecord) -> TenantState:
+    return replace(state, commands={**state.commands, command_id: record})

@@ -1,0 +1,82 @@
+"""Avro contracts of the control plane: the `.avsc` files, the wire codec and the compatibility rules.
+
+Owns one self-contained schema per topic subject (`command_envelope.avsc` for
+`dbaas.commands-value`, `event_envelope.avsc` for `dbaas.events-value`), the Confluent wire
+format (`schemas.codec`) and the BACKWARD compatibility checker (`schemas.compat`).
+Imports nothing of the project; reads its `.avsc` files only when asked, never at import time.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import fastavro
+
+from schemas.errors import EncodeError, PoisonMessage, SchemaError
+
+SCHEMA_DIR = Path(__file__).parent
+NAMESPACE = "dbaas.v1"
+
+# Registry subject -> schema file stem: one subject per topic.
+SUBJECTS: dict[str, str] = {
+    "dbaas.commands-value": "command_envelope",
+    "dbaas.events-value": "event_envelope",
+}
+
+
+def schema_names() -> list[str]:
+    """Stems of every `.avsc` file in this package."""
+    return sorted(p.stem for p in SCHEMA_DIR.glob("*.avsc"))
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    """The schema `name` (file stem) as a fresh JSON dict: self-contained, ready for fastavro.parse_schema."""
+    path = SCHEMA_DIR / f"{name}.avsc"
+    try:
+        schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaError(f"no schema named {name!r}; known: {', '.join(schema_names())}") from None
+    return schema
+
+
+def schema_str(name: str) -> str:
+    """Compact JSON text of schema `name`, byte-stable, to register under its subject.
+
+    Not the Avro Parsing Canonical Form: that form drops defaults, which compatibility needs.
+    """
+    return json.dumps(load_schema(name), separators=(",", ":"), ensure_ascii=False)
+
+
+@functools.cache
+def parsed_schema(name: str) -> Any:
+    """fastavro-parsed schema `name` (cached; treat as read-only)."""
+    return fastavro.parse_schema(load_schema(name))
+
+
+def full_name(record_name: str) -> str:
+    """`ServiceRequested` -> `dbaas.v1.ServiceRequested`, the name fastavro uses for union branches."""
+    return f"{NAMESPACE}.{record_name}"
+
+
+def short_name(name: str) -> str:
+    """`dbaas.v1.ServiceRequested` -> `ServiceRequested`."""
+    return name.rsplit(".", 1)[-1]
+
+
+__all__ = [
+    "NAMESPACE",
+    "SCHEMA_DIR",
+    "SUBJECTS",
+    "EncodeError",
+    "PoisonMessage",
+    "SchemaError",
+    "full_name",
+    "load_schema",
+    "parsed_schema",
+    "schema_names",
+    "schema_str",
+    "short_name",
+]

@@ -1,0 +1,95 @@
+"""Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body.
+
+Owns encoding and decoding of single records; knows nothing of registries (the caller passes a
+`resolve_schema(id)` function) nor of the domain. Unions of records travel as `(full_name, dict)`
+tuples both ways, e.g. `("dbaas.v1.CreateService", {...})`; `timestamp-millis` as aware datetimes.
+Imports fastavro and `schemas.errors` only.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fastavro import schemaless_reader, schemaless_writer
+from fastavro.read import SchemaResolutionError
+
+from schemas.errors import EncodeError, PoisonMessage
+
+MAGIC_BYTE = 0
+_HEADER = struct.Struct(">bI")
+
+ParsedSchema = Any  # what fastavro.parse_schema returns
+SchemaResolver = Callable[[int], ParsedSchema]
+
+# What fastavro raises on a body that does not match its schema.
+_DECODE_ERRORS = (
+    EOFError,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    UnicodeDecodeError,
+    struct.error,
+    SchemaResolutionError,
+)
+
+
+def encode(schema_id: int, parsed_schema: ParsedSchema, record: Mapping[str, Any]) -> bytes:
+    """Frame `record` written with `parsed_schema`, registered as `schema_id`."""
+    if not 0 <= schema_id <= 0xFFFFFFFF:
+        raise EncodeError(f"schema id {schema_id} does not fit in 4 bytes")
+    out = io.BytesIO()
+    out.write(_HEADER.pack(MAGIC_BYTE, schema_id))
+    try:
+        schemaless_writer(out, parsed_schema, record)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise EncodeError(f"record does not fit schema id {schema_id}: {exc}") from exc
+    return out.getvalue()
+
+
+def decode(
+    data: bytes, resolve_schema: SchemaResolver, reader_schema: ParsedSchema | None = None
+) -> dict[str, Any]:
+    """Decode one framed record with the writer schema `resolve_schema(id)`.
+
+    `resolve_schema` raises LookupError (or returns None) for an unknown id; any other exception it
+    raises (a registry that is down) propagates unchanged, since retrying may help. Pass
+    `reader_schema` to read old records as the current schema (Avro schema resolution).
+    Raises PoisonMessage on a wrong magic byte, truncated data, unknown id or an undecodable body.
+    """
+    if len(data) < _HEADER.size:
+        raise PoisonMessage(
+            f"truncated message: {len(data)} byte(s), the Confluent wire format needs "
+            f"at least {_HEADER.size} (magic byte + 4-byte schema id)"
+        )
+    magic, schema_id = _HEADER.unpack_from(data)
+    if magic != MAGIC_BYTE:
+        raise PoisonMessage(f"magic byte is {magic}, expected {MAGIC_BYTE}: not Confluent wire format")
+    try:
+        writer_schema = resolve_schema(schema_id)
+    except LookupError:
+        writer_schema = None
+    if writer_schema is None:
+        raise PoisonMessage(f"unknown schema id {schema_id}: the registry does not know it", schema_id)
+    body = io.BytesIO(data)
+    body.seek(_HEADER.size)
+    try:
+        record = schemaless_reader(
+            body, writer_schema, reader_schema, return_record_name=True, return_record_name_override=True
+        )
+    except _DECODE_ERRORS as exc:
+        raise PoisonMessage(
+            f"Avro body does not decode with schema id {schema_id}: {type(exc).__name__}: {exc}", schema_id
+        ) from exc
+    trailing = len(data) - body.tell()
+    if trailing:
+        raise PoisonMessage(
+            f"{trailing} byte(s) left after the record: the body was not written with schema id {schema_id}",
+            schema_id,
+        )
+    if not isinstance(record, dict):
+        raise PoisonMessage(f"schema id {schema_id} is not a record schema", schema_id)
+    return record

@@ -1,0 +1,77 @@
+"""Builders shared by the domain tests: fixed ids, times and actors, and a fold of commands into state."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from commands import Actor, Command, CommandEnvelope, decide, fingerprint_of
+from events import Envelope, Event, TenantState, evolve
+
+TENANT = "acme"
+T0 = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
+OWNER = Actor("alice", ("org-owner",))
+MEMBER = Actor("bob", ("org-member",))
+DB1 = "0d9b8a4e-5f7c-4c1e-9d2a-1b3c5d7e9f01"
+DB2 = "1e0c9b5f-6a8d-4d2f-8e3b-2c4d6e8fa012"
+
+
+def cmd(
+    payload: Command,
+    *,
+    command_id: str | None = None,
+    actor: Actor = OWNER,
+    tenant: str = TENANT,
+    issued_at: datetime = T0,
+) -> CommandEnvelope:
+    """A command envelope; the default id derives from the payload, so equal payloads share an id."""
+    command_id = command_id or str(uuid.uuid5(uuid.NAMESPACE_OID, f"{tenant}/{payload!r}"))
+    return CommandEnvelope(
+        command_id=command_id,
+        tenant_id=tenant,
+        actor=actor,
+        issued_at=issued_at,
+        correlation_id=f"corr-{command_id[:8]}",
+        payload=payload,
+    )
+
+
+Step = CommandEnvelope | Callable[[TenantState], TenantState]
+
+
+def run(steps: Iterable[Step], state: TenantState | None = None) -> tuple[TenantState, list[Envelope]]:
+    """Decide and evolve each command in turn (a callable step edits the state directly)."""
+    state = state or TenantState(TENANT)
+    produced: list[Envelope] = []
+    for step in steps:
+        if callable(step):
+            state = step(state)
+            continue
+        for envelope in decide(state, step, fingerprint_of(step.payload)):
+            produced.append(envelope)
+            state = evolve(state, envelope)
+    return state, produced
+
+
+def ev(
+    payload: Event,
+    aggregate_type: str,
+    aggregate_id: str,
+    sequence: int = 1,
+    *,
+    command_id: str = "c-1",
+    tenant: str = TENANT,
+) -> Envelope:
+    return Envelope(
+        event_id=f"e-{aggregate_id}-{sequence}",
+        tenant_id=tenant,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        sequence=sequence,
+        occurred_at=T0,
+        command_id=command_id,
+        correlation_id="corr",
+        causation_id=command_id,
+        payload=payload,
+    )

@@ -1,0 +1,240 @@
+"""Every command and event survives its schema through the Confluent wire format; bad bytes are poison."""
+
+from __future__ import annotations
+
+import struct
+from datetime import UTC, datetime, timedelta
+
+import fastavro
+import pytest
+from domain_builders import DB1, OWNER, T0, TENANT, cmd, ev
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import commands
+import events
+from commands import Actor, CommandEnvelope, CreateOrganization, CreateService, DeleteService, ScaleService
+from commands.catalog import LIMITS, POP_ENGINES, SIZE_PLANS
+from commands.validation import DNS_LABEL, LABEL_PART, VERSION
+from events import (
+    CommandRejected,
+    Envelope,
+    OperationAccepted,
+    OrganizationCreated,
+    Resources,
+    ServiceDeletionRequested,
+    ServiceRequested,
+    ServiceScaleRequested,
+)
+from schemas import EncodeError, PoisonMessage, load_schema, parsed_schema, short_name
+from schemas.codec import decode, encode
+
+COMMANDS_ID, EVENTS_ID = 11, 12
+REGISTRY = {COMMANDS_ID: parsed_schema("command_envelope"), EVENTS_ID: parsed_schema("event_envelope")}
+
+COMMAND_SAMPLES = [
+    CreateOrganization(TENANT, "Acme Inc. — Zürich"),
+    CreateService(
+        DB1,
+        "orders",
+        "mongodb",
+        "johannesburg",
+        "large",
+        engine_version="7.0.12",
+        cpu=12.5,
+        memory_gb=64,
+        storage_gb=2000,
+        replicas=5,
+        deletion_protection=True,
+        labels={"team": "pay"},
+    ),
+    CreateService(DB1, "cache", "dragonfly", "local", "small"),
+    ScaleService(DB1, storage_gb=20),
+    DeleteService(DB1),
+]
+SMALL, BIG = Resources(1.0, 2, 10, 1), Resources(4.0, 16, 500, 3)
+EVENT_SAMPLES = [
+    ev(OrganizationCreated(TENANT, "Acme", "alice"), "organization", TENANT),
+    ev(
+        ServiceRequested(DB1, "orders", "aerospike", "8.1.2.0", "ashburn", "small", SMALL, True, {"a": "b"}),
+        "service",
+        DB1,
+    ),
+    ev(ServiceScaleRequested(DB1, SMALL, BIG), "service", DB1, 2),
+    ev(ServiceDeletionRequested(DB1), "service", DB1, 3),
+    ev(OperationAccepted("c-1", "CreateService", DB1, 3, "ab" * 32), "operation", "c-1"),
+    ev(
+        CommandRejected("c-2", "ScaleService", "quota_exceeded", "cpu", "over quota", "cd" * 32),
+        "operation",
+        "c-2",
+    ),
+    ev(
+        CommandRejected("c-3", "DeleteService", "not_found", None, "no such service", "ef" * 32),
+        "operation",
+        "c-3",
+    ),
+]
+
+
+def union_branches(schema_name: str) -> set[str]:
+    [payload] = [f for f in load_schema(schema_name)["fields"] if f["name"] == "payload"]
+    return {branch["name"] for branch in payload["type"]}
+
+
+def test_samples_cover_every_record_type() -> None:
+    assert (
+        {type(c).__name__ for c in COMMAND_SAMPLES}
+        == set(commands.COMMAND_TYPES)
+        == union_branches("command_envelope")
+    )
+    assert (
+        {type(e.payload).__name__ for e in EVENT_SAMPLES}
+        == set(events.EVENT_TYPES)
+        == union_branches("event_envelope")
+    )
+
+
+@pytest.mark.parametrize("payload", COMMAND_SAMPLES, ids=lambda p: type(p).__name__)
+def test_commands_round_trip(payload: object) -> None:
+    envelope = CommandEnvelope(
+        "c-9", TENANT, OWNER, T0, "corr-9", payload, causation_id="e-1", schema_version=1
+    )
+    data = encode(COMMANDS_ID, REGISTRY[COMMANDS_ID], commands.to_avro(envelope))
+
+    assert data[:5] == b"\x00" + struct.pack(">I", COMMANDS_ID)
+    record = decode(data, REGISTRY.__getitem__)
+    assert short_name(record["payload"][0]) == type(payload).__name__
+    assert commands.from_avro(record) == envelope
+
+
+@pytest.mark.parametrize(
+    "envelope", EVENT_SAMPLES, ids=lambda e: f"{type(e.payload).__name__}-{e.aggregate_id}"
+)
+def test_events_round_trip(envelope: Envelope) -> None:
+    data = encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(envelope))
+
+    assert events.from_avro(decode(data, REGISTRY.__getitem__)) == envelope
+
+
+def test_decided_events_round_trip() -> None:
+    state = events.TenantState(TENANT)
+    for command in (
+        cmd(CreateOrganization(TENANT, "Acme")),
+        cmd(CreateService(DB1, "db", "vitess", "local", "small")),
+    ):
+        for envelope in commands.decide(state, command, commands.fingerprint_of(command.payload)):
+            data = encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(envelope))
+            assert events.from_avro(decode(data, REGISTRY.__getitem__)) == envelope
+            state = events.evolve(state, envelope)
+
+
+GOOD = encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(EVENT_SAMPLES[0]))
+POISON = [
+    ("nothing at all", b"", "truncated message: 0 byte(s), the Confluent wire format needs at least 5"),
+    ("a header cut short", b"\x00\x00\x00", "truncated message: 3 byte(s)"),
+    (
+        "not the Confluent magic byte",
+        b"\x01" + GOOD[1:],
+        "magic byte is 1, expected 0: not Confluent wire format",
+    ),
+    (
+        "a schema id the registry never issued",
+        b"\x00" + struct.pack(">I", 99) + GOOD[5:],
+        "unknown schema id 99: the registry does not know it",
+    ),
+    ("a body cut short", GOOD[:-3], f"Avro body does not decode with schema id {EVENTS_ID}"),
+    (
+        "a body written with another schema",
+        encode(EVENTS_ID, REGISTRY[COMMANDS_ID], commands.to_avro(cmd(DeleteService(DB1)))),
+        f"schema id {EVENTS_ID}",
+    ),
+    (
+        "bytes after the record",
+        GOOD + b"\x00",
+        f"1 byte(s) left after the record: the body was not written with schema id {EVENTS_ID}",
+    ),
+]
+
+
+@pytest.mark.parametrize("data, reason", [p[1:] for p in POISON], ids=[p[0] for p in POISON])
+def test_undecodable_bytes_are_poison_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(PoisonMessage) as raised:
+        decode(data, REGISTRY.__getitem__)
+    assert reason in raised.value.reason
+
+
+def test_a_registry_that_is_down_is_not_poison() -> None:
+    def unreachable(schema_id: int) -> object:
+        raise ConnectionError("registry unreachable")
+
+    with pytest.raises(ConnectionError):
+        decode(GOOD, unreachable)
+
+
+def test_old_records_read_as_the_current_schema() -> None:
+    v1 = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "string"}]}
+    v2 = {
+        "type": "record",
+        "name": "R",
+        "fields": [{"name": "a", "type": "string"}, {"name": "b", "type": "int", "default": 7}],
+    }
+    data = encode(1, fastavro.parse_schema(v1), {"a": "x"})
+
+    assert decode(data, {1: fastavro.parse_schema(v1)}.__getitem__, fastavro.parse_schema(v2)) == {
+        "a": "x",
+        "b": 7,
+    }
+
+
+def test_a_record_that_does_not_fit_is_an_encode_error() -> None:
+    with pytest.raises(EncodeError, match="does not fit schema id 11"):
+        encode(COMMANDS_ID, REGISTRY[COMMANDS_ID], {"command_id": 1})
+    with pytest.raises(EncodeError, match="does not fit in 4 bytes"):
+        encode(2**32, REGISTRY[COMMANDS_ID], {})
+
+
+def regex(pattern: object) -> st.SearchStrategy[str]:
+    return st.from_regex(pattern, fullmatch=True)
+
+
+engine_and_pop = st.sampled_from([(e, p) for p, engines in POP_ENGINES.items() for e in engines])
+label = regex(LABEL_PART)
+create_services = st.builds(
+    lambda ep, **fields: CreateService(engine=ep[0], pop=ep[1], **fields),
+    engine_and_pop,
+    service_id=st.uuids().map(str),
+    name=regex(DNS_LABEL),
+    size=st.sampled_from(sorted(SIZE_PLANS)),
+    engine_version=st.none() | regex(VERSION),
+    cpu=st.none() | st.floats(*LIMITS["cpu"]),
+    memory_gb=st.none() | st.integers(*map(int, LIMITS["memory_gb"])),
+    storage_gb=st.none() | st.integers(*map(int, LIMITS["storage_gb"])),
+    replicas=st.none() | st.integers(*map(int, LIMITS["replicas"])),
+    deletion_protection=st.booleans(),
+    labels=st.dictionaries(label, st.just("") | label, max_size=4),
+)
+instants = st.datetimes(datetime(1990, 1, 1), datetime(2200, 1, 1), timezones=st.just(UTC)).map(
+    lambda t: t - timedelta(microseconds=t.microsecond % 1000)
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    payload=create_services,
+    command_id=st.uuids().map(str),
+    tenant=regex(DNS_LABEL),
+    issued_at=instants,
+    roles=st.lists(st.sampled_from(["org-owner", "org-admin", "service-admin", "org-member"]), unique=True),
+)
+def test_valid_create_service_commands_round_trip(
+    payload: CreateService, command_id: str, tenant: str, issued_at: datetime, roles: list[str]
+) -> None:
+    envelope = CommandEnvelope(command_id, tenant, Actor("sub", tuple(roles)), issued_at, "corr", payload)
+    assert commands.validate(payload) == []
+
+    record = commands.to_avro(envelope)
+    decoded = decode(encode(COMMANDS_ID, REGISTRY[COMMANDS_ID], record), REGISTRY.__getitem__)
+
+    assert decoded == record
+    assert commands.from_avro(decoded) == envelope
+    assert commands.fingerprint(decoded["payload"]) == commands.fingerprint_of(payload)

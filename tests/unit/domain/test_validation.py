@@ -1,0 +1,240 @@
+"""Stateless validation and authorization: each problem names the field and says how to fix it."""
+
+from __future__ import annotations
+
+import pytest
+from domain_builders import DB1
+
+from commands import (
+    Actor,
+    CreateOrganization,
+    CreateService,
+    DeleteService,
+    Problem,
+    ScaleService,
+    authorize,
+    fingerprint,
+    fingerprint_of,
+    payload_to_avro,
+    resolve_resources,
+    validate,
+)
+from events import Resources
+
+DNS_RULE = (
+    "use 1 to 63 characters: lowercase letters, digits and '-', "
+    "starting with a letter and ending with a letter or digit"
+)
+
+
+def service(**changes: object) -> CreateService:
+    fields: dict = {
+        "service_id": DB1,
+        "name": "orders",
+        "engine": "yugabyte",
+        "pop": "frankfurt",
+        "size": "small",
+    }
+    return CreateService(**{**fields, **changes})
+
+
+CASES = [
+    (
+        "a slug is a DNS label",
+        CreateOrganization("Acme_Inc", "Acme"),
+        [Problem("invalid", "slug", f'slug "Acme_Inc" is not a valid name: {DNS_RULE}')],
+    ),
+    (
+        "a slug starts with a letter",
+        CreateOrganization("1acme", "Acme"),
+        [Problem("invalid", "slug", f'slug "1acme" is not a valid name: {DNS_RULE}')],
+    ),
+    (
+        "a slug has at most 63 characters",
+        CreateOrganization("a" * 64, "Acme"),
+        [Problem("invalid", "slug", f'slug "{"a" * 64}" is not a valid name: {DNS_RULE}')],
+    ),
+    (
+        "a display name is not blank",
+        CreateOrganization("acme", "  "),
+        [
+            Problem(
+                "invalid", "display_name", "display_name is blank; give the organization a name people read"
+            )
+        ],
+    ),
+    (
+        "a display name is short",
+        CreateOrganization("acme", "x" * 101),
+        [Problem("invalid", "display_name", "display_name has 101 characters; use at most 100")],
+    ),
+    (
+        "a service name ends with a letter or digit",
+        service(name="orders-"),
+        [Problem("invalid", "name", f'name "orders-" is not a valid name: {DNS_RULE}')],
+    ),
+    (
+        "service ids are canonical UUIDs",
+        service(service_id=DB1.upper()),
+        [
+            Problem(
+                "invalid",
+                "service_id",
+                f'service_id "{DB1.upper()}" is not a UUID in canonical form '
+                "(8-4-4-4-12 lowercase hex digits); the publisher generates it",
+            )
+        ],
+    ),
+    (
+        "unknown pops list the offered ones",
+        service(pop="paris"),
+        [
+            Problem(
+                "invalid",
+                "pop",
+                'pop "paris" is not offered; choose one of: '
+                "lagos, johannesburg, frankfurt, ashburn, singapore, local",
+            )
+        ],
+    ),
+    (
+        "aerospike is not offered locally",
+        service(engine="aerospike", pop="local"),
+        [
+            Problem(
+                "unsupported",
+                "pop",
+                'engine "aerospike" is not offered in pop "local"; '
+                "pops that offer aerospike: lagos, johannesburg, frankfurt, ashburn, singapore",
+            )
+        ],
+    ),
+    (
+        "an engine version is a version, and the default is named",
+        service(engine_version="latest please"),
+        [
+            Problem(
+                "invalid",
+                "engine_version",
+                'engine_version "latest please" is not a version: '
+                "use up to 64 letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit, or leave it null for the default (default for yugabyte: "
+                "2024.2.0.0-b145)",
+            )
+        ],
+    ),
+    (
+        "each override is range-checked",
+        service(cpu=0.25, memory_gb=1024, storage_gb=0, replicas=10),
+        [
+            Problem("invalid", "cpu", "cpu 0.25 is out of range; choose a value from 0.5 to 64"),
+            Problem("invalid", "memory_gb", "memory_gb 1024 is out of range; choose a value from 1 to 512"),
+            Problem("invalid", "storage_gb", "storage_gb 0 is out of range; choose a value from 1 to 16384"),
+            Problem("invalid", "replicas", "replicas 10 is out of range; choose a value from 1 to 9"),
+        ],
+    ),
+    ("the range ends are allowed", service(cpu=64, memory_gb=1, storage_gb=16384, replicas=9), []),
+    (
+        "label keys and values follow Kubernetes label rules",
+        service(labels={"team": "ok", "bad key": "x", "k": "-v"}),
+        [
+            Problem(
+                "invalid",
+                "labels",
+                'label key "bad key" is not valid: use 1 to 63 characters: letters, digits, '
+                "'-', '_' and '.', starting and ending with a letter or digit",
+            ),
+            Problem(
+                "invalid",
+                "labels",
+                'label "k" has value "-v", which is not valid: use 1 to 63 characters: '
+                "letters, digits, '-', '_' and '.', starting and ending with a letter or digit, "
+                "or empty",
+            ),
+        ],
+    ),
+    (
+        "a scale range-checks only what it names",
+        ScaleService(DB1, replicas=0),
+        [Problem("invalid", "replicas", "replicas 0 is out of range; choose a value from 1 to 9")],
+    ),
+    (
+        "a delete needs a service id",
+        DeleteService("orders"),
+        [
+            Problem(
+                "invalid",
+                "service_id",
+                'service_id "orders" is not a UUID in canonical form '
+                "(8-4-4-4-12 lowercase hex digits); the publisher generates it",
+            )
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("command, problems", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_validate(command: object, problems: list[Problem]) -> None:
+    assert validate(command) == problems
+
+
+AUTH = [
+    ("owners manage services", Actor("a", ("org-owner",)), "ScaleService", None),
+    (
+        "service admins manage services",
+        Actor("a", ("service-viewer", "service-admin")),
+        "DeleteService",
+        None,
+    ),
+    (
+        "viewers do not",
+        Actor("a", ("service-viewer",)),
+        "CreateService",
+        Problem(
+            "forbidden",
+            None,
+            "CreateService needs one of the roles org-owner, org-admin, service-admin; "
+            'actor "a" has service-viewer',
+        ),
+    ),
+    ("anyone signed in creates organizations", Actor("a"), "CreateOrganization", None),
+]
+
+
+@pytest.mark.parametrize("actor, command_type, problem", [a[1:] for a in AUTH], ids=[a[0] for a in AUTH])
+def test_authorize(actor: Actor, command_type: str, problem: Problem | None) -> None:
+    assert authorize(actor, command_type) == problem
+
+
+def test_size_plans_are_the_published_table() -> None:
+    plans = {size: resolve_resources(service(size=size)) for size in ("small", "medium", "large")}
+    assert plans == {
+        "small": Resources(1.0, 2, 10, 1),
+        "medium": Resources(2.0, 8, 100, 3),
+        "large": Resources(4.0, 16, 500, 3),
+    }
+
+
+def test_fingerprint_is_the_same_for_the_same_request_however_it_arrives() -> None:
+    decoded = (
+        "dbaas.v1.ScaleService",
+        {"service_id": DB1, "cpu": 2.0, "memory_gb": None, "storage_gb": None, "replicas": None},
+    )
+    assert fingerprint(decoded) == fingerprint_of(ScaleService(DB1, cpu=2))
+    assert fingerprint(decoded) == fingerprint(("dbaas.v1.ScaleService", {"cpu": 2.0, "service_id": DB1}))
+    assert len(fingerprint(decoded)) == 64
+
+
+def test_fingerprint_tells_requests_apart() -> None:
+    base = fingerprint_of(ScaleService(DB1, cpu=2))
+    assert fingerprint_of(ScaleService(DB1, cpu=2.5)) != base
+    assert fingerprint_of(ScaleService(DB1, memory_gb=2)) != base
+    name, fields = payload_to_avro(DeleteService(DB1))
+    assert fingerprint(("dbaas.v1.RequestBackup", fields)) != fingerprint((name, fields))
+
+
+def test_a_number_json_cannot_hold_is_still_fingerprinted_and_rejected() -> None:
+    nan = ScaleService(DB1, cpu=float("nan"))
+
+    assert fingerprint_of(nan) != fingerprint_of(ScaleService(DB1, cpu=float("inf")))
+    assert validate(nan) == [Problem("invalid", "cpu", "cpu nan is out of range; choose a value from 0.5 to 64")]
