@@ -272,6 +272,7 @@ def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change]) 
                 correlation_id=cmd.correlation_id,
                 causation_id=cmd.command_id,
                 payload=event,
+                actor_subject=cmd.actor.subject,
             )
         )
     return envelopes

@@ -109,6 +109,7 @@ class Envelope:
     causation_id: str | None
     payload: Event
     schema_version: int = 1
+    actor_subject: str | None = None
 
 
 def _with_resources(cls: Callable[..., Event], *names: str) -> Callable[[dict[str, Any]], Event]:

@@ -1,0 +1,91 @@
+"""The schema registry client (Confluent-compatible REST API) and the per-subject serde.
+
+`Registry` registers a subject's schema (idempotent: the registry answers the existing id) and
+fetches writer schemas by id, cached. `Serde` binds one subject: `encode(record)` frames with the
+id registered at start-up, `decode(bytes)` resolves the writer schema by id and reads it as the
+current schema. Imports httpx, fastavro and `schemas` only; knows nothing of the domain.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import fastavro
+import httpx
+
+from schemas import SUBJECTS, parsed_schema, schema_str
+from schemas.codec import decode, encode
+from schemas.errors import SchemaError
+
+
+class RegistryUnavailable(SchemaError):
+    """The registry did not answer: transient, retry later."""
+
+
+class Registry:
+    def __init__(self, url: str, timeout: float = 10.0):
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout)
+        self._by_id: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def register(self, subject: str, schema: str) -> int:
+        try:
+            resp = self._http.post(f"{self.url}/subjects/{subject}/versions",
+                                   json={"schema": schema, "schemaType": "AVRO"},
+                                   headers={"Content-Type": "application/vnd.schemaregistry.v1+json"})
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailable(f"schema registry at {self.url} unreachable: {exc}") from exc
+        if resp.status_code == 409:
+            raise SchemaError(f"the registry refused {subject}: incompatible with its previous version "
+                              f"({resp.text})")
+        if resp.status_code >= 400:
+            raise SchemaError(f"registering {subject} failed: HTTP {resp.status_code} {resp.text}")
+        schema_id = int(resp.json()["id"])
+        with self._lock:
+            self._by_id[schema_id] = fastavro.parse_schema(json.loads(schema))
+        return schema_id
+
+    def schema(self, schema_id: int) -> Any:
+        """The parsed writer schema of ``schema_id``; LookupError when the registry has none."""
+        with self._lock:
+            cached = self._by_id.get(schema_id)
+        if cached is not None:
+            return cached
+        try:
+            resp = self._http.get(f"{self.url}/schemas/ids/{schema_id}")
+        except httpx.HTTPError as exc:
+            raise RegistryUnavailable(f"schema registry at {self.url} unreachable: {exc}") from exc
+        if resp.status_code == 404:
+            raise LookupError(schema_id)
+        if resp.status_code >= 400:
+            raise RegistryUnavailable(f"schema id {schema_id}: HTTP {resp.status_code} {resp.text}")
+        parsed = fastavro.parse_schema(json.loads(resp.json()["schema"]))
+        with self._lock:
+            self._by_id[schema_id] = parsed
+        return parsed
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class Serde:
+    """Encoder/decoder of one subject's records in the Confluent wire format."""
+
+    def __init__(self, registry: Registry, subject: str):
+        self.subject = subject
+        self.name = SUBJECTS[subject]
+        self.schema = parsed_schema(self.name)
+        self.schema_id = registry.register(subject, schema_str(self.name))
+        self._registry = registry
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        return encode(self.schema_id, self.schema, record)
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        return decode(data, self._registry.schema, reader_schema=self.schema)
+
+
+COMMANDS_SUBJECT = "dbaas.commands-value"
+EVENTS_SUBJECT = "dbaas.events-value"
