@@ -1,0 +1,64 @@
+"""Publishing commands to `dbaas.commands`: the contract every publisher follows.
+
+Key = tenant id (bytes, UTF-8), value = `CommandEnvelope` in the Confluent wire format under the
+subject `dbaas.commands-value`, partitioner murmur2 (the Java client's default) so that Java and
+Python publishers place a tenant's commands in the same partition. The producer is idempotent
+with `acks=all`; `publish` returns once the broker has the command, or raises.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future
+
+from confluent_kafka import KafkaException, Producer
+
+from commands.records import CommandEnvelope, to_avro
+from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
+
+
+class PublishError(Exception):
+    """The broker did not take the command; nothing was published."""
+
+
+class Publisher:
+    def __init__(self, kafka: str, registry_url: str, topic: str = "dbaas.commands",
+                 extra: dict | None = None):
+        self.topic = topic
+        self.serde = Serde(Registry(registry_url), COMMANDS_SUBJECT)
+        self.producer = Producer({
+            "bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 2, "partitioner": "murmur2_random", **(extra or {}),
+        })
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="publisher-poll", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.05)
+
+    def publish_async(self, envelope: CommandEnvelope) -> Future:
+        """Hand the command to the producer; the future resolves to (partition, offset)."""
+        future: Future = Future()
+
+        def delivered(err, msg):
+            if err is not None:
+                future.set_exception(PublishError(f"command {envelope.command_id} not published: {err}"))
+            else:
+                future.set_result((msg.partition(), msg.offset()))
+
+        try:
+            self.producer.produce(
+                self.topic, key=envelope.tenant_id.encode(), value=self.serde.encode(to_avro(envelope)),
+                headers=[("correlation-id", envelope.correlation_id.encode())], on_delivery=delivered)
+        except (KafkaException, BufferError) as exc:
+            future.set_exception(PublishError(f"command {envelope.command_id} not published: {exc}"))
+        return future
+
+    def publish(self, envelope: CommandEnvelope, timeout: float = 30.0) -> tuple[int, int]:
+        return self.publish_async(envelope).result(timeout)
+
+    def close(self) -> None:
+        self.producer.flush(30)
+        self._stop.set()
+        self._poller.join(5)

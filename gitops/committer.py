@@ -1,0 +1,637 @@
+"""The GitOps committer: writes files into the GitOps repository, one commit per real change.
+
+Role: owns every write to the GitOps remote. A saga hands it ``{path: text | None}`` plus the
+operation and correlation ids; it makes the remote's ``main`` contain exactly that content:
+
+- **idempotent by content**: it commits only when the tree changes, so re-applying an operation
+  that already landed is harmless (``changed=False``, current tip returned);
+- **traceable**: each commit message ends with ``Operation-Id:`` and ``Correlation-Id:`` trailers,
+  and :meth:`GitOpsCommitter.find_commit` finds a pushed commit by operation id;
+- **safe under concurrency**: it never merges. Each attempt resets its private clone to the
+  remote tip, re-applies the changes by content and pushes fast-forward only. A rejected push
+  (another committer won the race) is retried with capped exponential backoff and full jitter;
+  history stays linear.
+
+Many committers (threads or processes) may share one remote; each needs its own ``workdir``
+(one instance is thread-safe, and a workdir is flock-ed, so two instances on one workdir wait
+for each other instead of corrupting it).
+
+Imports: GitPython, structlog, standard library and ``gitops.errors``/``gitops.layout``; takes
+plain values and knows nothing of commands, events, processors or projections.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import git
+
+from gitops.errors import (
+    GitOpsError,
+    InvalidChange,
+    PermanentGitOpsError,
+    PushConflict,
+    RemoteRejected,
+    TransientGitOpsError,
+    WorkdirMismatch,
+)
+from gitops.layout import validate_repo_path
+
+try:  # structlog is a project dependency; the fallback keeps this module usable without it.
+    import structlog
+
+    _log: Any = structlog.get_logger(__name__)
+except ImportError:  # pragma: no cover - exercised only where structlog is absent
+    import logging
+
+    class _KeyValueLogger:
+        """Minimal stand-in for a structlog logger: ``bind`` plus event + key=value lines."""
+
+        def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
+            self._logger = logging.getLogger(name)
+            self._context = context or {}
+
+        def bind(self, **kw: Any) -> _KeyValueLogger:
+            return _KeyValueLogger(self._logger.name, {**self._context, **kw})
+
+        def _emit(self, level: int, event: str, **kw: Any) -> None:
+            fields = {**self._context, **kw}
+            self._logger.log(level, "%s %s", event, " ".join(f"{k}={v!r}" for k, v in fields.items()))
+
+        def debug(self, event: str, **kw: Any) -> None:
+            self._emit(logging.DEBUG, event, **kw)
+
+        def info(self, event: str, **kw: Any) -> None:
+            self._emit(logging.INFO, event, **kw)
+
+        def warning(self, event: str, **kw: Any) -> None:
+            self._emit(logging.WARNING, event, **kw)
+
+    _log = _KeyValueLogger(__name__)
+
+OPERATION_TRAILER = "Operation-Id"
+CORRELATION_TRAILER = "Correlation-Id"
+REMOTE = "origin"
+
+# Ids go into a one-line trailer and a `git log --grep`: keep them to a safe alphabet.
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
+_AUTHOR_BAD = re.compile(r"[<>\x00-\x1f\x7f]")
+
+# Substrings of git's stderr (LC_ALL=C) meaning "retrying will not help".
+_PERMANENT_PATTERNS = (
+    "does not appear to be a git repository",
+    "not a git repository",
+    "repository not found",
+    "authentication failed",
+    "permission denied",
+    "could not read username",
+    "could not read password",
+    "invalid username or password",
+    "unable to find remote helper",
+)
+# Reasons in `git push --porcelain` meaning "someone else moved the branch first".
+_RACE_PATTERNS = (
+    "fetch first",
+    "non-fast-forward",
+    "stale info",
+    "failed to update ref",
+    "cannot lock ref",
+    "unable to lock",
+    "failed to lock",
+    "incorrect old value",
+    "is at ",  # "cannot lock ref 'refs/heads/main': is at X but expected Y"
+)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What :meth:`GitOpsCommitter.apply` did.
+
+    ``sha``: the commit that carries the change (``changed=True``), or the remote tip that already
+    had this content (``changed=False``; ``None`` while the remote has no ``main``).
+    ``attempts``: how many times the change was applied and pushed (1 = no race).
+    """
+
+    sha: str | None
+    changed: bool
+    attempts: int = 1
+
+    @property
+    def retries(self) -> int:
+        return self.attempts - 1
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff with full jitter between push attempts."""
+
+    max_attempts: int = 10
+    base_delay: float = 0.1
+    max_delay: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("RetryPolicy needs max_attempts >= 1 and non-negative delays")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return rng.uniform(0.0, cap)
+
+
+@dataclass
+class CommitterStats:
+    """Counters since construction (read them for metrics; they only grow)."""
+
+    commits_pushed: int = 0
+    unchanged: int = 0
+    push_races: int = 0
+    transient_failures: int = 0
+
+
+@dataclass(frozen=True)
+class _Push:
+    """Outcome of one push: ok, lost a race, refused for good, or failed in an unknown way."""
+
+    status: str  # "ok" | "race" | "rejected" | "failed"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class _Tip:
+    """The remote branch's tip commit and its tree."""
+
+    commit: str
+    tree: str
+
+
+@dataclass
+class _Attempt:
+    """Bookkeeping of one apply() call across attempts."""
+
+    attempts: int = 0
+    unconfirmed: list[str] = field(default_factory=list)  # pushed, but the outcome was unclear
+    last_error: GitOpsError | None = None
+    races: int = 0
+
+
+class GitOpsCommitter:
+    """Commits plain file changes into a GitOps remote; see the module docstring."""
+
+    def __init__(
+        self,
+        remote_url: str,
+        workdir: str | os.PathLike[str],
+        author_name: str,
+        author_email: str,
+        *,
+        branch: str = "main",
+        retry: RetryPolicy | None = None,
+        network_timeout: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not isinstance(remote_url, str) or not remote_url.strip():
+            raise InvalidChange("remote_url is empty: give a bare repository path or a git URL")
+        for what, value in (("author_name", author_name), ("author_email", author_email)):
+            if not value or _AUTHOR_BAD.search(value):
+                raise InvalidChange(f"{what} {value!r} is empty or contains '<', '>' or control characters")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]*", branch) or ".." in branch:
+            raise InvalidChange(f"branch {branch!r} is not a plain branch name")
+        self.remote_url = remote_url
+        self.workdir = Path(workdir)
+        self.branch = branch
+        self.retry = retry or RetryPolicy()
+        self.stats = CommitterStats()
+        self._author_env = {
+            "GIT_AUTHOR_NAME": author_name,
+            "GIT_AUTHOR_EMAIL": author_email,
+            "GIT_COMMITTER_NAME": author_name,
+            "GIT_COMMITTER_EMAIL": author_email,
+        }
+        self._network_timeout = network_timeout
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._lock = threading.RLock()
+        self._git: git.Git | None = None
+        self._empty_tree: str | None = None
+        self._needs_clean = True  # unknown state after (re)start: clean on the first sync
+        self._remote_ref = f"refs/remotes/{REMOTE}/{branch}"
+        self._local_ref = f"refs/heads/{branch}"
+
+    # -- public API ------------------------------------------------------------------------
+
+    def apply(
+        self,
+        changes: Mapping[str, str | None],
+        message: str,
+        operation_id: str,
+        correlation_id: str,
+    ) -> CommitResult:
+        """Make the remote branch hold ``changes`` (``None`` deletes a file) in one commit.
+
+        Commits only if the tree changes. Retries lost push races up to
+        ``retry.max_attempts`` times, then raises :class:`PushConflict`. Raises a
+        :class:`PermanentGitOpsError` subclass for bad input or a refusing remote, and
+        :class:`TransientGitOpsError` when the remote stays unreachable.
+        """
+        normalized = normalize_changes(changes)
+        full_message = compose_message(message, operation_id, correlation_id)
+        log = _log.bind(operation_id=operation_id, correlation_id=correlation_id, files=len(normalized))
+        with self._exclusive():
+            return self._apply_with_retries(normalized, full_message, log)
+
+    def find_commit(self, operation_id: str) -> str | None:
+        """The newest commit on the remote branch whose ``Operation-Id`` trailer is
+        ``operation_id``, or None. Fetches first, so commits by other committers count."""
+        validate_id(operation_id, "operation_id")
+        with self._exclusive():
+            tip = self._fetch()
+            if tip is None:
+                return None
+            return self._search_trailer(tip, OPERATION_TRAILER, operation_id)
+
+    def head(self) -> str | None:
+        """The remote branch's tip after a fetch (None while the remote has no such branch)."""
+        with self._exclusive():
+            return self._fetch()
+
+    def read(self, path: str) -> str | None:
+        """The text of ``path`` at the remote tip, or None if no file is there."""
+        validate_repo_path(path)
+        with self._exclusive():
+            tip = self._fetch()
+            if tip is None:
+                return None
+            return self._read_blob(tip, path)
+
+    def list_files(self, prefix: str = "") -> list[str]:
+        """Files under folder ``prefix`` (all files if empty) at the remote tip, sorted."""
+        if prefix:
+            validate_repo_path(prefix)
+        with self._exclusive():
+            tip = self._fetch()
+            if tip is None:
+                return []
+            args = ["ls-tree", "-r", "--name-only", "-z", tip]
+            if prefix:
+                args += ["--", prefix]
+            out = self._run(*args, strip=False)
+            return sorted(p for p in out.split("\0") if p)
+
+    # -- the retry loop ----------------------------------------------------------------------
+
+    def _apply_with_retries(self, changes: dict[str, str | None], message: str, log: Any) -> CommitResult:
+        state = _Attempt()
+        while state.attempts < self.retry.max_attempts:
+            state.attempts += 1
+            try:
+                result = self._attempt(changes, message, state, log)
+            except TransientGitOpsError as err:
+                self.stats.transient_failures += 1
+                state.last_error = err
+                log.warning("gitops.attempt.failed", attempt=state.attempts, reason=err.reason,
+                            error=str(err))
+                result = None
+            if result is not None:
+                return result
+            if state.attempts < self.retry.max_attempts:
+                delay = self.retry.delay(state.attempts, self._rng)
+                log.info("gitops.push.retry", attempt=state.attempts, delay=round(delay, 4),
+                         reason=state.last_error.reason if state.last_error else None)
+                self._sleep(delay)
+        return self._give_up(state, log)
+
+    def _attempt(self, changes: dict[str, str | None], message: str, state: _Attempt, log: Any
+                 ) -> CommitResult | None:
+        """One try: sync to the remote, apply, commit if changed, push. None means retry."""
+        tip = self._sync()
+        for unclear in state.unconfirmed:
+            if tip and self._is_ancestor(unclear, tip.commit):
+                return self._pushed(unclear, state, log)  # an unclear push did land after all
+        sha = self._commit(changes, message, tip)
+        if sha is None:
+            self.stats.unchanged += 1
+            current = tip.commit if tip else None
+            log.info("gitops.commit.unchanged", sha=current, attempt=state.attempts)
+            return CommitResult(sha=current, changed=False, attempts=state.attempts)
+        push = self._push(sha)
+        if push.status == "ok":
+            self._needs_clean = False
+            return self._pushed(sha, state, log)
+        if push.status == "rejected":
+            raise RemoteRejected(f"the remote refused the push to {self.branch!r}: {push.detail}",
+                                 detail=push.detail)
+        if push.status == "race":
+            self.stats.push_races += 1
+            state.races += 1
+            state.last_error = PushConflict("another committer updated the branch first",
+                                            attempts=state.attempts, detail=push.detail)
+            return None
+        state.unconfirmed.append(sha)
+        raise TransientGitOpsError(f"push to {self.remote_url!r} failed: {push.detail}",
+                                   detail=push.detail)
+
+    def _pushed(self, sha: str, state: _Attempt, log: Any) -> CommitResult:
+        self.stats.commits_pushed += 1
+        log.info("gitops.commit.pushed", sha=sha, attempt=state.attempts)
+        return CommitResult(sha=sha, changed=True, attempts=state.attempts)
+
+    def _give_up(self, state: _Attempt, log: Any) -> NoReturn:
+        last = state.last_error
+        log.warning("gitops.push.gave_up", attempts=state.attempts, races=state.races,
+                    reason=last.reason if last else None)
+        if isinstance(last, PushConflict) or last is None:
+            raise PushConflict(
+                f"gave up after {state.attempts} attempts: other committers kept updating "
+                f"{self.branch!r} (raise RetryPolicy.max_attempts or retry the operation later)",
+                attempts=state.attempts, detail=last.detail if last else "",
+            )
+        raise TransientGitOpsError(f"gave up after {state.attempts} attempts: {last}",
+                                   reason=last.reason, detail=last.detail)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def _sync(self) -> _Tip | None:
+        """Fetch, then make the work tree and index exactly the remote tip (or empty)."""
+        tip = self._fetch_tip()
+        if tip is not None:
+            if self._needs_clean:  # untracked leftovers of an unfinished attempt; reset does the rest
+                self._run("clean", "-ffdxq")
+            self._run("reset", "--quiet", "--hard", tip.commit)
+        else:
+            self._run("update-ref", "-d", self._local_ref, check=False)
+            self._run("read-tree", "--empty")
+            self._run("clean", "-ffdxq")
+        self._needs_clean = False
+        return tip
+
+    def _commit(self, changes: dict[str, str | None], message: str, parent: _Tip | None) -> str | None:
+        """Write ``changes`` into the work tree and index; commit if the tree differs from
+        ``parent``'s. Returns the new commit or None."""
+        self._needs_clean = True
+        for path, content in changes.items():
+            self._write(path, content)
+        for chunk in _chunks(list(changes), 200):
+            self._run("update-index", "--add", "--remove", "--replace", "--", *chunk)
+        tree = self._run("write-tree")
+        if tree == (parent.tree if parent else self._empty_tree_sha()):
+            self._needs_clean = False
+            return None
+        args = ["commit-tree", "--no-gpg-sign", tree, "-m", message]
+        if parent:
+            args += ["-p", parent.commit]
+        return self._run(*args, env=self._author_env)
+
+    def _write(self, path: str, content: str | None) -> None:
+        target = self.workdir / path
+        if content is None:
+            if target.is_dir() and not target.is_symlink():
+                raise InvalidChange(f"cannot delete {path!r}: it is a folder; list its files instead")
+            if target.exists() or target.is_symlink():
+                target.unlink()
+            return
+        if target.is_dir() and not target.is_symlink():
+            raise InvalidChange(f"cannot write {path!r}: a folder of that name exists")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as err:
+            raise InvalidChange(f"cannot write {path!r}: a parent of it is a file") from err
+        if target.is_symlink():
+            target.unlink()
+        try:
+            with open(target, "w", encoding="utf-8", newline="") as fh:
+                fh.write(content)
+        except OSError as err:  # disk full, quota: may pass; retried like other transient errors
+            raise TransientGitOpsError(f"cannot write {path!r} in {str(self.workdir)!r}: {err}",
+                                       reason="WorkdirUnwritable") from err
+
+    def _push(self, sha: str) -> _Push:
+        status, out, err = self._execute(
+            "push", "--porcelain", REMOTE, f"{sha}:{self._local_ref}", network=True
+        )
+        return _classify_push(status, out, err, self._local_ref)
+
+    def _fetch(self) -> str | None:
+        tip = self._fetch_tip()
+        return tip.commit if tip else None
+
+    def _fetch_tip(self) -> _Tip | None:
+        """Update the remote-tracking ref; return the remote tip, None if the branch is absent."""
+        self._ensure_repo()
+        status, _, err = self._execute(
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", REMOTE,
+            f"+{self._local_ref}:{self._remote_ref}", network=True,
+        )
+        if status != 0:
+            if "couldn't find remote ref" in err.lower():
+                self._run("update-ref", "-d", self._remote_ref, check=False)
+                return None
+            raise _git_error(f"fetch from {self.remote_url!r} failed", err)
+        commit, tree = self._run("rev-parse", self._remote_ref, f"{self._remote_ref}^{{tree}}").split()
+        return _Tip(commit, tree)
+
+    def _is_ancestor(self, sha: str, tip: str) -> bool:
+        status, _, _ = self._execute("merge-base", "--is-ancestor", sha, tip)
+        return status == 0
+
+    def _search_trailer(self, tip: str, key: str, value: str) -> str | None:
+        fmt = f"%H%x00%(trailers:key={key},valueonly,separator=%x00)%x1e"
+        out = self._run("log", "--fixed-strings", f"--grep={key}: {value}", f"--format={fmt}", tip,
+                        strip=False)
+        for record in out.split("\x1e"):
+            sha, _, values = record.strip("\n").partition("\0")
+            if sha and value in (v.strip() for v in values.split("\0")):
+                return sha
+        return None
+
+    def _read_blob(self, tip: str, path: str) -> str | None:
+        entry = self._run("ls-tree", "-z", tip, "--", path, strip=False).rstrip("\0")
+        if not entry:
+            return None
+        meta, _, name = entry.partition("\t")
+        _mode, kind, blob = meta.split()
+        if kind != "blob" or name != path:
+            return None
+        status, data, err = self._execute("cat-file", "blob", blob, strip=False, as_bytes=True)
+        if status != 0:
+            raise _git_error(f"cannot read {path!r}", err)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PermanentGitOpsError(f"{path!r} is not UTF-8 text", reason="NotText") from exc
+
+    def _empty_tree_sha(self) -> str:
+        if self._empty_tree is None:
+            self._empty_tree = self._run("hash-object", "-t", "tree", os.devnull)
+        return self._empty_tree
+
+    # -- the private clone ---------------------------------------------------------------------
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """This instance's lock plus an flock on the workdir (other instances, other processes)."""
+        with self._lock:
+            try:
+                self.workdir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.workdir, os.O_RDONLY)
+            except OSError as err:
+                raise PermanentGitOpsError(f"cannot use workdir {str(self.workdir)!r}: {err}",
+                                           reason="WorkdirUnusable") from err
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
+
+    def _ensure_repo(self) -> None:
+        """Initialise the private clone on first use; check an existing one; clear stale locks
+        (safe: we hold the workdir flock, so no other git process of ours runs here)."""
+        if self._git is None:
+            if (self.workdir / ".git").is_dir():
+                self._git = git.Git(str(self.workdir))
+                self._check_origin()
+            elif any(self.workdir.iterdir()):
+                raise WorkdirMismatch(f"workdir {str(self.workdir)!r} is not empty and not a git clone; "
+                                      "give the committer an empty or dedicated folder")
+            else:
+                self._init_clone()
+        for stale in ("index.lock", "HEAD.lock", f"{self._local_ref}.lock", f"{self._remote_ref}.lock"):
+            lock = self.workdir / ".git" / stale
+            if lock.exists():
+                lock.unlink()
+
+    def _init_clone(self) -> None:
+        # init + fetch instead of `git clone`: the same result, and an empty remote needs no
+        # special case (the first push creates the branch).
+        git.Repo.init(str(self.workdir), initial_branch=self.branch).close()
+        self._git = git.Git(str(self.workdir))
+        self._run("remote", "add", REMOTE, self.remote_url)
+        for key, value in (("core.autocrlf", "false"), ("commit.gpgsign", "false"),
+                           ("core.hooksPath", os.devnull)):
+            self._run("config", key, value)
+        _log.info("gitops.workdir.initialised", workdir=str(self.workdir), remote=self.remote_url)
+
+    def _check_origin(self) -> None:
+        status, url, _ = self._execute("remote", "get-url", REMOTE)
+        if status != 0:
+            self._run("remote", "add", REMOTE, self.remote_url)  # crashed between init and add
+        elif url != self.remote_url:
+            raise WorkdirMismatch(f"workdir {str(self.workdir)!r} is a clone of {url!r}, "
+                                  f"not of {self.remote_url!r}; give each remote its own workdir")
+        self._run("symbolic-ref", "HEAD", self._local_ref)
+
+    # -- running git ---------------------------------------------------------------------------
+
+    def _run(self, *args: str, env: Mapping[str, str] | None = None, check: bool = True,
+             strip: bool = True) -> str:
+        status, out, err = self._execute(*args, env=env, strip=strip)
+        if status != 0 and check:
+            raise _git_error(f"git {args[0]} failed", err)
+        return out
+
+    def _execute(self, *args: str, env: Mapping[str, str] | None = None, network: bool = False,
+                 strip: bool = True, as_bytes: bool = False) -> tuple[int, Any, str]:
+        assert self._git is not None
+        inline_env = {"GIT_TERMINAL_PROMPT": "0", **(env or {})}
+        try:
+            status, out, err = self._git.execute(
+                [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git", *args],
+                with_extended_output=True,
+                with_exceptions=False,
+                env=inline_env,
+                kill_after_timeout=self._network_timeout if network else None,
+                strip_newline_in_stdout=strip,
+                stdout_as_string=not as_bytes,
+            )
+        except git.exc.GitCommandNotFound as exc:
+            raise PermanentGitOpsError(f"git is not installed or not on PATH: {exc}",
+                                       reason="GitNotInstalled") from exc
+        return status, out, err if isinstance(err, str) else err.decode("utf-8", "replace")
+
+
+# -- pure helpers --------------------------------------------------------------------------------
+
+
+def validate_id(value: object, what: str) -> str:
+    """Return ``value`` if it is usable as a one-line trailer value and a grep key."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidChange(
+            f"{what} {value!r} is not allowed: use 1-200 letters, digits and '._:@+-', "
+            "starting with a letter or digit (a UUID is fine)"
+        )
+    return value
+
+
+def normalize_changes(changes: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Validate paths and contents; return a plain dict in a stable (sorted) order."""
+    if not isinstance(changes, Mapping):
+        raise InvalidChange("changes must be a mapping of path -> text (or None to delete)")
+    result: dict[str, str | None] = {}
+    for path in sorted(changes):
+        content = changes[path]
+        validate_repo_path(path)
+        if content is not None and not isinstance(content, str):
+            raise InvalidChange(f"content of {path!r} must be text or None, not {type(content).__name__}")
+        result[path] = content
+    for path in result:  # "a" and "a/b" cannot both be files
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent in result and result[parent] is not None:
+                raise InvalidChange(f"{parent!r} and {path!r} cannot both be files")
+    return result
+
+
+def compose_message(message: str, operation_id: str, correlation_id: str) -> str:
+    """``message`` followed by a blank line and the Operation-Id/Correlation-Id trailers."""
+    validate_id(operation_id, "operation_id")
+    validate_id(correlation_id, "correlation_id")
+    if not isinstance(message, str) or not message.strip():
+        raise InvalidChange("commit message is empty: say what changed, e.g. 'Provision acme/orders'")
+    if "\0" in message:
+        raise InvalidChange("commit message contains a NUL character")
+    return (f"{message.strip()}\n\n"
+            f"{OPERATION_TRAILER}: {operation_id}\n{CORRELATION_TRAILER}: {correlation_id}\n")
+
+
+def _classify_push(status: int, out: str, err: str, ref: str) -> _Push:
+    """Read `git push --porcelain`: one line per ref, ``<flag>\\t<from>:<to>\\t<summary>``."""
+    for line in out.splitlines():
+        fields = line.split("\t")
+        if len(fields) < 3 or not fields[1].endswith(f":{ref}"):
+            continue
+        flag, summary = fields[0], fields[2]
+        if flag != "!":
+            return _Push("ok", summary)
+        lowered = summary.lower()
+        if any(p in lowered for p in _RACE_PATTERNS):
+            return _Push("race", summary)
+        return _Push("rejected", f"{summary} {err.strip()}".strip())
+    if status == 0:
+        return _Push("ok")
+    if any(p in err.lower() for p in _PERMANENT_PATTERNS):
+        return _Push("rejected", err.strip())
+    return _Push("failed", err.strip() or f"git push exited with {status}")
+
+
+def _git_error(what: str, stderr: str) -> GitOpsError:
+    detail = stderr.strip()
+    if any(p in detail.lower() for p in _PERMANENT_PATTERNS):
+        return PermanentGitOpsError(f"{what}: {detail}", reason="GitRemoteUnusable", detail=detail)
+    return TransientGitOpsError(f"{what}: {detail}", detail=detail)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

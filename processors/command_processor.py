@@ -1,0 +1,231 @@
+"""The command processor: judges every command on `dbaas.commands` into events on `dbaas.events`.
+
+For each batch, in ONE Kafka transaction: the events `decide` produced (written to the same
+partition as their command, so one partition of each topic holds a tenant's whole story) and
+the consumer offsets past the batch. Either both are visible to read_committed readers or
+neither, so a crash anywhere replays the batch against the state as of the last commit — and the
+idempotency records inside that state make a replay of an already-judged command a no-op.
+
+Tenant states live in memory per assigned partition, rebuilt on assignment by folding that
+partition of the event log. Undecodable input goes to the dead-letter topic with the reason in
+headers; the batch moves on.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+import commands
+import events
+from events import Envelope, TenantState, evolve
+from processors.deadletter import dead_letter
+from processors.settings import ProcessorSettings
+from schemas.errors import PoisonMessage
+from schemas.registry import COMMANDS_SUBJECT, EVENTS_SUBJECT, Registry, Serde
+
+JUDGED = Counter("dbaas_commands_judged_total", "Commands judged", ["outcome", "command_type"])
+DEAD = Counter("dbaas_commands_dead_lettered_total", "Commands sent to the dead-letter topic")
+LAG = Gauge("dbaas_command_processor_lag", "Commands not yet judged", ["partition"])
+BATCH = Histogram("dbaas_command_processor_batch_seconds", "Time to judge and commit one batch",
+                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+REBUILT = Counter("dbaas_command_processor_events_replayed_total", "Events folded while rebuilding state")
+
+log = structlog.get_logger("command-processor")
+
+
+@dataclass
+class PartitionState:
+    tenants: dict[str, TenantState] = field(default_factory=dict)
+
+    def get(self, tenant_id: str) -> TenantState:
+        return self.tenants.get(tenant_id) or TenantState(tenant_id)
+
+
+class CommandProcessor:
+    def __init__(self, settings: ProcessorSettings):
+        self.settings = settings
+        registry = Registry(settings.registry_url)
+        self.commands = Serde(registry, COMMANDS_SUBJECT)
+        self.events = Serde(registry, EVENTS_SUBJECT)
+        self.partitions: dict[int, PartitionState] = {}
+        self.consumer = Consumer({
+            "bootstrap.servers": settings.kafka, "group.id": settings.group_id,
+            "isolation.level": "read_committed", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "partition.assignment.strategy": "cooperative-sticky",
+        })
+        self.producer = Producer({
+            "bootstrap.servers": settings.kafka, "transactional.id": settings.transactional_id,
+            "enable.idempotence": True, "acks": "all", "linger.ms": 2, "transaction.timeout.ms": 30000,
+        })
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def run(self, stop) -> None:
+        self.producer.init_transactions(30)
+        self.consumer.subscribe([self.settings.commands_topic], on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        log.info("started", commands=self.settings.commands_topic, events=self.settings.events_topic)
+        try:
+            while not stop.is_set():
+                batch = self.consumer.consume(self.settings.batch_size, timeout=0.2)
+                batch = [m for m in batch if not self._is_eof_or_raise(m)]
+                if batch:
+                    self._judge_batch(batch)
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+            log.info("stopped")
+
+    @staticmethod
+    def _is_eof_or_raise(msg: Message) -> bool:
+        err = msg.error()
+        if err is None:
+            return False
+        if err.code() == KafkaError._PARTITION_EOF:
+            return True
+        if err.retriable():
+            log.warning("consume error, retrying", error=str(err))
+            return True
+        raise KafkaException(err)
+
+    def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.partitions[tp.partition] = self._rebuild(tp.partition)
+        log.info("assigned", partitions=[tp.partition for tp in partitions])
+
+    def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.partitions.pop(tp.partition, None)
+        log.info("revoked", partitions=[tp.partition for tp in partitions])
+
+    def _rebuild(self, partition: int) -> PartitionState:
+        """Fold the committed events of one partition into tenant states."""
+        reader = Consumer({"bootstrap.servers": self.settings.kafka, "group.id": "unused",
+                           "isolation.level": "read_committed", "enable.auto.commit": False,
+                           "enable.partition.eof": True})
+        state = PartitionState()
+        low, high = reader.get_watermark_offsets(TopicPartition(self.settings.events_topic, partition),
+                                                 timeout=30)
+        if high > low:
+            reader.assign([TopicPartition(self.settings.events_topic, partition, low)])
+            done = False
+            while not done:
+                for msg in reader.consume(1000, timeout=1.0):
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            done = True
+                            continue
+                        raise KafkaException(msg.error())
+                    env = events.from_avro(self.events.decode(msg.value()))
+                    state.tenants[env.tenant_id] = evolve(state.get(env.tenant_id), env)
+                    REBUILT.inc()
+        reader.close()
+        return state
+
+    # -- judging -------------------------------------------------------------------------
+    def _judge_batch(self, batch: list[Message]) -> None:
+        started = time.perf_counter()
+        before: dict[tuple[int, str], TenantState | None] = {}
+        self.producer.begin_transaction()
+        try:
+            for msg in batch:
+                self._judge(msg, before)
+            self.producer.send_offsets_to_transaction(
+                self.consumer.position(self.consumer.assignment()),
+                self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(30)
+        except KafkaException as exc:
+            self._abort(batch, before, exc)
+            return
+        BATCH.observe(time.perf_counter() - started)
+        self._report_lag()
+
+    def _abort(self, batch, before, exc: KafkaException) -> None:
+        err = exc.args[0] if exc.args else None
+        if err is not None and hasattr(err, "fatal") and err.fatal():
+            raise exc
+        log.warning("transaction aborted; the batch will be judged again", error=str(exc))
+        self.producer.abort_transaction(30)
+        for (partition, tenant), state in before.items():
+            tenants = self.partitions.setdefault(partition, PartitionState()).tenants
+            if state is None:
+                tenants.pop(tenant, None)
+            else:
+                tenants[tenant] = state
+        parts = {(m.topic(), m.partition()) for m in batch}
+        committed = self.consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=30)
+        for tp in committed:
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+    def _judge(self, msg: Message, before: dict) -> None:
+        try:
+            record = self.commands.decode(msg.value())
+            cmd = commands.from_avro(record)
+        except PoisonMessage as exc:
+            return self._dead_letter(msg, exc.reason)
+        except (commands.CommandError, TypeError, KeyError, ValueError) as exc:
+            return self._dead_letter(msg, f"not a valid command: {exc}")
+        if msg.key() != cmd.tenant_id.encode():
+            return self._dead_letter(msg, f"the message key must be the tenant id {cmd.tenant_id!r}")
+        structlog.contextvars.bind_contextvars(correlation_id=cmd.correlation_id, command_id=cmd.command_id,
+                                               tenant_id=cmd.tenant_id)
+        try:
+            partition = self.partitions.setdefault(msg.partition(), PartitionState())
+            state = partition.get(cmd.tenant_id)
+            before.setdefault((msg.partition(), cmd.tenant_id), partition.tenants.get(cmd.tenant_id))
+            produced = commands.decide(state, cmd, commands.fingerprint(record["payload"]))
+            for env in produced:
+                state = evolve(state, env)
+                self._emit(msg.partition(), env)
+            partition.tenants[cmd.tenant_id] = state
+            self._count(cmd, produced)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id", "command_id", "tenant_id")
+
+    def _emit(self, partition: int, env: Envelope) -> None:
+        self.producer.produce(
+            self.settings.events_topic, partition=partition, key=env.tenant_id.encode(),
+            value=self.events.encode(events.to_avro(env)),
+            headers=[("correlation-id", env.correlation_id.encode()),
+                     ("event-type", type(env.payload).__name__.encode())])
+
+    def _count(self, cmd, produced: list[Envelope]) -> None:
+        if not produced:
+            outcome = "duplicate"
+        elif any(isinstance(e.payload, events.CommandRejected) for e in produced):
+            outcome = "rejected"
+            rejection = next(e.payload for e in produced if isinstance(e.payload, events.CommandRejected))
+            log.info("command rejected", command_type=cmd.command_type, reason=rejection.reason_code,
+                     field=rejection.field, message=rejection.message)
+        else:
+            outcome = "accepted"
+        JUDGED.labels(outcome, cmd.command_type).inc()
+
+    def _dead_letter(self, msg: Message, reason: str) -> None:
+        DEAD.inc()
+        log.warning("dead-lettered", reason=reason, partition=msg.partition(), offset=msg.offset())
+        dead_letter(self.producer, self.settings.dlq_topic, msg, reason)
+
+    def _report_lag(self) -> None:
+        for tp in self.consumer.position(self.consumer.assignment()):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            if tp.offset >= 0 and high is not None and high >= 0:
+                LAG.labels(str(tp.partition)).set(max(high - tp.offset, 0))
+
+
+def main() -> int:
+    from runtime import logs, metrics, signals
+
+    logs.configure("command-processor")
+    settings = ProcessorSettings.from_env()
+    stop = signals.stop_event()
+    metrics.serve(settings.metrics_port)
+    CommandProcessor(settings).run(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
