@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import stack
+from cli import stack, tenant
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbaas", description="Control plane for a multi-engine DBaaS")
     sub = parser.add_subparsers(dest="group", required=True)
     stack.register(sub)
+    tenant.register(sub)
     return parser
 
 
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except stack.ERRORS as exc:
+    except stack.ERRORS + tenant.ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

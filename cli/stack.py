@@ -43,7 +43,7 @@ def _status_doc(launcher: Launcher) -> dict:
 def cmd_up(args) -> int:
     launcher = _launcher(args, quiet=args.json)
     launcher.up()
-    report = _apply_topics(launcher, fix=False)
+    report = launcher.ctx.topic_report
     if args.json:
         print(json.dumps(_status_doc(launcher), indent=2))
     else:

@@ -36,6 +36,7 @@ class Context:
     config: StackConfig
     artifacts_loader: Callable[[], Artifacts]
     say: Callable[[str], None] = print
+    topic_report: object = None
     _artifacts: Artifacts | None = field(default=None, repr=False)
 
     @property
@@ -340,6 +341,15 @@ log.retention.check.interval.ms=300000
         except Exception:
             return False
 
+    def after_healthy(self, ctx: Context) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        from deploy.stack import topics
+
+        fixed, _, rf = topics.load("local")
+        admin = AdminClient({"bootstrap.servers": self.endpoint(ctx), "log_level": 3})
+        ctx.topic_report = topics.apply(admin, fixed, rf)
+
     def endpoint(self, ctx: Context) -> str:
         return f"{HOST}:{ctx.config.port('kafka')}"
 
@@ -478,3 +488,62 @@ class GitRemote(Component):
 
 
 INFRASTRUCTURE: tuple[Component, ...] = (Postgres(), Kafka(), GitRemote(), Registry(), Connect())
+
+
+# --------------------------------------------------------------------------------------------
+class ControlPlaneProcess(Component):
+    """One of the control plane's own Python processes, kept alive by `runtime.supervise` and
+    configured through the environment with the stack's endpoints."""
+
+    needs = ("kafka", "registry", "postgres")
+
+    def __init__(self, name: str, module: str, metrics_slot: int | None = None, port_name: str | None = None):
+        self.name = name
+        self.module = module
+        self.metrics_slot = metrics_slot
+        self.port_name = port_name
+
+    def metrics_port(self, ctx: Context) -> int:
+        return ctx.config.port("metrics") + (self.metrics_slot or 0)
+
+    def argv(self, ctx: Context) -> list[str]:
+        import sys
+
+        return [sys.executable, "-m", "runtime.supervise", "--name", self.name,
+                "--child-pidfile", str(ctx.config.run_dir / f"{self.name}.child.pid"),
+                "--", sys.executable, "-m", self.module]
+
+    def env(self, ctx: Context) -> dict[str, str]:
+        return {
+            "DBAAS_KAFKA_BOOTSTRAP": f"{HOST}:{ctx.config.port('kafka')}",
+            "DBAAS_REGISTRY_URL": Registry().endpoint(ctx),
+            "DBAAS_DATABASE_URL": Postgres().endpoint(ctx),
+            "DBAAS_CONNECT_URL": Connect().endpoint(ctx),
+            "DBAAS_GITOPS_REMOTE": GitRemote().endpoint(ctx),
+            "DBAAS_API_PORT": str(ctx.config.port("api")),
+            "DBAAS_METRICS_PORT": str(self.metrics_port(ctx)) if self.metrics_slot is not None else "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def probe_url(self, ctx: Context) -> str:
+        if self.port_name:
+            return f"http://{HOST}:{ctx.config.port(self.port_name)}/healthz"
+        return f"http://{HOST}:{self.metrics_port(ctx)}/metrics"
+
+    def healthy(self, ctx: Context) -> bool:
+        try:
+            return httpx.get(self.probe_url(ctx), timeout=2).status_code == 200
+        except Exception:
+            return False
+
+    def endpoint(self, ctx: Context) -> str:
+        if self.port_name:
+            return f"http://{HOST}:{ctx.config.port(self.port_name)}"
+        return self.probe_url(ctx)
+
+
+CONTROL_PLANE: tuple[Component, ...] = (
+    ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0),
+    ControlPlaneProcess("projector", "projections.runner", metrics_slot=1),
+    ControlPlaneProcess("api", "gateway.app", port_name="api"),
+)

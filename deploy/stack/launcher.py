@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from deploy.stack import artifacts, config as stack_config
-from deploy.stack.components import (INFRASTRUCTURE, Component, Context, StackError, java_major,
+from deploy.stack.components import (CONTROL_PLANE, INFRASTRUCTURE, Component, Context, StackError, java_major,
                                      port_open)
 from deploy.stack.processes import PidFile, spawn, stop
 
@@ -33,7 +33,7 @@ class ComponentStatus:
 
 class Launcher:
     def __init__(self, config: stack_config.StackConfig, say: Callable[[str], None] = print,
-                 components: Iterable[Component] = INFRASTRUCTURE):
+                 components: Iterable[Component] = INFRASTRUCTURE + CONTROL_PLANE):
         self.config = config
         self.say = say
         self.components = list(components)

@@ -1,0 +1,187 @@
+"""`python -m bench [e2e] [latency] [rebuild]`: the control plane's benchmarks against baselines
+measured in the same run on the same platform instance.
+
+(a) e2e      N commands published until all are visible in the read model, vs raw
+             confluent-kafka produce+consume of the same number of same-size messages.
+(b) latency  p50/p99 from publish to read-model visibility at a fixed offered rate, vs raw
+             produce->consume latency at the same rate.
+(c) rebuild  projection rebuild events/s, vs raw PostgreSQL inserts of the same rows.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+import uuid
+
+import psycopg
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.common import Endpoints, org, percentile, platform, progress, service, wait_visible
+from commands import to_avro
+from commands.publisher import Publisher
+
+
+def _raw_topic(ep: Endpoints, partitions: int = 12) -> str:
+    name = f"bench.raw.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": ep.kafka})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result()
+    return name
+
+
+def _tenants(pub: Publisher, ep: Endpoints, count: int) -> list[str]:
+    tenants = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+    ids = [pub.publish_async(c) and c.command_id for c in (org(t) for t in tenants)]
+    pub.producer.flush(30)
+    wait_visible(ep.dsn, ids)
+    return tenants
+
+
+def bench_e2e(ep: Endpoints, pub: Publisher, n: int) -> None:
+    print(f"(a) end-to-end throughput, {n} CreateService commands over 50 tenants")
+    tenants = _tenants(pub, ep, 50)
+    cmds = [service(tenants[i % len(tenants)], i) for i in range(n)]
+    size = len(pub.serde.encode(to_avro(cmds[0])))
+    started = time.perf_counter()
+    for c in cmds:
+        pub.publish_async(c)
+    pub.producer.flush(60)
+    wait_visible(ep.dsn, [c.command_id for c in cmds], on_progress=progress("visible"))
+    ours = n / (time.perf_counter() - started)
+
+    topic = _raw_topic(ep)
+    payload = os.urandom(size)
+    producer = Producer({"bootstrap.servers": ep.kafka, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 2})
+    consumer = Consumer({"bootstrap.servers": ep.kafka, "group.id": topic, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    started = time.perf_counter()
+    for i in range(n):
+        while True:
+            try:
+                producer.produce(topic, key=tenants[i % len(tenants)].encode(), value=payload)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush(60)
+    got = 0
+    while got < n:
+        got += sum(1 for m in consumer.consume(1000, 1.0) if not m.error())
+    raw = n / (time.perf_counter() - started)
+    consumer.close()
+    print(f"    control plane: {ours:8.0f} commands/s   (target >= 2000)")
+    print(f"    raw Kafka    : {raw:8.0f} messages/s ({size}-byte messages, produce + consume)")
+    print(f"    ratio        : {ours / raw:8.3f}")
+
+
+def bench_latency(ep: Endpoints, pub: Publisher, rate: int, seconds: float) -> None:
+    total = int(rate * seconds)
+    print(f"(b) latency publish -> read model at {rate} commands/s for {seconds:.0f}s ({total} commands)")
+    tenants = _tenants(pub, ep, 50)
+    cmds = [service(tenants[i % len(tenants)], i) for i in range(total)]
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    poller = threading.Thread(target=lambda: seen.update(wait_visible(ep.dsn, [c.command_id for c in cmds])))
+    poller.start()
+    start = time.perf_counter()
+    for i, c in enumerate(cmds):
+        due = start + i / rate
+        while time.perf_counter() < due:
+            time.sleep(min(0.001, max(due - time.perf_counter(), 0)))
+        sent[c.command_id] = time.perf_counter()
+        pub.publish_async(c)
+    poller.join()
+    lat = [(seen[k] - sent[k]) * 1000 for k in sent]
+
+    topic = _raw_topic(ep)
+    producer = Producer({"bootstrap.servers": ep.kafka, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 2})
+    consumer = Consumer({"bootstrap.servers": ep.kafka, "group.id": topic, "auto.offset.reset": "earliest",
+                         "fetch.wait.max.ms": 10})
+    consumer.subscribe([topic])
+    raw_lat: list[float] = []
+    done = threading.Event()
+
+    def consume() -> None:
+        while len(raw_lat) < total:
+            for m in consumer.consume(100, 0.1):
+                if not m.error():
+                    raw_lat.append((time.perf_counter() - float(m.value().decode())) * 1000)
+        done.set()
+    reader = threading.Thread(target=consume)
+    reader.start()
+    start = time.perf_counter()
+    for i in range(total):
+        due = start + i / rate
+        while time.perf_counter() < due:
+            time.sleep(min(0.001, max(due - time.perf_counter(), 0)))
+        producer.produce(topic, value=repr(time.perf_counter()).encode())
+        producer.poll(0)
+    producer.flush(30)
+    reader.join(120)
+    consumer.close()
+    p50, p99, r50, r99 = (percentile(lat, 50), percentile(lat, 99), percentile(raw_lat, 50),
+                          percentile(raw_lat, 99))
+    print(f"    control plane: p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   (target p99 <= 250 ms)")
+    print(f"    raw Kafka    : p50 {r50:7.1f} ms   p99 {r99:7.1f} ms")
+    print(f"    ratio        : p50 {p50 / r50:7.1f}x     p99 {p99 / r99:7.1f}x")
+
+
+def bench_rebuild(ep: Endpoints) -> None:
+    from projections.rebuild import rebuild
+    from projections.settings import Settings
+
+    settings = Settings(kafka_bootstrap=ep.kafka, registry_url=ep.registry, database_url=ep.dsn)
+    print("(c) projection rebuild")
+    started = time.perf_counter()
+    result = rebuild(settings, progress=lambda p: progress("replayed")(p.read, p.total))
+    elapsed = time.perf_counter() - started
+    events_per_s = result.replayed / elapsed
+    with psycopg.connect(ep.dsn, autocommit=True) as conn:
+        rows = conn.execute("select (select count(*) from organizations) + (select count(*) from services)"
+                            " + (select count(*) from operations)").fetchone()[0]
+        ops = conn.execute("select id, tenant_id, type, aggregate_id, state, done_steps, total_steps, steps, "
+                           "requested_by, correlation_id, created_at, updated_at from operations").fetchall()
+        conn.execute("create temporary table raw_rows (like operations including defaults)")
+        sample = [ops[i % len(ops)] for i in range(rows)]
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "insert into raw_rows (id, tenant_id, type, aggregate_id, state, done_steps, total_steps, steps,"
+                " requested_by, correlation_id, created_at, updated_at, version) values"
+                " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1)",
+                [(f"{r[0]}-{i}", *r[1:7], psycopg.types.json.Jsonb(r[7]), *r[8:]) for i, r in enumerate(sample)])
+        raw = rows / (time.perf_counter() - started)
+    print(f"    rebuild      : {events_per_s:8.0f} events/s ({result.replayed} events -> {rows} rows, "
+          f"{elapsed:.1f}s; target >= 20000)")
+    print(f"    raw inserts  : {raw:8.0f} rows/s (executemany, one transaction)")
+    print(f"    ratio        : {events_per_s / raw:8.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("which", nargs="*", default=["e2e", "latency", "rebuild"])
+    parser.add_argument("-n", type=int, default=10000, help="commands for the e2e benchmark")
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    ep = platform()
+    pub = Publisher(ep.kafka, ep.registry)
+    try:
+        if "e2e" in args.which:
+            bench_e2e(ep, pub, args.n)
+        if "latency" in args.which:
+            bench_latency(ep, pub, args.rate, args.seconds)
+        if "rebuild" in args.which:
+            bench_rebuild(ep)
+    finally:
+        pub.close()
+    print(f"(the benchmark platform stays up: `dbaas stack down --home {ep.home}` stops it)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Tenant-facing commands: `dbaas org|service|operation …` (each with `--json` for scripts)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from cli.client import ApiError, Client
+
+TERMINAL = {"Succeeded", "Failed", "Cancelled"}
+
+
+def _out(args, doc: dict, human: str) -> None:
+    print(json.dumps(doc, indent=2, default=str) if args.json else human)
+
+
+def _client(args) -> Client:
+    return Client(args.api_url, args.subject, args.roles)
+
+
+def _wait(client: Client, op_id: str, states: set[str], timeout: float, progress: bool) -> dict:
+    """Poll the operation until it reaches one of ``states`` (or a terminal state)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            op = client.get(f"/operations/{op_id}")
+        except ApiError as exc:
+            if exc.status != 404:  # not projected yet: keep polling
+                raise
+            op = {"id": op_id, "state": "Pending", "done_steps": 0, "total_steps": 0}
+        line = f"operation {op_id}: {op['state']} ({op.get('done_steps', 0)}/{op.get('total_steps', 0)} steps)"
+        if progress and line != last:
+            print(line, file=sys.stderr, flush=True)
+            last = line
+        if op["state"] in states or op["state"] in TERMINAL:
+            return op
+        if time.monotonic() > deadline:
+            raise ApiError(f"operation {op_id} still {op['state']} after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def _judged(client: Client, accepted: dict, args) -> dict:
+    """Wait until the command was judged; a rejection becomes an error with its reason."""
+    if args.no_wait:
+        return accepted
+    op = _wait(client, accepted["operation_id"], {"Accepted", "Running"}, args.timeout, progress=not args.json)
+    if op["state"] == "Failed":
+        raise ApiError(f"refused ({op.get('reason_code')}): {op.get('message')}")
+    return {**accepted, "state": op["state"]}
+
+
+def _service_by_name(client: Client, org: str, name: str) -> dict:
+    items = client.get("/services", org=org, name=name)["items"]
+    live = [s for s in items if s["status"] != "Deleted"]
+    if not live:
+        raise ApiError(f"organization {org!r} has no service named {name!r} (see `dbaas service list --org {org}`)")
+    return live[0]
+
+
+def org_create(args) -> int:
+    c = _client(args)
+    accepted = _judged(c, c.post("/organizations", {"slug": args.slug, "display_name": args.display_name}), args)
+    _out(args, accepted, f"organization {args.slug}: {accepted.get('state', 'submitted')} "
+                         f"(operation {accepted['operation_id']})")
+    return 0
+
+
+def service_create(args) -> int:
+    c = _client(args)
+    body = {"org": args.org, "name": args.name, "engine": args.engine, "pop": args.pop, "size": args.size,
+            "engine_version": args.version, "cpu": args.cpu, "memory_gb": args.memory_gb,
+            "storage_gb": args.storage_gb, "replicas": args.replicas,
+            "deletion_protection": args.deletion_protection}
+    accepted = _judged(c, c.post("/services", {k: v for k, v in body.items() if v is not None}), args)
+    _out(args, accepted, f"service {args.name} ({accepted['service_id']}): {accepted.get('state', 'submitted')} "
+                         f"(operation {accepted['operation_id']})")
+    return 0
+
+
+def service_list(args) -> int:
+    items = _client(args).get("/services", org=args.org, limit=500)["items"]
+    if args.json:
+        print(json.dumps(items, indent=2, default=str))
+    else:
+        for s in items:
+            print(f"{s['name']:<24} {s['engine']:<10} {s['pop']:<13} {s['status']:<10} {s['id']}")
+    return 0
+
+
+def service_get(args) -> int:
+    svc = _service_by_name(_client(args), args.org, args.name)
+    _out(args, svc, "\n".join(f"{k}: {v}" for k, v in svc.items()))
+    return 0
+
+
+def service_scale(args) -> int:
+    c = _client(args)
+    svc = _service_by_name(c, args.org, args.name)
+    body = {k: v for k, v in {"cpu": args.cpu, "memory_gb": args.memory_gb, "storage_gb": args.storage_gb,
+                              "replicas": args.replicas}.items() if v is not None}
+    accepted = _judged(c, c.post(f"/services/{svc['id']}/scale", body), args)
+    _out(args, accepted, f"scaling {args.name}: {accepted.get('state', 'submitted')} "
+                         f"(operation {accepted['operation_id']})")
+    return 0
+
+
+def service_delete(args) -> int:
+    c = _client(args)
+    svc = _service_by_name(c, args.org, args.name)
+    accepted = _judged(c, c.delete(f"/services/{svc['id']}"), args)
+    _out(args, accepted, f"deleting {args.name}: {accepted.get('state', 'submitted')} "
+                         f"(operation {accepted['operation_id']})")
+    return 0
+
+
+def operation_get(args) -> int:
+    op = _client(args).get(f"/operations/{args.id}")
+    _out(args, op, "\n".join(f"{k}: {v}" for k, v in op.items()))
+    return 0
+
+
+def operation_wait(args) -> int:
+    states = {s.strip() for s in args.until.split(",")} if args.until else set()
+    op = _wait(_client(args), args.id, states, args.timeout, progress=not args.json)
+    _out(args, op, f"operation {args.id}: {op['state']}"
+                   + (f" — {op.get('reason_code')}: {op.get('message')}" if op["state"] == "Failed" else ""))
+    return 1 if op["state"] in {"Failed", "Cancelled"} else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    def common(p, wait: bool = False):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--api-url", help="control plane API (default: the local platform, or $DBAAS_API_URL)")
+        p.add_argument("--as", dest="subject", help="caller identity (development; default $DBAAS_SUBJECT/$USER)")
+        p.add_argument("--roles", help="caller roles, comma-separated (development; default org-owner)")
+        if wait:
+            p.add_argument("--no-wait", action="store_true", help="return once published, before judgement")
+            p.add_argument("--timeout", type=float, default=60.0)
+
+    def resources(p):
+        p.add_argument("--cpu", type=float)
+        p.add_argument("--memory-gb", type=int)
+        p.add_argument("--storage-gb", type=int)
+        p.add_argument("--replicas", type=int)
+
+    org = sub.add_parser("org", help="organizations").add_subparsers(dest="action", required=True)
+    p = org.add_parser("create", help="create an organization (you become its owner)")
+    p.add_argument("slug")
+    p.add_argument("--display-name")
+    common(p, wait=True)
+    p.set_defaults(func=org_create)
+
+    svc = sub.add_parser("service", help="database services").add_subparsers(dest="action", required=True)
+    p = svc.add_parser("create", help="request a new database service")
+    p.add_argument("name")
+    p.add_argument("--org", required=True)
+    p.add_argument("--engine", required=True, help="yugabyte, vitess, scylla, dragonfly, aerospike, mongodb")
+    p.add_argument("--pop", required=True, help="lagos, johannesburg, frankfurt, ashburn, singapore, local")
+    p.add_argument("--size", default="small", help="small, medium or large")
+    p.add_argument("--version", help="engine version (default: the engine's current one)")
+    p.add_argument("--deletion-protection", action="store_true", default=None)
+    resources(p)
+    common(p, wait=True)
+    p.set_defaults(func=service_create)
+    p = svc.add_parser("list", help="services of an organization")
+    p.add_argument("--org", required=True)
+    common(p)
+    p.set_defaults(func=service_list)
+    for action, func, helptext in (("get", service_get, "one service"), ("delete", service_delete, "delete a service"),
+                                   ("scale", service_scale, "change a service's resources")):
+        p = svc.add_parser(action, help=helptext)
+        p.add_argument("name")
+        p.add_argument("--org", required=True)
+        if action == "scale":
+            resources(p)
+        common(p, wait=action != "get")
+        p.set_defaults(func=func)
+
+    op = sub.add_parser("operation", help="operations").add_subparsers(dest="action", required=True)
+    p = op.add_parser("get", help="an operation's state, progress and steps")
+    p.add_argument("id")
+    common(p)
+    p.set_defaults(func=operation_get)
+    p = op.add_parser("wait", help="wait for an operation to finish (exit 1 when it fails)")
+    p.add_argument("id")
+    p.add_argument("--until", help="also stop at these states, comma-separated (e.g. Accepted)")
+    p.add_argument("--timeout", type=float, default=600.0)
+    common(p)
+    p.set_defaults(func=operation_wait)
+
+
+ERRORS = (ApiError,)

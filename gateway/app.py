@@ -1,0 +1,108 @@
+"""Composition root of the HTTP process: the gateway's write routes and the projections' query
+routes under `/api/v1`, OpenAPI at `/openapi.json`, Prometheus metrics at `/metrics`.
+
+Run with `python -m gateway.app` (settings from the environment) or build with `create_app`.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+from fastapi import FastAPI, Request
+from prometheus_client import Counter, Histogram, make_asgi_app
+
+from commands.publisher import Publisher
+from gateway import writes
+from projections import api as queries
+
+REQUESTS = Counter("dbaas_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("dbaas_http_request_seconds", "HTTP request latency", ["method", "route"])
+log = structlog.get_logger("gateway")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    kafka: str
+    registry_url: str
+    database_url: str
+    commands_topic: str = "dbaas.commands"
+
+    @classmethod
+    def from_env(cls) -> "GatewaySettings":
+        env = os.environ
+        return cls(env["DBAAS_KAFKA_BOOTSTRAP"], env["DBAAS_REGISTRY_URL"], env["DBAAS_DATABASE_URL"],
+                   env.get("DBAAS_COMMANDS_TOPIC", "dbaas.commands"))
+
+
+def sqlalchemy_url(dsn: str) -> str:
+    return dsn.replace("postgresql://", "postgresql+psycopg://", 1) if dsn.startswith("postgresql://") else dsn
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = sa.create_engine(sqlalchemy_url(settings.database_url), pool_size=10, pool_pre_ping=True)
+        app.state.engine = engine
+        app.state.publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic)
+        app.state.service_tenant = lambda service_id: _service_tenant(engine, service_id)
+        app.dependency_overrides[queries.get_engine] = lambda: engine
+        log.info("gateway started")
+        yield
+        app.state.publisher.close()
+        engine.dispose()
+        log.info("gateway stopped")
+
+    app = FastAPI(title="dbaas control plane", version="1", lifespan=lifespan,
+                  description="Writes publish commands (202 + operation); reads come from projections.")
+    app.include_router(writes.router, prefix="/api/v1")
+    app.include_router(queries.router, prefix="/api/v1")
+    app.mount("/metrics", make_asgi_app())
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        correlation = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        structlog.contextvars.bind_contextvars(correlation_id=correlation)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id")
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
+    return app
+
+
+def _service_tenant(engine: sa.Engine, service_id: str) -> str | None:
+    with engine.connect() as conn:
+        return conn.execute(sa.text("select tenant_id from services where id = :id"),
+                            {"id": service_id}).scalar()
+
+
+def main() -> int:
+    import uvicorn
+
+    from runtime import logs
+
+    logs.configure("gateway")
+    port = int(os.environ.get("DBAAS_API_PORT", "18080"))
+    uvicorn.run(create_app(), host="127.0.0.1", port=port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Write routes: validate, build the command, publish it, answer 202 with the operation.
+
+The operation id is the command id, which is the `Idempotency-Key` when the caller sends one:
+repeating a request with the same key and body yields the same operation (the processor judges
+a command id once); the same key with another body is rejected as a conflict.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timezone
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+
+import commands
+from commands import (Actor, CommandEnvelope, CreateOrganization, CreateService, DeleteService,
+                      ScaleService)
+from gateway.identity import current_actor
+
+SERVICE_ID_NAMESPACE = uuid.UUID("5d1c8c59-3c8e-4b7e-9a43-0b4f3f0c6a11")
+
+router = APIRouter()
+
+
+class OrganizationIn(BaseModel):
+    slug: str = Field(description="DNS-1123 label; becomes the tenant id")
+    display_name: str | None = None
+
+
+class ServiceIn(BaseModel):
+    org: str = Field(description="organization slug (tenant id)")
+    name: str
+    engine: str = Field(description="yugabyte, vitess, scylla, dragonfly, aerospike or mongodb")
+    pop: str = Field(description="lagos, johannesburg, frankfurt, ashburn, singapore or local")
+    size: str = "small"
+    engine_version: str | None = None
+    cpu: float | None = None
+    memory_gb: int | None = None
+    storage_gb: int | None = None
+    replicas: int | None = None
+    deletion_protection: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ScaleIn(BaseModel):
+    cpu: float | None = None
+    memory_gb: int | None = None
+    storage_gb: int | None = None
+    replicas: int | None = None
+
+
+class Accepted(BaseModel):
+    operation_id: str
+    status_url: str
+    service_id: str | None = None
+
+
+def _command_id(key: str | None) -> str:
+    if key is None:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(key))
+    except ValueError:
+        raise RequestValidationError([{"loc": ["header", "Idempotency-Key"], "type": "value_error",
+                                       "msg": "Idempotency-Key must be a UUID"}]) from None
+
+
+def _check(payload) -> None:
+    problems = commands.validate(payload)
+    if problems:
+        raise RequestValidationError([
+            {"loc": ["body", p.field] if p.field else ["body"], "type": p.reason_code, "msg": p.message}
+            for p in problems])
+
+
+async def _publish(request: Request, response: Response, tenant: str, actor: Actor, payload,
+                   command_id: str, correlation: str | None, service_id: str | None = None) -> Accepted:
+    _check(payload)
+    envelope = CommandEnvelope(
+        command_id=command_id, tenant_id=tenant, actor=actor, issued_at=datetime.now(timezone.utc),
+        correlation_id=correlation or str(uuid.uuid4()), payload=payload)
+    publisher = request.app.state.publisher
+    await asyncio.wrap_future(publisher.publish_async(envelope))
+    location = f"/api/v1/operations/{command_id}"
+    response.headers["Location"] = location
+    response.headers["X-Correlation-Id"] = envelope.correlation_id
+    return Accepted(operation_id=command_id, status_url=location, service_id=service_id)
+
+
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+CorrId = Annotated[str | None, Header(alias="X-Correlation-Id")]
+
+
+@router.post("/organizations", status_code=202, response_model=Accepted, tags=["organizations"])
+async def create_organization(body: OrganizationIn, request: Request, response: Response,
+                              actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                              correlation_id: CorrId = None) -> Accepted:
+    payload = CreateOrganization(body.slug, body.display_name or body.slug)
+    return await _publish(request, response, body.slug, actor, payload, _command_id(idempotency_key),
+                          correlation_id)
+
+
+@router.post("/services", status_code=202, response_model=Accepted, tags=["services"])
+async def create_service(body: ServiceIn, request: Request, response: Response,
+                         actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                         correlation_id: CorrId = None) -> Accepted:
+    command_id = _command_id(idempotency_key)
+    # Derived from the command id, so a retried request carries the same service id (same payload).
+    service_id = str(uuid.uuid5(SERVICE_ID_NAMESPACE, f"{body.org}/{command_id}"))
+    fields = body.model_dump(exclude={"org"})
+    payload = CreateService(service_id=service_id, **fields)
+    return await _publish(request, response, body.org, actor, payload, command_id, correlation_id,
+                          service_id=service_id)
+
+
+def _tenant_of(request: Request, service_id: str) -> str:
+    tenant = request.app.state.service_tenant(service_id)
+    if tenant is None:
+        raise HTTPException(404, f"no service {service_id}")
+    return tenant
+
+
+@router.post("/services/{service_id}/scale", status_code=202, response_model=Accepted, tags=["services"])
+async def scale_service(service_id: str, body: ScaleIn, request: Request, response: Response,
+                        actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                        correlation_id: CorrId = None) -> Accepted:
+    payload = ScaleService(service_id=service_id, **body.model_dump())
+    return await _publish(request, response, _tenant_of(request, service_id), actor, payload,
+                          _command_id(idempotency_key), correlation_id, service_id=service_id)
+
+
+@router.delete("/services/{service_id}", status_code=202, response_model=Accepted, tags=["services"])
+async def delete_service(service_id: str, request: Request, response: Response,
+                         actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                         correlation_id: CorrId = None) -> Accepted:
+    return await _publish(request, response, _tenant_of(request, service_id), actor,
+                          DeleteService(service_id), _command_id(idempotency_key), correlation_id,
+                          service_id=service_id)

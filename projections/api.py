@@ -1,0 +1,171 @@
+"""The read side of the HTTP API: a FastAPI router over the read models (mounted under /api/v1).
+
+Owns the response models (so the OpenAPI document is complete) and the routes `GET /organizations`,
+`GET /services`, `GET /services/{id}`, `GET /operations/{id}`. The router does no authentication
+nor tenant scoping: the gateway does, and passes the tenant filter. The SQLAlchemy engine arrives
+through the dependency `get_engine`, which the app overrides (`app.dependency_overrides`), or is
+bound by `make_router(engine)`; nothing connects at import time.
+Imports fastapi, pydantic, `events` (status vocabulary) and `projections.queries`.
+"""
+
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+
+from events import ServiceStatus
+from projections import queries
+from projections.errors import InvalidCursor, NotFound
+from projections.tables import build_tables
+
+
+class Organization(BaseModel):
+    id: str = Field(description="the tenant slug")
+    display_name: str
+    owner: str = Field(description="subject of the creator, the org-owner")
+    created_at: datetime
+    updated_at: datetime
+
+
+class Resources(BaseModel):
+    cpu: float = Field(description="cores")
+    memory_gb: int
+    storage_gb: int
+    replicas: int
+
+
+class Service(BaseModel):
+    id: str
+    tenant_id: str
+    name: str
+    engine: str
+    engine_version: str
+    pop: str
+    size: str
+    resources: Resources
+    status: ServiceStatus
+    deletion_protection: bool
+    labels: dict[str, str]
+    created_at: datetime
+    updated_at: datetime
+    last_operation_id: str
+
+
+class OperationStep(BaseModel):
+    name: str
+    state: str
+    ref: str | None = Field(None, description="external reference: git SHA, connector name, backup location")
+    at: datetime | None = None
+
+
+class Operation(BaseModel):
+    id: str
+    tenant_id: str
+    type: str = Field(description="the command's record name, e.g. CreateService")
+    aggregate_id: str | None = Field(description="organization slug or service id; null when rejected")
+    state: str = Field(description="Accepted | Running | Succeeded | Failed | Cancelling | Cancelled | Compensating")
+    reason_code: str | None
+    field: str | None
+    message: str | None
+    done_steps: int
+    total_steps: int
+    steps: list[OperationStep]
+    requested_by: str | None
+    correlation_id: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrganizationPage(BaseModel):
+    items: list[Organization]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class ServicePage(BaseModel):
+    items: list[Service]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last page")
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+def get_engine() -> Engine:
+    """The app overrides this dependency with its engine (or use `make_router(engine)`)."""
+    raise RuntimeError("projections.api.get_engine is not configured: set "
+                       "app.dependency_overrides[projections.api.get_engine], or mount make_router(engine)")
+
+
+def _service(row: dict[str, Any]) -> Service:
+    resources = Resources(**{k: row[k] for k in ("cpu", "memory_gb", "storage_gb", "replicas")})
+    return Service(resources=resources, **{k: v for k, v in row.items() if k in Service.model_fields})
+
+
+Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="page size")]
+Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
+_BAD_CURSOR: dict[int | str, dict[str, Any]] = {400: {"model": ErrorBody}}
+
+
+def make_router(engine: Engine | None = None) -> APIRouter:
+    """The read routes; bound to `engine`, or to the overridable `get_engine` dependency."""
+    provide: Callable[[], Engine] = (lambda: engine) if engine is not None else get_engine
+    Db = Annotated[Engine, Depends(provide)]
+    tables = build_tables()
+    router = APIRouter(tags=["read models"])
+
+    @router.get("/organizations", response_model=OrganizationPage, responses=_BAD_CURSOR)
+    def list_organizations(db: Db, limit: Limit = queries.DEFAULT_LIMIT, cursor: Cursor = None) -> OrganizationPage:
+        with db.connect() as conn, _client_errors():
+            page = queries.list_organizations(conn, tables, limit, cursor)
+        return OrganizationPage(items=[Organization(**r) for r in page.items], next_cursor=page.next_cursor)
+
+    @router.get("/services", response_model=ServicePage, responses=_BAD_CURSOR)
+    def list_services(
+        db: Db,
+        tenant: Annotated[str | None, Query(description="organization slug")] = None,
+        org: Annotated[str | None, Query(description="alias of tenant")] = None,
+        engine: str | None = None,
+        pop: str | None = None,
+        status: ServiceStatus | None = None,
+        name: str | None = None,
+        limit: Limit = queries.DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> ServicePage:
+        if tenant and org and tenant != org:
+            raise HTTPException(400, f"tenant={tenant!r} and org={org!r} disagree; pass one of them")
+        filters = queries.ServiceFilter(tenant or org, engine, pop, status.value if status else None, name)
+        with db.connect() as conn, _client_errors():
+            page = queries.list_services(conn, tables, filters, limit, cursor)
+        return ServicePage(items=[_service(r) for r in page.items], next_cursor=page.next_cursor)
+
+    @router.get("/services/{service_id}", response_model=Service, responses=_NOT_FOUND)
+    def get_service(db: Db, service_id: Annotated[str, Path()]) -> Service:
+        with db.connect() as conn, _client_errors():
+            return _service(queries.get_service(conn, tables, service_id))
+
+    @router.get("/operations/{operation_id}", response_model=Operation, responses=_NOT_FOUND)
+    def get_operation(db: Db, operation_id: Annotated[str, Path()]) -> Operation:
+        with db.connect() as conn, _client_errors():
+            return Operation(**queries.get_operation(conn, tables, operation_id))
+
+    return router
+
+
+@contextmanager
+def _client_errors() -> Iterator[None]:
+    """Map the query errors a client caused to HTTP answers."""
+    try:
+        yield
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from exc
+    except InvalidCursor as exc:
+        raise HTTPException(400, str(exc)) from exc
+
+
+router = make_router()

@@ -1,0 +1,103 @@
+"""Read queries over the live read models: filters, keyset pagination, single-row lookups.
+
+Owns the SQL of the query side and the opaque pagination cursor (base64url JSON of the last row's
+`created_at` and `id`; pages are ordered by that pair, so inserts never shift a page). Returns
+plain dicts; raises `NotFound` and `InvalidCursor`. Imports `projections.tables` and `.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, Table, select, tuple_
+
+from projections.errors import InvalidCursor, NotFound
+from projections.tables import Tables
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ServiceFilter:
+    tenant: str | None = None
+    engine: str | None = None
+    pop: str | None = None
+    status: str | None = None
+    name: str | None = None
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    raw = json.dumps({"c": created_at.isoformat(), "i": row_id}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        created_at, row_id = datetime.fromisoformat(data["c"]), data["i"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise InvalidCursor(f"cursor {cursor!r} was not issued by this API; pass back the "
+                            "next_cursor of the previous page unchanged, or omit it for the first page") from None
+    if not isinstance(row_id, str) or created_at.tzinfo is None:
+        raise InvalidCursor(f"cursor {cursor!r} was not issued by this API; omit it for the first page")
+    return created_at, row_id
+
+
+def _page(conn: Connection, table: Table, query: Select[Any], limit: int, cursor: str | None) -> Page:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    key = tuple_(table.c.created_at, table.c.id)
+    if cursor is not None:
+        query = query.where(key > tuple_(*decode_cursor(cursor)))
+    rows = [dict(r._mapping) for r in conn.execute(
+        query.order_by(table.c.created_at, table.c.id).limit(limit + 1))]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, encode_cursor(rows[-1]["created_at"], rows[-1]["id"]) if more else None)
+
+
+def list_organizations(conn: Connection, tables: Tables, limit: int = DEFAULT_LIMIT,
+                       cursor: str | None = None) -> Page:
+    t = tables.organizations
+    return _page(conn, t, select(t), limit, cursor)
+
+
+def list_services(conn: Connection, tables: Tables, filters: ServiceFilter = ServiceFilter(),
+                  limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+    t = tables.services
+    query = select(t)
+    for column, value in (("tenant_id", filters.tenant), ("engine", filters.engine), ("pop", filters.pop),
+                          ("status", filters.status), ("name", filters.name)):
+        if value is not None:
+            query = query.where(t.c[column] == value)
+    return _page(conn, t, query, limit, cursor)
+
+
+def get_service(conn: Connection, tables: Tables, service_id: str) -> dict[str, Any]:
+    t = tables.services
+    row = conn.execute(select(t).where(t.c.id == service_id)).first()
+    if row is None:
+        raise NotFound(f"service {service_id} not found")
+    return dict(row._mapping)
+
+
+def get_operation(conn: Connection, tables: Tables, operation_id: str) -> dict[str, Any]:
+    t = tables.operations
+    row = conn.execute(select(t).where(t.c.id == operation_id)).first()
+    if row is None:
+        raise NotFound(f"operation {operation_id} not found: no such operation, or its command was "
+                       "accepted moments ago and is not projected yet (retry shortly)")
+    return dict(row._mapping)

@@ -1,0 +1,218 @@
+"""The projector process: folds `dbaas.events` into the read models, positions in the same transaction.
+
+One confluent-kafka consumer, ASSIGNED (never subscribed) every partition of the topic at the
+position stored in PostgreSQL: the smallest position of the three projections, the beginning when
+there is none. Each batch (up to `batch_size` messages or `batch_timeout` seconds) is decoded, then
+in ONE transaction: the batch's position rows are locked (`projections.positions.lock`), every
+projection not already past an item applies it, poison is dead-lettered (and acknowledged by the
+broker) and the positions advance. Transient failures retry the same batch with backoff; SIGTERM
+or SIGINT finishes the batch in hand, commits, closes and exits 0.
+
+Composition root of `python -m projections.runner` (settings from the environment, see
+`projections.settings`); `run(settings, stop_event)` runs it in a thread. Imports `events`,
+`schemas`, `runtime` and `projections.*`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from projections import positions
+from projections.batch import Outcome, apply_batch
+from projections.errors import ConfigurationError, TransientError
+from projections.metrics import Metrics
+from projections.projectors import PROJECTIONS
+from projections.settings import Settings
+from projections.stream import (
+    Item,
+    assignment,
+    consumer_config,
+    dead_letter,
+    decode,
+    dlq_producer,
+    error_of,
+    is_eof,
+    topic_partitions,
+)
+from projections.tables import Tables, create_all
+from runtime.logs import configure
+from schemas.registry import EVENTS_SUBJECT, Registry, Serde
+
+_TRANSIENT = (TransientError, OperationalError, InterfaceError)
+_MAX_BACKOFF = 10.0
+
+
+@dataclass
+class Projector:
+    """One assigned consumer and everything a batch needs; `step` handles one batch."""
+
+    settings: Settings
+    engine: Engine
+    tables: Tables
+    serde: Serde
+    consumer: Consumer
+    producer: Producer
+    metrics: Metrics
+    stop: threading.Event
+    next_offsets: dict[int, int]  # per partition: past everything committed or skipped
+    log: Any = field(default_factory=lambda: structlog.get_logger("projections.runner"))
+    on_commit: Callable[[Outcome], None] | None = None  # a hook for tests and tools
+
+    @property
+    def topic(self) -> str:
+        return self.settings.events_topic
+
+    def step(self) -> None:
+        messages = self.consumer.consume(self.settings.batch_size, self.settings.batch_timeout)
+        records: list[Message] = []
+        ends: dict[int, int] = {}  # partition -> end reached: offsets before it were all delivered
+        for msg in messages:
+            if (err := error_of(msg)) is not None:
+                self.log.warning("consumer error; the client retries", error=str(err))
+            elif is_eof(msg):
+                ends[msg.partition()] = msg.offset()
+            else:
+                records.append(msg)
+        # Past the last record there may be transaction markers only: store the end as the position
+        # too, so that positions equal the end offsets when the projection is caught up.
+        skipped = {p: end for p, end in ends.items() if end > self.next_offsets.get(p, 0)}
+        if records or skipped:
+            self._commit_retrying(records, skipped)
+        self._observe_lag()
+
+    def _commit_retrying(self, records: Sequence[Message], ends: dict[int, int]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                outcome = self._commit(records, ends)
+                break
+            except _TRANSIENT as exc:
+                self.metrics.retries.labels(type(exc).__name__).inc()
+                self.log.warning("batch not committed; retrying", error=str(exc), retry_in=delay,
+                                 messages=len(records))
+                if self.stop.wait(delay):
+                    self.log.warning("stopping with an uncommitted batch; it will be replayed at restart")
+                    return
+                delay = min(delay * 2, _MAX_BACKOFF)
+        reached = [(m.partition(), m.offset() + 1) for m in records] + list(ends.items())
+        for part, offset in reached:
+            self.next_offsets[part] = max(self.next_offsets.get(part, 0), offset)
+        if not records:
+            return
+        self.metrics.committed(len(records), outcome.applied, outcome.occurred, datetime.now(UTC),
+                               len(outcome.dead), self.topic)
+        if self.on_commit:
+            self.on_commit(outcome)
+
+    def _commit(self, records: Sequence[Message], ends: dict[int, int]) -> Outcome:
+        items = [decode(self.serde, m) for m in records]
+        with self.engine.begin() as conn:
+            touched = {i.partition for i in items} | set(ends)
+            stored = positions.lock(conn, self.tables, self.topic, PROJECTIONS, touched)
+            outcome = apply_batch(conn, self.tables, PROJECTIONS, items, stored)
+            if outcome.dead:
+                self._dead_letter(outcome.dead)
+            for name in PROJECTIONS:
+                for part, end in ends.items():
+                    outcome.positions[(name, part)] = max(outcome.positions.get((name, part), 0), end)
+            positions.advance(conn, self.tables, self.topic, outcome.positions)
+        self.log.debug("batch committed", messages=len(items), applied=sum(outcome.applied.values()),
+                       dead_lettered=len(outcome.dead))
+        return outcome
+
+    def _dead_letter(self, dead: list[Item]) -> None:
+        for item in dead:
+            self.log.warning("message dead-lettered", reason=item.poison, partition=item.partition,
+                             offset=item.offset, dlq_topic=self.settings.dead_letter_topic)
+        dead_letter(self.producer, self.settings.dead_letter_topic, dead)
+
+    def _observe_lag(self) -> None:
+        for part, next_offset in self.next_offsets.items():
+            try:
+                _low, high = self.consumer.get_watermark_offsets(TopicPartition(self.topic, part), cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                self.metrics.lag.labels(self.topic, str(part)).set(max(0, high - next_offset))
+
+
+def run(settings: Settings, stop_event: threading.Event | None = None, *,
+        on_commit: Callable[[Outcome], None] | None = None) -> None:
+    """Project until `stop_event` is set; returns after committing the batch in hand and closing."""
+    stop = stop_event or threading.Event()
+    log = structlog.get_logger("projections.runner").bind(topic=settings.events_topic)
+    engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
+    registry = Registry(settings.registry_url)
+    metrics = Metrics()
+    consumer: Consumer | None = None
+    producer: Producer | None = None
+    server = None
+    try:
+        tables = create_all(engine)
+        serde = Serde(registry, EVENTS_SUBJECT)
+        partitions = topic_partitions(settings.kafka_bootstrap, settings.events_topic)
+        with engine.connect() as conn:
+            stored = positions.load(conn, tables, settings.events_topic, PROJECTIONS)
+        starts = positions.start_offsets(stored, PROJECTIONS, partitions)
+        consumer = Consumer(consumer_config(settings))
+        consumer.assign(assignment(settings.events_topic, starts))
+        producer = dlq_producer(settings)
+        server = metrics.serve(settings.metrics_port)
+        log.info("projector started", partitions=len(partitions), metrics_port=settings.metrics_port,
+                 resumed=sum(1 for s in starts.values() if s is not None))
+        projector = Projector(settings, engine, tables, serde, consumer, producer, metrics, stop,
+                              {p: s or 0 for p, s in starts.items()}, log, on_commit)
+        while not stop.is_set():
+            projector.step()
+        log.info("projector stopped")
+    finally:
+        if consumer is not None:
+            consumer.close()
+        if producer is not None:
+            producer.flush(10)
+        if server is not None:
+            server.shutdown()
+        registry.close()
+        engine.dispose()
+
+
+def configure_logging(process: str) -> Any:
+    """JSON lines on stderr, every line (from any module) tagged with the process name."""
+    log = configure(process)
+    structlog.contextvars.bind_contextvars(process=process)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per registry request
+    return log
+
+
+def main() -> int:
+    log = configure_logging("projections.runner")
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        run(settings, stop)
+    except ConfigurationError as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

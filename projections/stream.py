@@ -1,0 +1,121 @@
+"""The Kafka side of a projector: client configuration, partition discovery, decoding, dead letters.
+
+Owns how a consumed message becomes an `Item` (an `events.Envelope`, or the reason it is poison)
+and how poison goes to the dead-letter topic with the `dbaas-error-*` / `dbaas-source-*` headers.
+A registry that does not answer is transient (`TransientError`): the batch is retried, never
+dead-lettered. Imports confluent-kafka, `schemas`, `events` and `projections.errors`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from events import Envelope, EventError, from_avro
+from projections.errors import TopicNotFound, TransientError
+from projections.settings import Settings
+from schemas import PoisonMessage
+from schemas.registry import RegistryUnavailable, Serde
+
+REASON_HEADER = "dbaas-error-reason"
+SOURCE_HEADERS = ("dbaas-source-topic", "dbaas-source-partition", "dbaas-source-offset")
+
+
+def consumer_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
+    """A consumer that is only ever `assign`ed: no group membership, no offsets stored in Kafka."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group or settings.consumer_group,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+    }
+
+
+def dlq_producer(settings: Settings) -> Producer:
+    return Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True,
+                     "acks": "all", "linger.ms": 5})
+
+
+def topic_partitions(bootstrap: str, topic: str, timeout: float = 30.0) -> list[int]:
+    try:
+        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        raise TransientError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
+    described = metadata.topics.get(topic)
+    if described is None or described.error is not None or not described.partitions:
+        raise TopicNotFound(f"topic {topic!r} does not exist on {bootstrap}; create it (`dbaas topics apply`)")
+    return sorted(described.partitions)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One consumed message: its envelope, or why it can never be decoded."""
+
+    partition: int
+    offset: int
+    envelope: Envelope | None
+    poison: str | None
+    message: Message
+
+
+def decode(serde: Serde, msg: Message) -> Item:
+    try:
+        envelope = from_avro(serde.decode(msg.value() or b""))
+    except RegistryUnavailable as exc:
+        raise TransientError(str(exc)) from exc
+    except PoisonMessage as exc:
+        return Item(msg.partition(), msg.offset(), None, exc.reason, msg)
+    except (EventError, TypeError, ValueError) as exc:  # decodes, but is no event this code knows
+        return Item(msg.partition(), msg.offset(), None, f"not an event record: {type(exc).__name__}: {exc}", msg)
+    return Item(msg.partition(), msg.offset(), envelope, None, msg)
+
+
+def is_eof(msg: Message) -> bool:
+    err = msg.error()
+    return err is not None and err.code() == KafkaError._PARTITION_EOF
+
+
+def error_of(msg: Message) -> KafkaError | None:
+    """The error a consumed message carries, end-of-partition aside. Fatal errors raise; the others
+    are informational (librdkafka retries by itself): log them and go on."""
+    err = msg.error()
+    if err is None or err.code() == KafkaError._PARTITION_EOF:
+        return None
+    if err.fatal():
+        raise KafkaException(err)
+    return err
+
+
+def dead_letter(producer: Producer, dlq_topic: str, items: list[Item], timeout: float = 30.0) -> None:
+    """Produce `items` to the dead-letter topic (original key and value, reason in headers) and wait
+    for the broker to acknowledge them all: positions are committed only after this returns."""
+    failures: list[KafkaError] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err)
+
+    for item in items:
+        msg = item.message
+        headers = [
+            (REASON_HEADER, (item.poison or "").encode()),
+            (SOURCE_HEADERS[0], (msg.topic() or "").encode()),
+            (SOURCE_HEADERS[1], str(item.partition).encode()),
+            (SOURCE_HEADERS[2], str(item.offset).encode()),
+        ]
+        producer.produce(dlq_topic, key=msg.key(), value=msg.value(), headers=headers, on_delivery=delivered)
+    remaining = producer.flush(timeout)
+    if remaining or failures:
+        raise TransientError(f"dead-letter topic {dlq_topic!r} did not take {remaining or len(failures)} "
+                             f"record(s): {failures[:1] or 'timed out'}")
+
+
+def assignment(topic: str, starts: dict[int, int | None]) -> list[TopicPartition]:
+    return [TopicPartition(topic, part, OFFSET_BEGINNING if offset is None else offset)
+            for part, offset in sorted(starts.items())]

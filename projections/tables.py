@@ -1,0 +1,167 @@
+"""The read-model tables (SQLAlchemy 2 Core) and the tracking positions table.
+
+Owns the table definitions, built by `build_tables(suffix)` so that a rebuild can create
+`<name>__rebuild` twins with their own index names, and `create_all`, safe to run concurrently and
+repeatedly. Every read-model row carries `version`: the sequence of the last event of its aggregate
+applied to it, which makes re-applied events no-ops (see `projections.projectors`).
+Imports SQLAlchemy only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Double,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+READ_MODELS = ("organizations", "services", "operations")
+POSITIONS = "projection_positions"
+REBUILD_SUFFIX = "__rebuild"
+_CREATE_LOCK = 0x64626161_7370  # pg advisory lock key: one create_all at a time per database
+
+
+@dataclass(frozen=True)
+class Tables:
+    """One set of read-model tables (live, or the `__rebuild` twins) and the shared positions table."""
+
+    suffix: str
+    metadata: MetaData  # the read models of this set only
+    organizations: Table
+    services: Table
+    operations: Table
+    positions: Table  # never suffixed: one tracking table per database
+
+    def read_model(self, name: str) -> Table:
+        return {"organizations": self.organizations, "services": self.services,
+                "operations": self.operations}[name]
+
+
+def build_tables(suffix: str = "") -> Tables:
+    metadata = MetaData()
+    return Tables(
+        suffix,
+        metadata,
+        _organizations(metadata, f"organizations{suffix}"),
+        _services(metadata, f"services{suffix}"),
+        _operations(metadata, f"operations{suffix}"),
+        _positions(MetaData()),
+    )
+
+
+def _ts(name: str, **kw: object) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=False, **kw)
+
+
+def _organizations(metadata: MetaData, name: str) -> Table:
+    return Table(
+        name, metadata,
+        Column("id", Text, nullable=False),  # the tenant slug
+        Column("display_name", Text, nullable=False),
+        Column("owner", Text, nullable=False),
+        _ts("created_at"),
+        _ts("updated_at"),
+        Column("version", BigInteger, nullable=False),
+        PrimaryKeyConstraint("id", name=f"{name}_pkey"),
+    )
+
+
+def _services(metadata: MetaData, name: str) -> Table:
+    table = Table(
+        name, metadata,
+        Column("id", Text, nullable=False),
+        Column("tenant_id", Text, nullable=False),
+        Column("name", Text, nullable=False),
+        Column("engine", Text, nullable=False),
+        Column("engine_version", Text, nullable=False),
+        Column("pop", Text, nullable=False),
+        Column("size", Text, nullable=False),
+        Column("cpu", Double, nullable=False),
+        Column("memory_gb", Integer, nullable=False),
+        Column("storage_gb", Integer, nullable=False),
+        Column("replicas", Integer, nullable=False),
+        Column("status", Text, nullable=False),
+        Column("deletion_protection", Boolean, nullable=False),
+        Column("labels", JSONB, nullable=False),
+        _ts("created_at"),
+        _ts("updated_at"),
+        Column("last_operation_id", Text, nullable=False),
+        Column("version", BigInteger, nullable=False),
+        PrimaryKeyConstraint("id", name=f"{name}_pkey"),
+    )
+    Index(f"ix_{name}_tenant_name", table.c.tenant_id, table.c.name)
+    Index(f"ix_{name}_created", table.c.created_at, table.c.id)  # keyset pagination
+    return table
+
+
+def _operations(metadata: MetaData, name: str) -> Table:
+    table = Table(
+        name, metadata,
+        Column("id", Text, nullable=False),  # the operation id
+        Column("tenant_id", Text, nullable=False),
+        Column("type", Text, nullable=False),
+        Column("aggregate_id", Text),  # NULL for a rejected command
+        Column("state", Text, nullable=False),
+        Column("reason_code", Text),
+        Column("field", Text),
+        Column("message", Text),
+        Column("done_steps", Integer, nullable=False),
+        Column("total_steps", Integer, nullable=False),
+        Column("steps", JSONB, nullable=False),  # [{name, state, ref, at}]
+        Column("requested_by", Text),
+        Column("correlation_id", Text, nullable=False),
+        _ts("created_at"),
+        _ts("updated_at"),
+        Column("version", BigInteger, nullable=False),
+        PrimaryKeyConstraint("id", name=f"{name}_pkey"),
+    )
+    Index(f"ix_{name}_tenant", table.c.tenant_id)
+    return table
+
+
+def _positions(metadata: MetaData) -> Table:
+    return Table(
+        POSITIONS, metadata,
+        Column("projection", Text, nullable=False),
+        Column("topic", Text, nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("next_offset", BigInteger, nullable=False),  # the first offset not yet applied
+        PrimaryKeyConstraint("projection", "topic", "partition", name=f"{POSITIONS}_pkey"),
+    )
+
+
+def index_names(table: Table) -> list[str]:
+    """Names of the primary key and the indexes of `table`, in a stable order (for renaming)."""
+    assert table.primary_key.name is not None
+    return [str(table.primary_key.name), *sorted(str(i.name) for i in table.indexes)]
+
+
+def rename_plan(rebuilt: Table, live: Table) -> list[str]:
+    """The DDL that gives the rebuilt table the live table's name and index names (after the live
+    table was dropped), so the next rebuild can create its twins again."""
+    pairs = zip(index_names(rebuilt), index_names(live), strict=True)
+    return [f'ALTER TABLE "{rebuilt.name}" RENAME TO "{live.name}"',
+            *(f'ALTER INDEX "{old}" RENAME TO "{new}"' for old, new in pairs)]
+
+
+def create_all(engine: Engine, tables: Tables | None = None) -> Tables:
+    """Create the live tables (or `tables`) and the positions table when missing; idempotent."""
+    tables = tables or build_tables()
+    with engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
+        tables.positions.metadata.create_all(conn, checkfirst=True)
+        tables.metadata.create_all(conn, checkfirst=True)
+    return tables

@@ -1,0 +1,453 @@
+"""Projections against the real platform: the runner folds events from Kafka into PostgreSQL with its
+positions, idempotently; poison goes to the dead-letter topic; rebuild swaps in identical tables even
+while events keep coming; SIGTERM exits cleanly; the query API filters, pages and answers 404s.
+
+Every test gets its own database and its own uuid-suffixed topics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from events import OperationAccepted
+from projections import api
+from projections.projectors import PROJECTIONS
+from projections.rebuild import Progress, rebuild
+from projections.settings import Settings
+from projections.stream import REASON_HEADER
+from projections.tables import build_tables, create_all
+from tests.conftest import REPO, wait_for
+from tests.integration.projection_support import (
+    LARGE,
+    SMALL,
+    EventLog,
+    caught_up,
+    consume_all,
+    create_topic,
+    delete_topics,
+    dump,
+    end_offsets,
+    engine_for,
+    fresh_database,
+    positions_of,
+    produce,
+    produce_in_transaction,
+    produce_raw,
+    running,
+)
+
+READ_MODELS = ("organizations", "services", "operations")
+
+
+@pytest.fixture
+def database(stack):
+    with fresh_database(stack.postgres_dsn) as dsn:
+        engine = engine_for(dsn)
+        yield dsn, engine
+        engine.dispose()
+
+
+@pytest.fixture
+def topics(stack):
+    """Creates uuid-suffixed topics for one test and deletes them afterwards."""
+    created: list[str] = []
+
+    def create(prefix: str, partitions: int) -> str:
+        created.append(create_topic(stack.kafka, prefix, partitions))
+        return created[-1]
+
+    yield create
+    delete_topics(stack.kafka, created)
+
+
+@pytest.fixture
+def settings(stack, database, topics):
+    topic = topics("test.projections.events", 3)
+    dlq = topics("test.projections.dlq", 1)
+    return Settings(stack.kafka, stack.registry, database[0], events_topic=topic, dlq_topic=dlq,
+                    batch_size=100)
+
+
+def _two_tenants(log: EventLog, suffix: str) -> dict[str, str]:
+    """acme-* creates, scales and deletes a service and has a command rejected; globex-* creates one."""
+    acme, globex = f"acme-{suffix}", f"globex-{suffix}"
+    ids = {"acme": acme, "globex": globex, "db1": f"db1-{suffix}", "db2": f"db2-{suffix}",
+           "db3": f"db3-{suffix}"}
+    ids["org"] = log.organization(acme, "Acme Corp", owner="alice")
+    log.organization(globex, "Globex", owner="hank")
+    ids["create"] = log.service(acme, ids["db1"], "orders", labels={"team": "shop"})
+    log.service(acme, ids["db2"], "cache", engine="dragonfly")
+    log.service(globex, ids["db3"], "ledger", engine="vitess", pop="frankfurt", actor="hank")
+    ids["scale"] = log.scale(acme, ids["db1"], SMALL, LARGE)
+    ids["delete"] = log.delete(acme, ids["db2"])
+    ids["reject"] = log.reject(acme, "CreateService", "invalid", "engine",
+                               'engine "mysql" is not offered; choose one of: yugabyte, vitess')
+    return ids
+
+
+def _project(stack, settings, envelopes, engine) -> dict[int, int]:
+    produce(stack.kafka, stack.registry, settings.events_topic, envelopes)
+    ends = end_offsets(stack.kafka, settings.events_topic)
+    with running(settings):
+        wait_for(lambda: caught_up(engine, settings.events_topic, ends), what="the runner to reach the end")
+    return ends
+
+
+def _tables(engine) -> dict[str, list[dict]]:
+    return {name: dump(engine, name) for name in READ_MODELS}
+
+
+def test_events_of_two_tenants_land_in_the_three_read_models(stack, settings, database):
+    _dsn, engine = database
+    log = EventLog()
+    ids = _two_tenants(log, uuid.uuid4().hex[:6])
+    ends = _project(stack, settings, log.envelopes, engine)
+
+    orgs = {r["id"]: r for r in dump(engine, "organizations")}
+    assert {k: (v["display_name"], v["owner"]) for k, v in orgs.items()} == {
+        ids["acme"]: ("Acme Corp", "alice"), ids["globex"]: ("Globex", "hank")}
+    services = {r["id"]: r for r in dump(engine, "services")}
+    assert set(services) == {ids["db1"], ids["db2"], ids["db3"]}
+    db1 = services[ids["db1"]]
+    assert db1 | {"created_at": None, "updated_at": None} == {
+        "id": ids["db1"], "tenant_id": ids["acme"], "name": "orders", "engine": "yugabyte",
+        "engine_version": "2.25", "pop": "local", "size": "small", "cpu": 2.0, "memory_gb": 8,
+        "storage_gb": 50, "replicas": 3, "status": "Scaling", "deletion_protection": False,
+        "labels": {"team": "shop"}, "created_at": None, "updated_at": None,
+        "last_operation_id": ids["scale"], "version": 2}
+    assert db1["updated_at"] > db1["created_at"]
+    assert (services[ids["db2"]]["status"], services[ids["db2"]]["last_operation_id"]) == ("Deleting", ids["delete"])
+    assert (services[ids["db3"]]["tenant_id"], services[ids["db3"]]["status"]) == (ids["globex"], "Requested")
+
+    operations = {r["id"]: r for r in dump(engine, "operations")}
+    assert len(operations) == 8  # 2 organizations, 3 services, 1 scale, 1 deletion, 1 rejection
+    org_op, create_op, rejected = operations[ids["org"]], operations[ids["create"]], operations[ids["reject"]]
+    assert (org_op["type"], org_op["state"], org_op["total_steps"], org_op["aggregate_id"]) == (
+        "CreateOrganization", "Succeeded", 0, ids["acme"])
+    assert (create_op["type"], create_op["state"], create_op["done_steps"], create_op["total_steps"],
+            create_op["aggregate_id"], create_op["requested_by"], create_op["steps"],
+            create_op["correlation_id"]) == (
+        "CreateService", "Accepted", 0, 3, ids["db1"], "alice", [], f"corr-{ids['create']}")
+    assert (rejected["state"], rejected["reason_code"], rejected["field"], rejected["requested_by"],
+            rejected["tenant_id"]) == ("Failed", "invalid", "engine", "bob", ids["acme"])
+    assert rejected["message"].startswith('engine "mysql" is not offered')
+
+    stored = positions_of(engine, settings.events_topic)
+    assert stored == {(name, p): end for name in READ_MODELS for p, end in ends.items() if end}
+
+
+def test_replaying_from_the_beginning_leaves_every_row_unchanged(stack, settings, database):
+    _dsn, engine = database
+    log = EventLog()
+    ids = _two_tenants(log, uuid.uuid4().hex[:6])
+    ends = _project(stack, settings, log.envelopes, engine)
+    before = _tables(engine)
+
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE projection_positions SET next_offset = 0"))
+    assert not caught_up(engine, settings.events_topic, ends)
+    with running(settings):
+        wait_for(lambda: caught_up(engine, settings.events_topic, ends), what="the replay to reach the end")
+    assert _tables(engine) == before
+
+    # An old event applied again after newer ones (ServiceRequested after the scale) changes nothing.
+    requested = next(e for e in log.envelopes if e.aggregate_id == ids["db1"] and e.sequence == 1)
+    with engine.begin() as conn:
+        assert PROJECTIONS["services"](conn, build_tables(), requested)
+    assert _tables(engine) == before
+
+
+def test_poison_is_dead_lettered_and_the_runner_keeps_going(stack, settings, database):
+    """Random bytes cannot be decoded; an event PostgreSQL refuses (a NUL in a text field) cannot be
+    applied: both go to the dead-letter topic with the reason, and the events after them are applied."""
+    _dsn, engine = database
+    suffix = uuid.uuid4().hex[:6]
+    first, refused, second = EventLog(), EventLog(), EventLog()
+    first.organization(f"acme-{suffix}", "Acme")
+    refused.organization(f"nul-{suffix}", "Nul\x00Corp")
+    second.organization(f"initech-{suffix}", "Initech")
+    poison = os.urandom(64)
+    produce(stack.kafka, stack.registry, settings.events_topic, first.envelopes)
+    produce_raw(stack.kafka, settings.events_topic, [(f"acme-{suffix}".encode(), poison)])
+    produce(stack.kafka, stack.registry, settings.events_topic, refused.envelopes + second.envelopes)
+    ends = end_offsets(stack.kafka, settings.events_topic)
+
+    with running(settings):
+        wait_for(lambda: caught_up(engine, settings.events_topic, ends), what="the runner to pass the poison")
+    assert {r["id"] for r in dump(engine, "organizations")} == {f"acme-{suffix}", f"initech-{suffix}"}
+    assert len(dump(engine, "operations")) == 3  # the refused organization's operation event is fine
+
+    dead = {m.value(): m for m in consume_all(stack.kafka, settings.dead_letter_topic, 2)}
+    undecodable = dead[poison]
+    headers = {k: v.decode() for k, v in undecodable.headers()}
+    assert undecodable.key() == f"acme-{suffix}".encode()
+    assert headers[REASON_HEADER]  # e.g. "magic byte is 42, expected 0: not Confluent wire format"
+    assert headers["dbaas-source-topic"] == settings.events_topic
+    partition, offset = int(headers["dbaas-source-partition"]), int(headers["dbaas-source-offset"])
+    assert offset < ends[partition]
+    [unapplicable] = [m for v, m in dead.items() if v != poison]
+    reason = dict(unapplicable.headers())[REASON_HEADER].decode()
+    assert reason.startswith("projection organizations cannot apply OrganizationCreated"), reason
+
+    # A rebuild skips both the same way and swaps in the same rows.
+    live = _tables(engine)
+    assert rebuild(settings).skipped == 2
+    assert _tables(engine) == live
+
+
+def test_only_committed_transactions_are_projected_and_positions_pass_their_markers(stack, settings, database):
+    _dsn, engine = database
+    suffix = uuid.uuid4().hex[:6]
+    committed, aborted, later = EventLog(), EventLog(), EventLog()
+    committed.organization(f"acme-{suffix}", "Acme")
+    committed.service(f"acme-{suffix}", f"db1-{suffix}", "orders")
+    aborted.organization(f"ghost-{suffix}", "Ghost")
+    later.organization(f"initech-{suffix}", "Initech")
+    topic = settings.events_topic
+    produce_in_transaction(stack.kafka, stack.registry, topic, committed.envelopes)
+    produce_in_transaction(stack.kafka, stack.registry, topic, aborted.envelopes, commit=False)
+    produce_in_transaction(stack.kafka, stack.registry, topic, later.envelopes)
+    ends = end_offsets(stack.kafka, topic)
+
+    with running(settings):
+        wait_for(lambda: caught_up(engine, topic, ends), what="positions to pass the transaction markers")
+    assert {r["id"] for r in dump(engine, "organizations")} == {f"acme-{suffix}", f"initech-{suffix}"}
+    assert positions_of(engine, topic) == {(name, p): end for name in READ_MODELS for p, end in ends.items() if end}
+    live = _tables(engine)
+    assert rebuild(settings).positions == ends
+    assert _tables(engine) == live
+
+
+def _index_names(engine) -> set[str]:
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(text(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"))}
+
+
+def test_rebuild_swaps_in_tables_equal_row_for_row(stack, settings, database):
+    _dsn, engine = database
+    log = EventLog()
+    _two_tenants(log, uuid.uuid4().hex[:6])
+    ends = _project(stack, settings, log.envelopes, engine)
+    live = _tables(engine)
+    indexes = _index_names(engine)
+    seen: list[Progress] = []
+
+    result = rebuild(settings, [], seen.append)
+
+    assert _tables(engine) == live
+    assert result.projections == READ_MODELS and result.replayed == sum(ends.values())
+    assert (seen[-2].phase, seen[-1].phase) == ("replayed", "swapped")
+    assert seen[-1].replayed == seen[-1].total == sum(ends.values())
+    assert _index_names(engine) == indexes  # the twins' indexes took the live names
+    assert positions_of(engine, settings.events_topic) == {
+        (name, p): end for name in READ_MODELS for p, end in ends.items()}
+    # Once more for one read model: the twin names are free again.
+    rebuild(settings, ["services"])
+    assert _tables(engine) == live and _index_names(engine) == indexes
+
+
+def test_rebuild_keeps_events_the_live_runner_applied_while_it_ran(stack, settings, database):
+    _dsn, engine = database
+    suffix = uuid.uuid4().hex[:6]
+    log = EventLog()
+    _two_tenants(log, suffix)
+    produce(stack.kafka, stack.registry, settings.events_topic, log.envelopes)
+    topic = settings.events_topic
+    appended: dict[str, dict[int, int]] = {}
+
+    def append_when_replayed(progress: Progress) -> None:
+        """Between the replay's end and the swap, the live runner applies more events."""
+        if progress.phase != "replayed" or appended:
+            return
+        more = EventLog()
+        more.organization(f"hooli-{suffix}", "Hooli")
+        more.service(f"hooli-{suffix}", f"db9-{suffix}", "search")
+        more.reject(f"acme-{suffix}", "DeleteService", "not_found", "service_id", "no such service")
+        produce(stack.kafka, stack.registry, topic, more.envelopes)
+        appended["ends"] = end_offsets(stack.kafka, topic)
+        wait_for(lambda: caught_up(engine, topic, appended["ends"]), what="the live runner to apply the append")
+
+    with running(settings):
+        wait_for(lambda: caught_up(engine, topic, end_offsets(stack.kafka, topic)), what="the first events")
+        result = rebuild(settings, [], append_when_replayed)
+        assert result.positions == appended["ends"]
+        after = EventLog()
+        after.organization(f"umbrella-{suffix}", "Umbrella")
+        produce(stack.kafka, stack.registry, topic, after.envelopes)
+        ends = end_offsets(stack.kafka, topic)
+        wait_for(lambda: caught_up(engine, topic, ends), what="the runner to continue after the swap")
+
+    assert {r["id"] for r in dump(engine, "organizations")} >= {f"hooli-{suffix}", f"umbrella-{suffix}"}
+    # The reference: the same log projected from scratch into another database.
+    with fresh_database(stack.postgres_dsn) as reference_dsn:
+        reference = engine_for(reference_dsn)
+        with running(Settings(stack.kafka, stack.registry, reference_dsn, events_topic=topic,
+                              dlq_topic=settings.dlq_topic)):
+            wait_for(lambda: caught_up(reference, topic, ends), what="the reference projection")
+        expected = _tables(reference)
+        reference.dispose()
+    assert _tables(engine) == expected
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_stops_the_runner_process_with_its_positions_committed(stack, database, topics):
+    dsn, engine = database
+    topic = topics("test.projections.events", 1)
+    dlq = topics("test.projections.dlq", 1)
+    log = EventLog()
+    for i in range(300):
+        log.organization(f"t{i}-{uuid.uuid4().hex[:6]}", f"Tenant {i}")
+    produce(stack.kafka, stack.registry, topic, log.envelopes)
+    port = _free_port()
+    env = {**os.environ, "DBAAS_KAFKA_BOOTSTRAP": stack.kafka, "DBAAS_REGISTRY_URL": stack.registry,
+           "DBAAS_DATABASE_URL": dsn, "DBAAS_EVENTS_TOPIC": topic, "DBAAS_EVENTS_DLQ_TOPIC": dlq,
+           "DBAAS_METRICS_PORT": str(port), "DBAAS_PROJECTIONS_BATCH_SIZE": "20", "DBAAS_LOG_LEVEL": "INFO"}
+    proc = subprocess.Popen([sys.executable, "-m", "projections.runner"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: caught_up(engine, topic, {0: 1}), what="the runner's first batch")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    for name in ("dbaas_projection_events_applied_total", "dbaas_projection_batch_size",
+                 "dbaas_projection_latency_seconds", "dbaas_projection_consumer_lag"):
+        assert name in metrics
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line.get("event") == "projector stopped" for line in lines)
+
+    # Rows and positions were committed together: exactly the events before the stored position.
+    stored = positions_of(engine, topic)
+    position = stored[("operations", 0)]
+    assert {stored[(name, 0)] for name in READ_MODELS} == {position}
+    applied = log.envelopes[:position]
+    assert {r["id"] for r in dump(engine, "operations")} == {
+        e.payload.operation_id for e in applied if isinstance(e.payload, OperationAccepted)}
+    assert len(dump(engine, "organizations")) == sum(1 for e in applied if e.aggregate_type == "organization")
+
+
+# --- the query API -------------------------------------------------------------------------------
+
+@pytest.fixture
+def api_data(database):
+    """Read models filled by the projectors directly (no Kafka needed to test queries)."""
+    _dsn, engine = database
+    tables = create_all(engine)
+    log = EventLog()
+    ids = {"org": log.organization("acme", "Acme"), "globex": log.organization("globex", "Globex")}
+    for i, (engine_name, pop) in enumerate([("yugabyte", "local"), ("yugabyte", "local"), ("vitess", "frankfurt"),
+                                            ("vitess", "frankfurt"), ("dragonfly", "local")]):
+        ids[f"create{i}"] = log.service("acme", f"svc-{i}", f"db-{i}", engine=engine_name, pop=pop)
+    log.service("globex", "svc-g1", "ledger", engine="mongodb", pop="singapore")
+    log.service("globex", "svc-g2", "events", engine="mongodb", pop="singapore")
+    ids["scale"] = log.scale("acme", "svc-0", SMALL, LARGE)
+    ids["delete"] = log.delete("acme", "svc-4")
+    ids["reject"] = log.reject("acme", "ScaleService", "invalid", "storage_gb", "storage only grows")
+    with engine.begin() as conn:
+        for envelope in log.envelopes:
+            for apply in PROJECTIONS.values():
+                apply(conn, tables, envelope)
+    return engine, ids
+
+
+@pytest.fixture
+def client(api_data):
+    engine, _ids = api_data
+    app = FastAPI()
+    app.include_router(api.make_router(engine), prefix="/api/v1")
+    with TestClient(app) as c:
+        yield c
+
+
+def _ids(client, **params) -> list[str]:
+    resp = client.get("/api/v1/services", params=params)
+    assert resp.status_code == 200, resp.text
+    return [s["id"] for s in resp.json()["items"]]
+
+
+def test_services_filter_by_tenant_engine_pop_status_and_name(client):
+    assert _ids(client, tenant="acme") == ["svc-0", "svc-1", "svc-2", "svc-3", "svc-4"]
+    assert _ids(client, org="globex") == ["svc-g1", "svc-g2"]
+    assert _ids(client, tenant="acme", engine="vitess") == ["svc-2", "svc-3"]
+    assert _ids(client, pop="singapore") == ["svc-g1", "svc-g2"]
+    assert _ids(client, status="Deleting") == ["svc-4"]
+    assert _ids(client, status="Scaling", tenant="acme") == ["svc-0"]
+    assert _ids(client, name="ledger") == ["svc-g1"]
+    assert _ids(client, tenant="nobody") == []
+    assert client.get("/api/v1/services", params={"status": "Sleeping"}).status_code == 422
+    assert client.get("/api/v1/services", params={"tenant": "acme", "org": "globex"}).status_code == 400
+
+
+def test_services_page_with_an_opaque_cursor(client):
+    everything = _ids(client, limit=500)
+    assert len(everything) == 7
+    pages, cursor = [], None
+    while True:
+        body = client.get("/api/v1/services", params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        pages.append([s["id"] for s in body["items"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [2, 2, 2, 1]
+    assert [i for page in pages for i in page] == everything
+    assert client.get("/api/v1/services", params={"limit": 0}).status_code == 422
+    assert client.get("/api/v1/services", params={"limit": 501}).status_code == 422
+    bad = client.get("/api/v1/services", params={"cursor": "not-a-cursor"})
+    assert bad.status_code == 400 and "cursor" in bad.json()["detail"]
+
+
+def test_single_service_operation_and_organizations(client, api_data):
+    _engine, ids = api_data
+    service = client.get("/api/v1/services/svc-0").json()
+    assert service["resources"] == {"cpu": 2.0, "memory_gb": 8, "storage_gb": 50, "replicas": 3}
+    assert (service["status"], service["tenant_id"], service["last_operation_id"]) == ("Scaling", "acme", ids["scale"])
+    assert "version" not in service
+
+    operation = client.get(f"/api/v1/operations/{ids['create0']}").json()
+    assert (operation["type"], operation["state"], operation["done_steps"], operation["total_steps"],
+            operation["aggregate_id"], operation["requested_by"]) == ("CreateService", "Accepted", 0, 3, "svc-0", "alice")
+    rejected = client.get(f"/api/v1/operations/{ids['reject']}").json()
+    assert (rejected["state"], rejected["reason_code"], rejected["field"], rejected["message"]) == (
+        "Failed", "invalid", "storage_gb", "storage only grows")
+
+    missing = client.get("/api/v1/services/nope")
+    assert missing.status_code == 404 and missing.json() == {"detail": "service nope not found"}
+    missing = client.get(f"/api/v1/operations/{uuid.uuid4()}")
+    assert missing.status_code == 404 and "not projected yet" in missing.json()["detail"]
+
+    orgs = client.get("/api/v1/organizations").json()
+    assert [o["id"] for o in orgs["items"]] == ["acme", "globex"] and orgs["next_cursor"] is None
+
+
+def test_the_router_takes_its_engine_from_an_overridable_dependency_and_publishes_openapi(api_data):
+    engine, _ids = api_data
+    app = FastAPI()
+    app.include_router(api.router, prefix="/api/v1")
+    app.dependency_overrides[api.get_engine] = lambda: engine
+    with TestClient(app) as c:
+        assert c.get("/api/v1/organizations", params={"limit": 1}).json()["next_cursor"]
+        spec = c.get("/openapi.json").json()
+    assert {"/api/v1/organizations", "/api/v1/services", "/api/v1/services/{service_id}",
+            "/api/v1/operations/{operation_id}"} <= set(spec["paths"])
+    assert {"Service", "Operation", "ServicePage", "OrganizationPage"} <= set(spec["components"]["schemas"])
+    assert "404" in spec["paths"]["/api/v1/operations/{operation_id}"]["get"]["responses"]
