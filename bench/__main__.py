@@ -136,8 +136,9 @@ def bench_rebuild(ep: Endpoints) -> None:
 
     settings = Settings(kafka_bootstrap=ep.kafka, registry_url=ep.registry, database_url=ep.dsn)
     print("(c) projection rebuild")
+    show = progress("replayed")
     started = time.perf_counter()
-    result = rebuild(settings, progress=lambda p: progress("replayed")(p.read, p.total))
+    result = rebuild(settings, progress=lambda p: show(p.replayed, p.total))
     elapsed = time.perf_counter() - started
     events_per_s = result.replayed / elapsed
     with psycopg.connect(ep.dsn, autocommit=True) as conn:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas import full_name, short_name
+from schemas import as_record, full_name, short_name
 
 
 class CommandError(Exception):
@@ -98,7 +98,7 @@ def payload_to_avro(command: Command) -> tuple[str, dict[str, Any]]:
     name = type(command).__name__
     if name not in COMMAND_TYPES:
         raise UnknownCommand(f"{name} is not a command record")
-    return full_name(name), dataclasses.asdict(command)
+    return full_name(name), as_record(command)
 
 
 def payload_from_avro(branch: tuple[str, Mapping[str, Any]]) -> Command:

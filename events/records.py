@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from schemas import full_name, short_name
+from schemas import as_record, full_name, short_name
 
 
 class EventError(Exception):
@@ -132,7 +132,7 @@ def payload_to_avro(event: Event) -> tuple[str, dict[str, Any]]:
     name = type(event).__name__
     if name not in EVENT_TYPES:
         raise UnknownEvent(f"{name} is not an event record")
-    return full_name(name), dataclasses.asdict(event)
+    return full_name(name), as_record(event)
 
 
 def payload_from_avro(branch: tuple[str, Mapping[str, Any]]) -> Event:

@@ -8,6 +8,7 @@ Imports nothing of the project; reads its `.avsc` files only when asked, never a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from pathlib import Path
@@ -59,6 +60,25 @@ def parsed_schema(name: str) -> Any:
 def full_name(record_name: str) -> str:
     """`ServiceRequested` -> `dbaas.v1.ServiceRequested`, the name fastavro uses for union branches."""
     return f"{NAMESPACE}.{record_name}"
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def as_record(obj: Any) -> Any:
+    """A dataclass (and the dataclasses, lists and dicts inside it) as plain Avro record dicts.
+
+    `dataclasses.asdict` deep-copies every leaf; records are immutable here, so this only rebuilds
+    the containers (the command processor and projectors call it for every event)."""
+    if hasattr(type(obj), "__dataclass_fields__"):
+        return {name: as_record(getattr(obj, name)) for name in _field_names(type(obj))}
+    if isinstance(obj, (list, tuple)):
+        return [as_record(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: as_record(v) for k, v in obj.items()}
+    return obj
 
 
 def short_name(name: str) -> str:
