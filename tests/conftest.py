@@ -36,11 +36,24 @@ class Stack:
     connect: str
     postgres_dsn: str
     gitops_remote: str
+    api: str
     status: dict
 
     def cli(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run([*DBAAS, *args], cwd=REPO, capture_output=True, text=True,
                               check=check, timeout=timeout)
+
+    def dbaas(self, *args: str, check: bool = False, subject: str = "alice",
+              roles: str = "org-owner") -> subprocess.CompletedProcess:
+        """The `dbaas` CLI pointed at this platform's API."""
+        env = {**os.environ, "DBAAS_API_URL": self.api, "DBAAS_SUBJECT": subject, "DBAAS_ROLES": roles}
+        return subprocess.run([*DBAAS, *args], cwd=REPO, capture_output=True, text=True, check=check,
+                              timeout=300, env=env)
+
+    def metrics(self, component: str) -> str:
+        import httpx
+
+        return httpx.get(self.status["components"][component]["endpoint"], timeout=10).text
 
     def stack_cli(self, action: str, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.cli("stack", action, "--home", str(self.home), *args, **kw)
@@ -61,7 +74,7 @@ def stack() -> Stack:
     status = _up(home, offset)
     ep = status["endpoints"]
     yield Stack(home, ep["kafka_bootstrap"], ep["schema_registry_url"], ep["connect_url"],
-                ep["postgres_dsn"], ep["gitops_remote"], status)
+                ep["postgres_dsn"], ep["gitops_remote"], ep["api_url"], status)
     if not os.environ.get("DBAAS_TEST_KEEP_STACK"):
         subprocess.run([*DBAAS, "stack", "down", "--home", str(home)], cwd=REPO, timeout=300)
 

@@ -1,0 +1,146 @@
+"""End to end through the public surfaces: HTTP gateway and query API, and the `dbaas` CLI,
+against the test platform's own control plane (command processor, projector, API)."""
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.conftest import wait_for
+
+HEADERS = {"X-Dbaas-Subject": "alice", "X-Dbaas-Roles": "org-owner"}
+
+
+@pytest.fixture
+def api(stack):
+    with httpx.Client(base_url=stack.api + "/api/v1", headers=HEADERS, timeout=30) as client:
+        yield client
+
+
+def _operation(api, op_id: str, states=("Accepted", "Succeeded", "Failed")) -> dict:
+    def get():
+        r = api.get(f"/operations/{op_id}")
+        return r.json() if r.status_code == 200 and r.json()["state"] in states else None
+    return wait_for(get, timeout=60, what=f"operation {op_id} in {states}")
+
+
+def _org(api) -> str:
+    slug = f"e2e-{uuid.uuid4().hex[:8]}"
+    r = api.post("/organizations", json={"slug": slug})
+    assert r.status_code == 202
+    assert _operation(api, r.json()["operation_id"])["state"] == "Succeeded"
+    return slug
+
+
+def _commands_end(stack) -> int:
+    c = Consumer({"bootstrap.servers": stack.kafka, "group.id": "offsets"})
+    try:
+        return sum(c.get_watermark_offsets(TopicPartition("dbaas.commands", p), timeout=10)[1] for p in range(12))
+    finally:
+        c.close()
+
+
+def test_service_lifecycle_through_the_gateway(api):
+    org = _org(api)
+    r = api.post("/services", json={"org": org, "name": "orders", "engine": "yugabyte", "pop": "frankfurt",
+                                     "size": "medium"})
+    assert r.status_code == 202
+    body = r.json()
+    assert r.headers["Location"] == f"/api/v1/operations/{body['operation_id']}"
+    op = _operation(api, body["operation_id"])
+    assert op["state"] == "Accepted" and op["total_steps"] > 0 and op["requested_by"] == "alice"
+    svc = api.get(f"/services/{body['service_id']}").json()
+    assert (svc["name"], svc["tenant_id"], svc["status"]) == ("orders", org, "Requested")
+    assert svc["resources"] == {"cpu": 2.0, "memory_gb": 8, "storage_gb": 100, "replicas": 3}
+
+    r = api.post(f"/services/{body['service_id']}/scale", json={"replicas": 5})
+    assert r.status_code == 202
+    _operation(api, r.json()["operation_id"])
+    assert wait_for(lambda: api.get(f"/services/{body['service_id']}").json()["resources"]["replicas"] == 5)
+    r = api.delete(f"/services/{body['service_id']}")
+    assert r.status_code == 202
+    _operation(api, r.json()["operation_id"])
+    assert wait_for(lambda: api.get(f"/services/{body['service_id']}").json()["status"] == "Deleting")
+
+    listed = api.get("/services", params={"org": org}).json()
+    assert [s["id"] for s in listed["items"]] == [body["service_id"]]
+
+
+def test_idempotency_key_makes_a_retry_the_same_operation(api, stack):
+    org = _org(api)
+    key = str(uuid.uuid4())
+    req = {"org": org, "name": "cache", "engine": "dragonfly", "pop": "local"}
+    first = api.post("/services", json=req, headers={"Idempotency-Key": key}).json()
+    second = api.post("/services", json=req, headers={"Idempotency-Key": key}).json()
+    assert first == second and first["operation_id"] == key
+    _operation(api, key)
+    items = wait_for(lambda: api.get("/services", params={"org": org}).json()["items"])
+    assert len(items) == 1
+
+
+@pytest.mark.parametrize("body, field, text", [
+    ({"name": "x", "engine": "yugabyte", "pop": "frankfurt"}, "org", "Field required"),
+    ({"org": "acme", "name": "x", "engine": "mysql", "pop": "frankfurt"}, "engine", "choose one of"),
+    ({"org": "acme", "name": "Bad_Name", "engine": "vitess", "pop": "lagos"}, "name", "lowercase"),
+    ({"org": "acme", "name": "x", "engine": "vitess", "pop": "lagos", "replicas": "many"}, "replicas", "integer"),
+], ids=["missing-org", "unknown-engine", "bad-name", "wrong-type"])
+def test_malformed_requests_get_422_with_the_field_and_publish_nothing(api, stack, body, field, text):
+    before = _commands_end(stack)
+    r = api.post("/services", json=body)
+    assert r.status_code == 422
+    detail = r.json()["detail"]
+    assert any(d["loc"][-1] == field and text in d["msg"] for d in detail), detail
+    assert _commands_end(stack) == before
+
+
+def test_unknown_ids_answer_404_and_openapi_lists_the_routes(api, stack):
+    assert api.get(f"/services/{uuid.uuid4()}").status_code == 404
+    assert api.post(f"/services/{uuid.uuid4()}/scale", json={"replicas": 3}).status_code == 404
+    paths = httpx.get(stack.api + "/openapi.json").json()["paths"]
+    for path in ("/api/v1/organizations", "/api/v1/services", "/api/v1/services/{service_id}",
+                 "/api/v1/services/{service_id}/scale", "/api/v1/operations/{operation_id}"):
+        assert path in paths
+    assert httpx.post(stack.api + "/api/v1/organizations", json={"slug": "x"}).status_code == 401
+
+
+def test_cli_flow_with_json_output_and_refusals(stack):
+    org = f"cli-{uuid.uuid4().hex[:8]}"
+    assert stack.dbaas("org", "create", org).returncode == 0
+    created = stack.dbaas("service", "create", "orders", "--org", org, "--engine", "vitess", "--pop", "lagos",
+                          "--json", check=True)
+    doc = json.loads(created.stdout)
+    assert doc["state"] == "Accepted" and doc["operation_id"] and doc["service_id"]
+    listed = json.loads(stack.dbaas("service", "list", "--org", org, "--json", check=True).stdout)
+    assert [s["name"] for s in listed] == ["orders"]
+    got = json.loads(stack.dbaas("service", "get", "orders", "--org", org, "--json", check=True).stdout)
+    assert got["id"] == doc["service_id"] and got["engine"] == "vitess"
+    scaled = json.loads(stack.dbaas("service", "scale", "orders", "--org", org, "--storage-gb", "50",
+                                    "--json", check=True).stdout)
+    waited = stack.dbaas("operation", "wait", scaled["operation_id"], "--until", "Accepted", "--json", check=True)
+    assert json.loads(waited.stdout)["state"] == "Accepted"
+    assert "Accepted" in waited.stderr or waited.stderr == ""  # progress goes to stderr, never stdout
+
+    bad_enum = stack.dbaas("service", "create", "x", "--org", org, "--engine", "mysql", "--pop", "lagos")
+    assert bad_enum.returncode != 0 and "choose one of: yugabyte, vitess" in bad_enum.stderr
+    dup = stack.dbaas("service", "create", "orders", "--org", org, "--engine", "vitess", "--pop", "lagos")
+    assert dup.returncode != 0 and "conflict" in dup.stderr and "already exists" in dup.stderr
+    forbidden = stack.dbaas("service", "delete", "orders", "--org", org, roles="org-member")
+    assert forbidden.returncode != 0 and "forbidden" in forbidden.stderr
+    deleted = stack.dbaas("service", "delete", "orders", "--org", org, "--json", check=True)
+    assert json.loads(deleted.stdout)["state"] == "Accepted"
+    queued = stack.dbaas("service", "create", "orders", "--org", org, "--engine", "mysql", "--pop", "lagos",
+                         "--json", "--no-wait")
+    assert queued.returncode != 0  # the gateway refuses it before anything is published
+    again = json.loads(stack.dbaas("service", "create", "again", "--org", org, "--engine", "vitess", "--pop",
+                                   "lagos", "--json", "--no-wait", roles="org-member", check=True).stdout)
+    failed_wait = stack.dbaas("operation", "wait", again["operation_id"], "--json")
+    assert failed_wait.returncode == 1 and json.loads(failed_wait.stdout)["reason_code"] == "forbidden"
+
+
+def test_processes_expose_metrics(stack):
+    assert "dbaas_commands_judged_total" in stack.metrics("command-processor")
+    assert "dbaas_projection_latency_seconds" in stack.metrics("projector")
+    assert "dbaas_http_requests_total" in httpx.get(stack.api + "/metrics/").text
