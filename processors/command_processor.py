@@ -70,7 +70,7 @@ class CommandProcessor:
         log.info("started", commands=self.settings.commands_topic, events=self.settings.events_topic)
         try:
             while not stop.is_set():
-                batch = self.consumer.consume(self.settings.batch_size, timeout=0.2)
+                batch = self.consumer.consume(self.settings.batch_size, timeout=self.settings.batch_timeout)
                 batch = [m for m in batch if not self._is_eof_or_raise(m)]
                 if batch:
                     self._judge_batch(batch)

@@ -19,6 +19,9 @@ class ProcessorSettings:
     transactional_id: str = "dbaas-command-processor-0"
     metrics_port: int = 0
     batch_size: int = 500
+    # How long to wait for a batch to fill: the latency floor at low rates, the per-transaction
+    # overhead at high ones.
+    batch_timeout: float = 0.02
 
     @classmethod
     def from_env(cls, **overrides) -> "ProcessorSettings":
