@@ -45,6 +45,7 @@ LIMITS: dict[str, tuple[float, float]] = {
 RESOURCE_FIELDS = tuple(LIMITS)
 
 SERVICE_ROLES = ("org-owner", "org-admin", "service-admin")
+SYSTEM_ROLE = "system"
 ANY_SUBJECT: tuple[str, ...] = ()
 
 # Command type -> roles of which the actor needs one; ANY_SUBJECT = any signed-in subject.
@@ -53,6 +54,10 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "CreateService": SERVICE_ROLES,
     "ScaleService": SERVICE_ROLES,
     "DeleteService": SERVICE_ROLES,
+    # Reports of the platform's own processes (sagas, PoP status bridge): never a tenant's.
+    "RecordServiceClaimRendered": (SYSTEM_ROLE,),
+    "RecordServiceClaimCommitted": (SYSTEM_ROLE,),
+    "RecordPopReport": (SYSTEM_ROLE,),
 }
 
 # Command type -> steps its operation has after acceptance (0 = done once accepted).
@@ -63,3 +68,7 @@ OPERATION_STEPS = {
     "ScaleService": 3,
     "DeleteService": 3,
 }
+
+# Commands that report a step of an operation already running: they start no operation of their own.
+STEP_REPORTS = ("RecordServiceClaimRendered", "RecordServiceClaimCommitted", "RecordPopReport")
+POP_REPORT_PHASES = ("Ready", "Failed", "Deleted")

@@ -9,14 +9,18 @@ Imports `commands.*` and `events`.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
-from commands.catalog import OPERATION_STEPS, RESOURCE_FIELDS
+from commands.catalog import OPERATION_STEPS, RESOURCE_FIELDS, STEP_REPORTS
 from commands.records import (
     CommandEnvelope,
     CommandError,
     CreateOrganization,
     CreateService,
     DeleteService,
+    RecordPopReport,
+    RecordServiceClaimCommitted,
+    RecordServiceClaimRendered,
     ScaleService,
 )
 from commands.validation import (
@@ -34,11 +38,17 @@ from events import (
     Envelope,
     Event,
     OperationAccepted,
+    OperationStarted,
     OrganizationCreated,
     Rejected,
     Resources,
     Service,
+    ServiceClaimCommitted,
+    ServiceClaimRendered,
+    ServiceDeleted,
     ServiceDeletionRequested,
+    ServiceFailed,
+    ServiceReady,
     ServiceRequested,
     ServiceScaleRequested,
     ServiceStatus,
@@ -74,6 +84,8 @@ def decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str) -> list[E
     match verdict:
         case Problem():
             return _reject(state, cmd, fingerprint, verdict, cmd.command_id)
+        case changes if cmd.command_type in STEP_REPORTS:  # part of a running operation; [] = already known
+            return _envelopes(state, cmd, changes)
         case changes:
             start = OperationAccepted(
                 cmd.command_id,
@@ -100,11 +112,19 @@ def _changes(state: TenantState, cmd: CommandEnvelope) -> list[Change] | Problem
         case CreateOrganization() as c:
             return _create_organization(state, cmd, c)
         case CreateService() as c:
-            return _create_service(state, c)
+            return _create_service(state, c, cmd.command_id)
         case ScaleService() as c:
-            return _scale_service(state, c)
+            return _scale_service(state, c, cmd.command_id)
         case DeleteService() as c:
-            return _delete_service(state, c)
+            return _delete_service(state, c, cmd.command_id)
+        case RecordServiceClaimRendered() as c:
+            return _step(state, c.service_id, c.operation_id, 1,
+                         ServiceClaimRendered(c.operation_id, c.service_id, c.digest))
+        case RecordServiceClaimCommitted() as c:
+            return _step(state, c.service_id, c.operation_id, 2,
+                         ServiceClaimCommitted(c.operation_id, c.service_id, c.pop, c.path, c.sha))
+        case RecordPopReport() as c:
+            return _pop_report(state, c)
         case other:
             raise CommandError(f"decide does not know {type(other).__name__}")
 
@@ -124,7 +144,7 @@ def _create_organization(
     return [("organization", c.slug, OrganizationCreated(c.slug, c.display_name, owner=cmd.actor.subject))]
 
 
-def _create_service(state: TenantState, c: CreateService) -> list[Change] | Problem:
+def _create_service(state: TenantState, c: CreateService, cmd_id: str) -> list[Change] | Problem:
     if state.organization is None:
         return Problem(
             "not_found",
@@ -156,10 +176,10 @@ def _create_service(state: TenantState, c: CreateService) -> list[Change] | Prob
         c.deletion_protection,
         dict(c.labels),
     )
-    return [("service", c.service_id, requested)]
+    return [("service", c.service_id, requested), ("service", c.service_id, _started(requested, cmd_id, "apply"))]
 
 
-def _scale_service(state: TenantState, c: ScaleService) -> list[Change] | Problem:
+def _scale_service(state: TenantState, c: ScaleService, cmd_id: str) -> list[Change] | Problem:
     if (service := _live_service(state, c.service_id)) is None:
         return _not_found(state, c.service_id)
     if service.status is ServiceStatus.DELETING:
@@ -186,10 +206,13 @@ def _scale_service(state: TenantState, c: ScaleService) -> list[Change] | Proble
     if new == old:
         have = ", ".join(f"{f} {format_number(getattr(old, f))}" for f in RESOURCE_FIELDS)
         return Problem("invalid", None, f'nothing to change: service "{service.name}" already has {have}')
-    return [("service", c.service_id, ServiceScaleRequested(c.service_id, old, new))]
+    changes: list[Change] = [("service", c.service_id, ServiceScaleRequested(c.service_id, old, new))]
+    if service.idle:
+        changes.append(("service", c.service_id, _started(replace(service, resources=new), cmd_id, "apply")))
+    return changes
 
 
-def _delete_service(state: TenantState, c: DeleteService) -> list[Change] | Problem:
+def _delete_service(state: TenantState, c: DeleteService, cmd_id: str) -> list[Change] | Problem:
     if (service := _live_service(state, c.service_id)) is None:
         return _not_found(state, c.service_id)
     if service.status is ServiceStatus.DELETING:
@@ -205,7 +228,59 @@ def _delete_service(state: TenantState, c: DeleteService) -> list[Change] | Prob
             f'service "{service.name}" has deletion protection on; turn deletion_protection '
             "off for this service, then delete it again",
         )
-    return [("service", c.service_id, ServiceDeletionRequested(c.service_id))]
+    changes: list[Change] = [("service", c.service_id, ServiceDeletionRequested(c.service_id))]
+    if service.idle:
+        changes.append(("service", c.service_id, _started(service, cmd_id, "delete")))
+    return changes
+
+
+def _started(spec: Service | ServiceRequested, operation_id: str, action: str) -> OperationStarted:
+    """The start of `operation_id` with the service's desired spec."""
+    return OperationStarted(
+        operation_id, spec.service_id, action, spec.name, spec.engine, spec.engine_version, spec.pop,
+        spec.size, spec.resources, spec.deletion_protection, dict(spec.labels),
+    )
+
+
+def _running(state: TenantState, service_id: str, operation_id: str) -> Service | None:
+    """The service when `operation_id` is the one in flight on it; None for a stale or unknown report."""
+    service = state.services.get(service_id)
+    return service if service is not None and service.running == operation_id else None
+
+
+def _step(state: TenantState, service_id: str, operation_id: str, step: int, event: Event) -> list[Change] | Problem:
+    """Record step `step` of the running operation once; a repeated or stale report changes nothing."""
+    if service_id not in state.services:
+        return _not_found(state, service_id)
+    service = _running(state, service_id, operation_id)
+    if service is None or service.step >= step:
+        return []
+    if service.step != step - 1:
+        return Problem("conflict", None, f"operation {operation_id} reports step {step} before step {step - 1}")
+    return [("service", service_id, event)]
+
+
+def _pop_report(state: TenantState, c: RecordPopReport) -> list[Change] | Problem:
+    """A PoP's report finishes the running operation once its manifests were committed; an early or
+    stale report changes nothing (the PoP reports again on its next sync). The next queued
+    operation on the service starts in the same breath."""
+    if c.service_id not in state.services:
+        return _not_found(state, c.service_id)
+    service = _running(state, c.service_id, c.operation_id)
+    if service is None or service.step < 2:
+        return []
+    match c.phase:
+        case "Ready":
+            outcome: Event = ServiceReady(c.operation_id, c.service_id, c.endpoint)
+        case "Failed":
+            outcome = ServiceFailed(c.operation_id, c.service_id, c.reason or "the PoP reported a failure")
+        case _:
+            return [("service", c.service_id, ServiceDeleted(c.operation_id, c.service_id))]
+    changes: list[Change] = [("service", c.service_id, outcome)]
+    if service.queued:
+        next_id, action = service.queued[0]
+        changes.append(("service", c.service_id, _started(service, next_id, action)))
+    return changes
 
 
 def _live_service(state: TenantState, service_id: str) -> Service | None:

@@ -69,11 +69,60 @@ class DeleteService:
     service_id: str
 
 
-Command = CreateOrganization | CreateService | ScaleService | DeleteService
+@dataclass(frozen=True)
+class RecordServiceClaimRendered:
+    """System (saga): the operation's manifests were rendered."""
+
+    service_id: str
+    operation_id: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class RecordServiceClaimCommitted:
+    """System (saga): the operation's manifests were committed to the GitOps repository."""
+
+    service_id: str
+    operation_id: str
+    pop: str
+    path: str
+    sha: str
+
+
+@dataclass(frozen=True)
+class RecordPopReport:
+    """System (PoP status bridge): what the PoP reported about the operation's service."""
+
+    service_id: str
+    operation_id: str
+    pop: str
+    phase: str  # Ready | Failed | Deleted
+    endpoint: str | None = None
+    reason: str | None = None
+
+
+Command = (
+    CreateOrganization
+    | CreateService
+    | ScaleService
+    | DeleteService
+    | RecordServiceClaimRendered
+    | RecordServiceClaimCommitted
+    | RecordPopReport
+)
 
 # Record name -> class. New commands: add the class here and a branch in the .avsc.
 COMMAND_TYPES: dict[str, type] = {
-    cls.__name__: cls for cls in (CreateOrganization, CreateService, ScaleService, DeleteService)
+    cls.__name__: cls
+    for cls in (
+        CreateOrganization,
+        CreateService,
+        ScaleService,
+        DeleteService,
+        RecordServiceClaimRendered,
+        RecordServiceClaimCommitted,
+        RecordPopReport,
+    )
 }
 
 

@@ -17,6 +17,7 @@ from commands.catalog import (
     LIMITS,
     PERMISSIONS,
     POP_ENGINES,
+    POP_REPORT_PHASES,
     POPS,
     RESOURCE_FIELDS,
     SIZE_PLANS,
@@ -28,6 +29,9 @@ from commands.records import (
     CreateOrganization,
     CreateService,
     DeleteService,
+    RecordPopReport,
+    RecordServiceClaimCommitted,
+    RecordServiceClaimRendered,
     ScaleService,
 )
 from events import Resources
@@ -93,6 +97,14 @@ def validate(command: Command) -> list[Problem]:
             )
         case DeleteService():
             return _collect(_uuid("service_id", command.service_id))
+        case RecordServiceClaimRendered() | RecordServiceClaimCommitted():
+            return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id))
+        case RecordPopReport():
+            return _collect(
+                _uuid("service_id", command.service_id),
+                _uuid("operation_id", command.operation_id),
+                _choice("phase", command.phase, POP_REPORT_PHASES),
+            )
         case _:
             raise CommandError(f"validate does not know {type(command).__name__}")
 

@@ -82,6 +82,60 @@ class CommandRejected:
     command_fingerprint: str
 
 
+@dataclass(frozen=True)
+class OperationStarted:
+    """An operation on a service starts (at once, or when the one before it on that service
+    finished): the desired spec the saga must make true, and whether to apply or delete it."""
+
+    operation_id: str
+    service_id: str
+    action: str  # apply | delete
+    name: str
+    engine: str
+    engine_version: str
+    pop: str
+    size: str
+    resources: Resources
+    deletion_protection: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceClaimRendered:
+    operation_id: str
+    service_id: str
+    digest: str  # sha256 of the rendered manifests
+
+
+@dataclass(frozen=True)
+class ServiceClaimCommitted:
+    operation_id: str
+    service_id: str
+    pop: str
+    path: str  # in the GitOps repository
+    sha: str
+
+
+@dataclass(frozen=True)
+class ServiceReady:
+    operation_id: str
+    service_id: str
+    endpoint: str | None
+
+
+@dataclass(frozen=True)
+class ServiceFailed:
+    operation_id: str
+    service_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServiceDeleted:
+    operation_id: str
+    service_id: str
+
+
 Event = (
     OrganizationCreated
     | ServiceRequested
@@ -89,7 +143,16 @@ Event = (
     | ServiceDeletionRequested
     | OperationAccepted
     | CommandRejected
+    | OperationStarted
+    | ServiceClaimRendered
+    | ServiceClaimCommitted
+    | ServiceReady
+    | ServiceFailed
+    | ServiceDeleted
 )
+
+# The steps of a service operation after acceptance, in order.
+STEPS = ("render", "commit", "pop-report")
 
 REASON_CODES = ("invalid", "forbidden", "conflict", "not_found", "quota_exceeded", "unsupported")
 
@@ -124,6 +187,12 @@ EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
     "ServiceDeletionRequested": lambda d: ServiceDeletionRequested(**d),
     "OperationAccepted": lambda d: OperationAccepted(**d),
     "CommandRejected": lambda d: CommandRejected(**d),
+    "OperationStarted": _with_resources(OperationStarted, "resources"),
+    "ServiceClaimRendered": lambda d: ServiceClaimRendered(**d),
+    "ServiceClaimCommitted": lambda d: ServiceClaimCommitted(**d),
+    "ServiceReady": lambda d: ServiceReady(**d),
+    "ServiceFailed": lambda d: ServiceFailed(**d),
+    "ServiceDeleted": lambda d: ServiceDeleted(**d),
 }
 
 

@@ -17,9 +17,15 @@ from events.records import (
     Envelope,
     EventError,
     OperationAccepted,
+    OperationStarted,
     OrganizationCreated,
     Resources,
+    ServiceClaimCommitted,
+    ServiceClaimRendered,
+    ServiceDeleted,
     ServiceDeletionRequested,
+    ServiceFailed,
+    ServiceReady,
     ServiceRequested,
     ServiceScaleRequested,
 )
@@ -59,6 +65,13 @@ class Service:
     labels: dict[str, str]
     status: ServiceStatus
     operation_id: str  # the last operation that changed it
+    running: str | None = None  # the operation in flight (started, not finished)
+    step: int = 0  # steps of `running` done: 1 rendered, 2 committed, 3 reported
+    queued: tuple[tuple[str, str], ...] = ()  # (operation id, action) waiting for `running`
+
+    @property
+    def idle(self) -> bool:
+        return self.running is None and not self.queued
 
     @property
     def live(self) -> bool:
@@ -159,21 +172,60 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
                 ),
             )
         case ServiceScaleRequested() as e:
+            service = _service(state, e.service_id)
             return _put_service(
                 state,
                 replace(
-                    _service(state, e.service_id),
+                    service,
                     resources=e.new_resources,
                     status=ServiceStatus.SCALING,
                     operation_id=env.command_id,
+                    queued=(*service.queued, (env.command_id, "apply")),
                 ),
             )
         case ServiceDeletionRequested() as e:
+            service = _service(state, e.service_id)
             return _put_service(
                 state,
                 replace(
-                    _service(state, e.service_id), status=ServiceStatus.DELETING, operation_id=env.command_id
+                    service,
+                    status=ServiceStatus.DELETING,
+                    operation_id=env.command_id,
+                    queued=(*service.queued, (env.command_id, "delete")),
                 ),
+            )
+        case OperationStarted() as e:
+            service = _service(state, e.service_id)
+            queued = tuple(q for q in service.queued if q[0] != e.operation_id)
+            status = service.status
+            if e.action == "delete":
+                status = ServiceStatus.DELETING
+            elif status in (ServiceStatus.READY, ServiceStatus.FAILED):
+                status = ServiceStatus.SCALING  # a queued scale starts after its predecessor finished
+            status = _awaiting(replace(service, queued=queued), status)
+            return _put_service(
+                state, replace(service, running=e.operation_id, step=0, queued=queued, status=status)
+            )
+        case ServiceClaimRendered() as e:
+            service = _service(state, e.service_id)
+            status = ServiceStatus.PROVISIONING if service.status is ServiceStatus.REQUESTED else service.status
+            return _put_service(state, replace(service, step=1, status=status))
+        case ServiceClaimCommitted() as e:
+            return _put_service(state, replace(_service(state, e.service_id), step=2))
+        case ServiceReady() as e:
+            service = _service(state, e.service_id)
+            return _put_service(
+                state, replace(service, step=3, running=None, status=_awaiting(service, ServiceStatus.READY))
+            )
+        case ServiceFailed() as e:
+            service = _service(state, e.service_id)
+            return _put_service(
+                state, replace(service, running=None, status=_awaiting(service, ServiceStatus.FAILED))
+            )
+        case ServiceDeleted() as e:
+            return _put_service(
+                state,
+                replace(_service(state, e.service_id), running=None, queued=(), status=ServiceStatus.DELETED),
             )
         case OperationAccepted() as e:
             return _record(
@@ -184,6 +236,11 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
             return _record(state, env.command_id, CommandRecord(e.command_fingerprint, outcome))
         case _:  # a conflicting reuse of a command id (the first outcome stands), or no effect on state
             return state
+
+
+def _awaiting(service: Service, status: ServiceStatus) -> ServiceStatus:
+    """A deletion waiting in the queue outranks any other status: the service is on its way out."""
+    return ServiceStatus.DELETING if any(action == "delete" for _, action in service.queued) else status
 
 
 def _service(state: TenantState, service_id: str) -> Service:

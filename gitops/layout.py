@@ -141,6 +141,14 @@ def service_path(tenant: str, service: str) -> str:
     return f"{tenant_dir(tenant)}/{validate_name(service, 'service')}.yaml"
 
 
+def pop_service_path(tenant: str, pop: str, service: str) -> str:
+    """``tenants/{tenant}/{pop}/{service}.yaml``: where the platform commits a service's manifests.
+
+    The PoP folder lets each PoP's Argo CD Application (path ``tenants/{tenant}/{pop}``) apply only
+    the services placed in that PoP."""
+    return f"{tenant_dir(tenant)}/{validate_pop(pop)}/{validate_name(service, 'service')}.yaml"
+
+
 def backups_dir(tenant: str) -> str:
     """``tenants/{tenant}/backups``."""
     return f"{tenant_dir(tenant)}/{BACKUPS_DIRNAME}"

@@ -25,6 +25,7 @@ NAMESPACE = "dbaas.v1"
 SUBJECTS: dict[str, str] = {
     "dbaas.commands-value": "command_envelope",
     "dbaas.events-value": "event_envelope",
+    "dbaas.pop.status-value": "pop_status",
 }
 
 

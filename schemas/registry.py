@@ -89,3 +89,4 @@ class Serde:
 
 COMMANDS_SUBJECT = "dbaas.commands-value"
 EVENTS_SUBJECT = "dbaas.events-value"
+POP_STATUS_SUBJECT = "dbaas.pop.status-value"

@@ -6,6 +6,7 @@ process tracked by a pid file, and is *healthy* only when it answers its own pro
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -45,16 +46,27 @@ class Context:
             self._artifacts = self.artifacts_loader()
         return self._artifacts
 
+    SECRET_NAMES = ("postgres_superuser_password", "dbaas_password", "mariadb_root_password",
+                    "redis_admin_password")
+
     def secrets(self) -> dict[str, str]:
+        """The instance's generated passwords; names added to the platform later are generated
+        into an existing file without touching the others."""
         path = self.config.secrets_file
         if path.exists():
-            return json.loads(path.read_text())
-        values = {"postgres_superuser_password": secrets.token_urlsafe(24),
-                  "dbaas_password": secrets.token_urlsafe(24)}
+            values = json.loads(path.read_text())
+            if all(name in values for name in self.SECRET_NAMES):
+                return values
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(values, fh)
+        with open(path.with_name(path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two launchers must not generate different ones
+            values = json.loads(path.read_text()) if path.exists() else {}
+            values |= {n: secrets.token_urlsafe(24) for n in self.SECRET_NAMES if n not in values}
+            tmp = path.with_name(path.name + ".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(values, fh)
+            os.replace(tmp, path)
         return values
 
 
@@ -253,6 +265,8 @@ shared_buffers = 128MB
             for db in ("dbaas", "registry"):
                 if not conn.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
                     conn.execute(f'create database "{db}" owner dbaas')
+            # The local PoP gives tenants roles on this server: only dbaas opens its databases.
+            conn.execute("revoke connect, temporary on database dbaas, registry from public")
 
     def endpoint(self, ctx: Context) -> str:
         return (f"postgresql://dbaas:{ctx.secrets()['dbaas_password']}@{HOST}:"
@@ -487,7 +501,11 @@ class GitRemote(Component):
         return ctx.config.gitops_remote.as_uri()
 
 
-INFRASTRUCTURE: tuple[Component, ...] = (Postgres(), Kafka(), GitRemote(), Registry(), Connect())
+# Imported here, not at the top: the engines build on the classes above.
+from deploy.stack.engines import MariaDB, Redis
+
+INFRASTRUCTURE: tuple[Component, ...] = (Postgres(), Kafka(), GitRemote(), Registry(), Connect(), MariaDB(),
+                                         Redis())
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,6 +539,7 @@ class ControlPlaneProcess(Component):
             "DBAAS_CONNECT_URL": Connect().endpoint(ctx),
             "DBAAS_GITOPS_REMOTE": GitRemote().endpoint(ctx),
             "DBAAS_API_PORT": str(ctx.config.port("api")),
+            "DBAAS_STATE_DIR": str(ctx.config.home / "state" / self.name),
             "DBAAS_METRICS_PORT": str(self.metrics_port(ctx)) if self.metrics_slot is not None else "0",
             "PYTHONUNBUFFERED": "1",
         }
@@ -545,5 +564,6 @@ class ControlPlaneProcess(Component):
 CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0),
     ControlPlaneProcess("projector", "projections.runner", metrics_slot=1),
+    ControlPlaneProcess("saga", "processors.saga", metrics_slot=2),
     ControlPlaneProcess("api", "gateway.app", port_name="api"),
 )

@@ -449,7 +449,7 @@ def test_argocd_application_per_tenant_and_pop(
     source = app["spec"]["source"]
     assert (source["repoURL"], source["path"], source["directory"]["recurse"]) == (
         APPS_VALUES["repoURL"],
-        f"tenants/{tenant}",
+        f"tenants/{tenant}/{pop}",  # each PoP applies only the services placed in it
         True,
     )
     assert app["spec"]["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}

@@ -1,4 +1,5 @@
-"""Builders shared by the domain tests: fixed ids, times and actors, and a fold of commands into state."""
+"""Builders shared by the domain tests: fixed ids, times and actors, the saga's step reports, and a
+fold of commands into state."""
 
 from __future__ import annotations
 
@@ -6,13 +7,23 @@ import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from commands import Actor, Command, CommandEnvelope, decide, fingerprint_of
+from commands import (
+    Actor,
+    Command,
+    CommandEnvelope,
+    RecordPopReport,
+    RecordServiceClaimCommitted,
+    RecordServiceClaimRendered,
+    decide,
+    fingerprint_of,
+)
 from events import Envelope, Event, TenantState, evolve
 
 TENANT = "acme"
 T0 = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
 OWNER = Actor("alice", ("org-owner",))
 MEMBER = Actor("bob", ("org-member",))
+SYSTEM = Actor("system:saga", ("system",))
 DB1 = "0d9b8a4e-5f7c-4c1e-9d2a-1b3c5d7e9f01"
 DB2 = "1e0c9b5f-6a8d-4d2f-8e3b-2c4d6e8fa012"
 
@@ -35,6 +46,46 @@ def cmd(
         correlation_id=f"corr-{command_id[:8]}",
         payload=payload,
     )
+
+
+def rendered(
+    service_id: str, operation_id: str, digest: str = "ab" * 32, *, actor: Actor = SYSTEM
+) -> CommandEnvelope:
+    """The saga's report that it rendered `operation_id`'s manifests."""
+    return cmd(RecordServiceClaimRendered(service_id, operation_id, digest), actor=actor)
+
+
+def committed(
+    service_id: str, operation_id: str, sha: str = "c0ffee", *, pop: str = "frankfurt", actor: Actor = SYSTEM
+) -> CommandEnvelope:
+    """The saga's report that it committed `operation_id`'s manifests to the GitOps repository."""
+    path = f"tenants/{TENANT}/{pop}/orders.yaml"
+    return cmd(RecordServiceClaimCommitted(service_id, operation_id, pop, path, sha), actor=actor)
+
+
+def reported(
+    service_id: str,
+    operation_id: str,
+    phase: str = "Ready",
+    *,
+    endpoint: str | None = None,
+    reason: str | None = None,
+    pop: str = "frankfurt",
+    actor: Actor = SYSTEM,
+) -> CommandEnvelope:
+    """What the PoP reported about `operation_id`, relayed by the status bridge."""
+    return cmd(RecordPopReport(service_id, operation_id, pop, phase, endpoint, reason), actor=actor)
+
+
+def saga(
+    service_id: str, operation_id: str, phase: str = "Ready", *, reason: str | None = None
+) -> list[CommandEnvelope]:
+    """The three steps of `operation_id` as the saga and the PoP report them: rendered, committed, `phase`."""
+    return [
+        rendered(service_id, operation_id),
+        committed(service_id, operation_id),
+        reported(service_id, operation_id, phase, reason=reason),
+    ]
 
 
 Step = CommandEnvelope | Callable[[TenantState], TenantState]

@@ -7,22 +7,38 @@ from datetime import UTC, datetime, timedelta
 
 import fastavro
 import pytest
-from domain_builders import DB1, OWNER, T0, TENANT, cmd, ev
+from domain_builders import DB1, OWNER, T0, TENANT, cmd, ev, saga
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import commands
 import events
-from commands import Actor, CommandEnvelope, CreateOrganization, CreateService, DeleteService, ScaleService
+from commands import (
+    Actor,
+    CommandEnvelope,
+    CreateOrganization,
+    CreateService,
+    DeleteService,
+    RecordPopReport,
+    RecordServiceClaimCommitted,
+    RecordServiceClaimRendered,
+    ScaleService,
+)
 from commands.catalog import LIMITS, POP_ENGINES, SIZE_PLANS
 from commands.validation import DNS_LABEL, LABEL_PART, VERSION
 from events import (
     CommandRejected,
     Envelope,
     OperationAccepted,
+    OperationStarted,
     OrganizationCreated,
     Resources,
+    ServiceClaimCommitted,
+    ServiceClaimRendered,
+    ServiceDeleted,
     ServiceDeletionRequested,
+    ServiceFailed,
+    ServiceReady,
     ServiceRequested,
     ServiceScaleRequested,
 )
@@ -32,6 +48,7 @@ from schemas.codec import decode, encode
 COMMANDS_ID, EVENTS_ID = 11, 12
 REGISTRY = {COMMANDS_ID: parsed_schema("command_envelope"), EVENTS_ID: parsed_schema("event_envelope")}
 
+OP = "7f3e2d1c-0b9a-4876-a543-210fedcba987"  # an operation id
 COMMAND_SAMPLES = [
     CreateOrganization(TENANT, "Acme Inc. — Zürich"),
     CreateService(
@@ -51,6 +68,11 @@ COMMAND_SAMPLES = [
     CreateService(DB1, "cache", "dragonfly", "local", "small"),
     ScaleService(DB1, storage_gb=20),
     DeleteService(DB1),
+    RecordServiceClaimRendered(DB1, OP, "ab" * 32),
+    RecordServiceClaimCommitted(DB1, OP, "frankfurt", "tenants/acme/frankfurt/orders.yaml", "c0ffee" * 6),
+    RecordPopReport(DB1, OP, "frankfurt", "Ready", endpoint="orders.acme.svc:5433"),
+    RecordPopReport(DB1, OP, "frankfurt", "Failed", reason="ImagePullBackOff: no such tag"),
+    RecordPopReport(DB1, OP, "local", "Deleted"),
 ]
 SMALL, BIG = Resources(1.0, 2, 10, 1), Resources(4.0, 16, 500, 3)
 EVENT_SAMPLES = [
@@ -73,6 +95,31 @@ EVENT_SAMPLES = [
         "operation",
         "c-3",
     ),
+    ev(
+        OperationStarted(
+            OP, DB1, "apply", "orders", "scylla", "2026.2.4", "lagos", "medium", BIG, True, {"team": "pay"}
+        ),
+        "service",
+        DB1,
+        4,
+    ),
+    ev(
+        OperationStarted(OP, DB1, "delete", "cache", "dragonfly", "v1.36.0", "local", "small", SMALL),
+        "service",
+        DB1,
+        5,
+    ),
+    ev(ServiceClaimRendered(OP, DB1, "ab" * 32), "service", DB1, 6),
+    ev(
+        ServiceClaimCommitted(OP, DB1, "lagos", "tenants/acme/lagos/orders.yaml", "c0ffee" * 6),
+        "service",
+        DB1,
+        7,
+    ),
+    ev(ServiceReady(OP, DB1, "orders.acme.svc:5433"), "service", DB1, 8),
+    ev(ServiceReady(OP, DB1, None), "service", DB1, 9),
+    ev(ServiceFailed(OP, DB1, "the PoP reported a failure"), "service", DB1, 10),
+    ev(ServiceDeleted(OP, DB1), "service", DB1, 11),
 ]
 
 
@@ -117,15 +164,27 @@ def test_events_round_trip(envelope: Envelope) -> None:
 
 
 def test_decided_events_round_trip() -> None:
+    create = cmd(CreateService(DB1, "db", "vitess", "local", "small", labels={"team": "pay"}))
+    scale = cmd(ScaleService(DB1, cpu=2))
+    delete = cmd(DeleteService(DB1))
     state = events.TenantState(TENANT)
+    decided: set[str] = set()
     for command in (
         cmd(CreateOrganization(TENANT, "Acme")),
-        cmd(CreateService(DB1, "db", "vitess", "local", "small")),
+        create,
+        scale,  # queued behind the create
+        *saga(DB1, create.command_id),
+        delete,  # queued behind the scale
+        *saga(DB1, scale.command_id, "Failed", reason="quota on the PoP"),
+        *saga(DB1, delete.command_id, "Deleted"),
     ):
         for envelope in commands.decide(state, command, commands.fingerprint_of(command.payload)):
             data = encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(envelope))
             assert events.from_avro(decode(data, REGISTRY.__getitem__)) == envelope
             state = events.evolve(state, envelope)
+            decided.add(type(envelope.payload).__name__)
+
+    assert decided == set(events.EVENT_TYPES) - {"CommandRejected"}
 
 
 GOOD = encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(EVENT_SAMPLES[0]))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import pytest
-from domain_builders import DB1, DB2, MEMBER, T0, TENANT, cmd, run
+from domain_builders import DB1, DB2, MEMBER, T0, TENANT, cmd, run, saga
 
 from commands import (
     Actor,
+    CommandEnvelope,
     CreateOrganization,
     CreateService,
     DeleteService,
@@ -23,13 +24,13 @@ from events import (
     Accepted,
     CommandRejected,
     OperationAccepted,
+    OperationStarted,
     OrganizationCreated,
     Rejected,
     Resources,
     ServiceDeletionRequested,
     ServiceRequested,
     ServiceScaleRequested,
-    ServiceStatus,
     TenantState,
 )
 
@@ -39,19 +40,85 @@ CREATE_DB1 = cmd(SMALL)
 MEDIUM = cmd(CreateService(DB1, "orders", "vitess", "lagos", "medium"))
 PROTECTED = cmd(CreateService(DB1, "orders", "yugabyte", "ashburn", "small", deletion_protection=True))
 DELETE_DB1 = cmd(DeleteService(DB1))
+OVERRIDES = cmd(
+    CreateService(
+        DB1,
+        "orders",
+        "scylla",
+        "singapore",
+        "medium",
+        engine_version="2025.4.0",
+        cpu=6.5,
+        replicas=5,
+        labels={"team": "payments"},
+    )
+)
+DRAGONFLY = cmd(
+    CreateService(DB1, "cache", "dragonfly", "local", "large", deletion_protection=True),
+    actor=Actor("dave", ("service-admin",)),
+)
+SCALE_MEDIUM = cmd(ScaleService(DB1, cpu=4, storage_gb=200))
+CREATE_DB2 = cmd(CreateService(DB2, "orders", "yugabyte", "frankfurt", "small"))
+
+SMALL_REQUESTED = ServiceRequested(
+    DB1, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", Resources(1.0, 2, 10, 1)
+)
+OVERRIDES_REQUESTED = ServiceRequested(
+    DB1,
+    "orders",
+    "scylla",
+    "2025.4.0",
+    "singapore",
+    "medium",
+    Resources(6.5, 8, 100, 5),
+    labels={"team": "payments"},
+)
+DRAGONFLY_REQUESTED = ServiceRequested(
+    DB1,
+    "cache",
+    "dragonfly",
+    "v1.36.0",
+    "local",
+    "large",
+    Resources(4.0, 16, 500, 3),
+    deletion_protection=True,
+)
+MEDIUM_REQUESTED = ServiceRequested(
+    DB1, "orders", "vitess", "v24.0.0-rc1-mysql80", "lagos", "medium", Resources(2.0, 8, 100, 3)
+)
+# The saga run to its end: the create is Ready (the service idle), or the service is Deleted.
+DB1_READY = [ORG, CREATE_DB1, *saga(DB1, CREATE_DB1.command_id)]
+MEDIUM_READY = [ORG, MEDIUM, *saga(DB1, MEDIUM.command_id)]
+DB1_DELETED = [*DB1_READY, DELETE_DB1, *saga(DB1, DELETE_DB1.command_id, "Deleted")]
 
 
-def mark_deleted(state: TenantState) -> TenantState:
-    """Stands in for the deletion saga's final event, which is not part of the domain yet."""
-    services = {**state.services, DB1: replace(state.services[DB1], status=ServiceStatus.DELETED)}
-    return replace(state, services=services)
+def started(
+    spec: ServiceRequested,
+    command: CommandEnvelope,
+    action: str = "apply",
+    resources: Resources | None = None,
+) -> OperationStarted:
+    """`command`'s operation starting on the resolved spec (with `resources` when a scale changed them)."""
+    return OperationStarted(
+        command.command_id,
+        spec.service_id,
+        action,
+        spec.name,
+        spec.engine,
+        spec.engine_version,
+        spec.pop,
+        spec.size,
+        resources or spec.resources,
+        spec.deletion_protection,
+        spec.labels,
+    )
 
 
 @dataclass(frozen=True)
 class Accept:
     reason: str
     given: list
-    when: object
+    when: CommandEnvelope
     then: list  # domain events, before OperationAccepted
     steps: int
 
@@ -72,83 +139,59 @@ ACCEPTED = [
         steps=0,
     ),
     Accept(
-        "a small service gets the small plan and the engine's default version",
+        "a small service gets the small plan and the engine's default version, and its apply starts at once",
         [ORG],
         CREATE_DB1,
-        [
-            ServiceRequested(
-                DB1, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", Resources(1.0, 2, 10, 1)
-            )
-        ],
+        [SMALL_REQUESTED, started(SMALL_REQUESTED, CREATE_DB1)],
         steps=3,
     ),
     Accept(
-        "overrides replace only the plan values they name",
+        "overrides replace only the plan values they name; the apply starts on the resolved spec",
         [ORG],
-        cmd(
-            CreateService(
-                DB1,
-                "orders",
-                "scylla",
-                "singapore",
-                "medium",
-                engine_version="2025.4.0",
-                cpu=6.5,
-                replicas=5,
-                labels={"team": "payments"},
-            )
-        ),
-        [
-            ServiceRequested(
-                DB1,
-                "orders",
-                "scylla",
-                "2025.4.0",
-                "singapore",
-                "medium",
-                Resources(6.5, 8, 100, 5),
-                labels={"team": "payments"},
-            )
-        ],
+        OVERRIDES,
+        [OVERRIDES_REQUESTED, started(OVERRIDES_REQUESTED, OVERRIDES)],
         steps=3,
     ),
     Accept(
         "the local pop offers dragonfly",
         [ORG],
-        cmd(
-            CreateService(DB1, "cache", "dragonfly", "local", "large", deletion_protection=True),
-            actor=Actor("dave", ("service-admin",)),
-        ),
+        DRAGONFLY,
+        [DRAGONFLY_REQUESTED, started(DRAGONFLY_REQUESTED, DRAGONFLY)],
+        steps=3,
+    ),
+    Accept(
+        "scaling an idle service changes only the given resources and starts its apply at once",
+        MEDIUM_READY,
+        SCALE_MEDIUM,
         [
-            ServiceRequested(
-                DB1,
-                "cache",
-                "dragonfly",
-                "v1.36.0",
-                "local",
-                "large",
-                Resources(4.0, 16, 500, 3),
-                deletion_protection=True,
-            )
+            ServiceScaleRequested(DB1, Resources(2.0, 8, 100, 3), Resources(4.0, 8, 200, 3)),
+            started(MEDIUM_REQUESTED, SCALE_MEDIUM, resources=Resources(4.0, 8, 200, 3)),
         ],
         steps=3,
     ),
     Accept(
-        "scaling changes only the given resources",
+        "scaling while the create is in flight is queued: no start yet",
         [ORG, MEDIUM],
-        cmd(ScaleService(DB1, cpu=4, storage_gb=200)),
+        SCALE_MEDIUM,
         [ServiceScaleRequested(DB1, Resources(2.0, 8, 100, 3), Resources(4.0, 8, 200, 3))],
         steps=3,
     ),
     Accept(
         "scaling while a scale is in flight queues on the newest resources",
-        [ORG, MEDIUM, cmd(ScaleService(DB1, cpu=4))],
+        [*MEDIUM_READY, cmd(ScaleService(DB1, cpu=4))],
         cmd(ScaleService(DB1, memory_gb=32)),
         [ServiceScaleRequested(DB1, Resources(4.0, 8, 100, 3), Resources(4.0, 32, 100, 3))],
         steps=3,
     ),
     Accept(
-        "an unprotected live service can be deleted",
+        "an unprotected idle service is deleted at once, on its current spec",
+        DB1_READY,
+        DELETE_DB1,
+        [ServiceDeletionRequested(DB1), started(SMALL_REQUESTED, DELETE_DB1, "delete")],
+        steps=3,
+    ),
+    Accept(
+        "deleting while the create is in flight is queued: no start yet",
         [ORG, CREATE_DB1],
         DELETE_DB1,
         [ServiceDeletionRequested(DB1)],
@@ -156,12 +199,23 @@ ACCEPTED = [
     ),
     Accept(
         "a deleted service's name is free again",
-        [ORG, CREATE_DB1, mark_deleted],
-        cmd(CreateService(DB2, "orders", "yugabyte", "frankfurt", "small")),
+        DB1_DELETED,
+        CREATE_DB2,
         [
             ServiceRequested(
                 DB2, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", Resources(1.0, 2, 10, 1)
-            )
+            ),
+            OperationStarted(
+                CREATE_DB2.command_id,
+                DB2,
+                "apply",
+                "orders",
+                "yugabyte",
+                "2024.2.0.0-b145",
+                "frankfurt",
+                "small",
+                Resources(1.0, 2, 10, 1),
+            ),
         ],
         steps=3,
     ),
@@ -311,7 +365,7 @@ REJECTED = [
     ),
     Reject(
         "scaling a deleted service",
-        [ORG, CREATE_DB1, mark_deleted],
+        DB1_DELETED,
         cmd(ScaleService(DB1, cpu=2)),
         "not_found",
         "service_id",
@@ -439,21 +493,32 @@ def test_events_are_positioned_deterministically() -> None:
     events = decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload))
 
     assert events == decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload))
-    assert [(e.aggregate_type, e.aggregate_id, e.sequence) for e in events] == [
-        ("service", DB1, 1),
-        ("operation", CREATE_DB1.command_id, 1),
+    assert [(e.aggregate_type, e.aggregate_id, e.sequence, type(e.payload)) for e in events] == [
+        ("service", DB1, 1, ServiceRequested),
+        ("service", DB1, 2, OperationStarted),
+        ("operation", CREATE_DB1.command_id, 1, OperationAccepted),
     ]
-    assert len({e.event_id for e in events}) == 2
+    assert len({e.event_id for e in events}) == 3
     for e in events:
         assert (e.tenant_id, e.occurred_at, e.command_id) == (TENANT, T0, CREATE_DB1.command_id)
         assert (e.correlation_id, e.causation_id) == (CREATE_DB1.correlation_id, CREATE_DB1.command_id)
 
 
 def test_sequences_continue_per_aggregate_without_gaps() -> None:
-    _, events = run([ORG, MEDIUM, cmd(ScaleService(DB1, cpu=4)), cmd(ScaleService(DB1, cpu=8)), DELETE_DB1])
+    _, events = run([*MEDIUM_READY, cmd(ScaleService(DB1, cpu=4)), cmd(ScaleService(DB1, cpu=8)), DELETE_DB1])
 
-    service = [e.sequence for e in events if e.aggregate_type == "service"]
-    assert service == [1, 2, 3, 4]
+    service = [(e.sequence, type(e.payload).__name__) for e in events if e.aggregate_type == "service"]
+    assert service == [
+        (1, "ServiceRequested"),
+        (2, "OperationStarted"),
+        (3, "ServiceClaimRendered"),
+        (4, "ServiceClaimCommitted"),
+        (5, "ServiceReady"),
+        (6, "ServiceScaleRequested"),
+        (7, "OperationStarted"),  # the service was idle: the first scale starts at once
+        (8, "ServiceScaleRequested"),  # queued behind it
+        (9, "ServiceDeletionRequested"),  # queued too
+    ]
     assert len({e.event_id for e in events}) == len(events)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from domain_builders import DB1
+from domain_builders import DB1, DB2, SYSTEM
 
 from commands import (
     Actor,
@@ -11,6 +11,9 @@ from commands import (
     CreateService,
     DeleteService,
     Problem,
+    RecordPopReport,
+    RecordServiceClaimCommitted,
+    RecordServiceClaimRendered,
     ScaleService,
     authorize,
     fingerprint,
@@ -19,6 +22,7 @@ from commands import (
     resolve_resources,
     validate,
 )
+from commands.catalog import STEP_REPORTS
 from events import Resources
 
 DNS_RULE = (
@@ -170,6 +174,35 @@ CASES = [
             )
         ],
     ),
+    (
+        "a rendered report names its service and operation by id",
+        RecordServiceClaimRendered(DB1, DB2, "ab"),
+        [],
+    ),
+    (
+        "a committed report's operation id is a UUID too",
+        RecordServiceClaimCommitted(DB1, "op-1", "lagos", "tenants/acme/lagos/orders.yaml", "c0ffee"),
+        [
+            Problem(
+                "invalid",
+                "operation_id",
+                'operation_id "op-1" is not a UUID in canonical form '
+                "(8-4-4-4-12 lowercase hex digits); the publisher generates it",
+            )
+        ],
+    ),
+    ("a PoP report is Ready, Failed or Deleted", RecordPopReport(DB1, DB2, "lagos", "Deleted"), []),
+    (
+        "a PoP phase the domain does not know lists the ones it does",
+        RecordPopReport(DB1, DB2, "lagos", "Progressing"),
+        [
+            Problem(
+                "invalid",
+                "phase",
+                'phase "Progressing" is not offered; choose one of: Ready, Failed, Deleted',
+            )
+        ],
+    ),
 ]
 
 
@@ -198,6 +231,13 @@ AUTH = [
         ),
     ),
     ("anyone signed in creates organizations", Actor("a"), "CreateOrganization", None),
+    *[(f"the platform reports {t}", SYSTEM, t, None) for t in STEP_REPORTS],
+    (
+        "a tenant's owner does not report steps",
+        Actor("a", ("org-owner",)),
+        "RecordPopReport",
+        Problem("forbidden", None, 'RecordPopReport needs one of the roles system; actor "a" has org-owner'),
+    ),
 ]
 
 
