@@ -271,7 +271,7 @@ def _pop_report(state: TenantState, c: RecordPopReport) -> list[Change] | Proble
         return []
     match c.phase:
         case "Ready":
-            outcome: Event = ServiceReady(c.operation_id, c.service_id, c.endpoint)
+            outcome: Event = ServiceReady(c.operation_id, c.service_id, c.endpoint, c.credentials)
         case "Failed":
             outcome = ServiceFailed(c.operation_id, c.service_id, c.reason or "the PoP reported a failure")
         case _:

@@ -99,6 +99,7 @@ class RecordPopReport:
     phase: str  # Ready | Failed | Deleted
     endpoint: str | None = None
     reason: str | None = None
+    credentials: str | None = None  # encrypted (Fernet token), never clear text
 
 
 Command = (

@@ -121,6 +121,7 @@ class ServiceReady:
     operation_id: str
     service_id: str
     endpoint: str | None
+    credentials: str | None = None  # encrypted (Fernet token) by the PoP, never clear text
 
 
 @dataclass(frozen=True)

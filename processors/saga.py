@@ -184,7 +184,7 @@ class ServiceSaga:
 
     def _report(self, r: dict) -> None:
         payload = RecordPopReport(r["service_id"], r["operation_id"], r["pop"], r["phase"], r["endpoint"],
-                                  r["reason"])
+                                  r["reason"], r.get("credentials"))
         self.publisher.publish(CommandEnvelope(
             command_id=step_command_id(r["operation_id"], f"report/{r['report_id']}"), tenant_id=r["tenant_id"],
             actor=Actor(f"system:pop:{r['pop']}", ("system",)), issued_at=datetime.now(timezone.utc),

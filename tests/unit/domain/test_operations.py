@@ -529,3 +529,18 @@ def test_a_failed_report_keeps_a_queued_deletion() -> None:
     assert service.status is ServiceStatus.DELETING
     again = cmd(DeleteService(DB1), command_id="c0a1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a4b")
     assert [type(e.payload) for e in decide(state, again, fingerprint_of(again.payload))] == [CommandRejected]
+
+
+def test_a_ready_report_passes_the_encrypted_credentials_on_untouched() -> None:
+    from commands import CreateOrganization, CreateService, RecordPopReport
+    from domain_builders import DB1, OWNER, TENANT, cmd, committed, rendered, run
+    from events import ServiceReady
+
+    create = cmd(CreateService(DB1, "orders", "yugabyte", "local", "small"), actor=OWNER)
+    op = create.command_id
+    report = cmd(RecordPopReport(DB1, op, "local", "Ready", "127.0.0.1:15432", None, "gAAAA-token"),
+                 actor=SYSTEM)
+    _, produced = run([cmd(CreateOrganization(TENANT, "Acme")), create, rendered(DB1, op),
+                       committed(DB1, op), report])
+    (ready,) = [e.payload for e in produced if isinstance(e.payload, ServiceReady)]
+    assert (ready.endpoint, ready.credentials) == ("127.0.0.1:15432", "gAAAA-token")
