@@ -6,6 +6,7 @@ process tracked by a pid file, and is *healthy* only when it answers its own pro
 """
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import json
@@ -18,7 +19,7 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import httpx
 
@@ -47,7 +48,12 @@ class Context:
         return self._artifacts
 
     SECRET_NAMES = ("postgres_superuser_password", "dbaas_password", "mariadb_root_password",
-                    "redis_admin_password")
+                    "redis_admin_password", "credentials_key", "localpop_password_key")
+    # Secrets that are keys rather than passwords: the format their user expects.
+    SECRET_FORMATS: ClassVar[dict[str, Callable[[], str]]] = {
+        # A Fernet key (32 random bytes, url-safe base64): PoP reports encrypt credentials with it.
+        "credentials_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    }
 
     def secrets(self) -> dict[str, str]:
         """The instance's generated passwords; names added to the platform later are generated
@@ -61,7 +67,8 @@ class Context:
         with open(path.with_name(path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two launchers must not generate different ones
             values = json.loads(path.read_text()) if path.exists() else {}
-            values |= {n: secrets.token_urlsafe(24) for n in self.SECRET_NAMES if n not in values}
+            values |= {n: self.SECRET_FORMATS.get(n, lambda: secrets.token_urlsafe(24))()
+                       for n in self.SECRET_NAMES if n not in values}
             tmp = path.with_name(path.name + ".tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
@@ -515,11 +522,15 @@ class ControlPlaneProcess(Component):
 
     needs = ("kafka", "registry", "postgres")
 
-    def __init__(self, name: str, module: str, metrics_slot: int | None = None, port_name: str | None = None):
+    def __init__(self, name: str, module: str, metrics_slot: int | None = None, port_name: str | None = None,
+                 extra_env: Callable[[Context], dict[str, str]] | None = None, needs: tuple[str, ...] = ()):
         self.name = name
         self.module = module
         self.metrics_slot = metrics_slot
         self.port_name = port_name
+        # Settings only this process may see (admin passwords, keys): not every process gets them.
+        self.extra_env = extra_env
+        self.needs = ControlPlaneProcess.needs + needs
 
     def metrics_port(self, ctx: Context) -> int:
         return ctx.config.port("metrics") + (self.metrics_slot or 0)
@@ -542,7 +553,7 @@ class ControlPlaneProcess(Component):
             "DBAAS_STATE_DIR": str(ctx.config.home / "state" / self.name),
             "DBAAS_METRICS_PORT": str(self.metrics_port(ctx)) if self.metrics_slot is not None else "0",
             "PYTHONUNBUFFERED": "1",
-        }
+        } | (self.extra_env(ctx) if self.extra_env else {})
 
     def probe_url(self, ctx: Context) -> str:
         if self.port_name:
@@ -561,9 +572,31 @@ class ControlPlaneProcess(Component):
         return self.probe_url(ctx)
 
 
+def credentials_key_env(ctx: Context) -> dict[str, str]:
+    """The Fernet key of PoP credentials: for the agent that encrypts them and the process that
+    decrypts them for their tenant — no other."""
+    return {"DBAAS_CREDENTIALS_KEY": ctx.secrets()["credentials_key"]}
+
+
+def localpop_agent_env(ctx: Context) -> dict[str, str]:
+    """The local PoP agent's admin access to the engine servers and its keys."""
+    from urllib.parse import quote
+
+    values = ctx.secrets()
+    mariadb = f"{quote(MariaDB.ADMIN_USER)}:{quote(values[MariaDB.SECRET], safe='')}"
+    redis = f"{quote(Redis.ADMIN_USER)}:{quote(values[Redis.SECRET], safe='')}"
+    return credentials_key_env(ctx) | {
+        "DBAAS_LOCALPOP_MARIADB_URL": f"mysql://{mariadb}@{HOST}:{ctx.config.port('mariadb')}",
+        "DBAAS_LOCALPOP_REDIS_URL": f"redis://{redis}@{HOST}:{ctx.config.port('redis')}",
+        "DBAAS_LOCALPOP_PASSWORD_KEY": values["localpop_password_key"],
+    }
+
+
 CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0),
     ControlPlaneProcess("projector", "projections.runner", metrics_slot=1),
     ControlPlaneProcess("saga", "processors.saga", metrics_slot=2),
     ControlPlaneProcess("api", "gateway.app", port_name="api"),
+    ControlPlaneProcess("localpop-agent", "operators.localpop.agent", metrics_slot=3,
+                        extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis")),
 )

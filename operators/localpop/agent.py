@@ -1,0 +1,487 @@
+"""The local PoP agent (``python -m operators.localpop.agent``): Argo CD for PoP ``local``.
+
+Every ``interval`` seconds it fetches the GitOps remote (read-only mirror in ``DBAAS_STATE_DIR``),
+reads the ServiceClaims under ``tenants/*/local/*.yaml``, and converges the local servers on them
+(``operators.localpop.plan`` decides, this module acts):
+
+- a claim whose commit's ``Operation-Id`` was not handled yet is provisioned (idempotently) on the
+  server standing in for its engine — YugabyteDB → PostgreSQL, Vitess → MariaDB, DragonflyDB →
+  Redis — and reported ``Ready`` with ``host:port`` and the credentials, Fernet-encrypted with
+  ``DBAAS_CREDENTIALS_KEY``; an engine without a local server, or a refusing server, is reported
+  ``Failed`` with the reason; an unreachable server is retried with backoff;
+- a claim file that disappeared is deprovisioned and reported ``Deleted`` with the operation of
+  the commit that removed it;
+- reports (``PopStatusReport`` on ``dbaas.pop.status``, key = tenant id; acks=all, idempotent
+  producer) are re-sent on every sync until Kafka acknowledges them; only then does the state
+  file mark them reported, so a restart neither provisions nor reports them again.
+
+Passwords are derived from ``DBAAS_LOCALPOP_PASSWORD_KEY`` (same service → same password), so
+provisioning again after a crash hands out the very credentials already reported. They are never
+logged, never written to the state file and never sent in clear.
+
+Environment: DBAAS_KAFKA_BOOTSTRAP, DBAAS_REGISTRY_URL, DBAAS_GITOPS_REMOTE, DBAAS_STATE_DIR,
+DBAAS_METRICS_PORT, DBAAS_DATABASE_URL (PostgreSQL admin; DBAAS_LOCALPOP_POSTGRES_URL overrides),
+DBAAS_LOCALPOP_MARIADB_URL, DBAAS_LOCALPOP_REDIS_URL, DBAAS_CREDENTIALS_KEY,
+DBAAS_LOCALPOP_PASSWORD_KEY, optional DBAAS_POP_STATUS_TOPIC, DBAAS_LOCALPOP_SYNC_INTERVAL.
+
+May import: ``runtime``, ``gitops``, ``schemas``, ``operators.localpop`` and the clients
+(GitPython, confluent-kafka, cryptography) — never processors, projections, gateway or cli.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import structlog
+from confluent_kafka import KafkaError, Producer
+from cryptography.fernet import Fernet
+from prometheus_client import Counter, Gauge, Histogram
+
+from operators.localpop import plan as core
+from operators.localpop import state as state_file
+from operators.localpop.gitsource import GitSource, GitUnavailable, Snapshot
+from operators.localpop.plan import Apply, Forget, Record, Remove, Resend
+from operators.localpop.provisioners import (
+    PROVISIONERS,
+    AdminEndpoint,
+    Credentials,
+    MariaDBProvisioner,
+    PostgresProvisioner,
+    Provisioner,
+    ProvisioningFailed,
+    RedisProvisioner,
+    ServerUnavailable,
+)
+from schemas.errors import SchemaError
+from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
+
+log = structlog.get_logger("operators.localpop.agent")
+
+POP = "local"
+OFFERED: tuple[str, ...] = tuple(PROVISIONERS)  # yugabyte, vitess, dragonfly
+SERVER_SETTING = {"yugabyte": "DBAAS_LOCALPOP_POSTGRES_URL (or DBAAS_DATABASE_URL)",
+                  "vitess": "DBAAS_LOCALPOP_MARIADB_URL", "dragonfly": "DBAAS_LOCALPOP_REDIS_URL"}
+MAX_BACKOFF = 30.0
+
+SERVICES = Gauge("dbaas_localpop_services", "Services provisioned and Ready in the local PoP", ["engine"])
+REPORTS = Counter("dbaas_localpop_reports_total", "Status reports acknowledged by Kafka", ["phase"])
+EFFECTS = Counter("dbaas_localpop_effects_total", "Provision/deprovision calls by outcome",
+                  ["action", "engine", "outcome"])
+SYNC_SECONDS = Histogram("dbaas_localpop_sync_seconds", "Duration of one sync of the GitOps repository",
+                         buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+SYNC_ERRORS = Counter("dbaas_localpop_sync_errors_total", "Syncs that could not read git or reach Kafka",
+                      ["error"])
+
+
+class SettingsError(Exception):
+    """The agent's configuration is missing or malformed; the message names the variable."""
+
+
+# -- settings ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AgentSettings:
+    """Everything the agent needs, as plain values. Servers left None are not offered: claims
+    for their engine are reported Failed, naming the setting to add."""
+
+    kafka: str
+    registry_url: str
+    gitops_remote: str
+    state_dir: Path
+    credentials_key: str = field(repr=False)
+    password_key: bytes = field(repr=False)
+    postgres: AdminEndpoint | None = None
+    postgres_admin_database: str = "postgres"
+    mariadb: AdminEndpoint | None = None
+    redis: AdminEndpoint | None = None
+    pop_status_topic: str = "dbaas.pop.status"
+    pop: str = POP
+    branch: str = "main"
+    interval: float = 1.0
+    metrics_port: int = 0
+    flush_timeout: float = 5.0
+    message_timeout_ms: int = 30_000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
+        env = os.environ if env is None else env
+
+        def need(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise SettingsError(f"{name} is not set; the launcher passes it (see deploy/stack/components.py)")
+            return value
+
+        credentials_key = need("DBAAS_CREDENTIALS_KEY")
+        try:
+            Fernet(credentials_key)
+        except ValueError:
+            raise SettingsError("DBAAS_CREDENTIALS_KEY is not a Fernet key (32 url-safe base64-encoded bytes); "
+                                "make one with cryptography.fernet.Fernet.generate_key()") from None
+        pg_url = env.get("DBAAS_LOCALPOP_POSTGRES_URL") or env.get("DBAAS_DATABASE_URL")
+        postgres, pg_db = parse_admin_url(pg_url, "DBAAS_LOCALPOP_POSTGRES_URL", 5432) if pg_url else (None, "")
+        mariadb = (parse_admin_url(env["DBAAS_LOCALPOP_MARIADB_URL"], "DBAAS_LOCALPOP_MARIADB_URL", 3306)[0]
+                   if env.get("DBAAS_LOCALPOP_MARIADB_URL") else None)
+        redis = (parse_admin_url(env["DBAAS_LOCALPOP_REDIS_URL"], "DBAAS_LOCALPOP_REDIS_URL", 6379)[0]
+                 if env.get("DBAAS_LOCALPOP_REDIS_URL") else None)
+        try:
+            interval = float(env.get("DBAAS_LOCALPOP_SYNC_INTERVAL", "1.0"))
+            metrics_port = int(env.get("DBAAS_METRICS_PORT", "0"))
+        except ValueError as exc:
+            raise SettingsError(f"DBAAS_LOCALPOP_SYNC_INTERVAL / DBAAS_METRICS_PORT must be numbers: {exc}") from None
+        return cls(
+            kafka=need("DBAAS_KAFKA_BOOTSTRAP"), registry_url=need("DBAAS_REGISTRY_URL"),
+            gitops_remote=need("DBAAS_GITOPS_REMOTE"),
+            state_dir=Path(env.get("DBAAS_STATE_DIR") or "/tmp/dbaas-localpop-agent"),
+            credentials_key=credentials_key, password_key=need("DBAAS_LOCALPOP_PASSWORD_KEY").encode(),
+            postgres=postgres, postgres_admin_database=pg_db or "postgres", mariadb=mariadb, redis=redis,
+            pop_status_topic=env.get("DBAAS_POP_STATUS_TOPIC") or cls.pop_status_topic,
+            interval=interval, metrics_port=metrics_port)
+
+
+def parse_admin_url(url: str, name: str, default_port: int) -> tuple[AdminEndpoint, str]:
+    """``scheme://user:password@host:port[/database]`` → (AdminEndpoint, database or "")."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise SettingsError(f"{name} is not a URL of the form scheme://user:password@host:port ({exc})") from None
+    if not parts.hostname or not parts.username:
+        raise SettingsError(f"{name} must name a user and a host: scheme://user:password@host:port")
+    endpoint = AdminEndpoint(parts.hostname, port, unquote(parts.username), unquote(parts.password or ""))
+    return endpoint, unquote(parts.path.lstrip("/"))
+
+
+def build_provisioners(settings: AgentSettings) -> dict[str, Provisioner]:
+    """engine → provisioner, for the servers the settings name."""
+    made: dict[str, Provisioner] = {}
+    if settings.postgres:
+        made["yugabyte"] = PostgresProvisioner(settings.postgres, admin_database=settings.postgres_admin_database,
+                                               password_key=settings.password_key)
+    if settings.mariadb:
+        made["vitess"] = MariaDBProvisioner(settings.mariadb, password_key=settings.password_key)
+    if settings.redis:
+        made["dragonfly"] = RedisProvisioner(settings.redis, password_key=settings.password_key)
+    return made
+
+
+def encrypt_credentials(fernet: Fernet, creds: Credentials) -> str:
+    """The Fernet token of the credentials JSON carried in a Ready report."""
+    body: dict[str, Any] = {"username": creds.username, "password": creds.password, "host": creds.host,
+                            "port": creds.port, "uri": creds.uri}
+    if creds.database is not None:
+        body["database"] = creds.database
+    if creds.key_prefix is not None:
+        body["key_prefix"] = creds.key_prefix
+    return fernet.encrypt(json.dumps(body, separators=(",", ":"), sort_keys=True).encode()).decode()
+
+
+# -- Kafka -------------------------------------------------------------------------------------
+class Reporter:
+    """Produces reports and tells which ones Kafka acknowledged. One in flight per report id."""
+
+    def __init__(self, settings: AgentSettings):
+        self.topic = settings.pop_status_topic
+        self._registry_url = settings.registry_url
+        self._serde: Serde | None = None
+        self._producer = Producer({
+            "bootstrap.servers": settings.kafka, "acks": "all", "enable.idempotence": True,
+            "linger.ms": 5, "message.timeout.ms": settings.message_timeout_ms,
+            "client.id": f"dbaas-localpop-agent-{settings.pop}",
+        })
+        self._in_flight: set[str] = set()
+        self._acked: set[str] = set()
+
+    def send(self, tenant: str, record: dict[str, Any]) -> None:
+        rid = record["report_id"]
+        if rid in self._in_flight or rid in self._acked:
+            return
+        if self._serde is None:
+            self._serde = Serde(Registry(self._registry_url), POP_STATUS_SUBJECT)  # may raise: retried
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            self._in_flight.discard(rid)
+            if err is None:
+                self._acked.add(rid)
+            else:
+                log.warning("report not acknowledged; re-sent on the next sync", report_id=rid, error=str(err))
+                SYNC_ERRORS.labels("KafkaDelivery").inc()
+
+        try:
+            self._producer.produce(self.topic, key=tenant.encode(), value=self._serde.encode(record),
+                                   on_delivery=delivered)
+        except BufferError:
+            self._producer.poll(0)
+            return
+        self._in_flight.add(rid)
+
+    def flush(self, timeout: float) -> set[str]:
+        """Wait up to ``timeout`` s for deliveries; the report ids acknowledged since the last call."""
+        if self._in_flight:
+            self._producer.flush(timeout)
+        else:
+            self._producer.poll(0)
+        acked, self._acked = self._acked, set()
+        return acked
+
+    def close(self, timeout: float = 10.0) -> set[str]:
+        return self.flush(timeout)
+
+
+# -- the agent ---------------------------------------------------------------------------------
+class Agent:
+    """One sync = fetch git, plan, act, report. Holds no credentials beyond the tokens of
+    reports still waiting for Kafka's acknowledgement."""
+
+    def __init__(self, settings: AgentSettings, source: GitSource, reporter: Reporter,
+                 provisioners: Mapping[str, Provisioner], clock: Callable[[], datetime] | None = None):
+        self.settings = settings
+        self.source = source
+        self.reporter = reporter
+        self.provisioners = dict(provisioners)
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.state_path = settings.state_dir / "localpop-agent.json"
+        self.records: dict[str, Record] = state_file.load(self.state_path)
+        self._fernet = Fernet(settings.credentials_key)
+        self._tokens: dict[str, str] = {}  # report id -> encrypted credentials, until acknowledged
+        self._retry_at: dict[str, tuple[float, float]] = {}  # key -> (monotonic time, last delay)
+        self._git_error: str | None = None
+        self._problems: set[tuple[str, str]] = set()
+        self.syncs = 0
+
+    @classmethod
+    def build(cls, settings: AgentSettings) -> Agent:
+        """The composition root: clients from settings."""
+        source = GitSource(settings.gitops_remote, settings.state_dir / "gitops-mirror.git", settings.pop,
+                           settings.branch)
+        return cls(settings, source, Reporter(settings), build_provisioners(settings))
+
+    def close(self) -> None:
+        self._acknowledge(self.reporter.close())
+        self.source.close()
+
+    # -- one sync ------------------------------------------------------------------------------
+    def sync(self) -> None:
+        started = time.perf_counter()
+        snapshot = self._snapshot()
+        if snapshot is not None:
+            desired, unreadable, problems = core.desired_services(
+                snapshot.claims, snapshot.history, self.settings.pop, OFFERED, snapshot.tenants)
+            for path, problem in sorted(set(problems) - self._problems):
+                log.error("ServiceClaim file ignored", path=path, reason=problem)
+            self._problems = set(problems)
+            for step in core.plan(desired, self.records, unreadable):
+                with structlog.contextvars.bound_contextvars(**_context(step)):
+                    self._execute(step, snapshot)
+        self._report()
+        applied = core.applied_per_engine(self.records)
+        for engine in OFFERED:
+            SERVICES.labels(engine).set(applied.get(engine, 0))
+        SYNC_SECONDS.observe(time.perf_counter() - started)
+        self.syncs += 1
+
+    def _snapshot(self) -> Snapshot | None:
+        try:
+            snapshot = self.source.snapshot()
+        except GitUnavailable as exc:
+            SYNC_ERRORS.labels("GitUnavailable").inc()
+            if self._git_error != str(exc):
+                log.warning("GitOps remote unavailable; retrying every sync", error=str(exc))
+            self._git_error = str(exc)
+            return None
+        if self._git_error is not None:
+            log.info("GitOps remote readable again")
+            self._git_error = None
+        return snapshot
+
+    def _execute(self, step: core.Step, snapshot: Snapshot) -> None:
+        match step:
+            case Apply(desired, previous):
+                if self._waiting(desired.key):
+                    return
+                self._apply(desired, previous)
+            case Remove(record):
+                if self._waiting(record.key):
+                    return
+                self._remove(record, core.removal(record, snapshot.history, snapshot.tip))
+            case Resend(record):
+                if record.phase == "Ready" and record.report_id not in self._tokens and not self._waiting(record.key):
+                    self._recover_credentials(record)
+            case Forget(record):
+                del self.records[record.key]
+                self._save()
+
+    def _apply(self, d: core.Desired, previous: Record | None) -> None:
+        now = self.clock()
+        if previous is not None and previous.provisioned and previous.engine != d.engine:
+            try:
+                self._deprovision(previous)
+            except ServerUnavailable as exc:
+                return self._backoff(d.key, "deprovision", exc)
+            except ProvisioningFailed as exc:
+                return self._store(core.failed(d, f"the service's previous {previous.engine} database could not "
+                                                  f"be removed: {exc}", now, provisioned=True))
+        problem = d.problem or self._unconfigured(d.engine)
+        if problem:
+            log.warning("service refused", path=d.path, engine=d.engine, reason=problem)
+            EFFECTS.labels("provision", d.engine or "none", "refused").inc()
+            return self._store(core.failed(d, problem, now, provisioned=False))
+        try:
+            creds = self.provisioners[d.engine].provision(d.tenant, d.service_id, d.name)
+        except ServerUnavailable as exc:
+            return self._backoff(d.key, "provision", exc)
+        except ProvisioningFailed as exc:
+            log.warning("provisioning failed", path=d.path, engine=d.engine, reason=str(exc))
+            EFFECTS.labels("provision", d.engine, "failed").inc()
+            return self._store(core.failed(d, f"provisioning failed: {exc}", now, provisioned=True))
+        record = core.ready(d, f"{creds.host}:{creds.port}", now)
+        self._tokens[record.report_id] = encrypt_credentials(self._fernet, creds)
+        EFFECTS.labels("provision", d.engine, "ok").inc()
+        log.info("service applied", path=d.path, engine=d.engine, endpoint=record.endpoint, commit=d.commit)
+        self._store(record)
+
+    def _remove(self, record: Record, commit) -> None:
+        now = self.clock()
+        if record.provisioned:
+            try:
+                self._deprovision(record)
+            except ServerUnavailable as exc:
+                return self._backoff(record.key, "deprovision", exc)
+            except ProvisioningFailed as exc:
+                log.warning("deprovisioning failed", path=record.path, engine=record.engine, reason=str(exc))
+                return self._store(core.delete_failed(record, commit, f"deprovisioning failed: {exc}", now))
+        log.info("service removed", path=record.path, engine=record.engine, commit=commit.sha,
+                 removal_operation_id=commit.operation_id)
+        self._store(core.deleted(record, commit, now))
+
+    def _deprovision(self, record: Record) -> None:
+        provisioner = self.provisioners.get(record.engine)
+        if provisioner is None:
+            problem = self._unconfigured(record.engine) or f"engine {record.engine!r} has no local server"
+            raise ProvisioningFailed(problem)
+        try:
+            provisioner.deprovision(record.tenant, record.service_id)
+        except ProvisioningFailed:
+            EFFECTS.labels("deprovision", record.engine, "failed").inc()
+            raise
+        EFFECTS.labels("deprovision", record.engine, "ok").inc()
+
+    def _recover_credentials(self, record: Record) -> None:
+        """A Ready report still unacknowledged after a restart: provision again (same password,
+        nothing changes on the server) to put the credentials back into the report."""
+        provisioner = self.provisioners.get(record.engine)
+        if provisioner is None:
+            return
+        try:
+            creds = provisioner.provision(record.tenant, record.service_id, record.name)
+        except ServerUnavailable as exc:
+            return self._backoff(record.key, "provision", exc)
+        except ProvisioningFailed as exc:
+            log.warning("credentials of an unacknowledged report cannot be recovered", reason=str(exc))
+            return self._backoff(record.key, "provision", exc)
+        self._tokens[record.report_id] = encrypt_credentials(self._fernet, creds)
+
+    def _unconfigured(self, engine: str) -> str | None:
+        if engine in self.provisioners:
+            return None
+        return (f'engine "{engine}" is offered by PoP {self.settings.pop} but its server is not configured '
+                f"for the agent: set {SERVER_SETTING.get(engine, 'its server URL')}")
+
+    # -- reports -------------------------------------------------------------------------------
+    def _report(self) -> None:
+        for record in list(self.records.values()):
+            if record.reported:
+                continue
+            token = self._tokens.get(record.report_id)
+            if record.phase == "Ready" and token is None:
+                continue  # credentials come back with the next snapshot (_recover_credentials)
+            try:
+                self.reporter.send(record.tenant, core.report(record, self.settings.pop, token))
+            except SchemaError as exc:
+                SYNC_ERRORS.labels(type(exc).__name__).inc()
+                log.warning("report not sent: schema registry unavailable", error=str(exc))
+                break
+        self._acknowledge(self.reporter.flush(self.settings.flush_timeout))
+
+    def _acknowledge(self, acked: set[str]) -> None:
+        changed = False
+        for key, record in list(self.records.items()):
+            if not record.reported and record.report_id in acked:
+                self.records[key] = replace(record, reported=True)
+                self._tokens.pop(record.report_id, None)
+                REPORTS.labels(record.phase).inc()
+                log.info("report acknowledged", operation_id=record.operation_id, phase=record.phase,
+                         report_id=record.report_id, tenant_id=record.tenant, service_id=record.service_id)
+                changed = True
+        if changed:
+            self._save()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _store(self, record: Record) -> None:
+        old = self.records.get(record.key)
+        if old is not None and old.report_id != record.report_id:
+            self._tokens.pop(old.report_id, None)
+        self.records[record.key] = record
+        self._retry_at.pop(record.key, None)
+        self._save()
+
+    def _save(self) -> None:
+        state_file.save(self.state_path, self.records, pop=self.settings.pop)
+
+    def _waiting(self, key: str) -> bool:
+        due = self._retry_at.get(key)
+        return due is not None and time.monotonic() < due[0]
+
+    def _backoff(self, key: str, action: str, exc: Exception) -> None:
+        delay = min(MAX_BACKOFF, self._retry_at.get(key, (0.0, self.settings.interval / 2))[1] * 2)
+        self._retry_at[key] = (time.monotonic() + delay, delay)
+        EFFECTS.labels(action, "any", "unavailable").inc()
+        log.warning("server unavailable; retrying", action=action, error=str(exc), retry_in=round(delay, 2))
+
+
+def _context(step: core.Step) -> dict[str, str]:
+    item = step.desired if isinstance(step, Apply) else step.record
+    ctx = {"operation_id": item.operation_id, "tenant_id": item.tenant, "service_id": item.service_id}
+    if item.correlation_id:
+        ctx["correlation_id"] = item.correlation_id
+    return ctx
+
+
+def run(settings: AgentSettings, stop: threading.Event, *, agent: Agent | None = None) -> None:
+    """Sync every ``settings.interval`` seconds until ``stop`` is set; then flush and return."""
+    agent = agent or Agent.build(settings)
+    log.info("started", pop=settings.pop, remote=settings.gitops_remote, topic=settings.pop_status_topic,
+             engines=sorted(agent.provisioners))
+    try:
+        while not stop.is_set():
+            agent.sync()
+            stop.wait(settings.interval)
+    finally:
+        agent.close()
+        log.info("stopped", syncs=agent.syncs)
+
+
+def main() -> int:
+    from runtime import logs, metrics, signals
+
+    logs.configure("localpop-agent")
+    try:
+        settings = AgentSettings.from_env()
+    except SettingsError as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
+    stop = signals.stop_event()
+    metrics.serve(settings.metrics_port)
+    run(settings, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""What the local PoP agent reads out of the GitOps repository, as plain values: which files are a
+PoP's ServiceClaims, what a ServiceClaim file asks for, and which commit (with which
+``Operation-Id:``/``Correlation-Id:`` trailers) last touched or deleted each file.
+
+Pure: parses text handed to it (file contents, ``git log`` output); no I/O, no clock.
+May import: the standard library, PyYAML and ``gitops`` (layout, manifests) — nothing of the domain.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gitops.errors import GitOpsError
+from gitops.manifests import parse_all
+
+CLAIM_API_GROUP = "dbaas.io"
+CLAIM_KIND = "ServiceClaim"
+OPERATION_TRAILER = "Operation-Id"
+CORRELATION_TRAILER = "Correlation-Id"
+
+# `git log` framing chosen by `history_args`: a record separator before each commit, a unit
+# separator between the message and the `--name-status` lines.
+COMMIT_START = "\x1e"
+MESSAGE_END = "\x1f"
+LOG_FORMAT = "--format=%x1e%H%n%B%x1f"
+
+_PATH = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<pop>[^/]+)/(?P<name>[^/]+)\.yaml$")
+
+
+class InvalidClaim(ValueError):
+    """A file in a PoP's folder that is not a readable ServiceClaim; the message says why."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The parts of a ServiceClaim the local PoP acts on (``spec`` of kind ServiceClaim)."""
+
+    tenant: str
+    service_id: str
+    name: str
+    engine: str
+    pop: str
+
+    @property
+    def key(self) -> str:
+        return service_key(self.tenant, self.service_id)
+
+
+@dataclass(frozen=True)
+class CommitRef:
+    """A commit that touched a file: its sha, its trailers (None when absent) and what it did to
+    the file (``A``dded, ``M``odified, ``D``eleted, …, from ``git log --name-status``)."""
+
+    sha: str
+    operation_id: str | None
+    correlation_id: str | None
+    status: str = "M"
+
+
+@dataclass(frozen=True)
+class History:
+    """Per path: the newest commit that touched it and the newest commit that deleted it."""
+
+    last: Mapping[str, CommitRef]
+    deleted: Mapping[str, CommitRef]
+
+    def then(self, newer: History) -> History:
+        """This history followed by ``newer`` (commits after these): newer entries win."""
+        return History({**self.last, **newer.last}, {**self.deleted, **newer.deleted})
+
+
+def service_key(tenant: str, service_id: str) -> str:
+    return f"{tenant}/{service_id}"
+
+
+def pop_claim_path(path: str, pop: str) -> tuple[str, str] | None:
+    """``(tenant, name)`` when ``path`` is ``tenants/{tenant}/{pop}/{name}.yaml``, else None."""
+    match = _PATH.match(path)
+    if match is None or match["pop"] != pop:
+        return None
+    return match["tenant"], match["name"]
+
+
+def pop_pathspec(pop: str) -> str:
+    """A git pathspec matching exactly the ServiceClaim files of ``pop``."""
+    return f":(glob)tenants/*/{pop}/*.yaml"
+
+
+def parse_claim(text: str, path: str = "manifest") -> Claim:
+    """The ServiceClaim in a rendered service file (it also holds the engine's CR)."""
+    try:
+        docs = parse_all(text, source=path)
+    except GitOpsError as exc:
+        raise InvalidClaim(str(exc)) from None
+    claims = [d for d in docs if d.get("kind") == CLAIM_KIND
+              and str(d.get("apiVersion", "")).split("/", 1)[0] == CLAIM_API_GROUP]
+    if len(claims) != 1:
+        raise InvalidClaim(f"{path} holds {len(claims)} {CLAIM_KIND} objects of group {CLAIM_API_GROUP}; "
+                           "expected exactly one")
+    spec = claims[0].get("spec")
+    if not isinstance(spec, dict):
+        raise InvalidClaim(f"{path}: the {CLAIM_KIND} has no spec")
+    values = {}
+    for field in ("tenant", "serviceId", "name", "engine", "pop"):
+        value = spec.get(field)
+        values[field] = str(value).strip() if value is not None else ""
+    missing = [f for f in ("tenant", "serviceId") if not values[f]]
+    if missing:
+        raise InvalidClaim(f"{path}: the {CLAIM_KIND} spec has no {', '.join(missing)}")
+    return Claim(values["tenant"], values["serviceId"], values["name"], values["engine"], values["pop"])
+
+
+def parse_trailers(message: str) -> tuple[str | None, str | None]:
+    """``(operation_id, correlation_id)`` from a commit message; the last occurrence wins."""
+    found: dict[str, str] = {}
+    for line in message.splitlines():
+        name, sep, value = line.partition(":")
+        if sep and name.strip() in (OPERATION_TRAILER, CORRELATION_TRAILER) and value.strip():
+            found[name.strip()] = value.strip()
+    return found.get(OPERATION_TRAILER), found.get(CORRELATION_TRAILER)
+
+
+def parse_history(output: str) -> History:
+    """Read ``git log --no-renames --name-status`` + :data:`LOG_FORMAT` output (newest commit
+    first) into the newest touching and the newest deleting commit of every path."""
+    last: dict[str, CommitRef] = {}
+    deleted: dict[str, CommitRef] = {}
+    for chunk in output.split(COMMIT_START)[1:]:
+        head, _, files = chunk.partition(MESSAGE_END)
+        sha, _, message = head.partition("\n")
+        operation_id, correlation_id = parse_trailers(message)
+        for line in files.splitlines():
+            status, sep, path = line.partition("\t")
+            if not sep or not status:
+                continue
+            ref = CommitRef(sha.strip(), operation_id, correlation_id, status[0])
+            last.setdefault(path, ref)
+            if ref.status == "D":
+                deleted.setdefault(path, ref)
+    return History(last, deleted)
