@@ -115,6 +115,14 @@ def service_delete(args) -> int:
     return 0
 
 
+def service_credentials(args) -> int:
+    c = _client(args)
+    svc = _service_by_name(c, args.org, args.name)
+    creds = c.get(f"/services/{svc['id']}/credentials")
+    _out(args, creds, creds["uri"])
+    return 0
+
+
 def operation_get(args) -> int:
     op = _client(args).get(f"/operations/{args.id}")
     _out(args, op, "\n".join(f"{k}: {v}" for k, v in op.items()))
@@ -169,13 +177,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(p)
     p.set_defaults(func=service_list)
     for action, func, helptext in (("get", service_get, "one service"), ("delete", service_delete, "delete a service"),
-                                   ("scale", service_scale, "change a service's resources")):
+                                   ("scale", service_scale, "change a service's resources"),
+                                   ("credentials", service_credentials, "connection URI and credentials")):
         p = svc.add_parser(action, help=helptext)
         p.add_argument("name")
         p.add_argument("--org", required=True)
         if action == "scale":
             resources(p)
-        common(p, wait=action != "get")
+        common(p, wait=action not in ("get", "credentials"))
         p.set_defaults(func=func)
 
     op = sub.add_parser("operation", help="operations").add_subparsers(dest="action", required=True)

@@ -94,7 +94,10 @@ def decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str) -> list[E
                 OPERATION_STEPS[cmd.command_type],
                 fingerprint,
             )
-            return _envelopes(state, cmd, [*changes, ("operation", cmd.command_id, start)])
+            # The operation exists before it starts: OperationAccepted precedes OperationStarted.
+            starts = [c for c in changes if isinstance(c[2], OperationStarted)]
+            rest = [c for c in changes if not isinstance(c[2], OperationStarted)]
+            return _envelopes(state, cmd, [*rest, ("operation", cmd.command_id, start), *starts])
 
 
 def reuse_operation_id(command_id: str, fingerprint: str) -> str:

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from prometheus_client import Counter, Histogram, make_asgi_app
 
 from commands.publisher import Publisher
-from gateway import writes
+from gateway import credentials, writes
 from projections import api as queries
 
 REQUESTS = Counter("dbaas_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -62,6 +62,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="dbaas control plane", version="1", lifespan=lifespan,
                   description="Writes publish commands (202 + operation); reads come from projections.")
     app.include_router(writes.router, prefix="/api/v1")
+    app.include_router(credentials.router, prefix="/api/v1")
     app.include_router(queries.router, prefix="/api/v1")
     app.mount("/metrics", make_asgi_app())
 

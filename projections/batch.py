@@ -1,10 +1,12 @@
 """Applying a batch of consumed items to the read models inside the caller's transaction.
 
 Owns the per-item decision (which projections are due: those whose stored position is at or
-before the item's offset), the dispatch to every projector, the new positions, and the fallback
+before the item's offset), the changes every due projection makes, their set-based write (a few
+statements per read model and batch, `projections.writer`), the new positions, and the fallback
 for an event the database refuses (DataError, IntegrityError): the batch is re-applied event by
 event in savepoints and the refused event is dead-lettered like an undecodable one, so one bad
-event never blocks the read model. Imports `projections.projectors`, `.positions`, `.stream`.
+event never blocks the read model. Nothing here logs per event, but a refused one. Imports
+`projections.projectors`, `.positions`, `.stream`, `.writer`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, IntegrityError
 
 from projections.positions import Positions
-from projections.projectors import Apply
+from projections.projectors import Change, Projection
 from projections.stream import Item
 from projections.tables import Tables
+from projections.writer import write
 
 _REFUSED = (DataError, IntegrityError)
 log = structlog.get_logger("projections.batch")
@@ -35,7 +38,7 @@ class Outcome:
     positions: Positions = field(default_factory=dict)  # new next offsets, (projection, partition)
 
 
-def apply_batch(conn: Connection, tables: Tables, projections: Mapping[str, Apply],
+def apply_batch(conn: Connection, tables: Tables, projections: Mapping[str, Projection],
                 items: Sequence[Item], stored: Positions) -> Outcome:
     """Apply `items` (in log order) to every projection not already past them."""
     try:
@@ -46,49 +49,69 @@ def apply_batch(conn: Connection, tables: Tables, projections: Mapping[str, Appl
         return _apply(conn, tables, projections, items, stored, careful=True)
 
 
-def _apply(conn: Connection, tables: Tables, projections: Mapping[str, Apply], items: Sequence[Item],
+def _apply(conn: Connection, tables: Tables, projections: Mapping[str, Projection], items: Sequence[Item],
            stored: Positions, *, careful: bool) -> Outcome:
+    """Not `careful`: collect the due projections' changes, then write each read model's set-wise.
+    `careful`: write each event alone, in savepoints, so that the one the database refuses is found
+    and dead-lettered (the slow path, after the set-wise write of the batch was refused)."""
     outcome = Outcome()
+    changes: dict[str, list[Change]] = {name: [] for name in projections}
     for item in items:
         due = [name for name in projections if item.offset >= stored.get((name, item.partition), 0)]
         if not due:
             continue
         if item.poison is not None:
             outcome.dead.append(item)
-        else:
-            refused = _apply_item(conn, tables, projections, due, item, outcome, careful)
-            if refused is not None:
-                outcome.dead.append(replace(item, poison=refused))
+        elif not careful:
+            _collect(projections, due, item, changes, outcome)
+        elif (refused := _apply_alone(conn, tables, projections, due, item, outcome)) is not None:
+            outcome.dead.append(replace(item, poison=refused))
         for name in due:
             outcome.positions[(name, item.partition)] = item.offset + 1
+    for name, pending in changes.items():
+        if pending:
+            write(conn, tables.read_model(name), pending)
     return outcome
 
 
-def _apply_item(conn: Connection, tables: Tables, projections: Mapping[str, Apply], due: list[str],
-                item: Item, outcome: Outcome, careful: bool) -> str | None:
-    """Apply one envelope to the due projections; the reason when the database refused it."""
+def _collect(projections: Mapping[str, Projection], due: list[str], item: Item,
+             changes: dict[str, list[Change]], outcome: Outcome) -> None:
+    """Add the changes one envelope makes to the due projections to `changes`."""
+    env = item.envelope
+    assert env is not None
+    event_type = type(env.payload)
+    applied = False
+    for name in due:
+        handler = projections[name].handlers.get(event_type)
+        change = None if handler is None else handler(env)
+        if change is not None:
+            changes[name].append(change)
+            outcome.applied[(name, event_type.__name__)] += 1
+            applied = True
+    if applied:
+        outcome.occurred.append(env.occurred_at)
+
+
+def _apply_alone(conn: Connection, tables: Tables, projections: Mapping[str, Projection], due: list[str],
+                 item: Item, outcome: Outcome) -> str | None:
+    """Apply one envelope to the due projections, each in a savepoint; the reason when the database
+    refused it."""
     env = item.envelope
     assert env is not None
     event_type = type(env.payload).__name__
-    with structlog.contextvars.bound_contextvars(correlation_id=env.correlation_id, event_id=env.event_id,
-                                                 event_type=event_type):
-        applied = []
-        for name in due:
-            if not careful:  # the whole batch runs in one savepoint: a refusal restarts it carefully
-                done = projections[name](conn, tables, env)
-            else:
-                try:
-                    with conn.begin_nested():
-                        done = projections[name](conn, tables, env)
-                except _REFUSED as exc:
-                    reason = f"projection {name} cannot apply {event_type} {env.event_id}: {exc.orig}"
-                    log.error("event refused by the database", projection=name, reason=reason,
-                              partition=item.partition, offset=item.offset)
-                    return reason
-            if done:
-                applied.append(name)
-                outcome.applied[(name, event_type)] += 1
-        if applied:
-            outcome.occurred.append(env.occurred_at)
-        log.debug("event projected", projections=applied, partition=item.partition, offset=item.offset)
+    applied = False
+    for name in due:
+        try:
+            with conn.begin_nested():
+                done = projections[name].apply(conn, tables, env)
+        except _REFUSED as exc:
+            reason = f"projection {name} cannot apply {event_type} {env.event_id}: {exc.orig}"
+            log.error("event refused by the database", projection=name, reason=reason, partition=item.partition,
+                      offset=item.offset, correlation_id=env.correlation_id, event_id=env.event_id)
+            return reason
+        if done:
+            applied = True
+            outcome.applied[(name, event_type)] += 1
+    if applied:
+        outcome.occurred.append(env.occurred_at)
     return None

@@ -3,14 +3,17 @@
 Owns every read and write of `projection_positions`. Positions only move forward (`advance` keeps
 the greater offset), so a slower writer never undoes a faster one. `lock` takes the rows FOR
 UPDATE in one fixed order: the runner's batch transactions and the rebuild's swap serialize on them
-without deadlocking. Imports `projections.tables`.
+without deadlocking (measured, it costs about one round trip per batch). `advance` is one
+statement of constant text, the rows as arrays, so it is compiled once rather than per batch.
+Imports `projections.tables`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, TextClause, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from projections.tables import Tables
@@ -43,19 +46,28 @@ def _select(conn: Connection, tables: Tables, topic: str, projections: list[str]
 
 
 def advance(conn: Connection, tables: Tables, topic: str, positions: Positions) -> None:
-    """Store `positions`, keeping any greater offset already stored."""
+    """Store `positions`, keeping any greater offset already stored (one statement of constant text,
+    the rows as arrays: it runs once per batch)."""
     if not positions:
         return
-    p = tables.positions
-    stmt = insert(p).values([
-        {"projection": proj, "topic": topic, "partition": part, "next_offset": offset}
-        for (proj, part), offset in sorted(positions.items())
-    ])
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[p.c.projection, p.c.topic, p.c.partition],
-        set_={"next_offset": func.greatest(p.c.next_offset, stmt.excluded.next_offset)},
-    )
-    conn.execute(stmt)
+    rows = sorted(positions.items())
+    conn.execute(_advance_sql(tables.positions.name), {
+        "topic": topic,
+        "projections": [proj for (proj, _part), _offset in rows],
+        "partitions": [part for (_proj, part), _offset in rows],
+        "offsets": [offset for _key, offset in rows],
+    })
+
+
+@functools.cache
+def _advance_sql(table: str) -> TextClause:
+    return text(
+        f'INSERT INTO "{table}" AS p (projection, topic, partition, next_offset) '
+        "SELECT v.projection, :topic, v.partition, v.next_offset "
+        "FROM unnest(CAST(:projections AS TEXT[]), CAST(:partitions AS INTEGER[]), CAST(:offsets AS BIGINT[])) "
+        "AS v(projection, partition, next_offset) "
+        "ON CONFLICT (projection, topic, partition) "
+        "DO UPDATE SET next_offset = GREATEST(p.next_offset, EXCLUDED.next_offset)")
 
 
 def ensure(conn: Connection, tables: Tables, topic: str, projections: Iterable[str],

@@ -100,4 +100,8 @@ def get_operation(conn: Connection, tables: Tables, operation_id: str) -> dict[s
     if row is None:
         raise NotFound(f"operation {operation_id} not found: no such operation, or its command was "
                        "accepted moments ago and is not projected yet (retry shortly)")
-    return dict(row._mapping)
+    values = dict(row._mapping)
+    values["steps"] = [{"name": name, **step} for name, step in
+                       (("render", values.pop("render_step")), ("commit", values.pop("commit_step")),
+                        ("pop-report", values.pop("report_step"))) if step]
+    return values

@@ -1,10 +1,12 @@
 """Rebuild read models from the whole log, then swap them in atomically while the runner keeps going.
 
 `rebuild(settings, names)` replays the topic from the beginning up to its end offsets at start into
-fresh `<table>__rebuild` twins (one transaction per batch), then swaps in ONE transaction: lock the
-projections' position rows (FOR UPDATE: the live runner's next batch waits) and the live tables,
-apply to the twins whatever the live runner applied beyond the replay's end, drop each live table,
-rename its twin and the twin's indexes into place, and store the positions the twins reached.
+fresh `<table>__rebuild` twins (one transaction per batch of up to `REPLAY_BATCH` messages, written
+set-wise by `projections.batch` in a second thread while the next batch is read and decoded), then
+swaps in ONE transaction: lock the projections' position rows (FOR UPDATE: the live runner's next
+batch waits) and the live tables, apply to the twins whatever the live runner applied beyond the
+replay's end, drop each live table, rename its twin and the twin's indexes into place, and store
+the positions the twins reached.
 Undecodable messages are skipped (the live runner already dead-lettered them).
 
 Composition root of `python -m projections.rebuild [NAME ...]` (all read models when none given;
@@ -17,6 +19,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import structlog
@@ -26,14 +29,15 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from projections import positions
 from projections.batch import apply_batch
 from projections.errors import ConfigurationError, ProjectionError, TransientError
-from projections.projectors import PROJECTIONS, Apply
+from projections.projectors import PROJECTIONS, Projection
 from projections.runner import configure_logging
 from projections.settings import Settings
-from projections.stream import Item, consumer_config, decode, error_of, is_eof, topic_partitions
+from projections.stream import Decoder, Item, consumer_config, error_of, fetch, is_eof, topic_partitions
 from projections.tables import READ_MODELS, REBUILD_SUFFIX, Tables, build_tables, create_all, rename_plan
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 log = structlog.get_logger("projections.rebuild")
+REPLAY_BATCH = 5000  # messages per replay transaction at most: few commits (a batch costs a few statements)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class _Replay:
     """Reads the assigned partitions in order, applying each batch through `apply`."""
 
     consumer: Consumer
-    serde: Serde
+    decode: Decoder
     starts: dict[int, int]
     report: Callable[[str, int], None]
     stall_timeout: float
@@ -83,29 +87,40 @@ class _Replay:
         return sum(self.pos[p] - self.starts[p] for p in self.pos)
 
     def until(self, ends: dict[int, int], apply: Callable[[list[Item]], int], phase: str) -> None:
-        """Read until every partition reaches `ends`; `apply` answers how many items it could not apply."""
+        """Read until every partition reaches `ends`. `apply` (it answers how many items it could not
+        apply) runs in a second thread, one batch behind: PostgreSQL writes a batch while this thread
+        reads and decodes the next one."""
         last_move = time.monotonic()
-        while behind := {p: e for p, e in ends.items() if self.pos[p] < e}:
-            before = self.read
-            records: list[Message] = []
-            for msg in self.consumer.consume(500, 0.2):
-                if (err := error_of(msg)) is not None:
-                    log.warning("consumer error; the client retries", error=str(err))
-                elif is_eof(msg):
-                    self.pos[msg.partition()] = max(self.pos[msg.partition()], msg.offset())
-                else:
-                    records.append(msg)
-            if records:
-                items = [decode(self.serde, m) for m in records]
-                self.skipped += apply(items)
-                for m in records:
-                    self.pos[m.partition()] = max(self.pos[m.partition()], m.offset() + 1)
-            if self.read > before:
-                last_move = time.monotonic()
-                self.report(phase, self.read)
-            elif time.monotonic() - last_move > self.stall_timeout:
-                raise TransientError(f"replay stalled {self.stall_timeout:.0f}s short of the end offsets "
-                                     f"{behind} (at {({p: self.pos[p] for p in behind})})")
+        with ThreadPoolExecutor(1, thread_name_prefix="rebuild-apply") as writer:
+            applying: Future[int] | None = None
+            while behind := {p: e for p, e in ends.items() if self.pos[p] < e}:
+                before = self.read
+                if items := self._next_batch():
+                    if applying is not None:
+                        self.skipped += applying.result()
+                    applying = writer.submit(apply, items)
+                if self.read > before:
+                    last_move = time.monotonic()
+                    self.report(phase, self.read)
+                elif time.monotonic() - last_move > self.stall_timeout:
+                    raise TransientError(f"replay stalled {self.stall_timeout:.0f}s short of the end offsets "
+                                         f"{behind} (at {({p: self.pos[p] for p in behind})})")
+            if applying is not None:
+                self.skipped += applying.result()
+
+    def _next_batch(self) -> list[Item]:
+        """The next messages, decoded; the positions move past them and past the ends reached."""
+        records: list[Message] = []
+        for msg in fetch(self.consumer, REPLAY_BATCH, 0.2):
+            if (err := error_of(msg)) is not None:
+                log.warning("consumer error; the client retries", error=str(err))
+            elif is_eof(msg):
+                self.pos[msg.partition()] = max(self.pos[msg.partition()], msg.offset())
+            else:
+                records.append(msg)
+        for m in records:
+            self.pos[m.partition()] = max(self.pos[m.partition()], m.offset() + 1)
+        return [self.decode(m) for m in records]
 
 
 def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCallback | None = None,
@@ -120,7 +135,7 @@ def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCal
         twins = build_tables(REBUILD_SUFFIX)
         partitions = topic_partitions(settings.kafka_bootstrap, topic)
         _prepare(engine, live, twins, chosen, topic, partitions)
-        serde = Serde(registry, EVENTS_SUBJECT)
+        decoder = Decoder(registry, Serde(registry, EVENTS_SUBJECT))
         consumer = Consumer(consumer_config(settings, group=f"{settings.consumer_group}-rebuild"))
         bounds = {p: _watermarks(consumer, topic, p) for p in partitions}
         starts = {p: low for p, (low, _high) in bounds.items()}
@@ -132,7 +147,7 @@ def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCal
                 progress(Progress(phase, chosen, read, total))
 
         selected = {n: PROJECTIONS[n] for n in chosen}
-        replay = _Replay(consumer, serde, starts, report, stall_timeout)
+        replay = _Replay(consumer, decoder, starts, report, stall_timeout)
         log.info("rebuild started", projections=chosen, topic=topic, total=total)
         replay.until({p: high for p, (_low, high) in bounds.items()},
                      lambda items: _apply_committed(engine, twins, selected, items), "replay")
@@ -166,13 +181,13 @@ def _watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, in
     return low, high
 
 
-def _apply_committed(engine: Engine, twins: Tables, selected: dict[str, Apply], items: list[Item]) -> int:
+def _apply_committed(engine: Engine, twins: Tables, selected: dict[str, Projection], items: list[Item]) -> int:
     with engine.begin() as conn:
         return _apply_in(conn, twins, selected, items)
 
 
 def _swap(engine: Engine, live: Tables, twins: Tables, chosen: tuple[str, ...], topic: str,
-          partitions: list[int], replay: _Replay, selected: dict[str, Apply]) -> dict[int, int]:
+          partitions: list[int], replay: _Replay, selected: dict[str, Projection]) -> dict[int, int]:
     with engine.begin() as conn:
         stored = positions.lock(conn, live, topic, chosen)
         tables = ", ".join(f'"{live.read_model(n).name}"' for n in chosen)
@@ -188,7 +203,7 @@ def _swap(engine: Engine, live: Tables, twins: Tables, chosen: tuple[str, ...], 
     return final
 
 
-def _apply_in(conn: Connection, twins: Tables, selected: dict[str, Apply], items: list[Item]) -> int:
+def _apply_in(conn: Connection, twins: Tables, selected: dict[str, Projection], items: list[Item]) -> int:
     """Apply to the twins; the number skipped (undecodable, or refused by the database)."""
     return len(apply_batch(conn, twins, selected, items, {}).dead)
 

@@ -2,11 +2,14 @@
 
 One confluent-kafka consumer, ASSIGNED (never subscribed) every partition of the topic at the
 position stored in PostgreSQL: the smallest position of the three projections, the beginning when
-there is none. Each batch (up to `batch_size` messages or `batch_timeout` seconds) is decoded, then
-in ONE transaction: the batch's position rows are locked (`projections.positions.lock`), every
-projection not already past an item applies it, poison is dead-lettered (and acknowledged by the
-broker) and the positions advance. Transient failures retry the same batch with backoff; SIGTERM
-or SIGINT finishes the batch in hand, commits, closes and exits 0.
+there is none. Each batch (whatever the consumer holds, up to `batch_size` messages, waiting up to
+`batch_timeout` seconds only when it holds nothing: small batches when idle, large ones under load)
+is decoded, then in ONE transaction: the batch's position rows are locked
+(`projections.positions.lock`), every projection not already past an item applies it (a few
+set-based statements per batch, `projections.batch`), poison is dead-lettered (and acknowledged by
+the broker) and the positions advance. Transient failures retry the same batch with backoff;
+SIGTERM or SIGINT finishes the batch in hand, commits, closes and exits 0. Logs once per batch at
+most, never per event.
 
 Composition root of `python -m projections.runner` (settings from the environment, see
 `projections.settings`); `run(settings, stop_event)` runs it in a thread. Imports `events`,
@@ -36,13 +39,14 @@ from projections.metrics import Metrics
 from projections.projectors import PROJECTIONS
 from projections.settings import Settings
 from projections.stream import (
+    Decoder,
     Item,
     assignment,
     consumer_config,
     dead_letter,
-    decode,
     dlq_producer,
     error_of,
+    fetch,
     is_eof,
     topic_partitions,
 )
@@ -61,7 +65,7 @@ class Projector:
     settings: Settings
     engine: Engine
     tables: Tables
-    serde: Serde
+    decode: Decoder
     consumer: Consumer
     producer: Producer
     metrics: Metrics
@@ -75,7 +79,7 @@ class Projector:
         return self.settings.events_topic
 
     def step(self) -> None:
-        messages = self.consumer.consume(self.settings.batch_size, self.settings.batch_timeout)
+        messages = fetch(self.consumer, self.settings.batch_size, self.settings.batch_timeout)
         records: list[Message] = []
         ends: dict[int, int] = {}  # partition -> end reached: offsets before it were all delivered
         for msg in messages:
@@ -117,7 +121,7 @@ class Projector:
             self.on_commit(outcome)
 
     def _commit(self, records: Sequence[Message], ends: dict[int, int]) -> Outcome:
-        items = [decode(self.serde, m) for m in records]
+        items = [self.decode(m) for m in records]
         with self.engine.begin() as conn:
             touched = {i.partition for i in items} | set(ends)
             stored = positions.lock(conn, self.tables, self.topic, PROJECTIONS, touched)
@@ -161,7 +165,7 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
     server = None
     try:
         tables = create_all(engine)
-        serde = Serde(registry, EVENTS_SUBJECT)
+        decoder = Decoder(registry, Serde(registry, EVENTS_SUBJECT))
         partitions = topic_partitions(settings.kafka_bootstrap, settings.events_topic)
         with engine.connect() as conn:
             stored = positions.load(conn, tables, settings.events_topic, PROJECTIONS)
@@ -172,7 +176,7 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
         server = metrics.serve(settings.metrics_port)
         log.info("projector started", partitions=len(partitions), metrics_port=settings.metrics_port,
                  resumed=sum(1 for s in starts.values() if s is not None))
-        projector = Projector(settings, engine, tables, serde, consumer, producer, metrics, stop,
+        projector = Projector(settings, engine, tables, decoder, consumer, producer, metrics, stop,
                               {p: s or 0 for p, s in starts.items()}, log, on_commit)
         while not stop.is_set():
             projector.step()

@@ -96,6 +96,7 @@ def _services(metadata: MetaData, name: str) -> Table:
         Column("status", Text, nullable=False),
         Column("deletion_protection", Boolean, nullable=False),
         Column("labels", JSONB, nullable=False),
+        Column("credentials", Text),  # encrypted by the PoP (Fernet token); never served by the queries
         _ts("created_at"),
         _ts("updated_at"),
         Column("last_operation_id", Text, nullable=False),
@@ -120,7 +121,11 @@ def _operations(metadata: MetaData, name: str) -> Table:
         Column("message", Text),
         Column("done_steps", Integer, nullable=False),
         Column("total_steps", Integer, nullable=False),
-        Column("steps", JSONB, nullable=False),  # [{name, state, ref, at}]
+        # One column per step (render, commit, PoP report): {state, ref, at}; NULL until it happens.
+        # Separate columns let a batch fold each step's change on its own.
+        Column("render_step", JSONB),
+        Column("commit_step", JSONB),
+        Column("report_step", JSONB),
         Column("requested_by", Text),
         Column("correlation_id", Text, nullable=False),
         _ts("created_at"),

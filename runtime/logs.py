@@ -39,4 +39,7 @@ def configure(process: str, level: str | None = None, stream=None) -> structlog.
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    # Client libraries log every request at INFO; their failures still surface as warnings.
+    for noisy in ("httpx", "httpcore", "git"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     return structlog.get_logger().bind(process=process)

@@ -596,7 +596,7 @@ CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0),
     ControlPlaneProcess("projector", "projections.runner", metrics_slot=1),
     ControlPlaneProcess("saga", "processors.saga", metrics_slot=2),
-    ControlPlaneProcess("api", "gateway.app", port_name="api"),
+    ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=credentials_key_env),
     ControlPlaneProcess("localpop-agent", "operators.localpop.agent", metrics_slot=3,
                         extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis")),
 )

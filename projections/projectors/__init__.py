@@ -1,17 +1,22 @@
-"""Projectors: one per read model, each a routing table from event type to a small upsert.
+"""Projectors: one per read model, each a routing table from event type to the change it makes.
 
-Owns the registry `PROJECTIONS` (read-model name -> `apply(conn, tables, envelope) -> bool`) and the
-two idempotent write helpers every projector uses. A handler writes the row of the aggregate whose
-event it handles and guards on that aggregate's sequence (`version`), so an event applied twice,
-or an old event replayed after newer ones, changes nothing. Events a projection has no handler for
-are skipped (`apply` answers False). New event type: add a handler and one line in the module's
-`HANDLERS`. Imports `events` and `projections.tables`.
+Owns the registry `PROJECTIONS` (read-model name -> `Projection`), the `Change` a handler answers and
+the per-event write of one change. A handler is pure: it turns an envelope into the `Change` of the
+row of the aggregate whose event it handles, versioned by that aggregate's sequence. A change is
+either a whole row (`creates`: inserted, or replacing an older row) or some columns of an existing
+row (no row: nothing happens); either is applied only over an older `version`, so an event applied
+twice, or an old event replayed after newer ones, changes nothing. Events a projection has no
+handler for are skipped. `Projection.apply` writes one event's change with one statement (the slow
+path, and the reference semantics); batches are folded and written set-wise by `projections.writer`.
+New event type: add a handler and one line in the module's `HANDLERS`.
+Imports `events` and `projections.tables`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, update
 from sqlalchemy.dialects.postgresql import insert
@@ -19,17 +24,49 @@ from sqlalchemy.dialects.postgresql import insert
 from events import Envelope
 from projections.tables import Tables
 
-Handler = Callable[[Connection, Tables, Envelope], None]
-Apply = Callable[[Connection, Tables, Envelope], bool]
+
+class Change(NamedTuple):  # a tuple: one is built per event, and tuples are the cheapest to build
+    """What one event does to one read-model row (keyed by `id`), applied only over an older version.
+
+    `creates`: the change carries every column, the whole row, inserted when there is none (the
+    batch writer relies on it); otherwise it changes some columns of an existing row only."""
+
+    key: str
+    version: int  # the aggregate sequence of the event
+    values: Mapping[str, Any]  # column -> value, neither `id` nor `version`
+    creates: bool = False
 
 
-def dispatch(handlers: Mapping[type, Handler], conn: Connection, tables: Tables, envelope: Envelope) -> bool:
-    """Run the handler of the envelope's payload type; False when the projection has none."""
-    handler = handlers.get(type(envelope.payload))
-    if handler is None:
-        return False
-    handler(conn, tables, envelope)
-    return True
+Handler = Callable[[Envelope], Change | None]  # None: this event leaves the read model as it is
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One read model: the table it writes (`name`) and its handlers by event type."""
+
+    name: str
+    handlers: Mapping[type, Handler]
+
+    def change(self, envelope: Envelope) -> Change | None:
+        """The change the envelope makes to this read model; None when no handler takes its type."""
+        handler = self.handlers.get(type(envelope.payload))
+        return None if handler is None else handler(envelope)
+
+    def apply(self, conn: Connection, tables: Tables, envelope: Envelope) -> bool:
+        """Write the envelope's change on its own; False when the projection does not handle it."""
+        change = self.change(envelope)
+        if change is None:
+            return False
+        write_one(conn, tables.read_model(self.name), change)
+        return True
+
+
+def write_one(conn: Connection, table: Table, change: Change) -> None:
+    """One change, one statement."""
+    if change.creates:
+        upsert(conn, table, {"id": change.key, **change.values, "version": change.version})
+    else:
+        update_if_newer(conn, table, change.key, change.version, dict(change.values))
 
 
 def upsert(conn: Connection, table: Table, row: dict[str, Any]) -> None:
@@ -52,10 +89,11 @@ def update_if_newer(conn: Connection, table: Table, row_id: str, version: int, v
     )
 
 
-def _registry() -> dict[str, Apply]:
+def _registry() -> dict[str, Projection]:
     from projections.projectors import operations, organizations, services
 
-    return {"organizations": organizations.apply, "services": services.apply, "operations": operations.apply}
+    return {module.NAME: Projection(module.NAME, module.HANDLERS)
+            for module in (organizations, services, operations)}
 
 
-PROJECTIONS: dict[str, Apply] = _registry()
+PROJECTIONS: dict[str, Projection] = _registry()

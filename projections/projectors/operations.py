@@ -11,33 +11,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
+from events import (
+    CommandRejected,
+    Envelope,
+    OperationAccepted,
+    OperationStarted,
+    ServiceClaimCommitted,
+    ServiceClaimRendered,
+    ServiceDeleted,
+    ServiceFailed,
+    ServiceReady,
+)
+from projections.projectors import Change, Handler
 
-from events import CommandRejected, Envelope, OperationAccepted
-from projections.projectors import Handler, dispatch, upsert
-from projections.tables import Tables
-
-ACCEPTED, SUCCEEDED, FAILED = "Accepted", "Succeeded", "Failed"
+NAME = "operations"
+ACCEPTED, RUNNING, SUCCEEDED, FAILED = "Accepted", "Running", "Succeeded", "Failed"
 
 
-def _started(env: Envelope, operation_id: str) -> dict[str, Any]:
+def _started(env: Envelope) -> dict[str, Any]:
     return {
-        "id": operation_id,
         "tenant_id": env.tenant_id,
         "done_steps": 0,
-        "steps": [],
+        "render_step": None,
+        "commit_step": None,
+        "report_step": None,
         "requested_by": env.actor_subject,
         "correlation_id": env.correlation_id,
         "created_at": env.occurred_at,
         "updated_at": env.occurred_at,
-        "version": env.sequence,
     }
 
 
-def _accepted(conn: Connection, tables: Tables, env: Envelope) -> None:
+def _accepted(env: Envelope) -> Change:
     e: OperationAccepted = env.payload  # type: ignore[assignment]
-    upsert(conn, tables.operations, {
-        **_started(env, e.operation_id),
+    return Change(e.operation_id, env.sequence, {
+        **_started(env),
         "type": e.operation_type,
         "aggregate_id": e.aggregate_id,
         "state": SUCCEEDED if e.total_steps == 0 else ACCEPTED,
@@ -45,13 +53,13 @@ def _accepted(conn: Connection, tables: Tables, env: Envelope) -> None:
         "reason_code": None,
         "field": None,
         "message": None,
-    })
+    }, creates=True)
 
 
-def _rejected(conn: Connection, tables: Tables, env: Envelope) -> None:
+def _rejected(env: Envelope) -> Change:
     e: CommandRejected = env.payload  # type: ignore[assignment]
-    upsert(conn, tables.operations, {
-        **_started(env, e.operation_id),
+    return Change(e.operation_id, env.sequence, {
+        **_started(env),
         "type": e.command_type,
         "aggregate_id": None,
         "state": FAILED,
@@ -59,14 +67,55 @@ def _rejected(conn: Connection, tables: Tables, env: Envelope) -> None:
         "reason_code": e.reason_code,
         "field": e.field,
         "message": e.message,
+    }, creates=True)
+
+
+def _step(env: Envelope, done: int, column: str, ref: str | None, state: str = RUNNING,
+          step_state: str = "Done", **more: Any) -> Change:
+    """A step of a running operation, reported on the service's events (versioned by its sequence)."""
+    return Change(env.payload.operation_id, env.sequence, {  # type: ignore[union-attr]
+        "state": state, "done_steps": done, "updated_at": env.occurred_at,
+        column: {"state": step_state, "ref": ref, "at": env.occurred_at.isoformat()}, **more,
     })
+
+
+def _operation_started(env: Envelope) -> Change:
+    return Change(env.payload.operation_id, env.sequence,  # type: ignore[union-attr]
+                  {"state": RUNNING, "updated_at": env.occurred_at})
+
+
+def _rendered(env: Envelope) -> Change:
+    e: ServiceClaimRendered = env.payload  # type: ignore[assignment]
+    return _step(env, 1, "render_step", e.digest)
+
+
+def _committed(env: Envelope) -> Change:
+    e: ServiceClaimCommitted = env.payload  # type: ignore[assignment]
+    return _step(env, 2, "commit_step", e.sha)
+
+
+def _ready(env: Envelope) -> Change:
+    e: ServiceReady = env.payload  # type: ignore[assignment]
+    return _step(env, 3, "report_step", e.endpoint, state=SUCCEEDED)
+
+
+def _deleted(env: Envelope) -> Change:
+    return _step(env, 3, "report_step", None, state=SUCCEEDED)
+
+
+def _failed(env: Envelope) -> Change:
+    e: ServiceFailed = env.payload  # type: ignore[assignment]
+    return _step(env, 2, "report_step", None, state=FAILED, step_state="Failed",
+                 reason_code="pop_failed", message=e.reason)
 
 
 HANDLERS: dict[type, Handler] = {
     OperationAccepted: _accepted,
     CommandRejected: _rejected,
+    OperationStarted: _operation_started,
+    ServiceClaimRendered: _rendered,
+    ServiceClaimCommitted: _committed,
+    ServiceReady: _ready,
+    ServiceDeleted: _deleted,
+    ServiceFailed: _failed,
 }
-
-
-def apply(conn: Connection, tables: Tables, envelope: Envelope) -> bool:
-    return dispatch(HANDLERS, conn, tables, envelope)

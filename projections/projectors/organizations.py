@@ -5,29 +5,22 @@ Imports `events` and `projections.projectors`.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
-
 from events import Envelope, OrganizationCreated
-from projections.projectors import Handler, dispatch, upsert
-from projections.tables import Tables
+from projections.projectors import Change, Handler
+
+NAME = "organizations"
 
 
-def _created(conn: Connection, tables: Tables, env: Envelope) -> None:
+def _created(env: Envelope) -> Change:
     e: OrganizationCreated = env.payload  # type: ignore[assignment]
-    upsert(conn, tables.organizations, {
-        "id": e.slug,
+    return Change(e.slug, env.sequence, {
         "display_name": e.display_name,
         "owner": e.owner,
         "created_at": env.occurred_at,
         "updated_at": env.occurred_at,
-        "version": env.sequence,
-    })
+    }, creates=True)
 
 
 HANDLERS: dict[type, Handler] = {
     OrganizationCreated: _created,
 }
-
-
-def apply(conn: Connection, tables: Tables, envelope: Envelope) -> bool:
-    return dispatch(HANDLERS, conn, tables, envelope)

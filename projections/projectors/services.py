@@ -1,40 +1,50 @@
 """The `services` read model: one row per service with its resources and status.
 
-Status vocabulary of `events.ServiceStatus`: Requested on ServiceRequested, Scaling (with the new
-resources) on ServiceScaleRequested, Deleting on ServiceDeletionRequested. `last_operation_id` is
-the command id of the event, as in `events.state`. Imports `events` and `projections.projectors`.
+Status vocabulary of `events.ServiceStatus`: Requested on ServiceRequested (the whole row), Scaling
+with the new resources on ServiceScaleRequested, Deleting on ServiceDeletionRequested (both change
+some columns of the existing row). `last_operation_id` is the command id of the event, as in
+`events.state`. Imports `events` and `projections.projectors`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
-
 from events import (
     Envelope,
+    OperationStarted,
     Resources,
+    ServiceDeleted,
     ServiceDeletionRequested,
+    ServiceFailed,
+    ServiceReady,
     ServiceRequested,
     ServiceScaleRequested,
     ServiceStatus,
 )
-from projections.projectors import Handler, dispatch, update_if_newer, upsert
-from projections.tables import Tables
+from projections.projectors import Change, Handler
+
+NAME = "services"
+# Plain strings, looked up once: an enum member's `.value` is a descriptor call per event.
+REQUESTED = ServiceStatus.REQUESTED.value
+SCALING = ServiceStatus.SCALING.value
+DELETING = ServiceStatus.DELETING.value
+READY = ServiceStatus.READY.value
+FAILED = ServiceStatus.FAILED.value
+DELETED = ServiceStatus.DELETED.value
 
 
 def _resources(r: Resources) -> dict[str, Any]:
     return {"cpu": r.cpu, "memory_gb": r.memory_gb, "storage_gb": r.storage_gb, "replicas": r.replicas}
 
 
-def _changed(env: Envelope, status: ServiceStatus) -> dict[str, Any]:
-    return {"status": status.value, "updated_at": env.occurred_at, "last_operation_id": env.command_id}
+def _changed(env: Envelope, status: str) -> dict[str, Any]:
+    return {"status": status, "updated_at": env.occurred_at, "last_operation_id": env.command_id}
 
 
-def _requested(conn: Connection, tables: Tables, env: Envelope) -> None:
+def _requested(env: Envelope) -> Change:
     e: ServiceRequested = env.payload  # type: ignore[assignment]
-    upsert(conn, tables.services, {
-        "id": e.service_id,
+    return Change(e.service_id, env.sequence, {
         "tenant_id": env.tenant_id,
         "name": e.name,
         "engine": e.engine,
@@ -44,29 +54,54 @@ def _requested(conn: Connection, tables: Tables, env: Envelope) -> None:
         **_resources(e.resources),
         "deletion_protection": e.deletion_protection,
         "labels": dict(e.labels),
+        "credentials": None,
         "created_at": env.occurred_at,
-        **_changed(env, ServiceStatus.REQUESTED),
-        "version": env.sequence,
-    })
+        **_changed(env, REQUESTED),
+    }, creates=True)
 
 
-def _scale_requested(conn: Connection, tables: Tables, env: Envelope) -> None:
+def _scale_requested(env: Envelope) -> Change:
     e: ServiceScaleRequested = env.payload  # type: ignore[assignment]
-    update_if_newer(conn, tables.services, e.service_id, env.sequence,
-                    {**_resources(e.new_resources), **_changed(env, ServiceStatus.SCALING)})
+    return Change(e.service_id, env.sequence, {**_resources(e.new_resources), **_changed(env, SCALING)})
 
 
-def _deletion_requested(conn: Connection, tables: Tables, env: Envelope) -> None:
+def _deletion_requested(env: Envelope) -> Change:
     e: ServiceDeletionRequested = env.payload  # type: ignore[assignment]
-    update_if_newer(conn, tables.services, e.service_id, env.sequence, _changed(env, ServiceStatus.DELETING))
+    return Change(e.service_id, env.sequence, _changed(env, DELETING))
+
+
+def _operation_started(env: Envelope) -> Change | None:
+    e: OperationStarted = env.payload  # type: ignore[assignment]
+    if e.action != "delete":
+        return None  # the request event already set Requested/Scaling
+    return Change(e.service_id, env.sequence, _changed(env, DELETING))
+
+
+def _ready(env: Envelope) -> Change:
+    e: ServiceReady = env.payload  # type: ignore[assignment]
+    values = {"status": READY, "updated_at": env.occurred_at}
+    if e.credentials is not None:  # kept encrypted; only the gateway decrypts, for an allowed caller
+        values["credentials"] = e.credentials
+    return Change(e.service_id, env.sequence, values)
+
+
+def _failed(env: Envelope) -> Change:
+    e: ServiceFailed = env.payload  # type: ignore[assignment]
+    return Change(e.service_id, env.sequence, {"status": FAILED, "updated_at": env.occurred_at})
+
+
+def _deleted(env: Envelope) -> Change:
+    e: ServiceDeleted = env.payload  # type: ignore[assignment]
+    return Change(e.service_id, env.sequence,
+                  {"status": DELETED, "updated_at": env.occurred_at, "credentials": None})
 
 
 HANDLERS: dict[type, Handler] = {
     ServiceRequested: _requested,
     ServiceScaleRequested: _scale_requested,
     ServiceDeletionRequested: _deletion_requested,
+    OperationStarted: _operation_started,
+    ServiceReady: _ready,
+    ServiceFailed: _failed,
+    ServiceDeleted: _deleted,
 }
-
-
-def apply(conn: Connection, tables: Tables, envelope: Envelope) -> bool:
-    return dispatch(HANDLERS, conn, tables, envelope)

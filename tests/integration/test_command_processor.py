@@ -45,10 +45,11 @@ def test_commands_become_events_with_gap_free_sequences(lane):
     evs = _events_until(stack, topics, lambda e: len(_by_command(e, scale.command_id)) >= 2, "scale events")
     mine = [e for e in evs if e.tenant_id == tenant]
     kinds = [type(e.payload).__name__ for e in mine]
+    # The scale queues behind the create (no PoP reports here), so it starts no operation yet.
     assert kinds == ["OrganizationCreated", "OperationAccepted", "ServiceRequested", "OperationAccepted",
-                     "ServiceScaleRequested", "OperationAccepted"], kinds
+                     "OperationStarted", "ServiceScaleRequested", "OperationAccepted"], kinds
     service_events = [e for e in mine if e.aggregate_type == "service"]
-    assert [e.sequence for e in service_events] == [1, 2]
+    assert [e.sequence for e in service_events] == [1, 2, 3]
     requested = next(e.payload for e in mine if isinstance(e.payload, ServiceRequested))
     assert (requested.resources.cpu, requested.resources.replicas) == (2, 3)
     assert all(e.actor_subject == "alice" and e.correlation_id for e in mine)

@@ -6,6 +6,7 @@ Every test gets its own database and its own uuid-suffixed topics.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,18 +20,21 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from sqlalchemy.exc import DataError
 
 from events import OperationAccepted
 from projections import api
-from projections.projectors import PROJECTIONS
+from projections.batch import apply_batch
+from projections.projectors import PROJECTIONS, upsert
 from projections.rebuild import Progress, rebuild
 from projections.settings import Settings
-from projections.stream import REASON_HEADER
-from projections.tables import build_tables, create_all
+from projections.stream import REASON_HEADER, Item
+from projections.tables import REBUILD_SUFFIX, build_tables, create_all
 from tests.conftest import REPO, wait_for
 from tests.integration.projection_support import (
     LARGE,
     SMALL,
+    T0,
     EventLog,
     caught_up,
     consume_all,
@@ -124,7 +128,7 @@ def test_events_of_two_tenants_land_in_the_three_read_models(stack, settings, da
         "id": ids["db1"], "tenant_id": ids["acme"], "name": "orders", "engine": "yugabyte",
         "engine_version": "2.25", "pop": "local", "size": "small", "cpu": 2.0, "memory_gb": 8,
         "storage_gb": 50, "replicas": 3, "status": "Scaling", "deletion_protection": False,
-        "labels": {"team": "shop"}, "created_at": None, "updated_at": None,
+        "labels": {"team": "shop"}, "credentials": None, "created_at": None, "updated_at": None,
         "last_operation_id": ids["scale"], "version": 2}
     assert db1["updated_at"] > db1["created_at"]
     assert (services[ids["db2"]]["status"], services[ids["db2"]]["last_operation_id"]) == ("Deleting", ids["delete"])
@@ -136,9 +140,10 @@ def test_events_of_two_tenants_land_in_the_three_read_models(stack, settings, da
     assert (org_op["type"], org_op["state"], org_op["total_steps"], org_op["aggregate_id"]) == (
         "CreateOrganization", "Succeeded", 0, ids["acme"])
     assert (create_op["type"], create_op["state"], create_op["done_steps"], create_op["total_steps"],
-            create_op["aggregate_id"], create_op["requested_by"], create_op["steps"],
+            create_op["aggregate_id"], create_op["requested_by"],
+            (create_op["render_step"], create_op["commit_step"], create_op["report_step"]),
             create_op["correlation_id"]) == (
-        "CreateService", "Accepted", 0, 3, ids["db1"], "alice", [], f"corr-{ids['create']}")
+        "CreateService", "Accepted", 0, 3, ids["db1"], "alice", (None, None, None), f"corr-{ids['create']}")
     assert (rejected["state"], rejected["reason_code"], rejected["field"], rejected["requested_by"],
             rejected["tenant_id"]) == ("Failed", "invalid", "engine", "bob", ids["acme"])
     assert rejected["message"].startswith('engine "mysql" is not offered')
@@ -164,7 +169,7 @@ def test_replaying_from_the_beginning_leaves_every_row_unchanged(stack, settings
     # An old event applied again after newer ones (ServiceRequested after the scale) changes nothing.
     requested = next(e for e in log.envelopes if e.aggregate_id == ids["db1"] and e.sequence == 1)
     with engine.begin() as conn:
-        assert PROJECTIONS["services"](conn, build_tables(), requested)
+        assert PROJECTIONS["services"].apply(conn, build_tables(), requested)
     assert _tables(engine) == before
 
 
@@ -301,6 +306,130 @@ def test_rebuild_keeps_events_the_live_runner_applied_while_it_ran(stack, settin
     assert _tables(engine) == expected
 
 
+# --- batches written set-wise against event-by-event writes, on PostgreSQL only --------------------
+
+def _tricky_log(suffix: str) -> list:
+    """A valid log, then the cases a set-wise write must get right: a service created and scaled and
+    deleted in one stretch, changes to services created long before, a rejected command, an old event
+    delivered again after newer ones, and a re-delivered stretch of the log."""
+    log = EventLog()
+    ids = _two_tenants(log, suffix)
+    log.scale(ids["acme"], ids["db1"], LARGE, SMALL)  # a row from far back in the log
+    for i in range(8):
+        service = f"s{i}-{suffix}"
+        log.service(ids["globex"], service, f"svc-{i}")
+        if i % 2:
+            log.scale(ids["globex"], service, SMALL, LARGE)
+        if i % 3 == 0:
+            log.delete(ids["globex"], service)
+    log.reject(ids["globex"], "ScaleService", "not_found", "service_id", "no such service")
+    first_creation = next(e for e in log.envelopes if e.aggregate_id == ids["db1"] and e.sequence == 1)
+    return [*log.envelopes, first_creation, *log.envelopes[5:15]]
+
+
+def _items(envelopes: list) -> list[Item]:
+    return [Item(0, offset, envelope, None, None) for offset, envelope in enumerate(envelopes)]  # type: ignore[arg-type]
+
+
+def _reference(engine, envelopes: list) -> dict[str, list[dict]]:
+    """The rows one statement per event writes (each in a savepoint: a refused event is skipped)."""
+    tables = create_all(engine)
+    with engine.begin() as conn:
+        for envelope in envelopes:
+            for projection in PROJECTIONS.values():
+                with contextlib.suppress(DataError), conn.begin_nested():
+                    projection.apply(conn, tables, envelope)
+    return _tables(engine)
+
+
+def _batched(engine, items: list[Item], size: int) -> tuple[dict[str, list[dict]], list[Item]]:
+    twins = create_all(engine, build_tables(REBUILD_SUFFIX))
+    dead: list[Item] = []
+    for start in range(0, len(items), size):
+        with engine.begin() as conn:
+            dead += apply_batch(conn, twins, PROJECTIONS, items[start:start + size], {}).dead
+    return {name: dump(engine, twins.read_model(name).name) for name in READ_MODELS}, dead
+
+
+@pytest.mark.parametrize("size", [1, 3, 17, 1000])
+def test_batches_write_the_rows_one_statement_per_event_writes(database, size):
+    """Whatever the batch boundaries: a row created and changed in one batch, a change to a row of an
+    earlier batch, an older event after a newer one, events delivered twice. And once written, the
+    whole log again changes nothing."""
+    _dsn, engine = database
+    envelopes = _tricky_log(uuid.uuid4().hex[:6])
+    expected = _reference(engine, envelopes)
+    assert expected["services"] and expected["operations"]
+    written, dead = _batched(engine, _items(envelopes), size)
+    assert written == expected and dead == []
+    written, dead = _batched(engine, _items(envelopes), len(envelopes))
+    assert written == expected
+
+
+@pytest.mark.parametrize("stored_version", [None, 1, 2, 3, 4])
+def test_a_batch_changes_any_stored_row_as_one_statement_per_event_would(database, stored_version):
+    """A service created, scaled and deleted in one batch, over a stored row of each version (its
+    columns unlike what the log says): each column is taken from the batch only where the event
+    that set it is newer than the stored row."""
+    _dsn, engine = database
+    suffix = uuid.uuid4().hex[:6]
+    log = EventLog()
+    log.service(f"acme-{suffix}", f"db1-{suffix}", "orders")
+    log.scale(f"acme-{suffix}", f"db1-{suffix}", SMALL, LARGE)
+    log.delete(f"acme-{suffix}", f"db1-{suffix}")
+    stored = {"id": f"db1-{suffix}", "tenant_id": "someone", "name": "stored", "engine": "vitess",
+              "engine_version": "1", "pop": "elsewhere", "size": "huge", "cpu": 9.0, "memory_gb": 9,
+              "storage_gb": 9, "replicas": 9, "status": "Ready", "deletion_protection": True,
+              "labels": {"stored": "yes"}, "created_at": T0, "updated_at": T0, "last_operation_id": "op-0",
+              "version": stored_version}
+    expected: dict[str, list[dict]] = {}
+    for tables in (create_all(engine), create_all(engine, build_tables(REBUILD_SUFFIX))):
+        if stored_version is not None:
+            with engine.begin() as conn:
+                upsert(conn, tables.services, stored)
+        with engine.begin() as conn:
+            if tables.suffix:
+                apply_batch(conn, tables, PROJECTIONS, _items(log.envelopes), {})
+            else:
+                for envelope in log.envelopes:
+                    for projection in PROJECTIONS.values():
+                        projection.apply(conn, tables, envelope)
+        expected.setdefault("services", dump(engine, tables.services.name))
+        assert dump(engine, tables.services.name) == expected["services"], tables.suffix
+
+
+def test_changes_out_of_sequence_order_in_one_batch_are_written_change_by_change(database):
+    """A scale (sequence 2) before its creation (sequence 1) in one batch: no row is stored, so the
+    scale does nothing and the creation inserts the row, as event by event."""
+    _dsn, engine = database
+    suffix = uuid.uuid4().hex[:6]
+    log = EventLog()
+    log.organization(f"acme-{suffix}", "Acme")
+    log.service(f"acme-{suffix}", f"db1-{suffix}", "orders")
+    log.scale(f"acme-{suffix}", f"db1-{suffix}", SMALL, LARGE)
+    requested, accepted, scaled = log.envelopes[2], log.envelopes[3], log.envelopes[4]
+    envelopes = [*log.envelopes[:2], scaled, requested, accepted]
+    expected = _reference(engine, envelopes)
+    assert expected["services"][0]["status"] == "Requested"
+    assert _batched(engine, _items(envelopes), len(envelopes))[0] == expected
+
+
+def test_an_event_postgresql_refuses_is_isolated_and_the_rest_of_its_batch_is_written(database):
+    _dsn, engine = database
+    suffix = uuid.uuid4().hex[:6]
+    log = EventLog()
+    _two_tenants(log, suffix)
+    log.organization(f"nul-{suffix}", "Nul\x00Corp")
+    log.service(f"acme-{suffix}", f"db7-{suffix}", "after-the-refusal")
+    envelopes = log.envelopes
+    expected = _reference(engine, envelopes)
+    written, dead = _batched(engine, _items(envelopes), len(envelopes))
+    assert written == expected
+    [refused] = dead
+    assert refused.envelope is not None and refused.envelope.aggregate_id == f"nul-{suffix}"
+    assert refused.poison is not None and refused.poison.startswith("projection organizations cannot apply")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -365,8 +494,8 @@ def api_data(database):
     ids["reject"] = log.reject("acme", "ScaleService", "invalid", "storage_gb", "storage only grows")
     with engine.begin() as conn:
         for envelope in log.envelopes:
-            for apply in PROJECTIONS.values():
-                apply(conn, tables, envelope)
+            for projection in PROJECTIONS.values():
+                projection.apply(conn, tables, envelope)
     return engine, ids
 
 

@@ -112,7 +112,7 @@ def test_a_service_operation_has_the_saga_steps() -> None:
 
 def test_a_create_starts_its_apply_on_the_resolved_spec() -> None:
     state, _ = run([ORG])
-    [requested, start, accepted] = decide(state, CREATE, fingerprint_of(CREATE.payload))
+    [requested, accepted, start] = decide(state, CREATE, fingerprint_of(CREATE.payload))
 
     assert requested.payload == REQUESTED
     assert start.payload == started(C)
@@ -516,8 +516,8 @@ def test_a_deleted_service_frees_its_name() -> None:
     events = decide(deleted, again, fingerprint_of(again.payload))
     assert [(e.aggregate_id, type(e.payload)) for e in events] == [
         (DB2, ServiceRequested),
-        (DB2, OperationStarted),
         (again.command_id, OperationAccepted),
+        (DB2, OperationStarted),
     ]
 
 

@@ -1,5 +1,6 @@
 """The pure parts of projections: settings, cursors, start offsets, table names and the rename plan,
-the rebuild's name selection, and dispatch on event types. No broker, no database."""
+the rebuild's name selection, dispatch on event types and the changes handlers make. No broker, no
+database."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,11 +11,12 @@ import pytest
 from events import EVENT_TYPES
 from projections import positions
 from projections.errors import ConfigurationError, InvalidCursor
-from projections.projectors import PROJECTIONS, dispatch, operations, organizations, services
+from projections.projectors import PROJECTIONS, Projection, operations, organizations, services
 from projections.queries import decode_cursor, encode_cursor
 from projections.rebuild import select
 from projections.settings import Settings, sqlalchemy_url
 from projections.tables import READ_MODELS, REBUILD_SUFFIX, build_tables, index_names, rename_plan
+from tests.integration.projection_support import LARGE, SMALL, EventLog
 
 
 @pytest.mark.parametrize(("dsn", "expected", "reason"), [
@@ -126,6 +128,32 @@ class _Env:
 
 
 def test_an_event_no_projection_handles_is_skipped_without_touching_the_database():
-    for apply in PROJECTIONS.values():
-        assert apply(None, build_tables(), _Env(ServiceReadied("s")))  is False  # type: ignore[arg-type]
-    assert dispatch({}, None, build_tables(), _Env(ServiceReadied("s"))) is False  # type: ignore[arg-type]
+    for projection in PROJECTIONS.values():
+        assert projection.change(_Env(ServiceReadied("s"))) is None  # type: ignore[arg-type]
+        assert projection.apply(None, build_tables(), _Env(ServiceReadied("s"))) is False  # type: ignore[arg-type]
+    assert Projection("organizations", {}).change(_Env(ServiceReadied("s"))) is None  # type: ignore[arg-type]
+
+
+def test_a_creating_change_carries_every_column_and_a_partial_one_only_columns():
+    """`projections.fold` relies on it: a change that `creates` is the whole row."""
+    log = EventLog()
+    log.organization("acme", "Acme")
+    log.service("acme", "svc-1", "orders")
+    log.scale("acme", "svc-1", SMALL, LARGE)
+    log.delete("acme", "svc-1")
+    log.reject("acme", "CreateService", "invalid", "engine", "no such engine")
+    tables = build_tables()
+    seen = set()
+    for envelope in log.envelopes:
+        for name, projection in PROJECTIONS.items():
+            change = projection.change(envelope)
+            if change is None:
+                continue
+            columns = {c.name for c in tables.read_model(name).columns} - {"id", "version"}
+            assert change.version == envelope.sequence
+            if change.creates:
+                assert set(change.values) == columns, (name, type(envelope.payload).__name__)
+            else:
+                assert set(change.values) < columns and change.values, (name, type(envelope.payload).__name__)
+            seen.add((name, type(envelope.payload).__name__, change.creates))
+    assert ("services", "ServiceScaleRequested", False) in seen and ("operations", "CommandRejected", True) in seen
