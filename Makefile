@@ -39,8 +39,9 @@ test: install helm lint
 test-unit: install
 	$(BIN)/python -m pytest tests -m "not integration"
 
-bench: install
+bench: install helm
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.gitops
 
 clean: down
 	rm -rf $(VENV) .cache .tools

@@ -68,7 +68,8 @@ def test_compose_file_mirrors_the_launcher():
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     host_ports = {name: int(svc["ports"][0].split(":")[1]) for name, svc in compose["services"].items()
                   if svc.get("ports")}
-    assert host_ports == {n: config.DEFAULT_PORTS[n] for n in ("postgres", "kafka", "registry", "connect")}
+    assert host_ports == {n: config.DEFAULT_PORTS[n]
+                          for n in ("postgres", "kafka", "registry", "connect", "mariadb", "redis")}
     assert all(p.startswith("127.0.0.1:") for svc in compose["services"].values() for p in svc.get("ports", []))
     pom = ET.parse(REPO / "deploy" / "stack" / "pom.xml").getroot()
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
