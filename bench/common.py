@@ -27,12 +27,15 @@ class Endpoints:
     home: Path
 
 
-def platform() -> Endpoints:
-    """Start (or reuse) the benchmark's own platform instance: `.data/bench-stack`, ports +2000."""
+def platform(without: str = "") -> Endpoints:
+    """Start (or reuse) the benchmark's own platform instance: `.data/bench-stack`, ports +2000.
+
+    `without`: components to leave out, e.g. "saga,localpop-agent" to measure the event spine alone."""
     home = Path(os.environ.get("DBAAS_BENCH_HOME", REPO / ".data" / "bench-stack"))
     offset = os.environ.get("DBAAS_BENCH_PORT_OFFSET", "2000")
     proc = subprocess.run([sys.executable, "-m", "cli.main", "stack", "up", "--home", str(home),
-                           "--port-offset", offset, "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                           "--port-offset", offset, "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                          env={**os.environ, "DBAAS_STACK_WITHOUT": without})
     if proc.returncode:
         raise SystemExit(f"the benchmark platform did not start; see {home}/logs")
     ep = json.loads(proc.stdout)["endpoints"]
