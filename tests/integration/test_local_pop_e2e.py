@@ -4,12 +4,15 @@ deleted — through the `dbaas` CLI against the test platform's own control plan
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
+from pathlib import Path
 
 import psycopg
 import pymysql
 import pytest
 import redis
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from tests.conftest import wait_for
 
@@ -52,6 +55,30 @@ def _refused(engine: str, c: dict) -> bool:
     return False
 
 
+def _assert_nowhere_in_clear(stack, password: str) -> None:
+    """The password is in no event, no GitOps commit and no log line of the platform."""
+    secret = password.encode()
+    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": f"scan-{uuid.uuid4()}",
+                         "enable.partition.eof": True, "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for topic in ("dbaas.events", "dbaas.commands", "dbaas.pop.status")
+                     for p in range(12)])
+    eof, leaked = set(), []
+    while len(eof) < 36:
+        for msg in consumer.consume(1000, 1.0):
+            if msg.error():
+                assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                eof.add((msg.topic(), msg.partition()))
+            elif secret in (msg.value() or b""):
+                leaked.append((msg.topic(), msg.offset()))
+    consumer.close()
+    assert leaked == [], f"the password is in clear on {leaked}"
+    history = subprocess.run(["git", "--git-dir", stack.gitops_remote.removeprefix("file://"), "log", "-p", "--all"],
+                             capture_output=True, check=True).stdout
+    assert secret not in history
+    for log in Path(stack.home, "logs").glob("*.log"):
+        assert secret not in log.read_bytes(), f"the password is in {log}"
+
+
 @pytest.mark.parametrize("engine, use", [("yugabyte", _use_postgres), ("vitess", _use_mariadb),
                                          ("dragonfly", _use_redis)])
 def test_newcomer_runs_a_database_in_the_local_pop(stack, engine, use):
@@ -67,6 +94,7 @@ def test_newcomer_runs_a_database_in_the_local_pop(stack, engine, use):
 
     creds = json.loads(stack.dbaas("service", "credentials", "shop", "--org", org, "--json", check=True).stdout)
     use(creds)
+    _assert_nowhere_in_clear(stack, creds["password"])
     viewer = stack.dbaas("service", "credentials", "shop", "--org", org, roles="org-member")
     assert viewer.returncode != 0 and "needs one of the roles" in viewer.stderr
 
