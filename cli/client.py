@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from pathlib import Path
 
 import httpx
 

@@ -52,14 +52,6 @@ def cmd_up(args) -> int:
     return 0
 
 
-def _apply_topics(launcher: Launcher, fix: bool) -> topics.ApplyReport:
-    from confluent_kafka.admin import AdminClient
-
-    fixed, _, rf = topics.load("local")
-    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{launcher.config.port('kafka')}", "log_level": 3})
-    return topics.apply(admin, fixed, rf, fix=fix)
-
-
 def cmd_down(args) -> int:
     stopped = _launcher(args).down()
     if not stopped:
@@ -116,7 +108,7 @@ def cmd_reset(args) -> int:
 
 def cmd_topics_apply(args) -> int:
     launcher = _launcher(args)
-    report = _apply_topics(launcher, fix=args.fix)
+    report = topics.apply_spec(f"127.0.0.1:{launcher.config.port('kafka')}", fix=args.fix)
     if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:

@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram, make_asgi_app
 from commands.publisher import Publisher
 from gateway import credentials, writes
 from projections import api as queries
+from projections.settings import sqlalchemy_url
 
 REQUESTS = Counter("dbaas_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("dbaas_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -37,10 +38,6 @@ class GatewaySettings:
         env = os.environ
         return cls(env["DBAAS_KAFKA_BOOTSTRAP"], env["DBAAS_REGISTRY_URL"], env["DBAAS_DATABASE_URL"],
                    env.get("DBAAS_COMMANDS_TOPIC", "dbaas.commands"))
-
-
-def sqlalchemy_url(dsn: str) -> str:
-    return dsn.replace("postgresql://", "postgresql+psycopg://", 1) if dsn.startswith("postgresql://") else dsn
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:

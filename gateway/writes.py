@@ -16,8 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 import commands
-from commands import (Actor, CommandEnvelope, CreateOrganization, CreateService, DeleteService,
-                      ScaleService)
+from commands import Actor, CommandEnvelope, CreateOrganization, CreateService, DeleteService, ScaleService
 from gateway.identity import current_actor
 
 SERVICE_ID_NAMESPACE = uuid.UUID("5d1c8c59-3c8e-4b7e-9a43-0b4f3f0c6a11")

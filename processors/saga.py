@@ -27,8 +27,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from prometheus_client import Counter, Histogram
 
 import events
-from commands import (Actor, CommandEnvelope, RecordPopReport, RecordServiceClaimCommitted,
-                      RecordServiceClaimRendered)
+from commands import (
+    Actor,
+    CommandEnvelope,
+    RecordPopReport,
+    RecordServiceClaimCommitted,
+    RecordServiceClaimRendered,
+)
 from commands.publisher import Publisher
 from events import Envelope, OperationStarted
 from gitops import helm, layout, manifests
@@ -162,25 +167,25 @@ class ServiceSaga:
                                namespace=f"tenant-{env.tenant_id}")
             content = manifests.dump_all(docs)
         digest = hashlib.sha256((content or "").encode()).hexdigest()
-        self._send(env, "render", RecordServiceClaimRendered(e.service_id, e.operation_id, digest))
+        self._send(env, "render", e.action, RecordServiceClaimRendered(e.service_id, e.operation_id, digest))
         sha = self.committer.find_commit(e.operation_id)
         if sha is None:
             verb = "Remove" if content is None else "Apply"
             result = self.committer.apply({path: content}, f"{verb} {env.tenant_id}/{e.name} in {e.pop}",
                                           operation_id=e.operation_id, correlation_id=env.correlation_id)
             sha = result.sha
-        self._send(env, "commit", RecordServiceClaimCommitted(e.service_id, e.operation_id, e.pop, path, sha))
-        STEPS.labels("commit", e.action).inc()
+        self._send(env, "commit", e.action,
+                   RecordServiceClaimCommitted(e.service_id, e.operation_id, e.pop, path, sha))
         STEP_SECONDS.observe(time.perf_counter() - started)
         log.info("operation committed, awaiting the PoP", path=path, sha=sha, action=e.action)
 
-    def _send(self, env: Envelope, step: str, payload) -> None:
+    def _send(self, env: Envelope, step: str, action: str, payload) -> None:
         operation_id = payload.operation_id
         self.publisher.publish(CommandEnvelope(
             command_id=step_command_id(operation_id, step), tenant_id=env.tenant_id, actor=SAGA_ACTOR,
             issued_at=datetime.now(timezone.utc), correlation_id=env.correlation_id, payload=payload,
             causation_id=env.event_id))
-        STEPS.labels(step, "any").inc()
+        STEPS.labels(step, action).inc()
 
     def _report(self, r: dict) -> None:
         payload = RecordPopReport(r["service_id"], r["operation_id"], r["pop"], r["phase"], r["endpoint"],

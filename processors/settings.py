@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 
 
@@ -38,7 +37,3 @@ class ProcessorSettings:
         )
         values.update(overrides)
         return cls(**values)
-
-
-def new_correlation_id() -> str:
-    return str(uuid.uuid4())

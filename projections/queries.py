@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, Table, select, tuple_
 
+from events import STEPS
 from projections.errors import InvalidCursor, NotFound
 from projections.tables import Tables
 
@@ -101,7 +102,6 @@ def get_operation(conn: Connection, tables: Tables, operation_id: str) -> dict[s
         raise NotFound(f"operation {operation_id} not found: no such operation, or its command was "
                        "accepted moments ago and is not projected yet (retry shortly)")
     values = dict(row._mapping)
-    values["steps"] = [{"name": name, **step} for name, step in
-                       (("render", values.pop("render_step")), ("commit", values.pop("commit_step")),
-                        ("pop-report", values.pop("report_step"))) if step]
+    columns = (values.pop("render_step"), values.pop("commit_step"), values.pop("report_step"))
+    values["steps"] = [{"name": name, **step} for name, step in zip(STEPS, columns, strict=True) if step]
     return values

@@ -363,13 +363,9 @@ log.retention.check.interval.ms=300000
             return False
 
     def after_healthy(self, ctx: Context) -> None:
-        from confluent_kafka.admin import AdminClient
-
         from deploy.stack import topics
 
-        fixed, _, rf = topics.load("local")
-        admin = AdminClient({"bootstrap.servers": self.endpoint(ctx), "log_level": 3})
-        ctx.topic_report = topics.apply(admin, fixed, rf)
+        ctx.topic_report = topics.apply_spec(self.endpoint(ctx))
 
     def endpoint(self, ctx: Context) -> str:
         return f"{HOST}:{ctx.config.port('kafka')}"

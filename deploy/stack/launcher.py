@@ -15,9 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from deploy.stack import artifacts, config as stack_config
-from deploy.stack.components import (CONTROL_PLANE, INFRASTRUCTURE, Component, Context, StackError, java_major,
-                                     port_open)
+from deploy.stack import artifacts
+from deploy.stack import config as stack_config
+from deploy.stack.components import (
+    CONTROL_PLANE,
+    INFRASTRUCTURE,
+    Component,
+    Context,
+    StackError,
+    java_major,
+    port_open,
+)
 from deploy.stack.processes import PidFile, spawn, stop
 
 MIN_FREE_BYTES = 2 * 1024**3

@@ -11,8 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
-                                   NewPartitions, NewTopic)
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 
 SPEC = Path(__file__).resolve().parents[1] / "topics.yaml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -104,6 +110,12 @@ def apply(admin: AdminClient, topics: list[TopicSpec], replication_factor: int, 
             _fix(admin, t, have_parts, timeout)
             report.fixed.append(t.name)
     return report
+
+
+def apply_spec(bootstrap: str, profile: str = "local", fix: bool = False) -> ApplyReport:
+    """Apply the fixed topics of `deploy/topics.yaml` to the cluster at `bootstrap`."""
+    fixed, _, rf = load(profile)
+    return apply(AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}), fixed, rf, fix=fix)
 
 
 def _fix(admin: AdminClient, t: TopicSpec, have_parts: int, timeout: float) -> None:
