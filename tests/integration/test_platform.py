@@ -48,7 +48,8 @@ def _consume(stack, topic: str, count: int, timeout: float = 60.0, deserialize=N
 
 
 def _avro_roundtrip_clients(stack):
-    registry = SchemaRegistryClient({"url": stack.registry})
+    # A bounded request time: the client's default waits forever on a stalled connection.
+    registry = SchemaRegistryClient({"url": stack.registry, "timeout": 30})
     return (AvroSerializer(registry, SMOKE_SCHEMA, lambda obj, ctx: obj),
             AvroDeserializer(registry, SMOKE_SCHEMA, lambda obj, ctx: obj))
 
