@@ -7,10 +7,11 @@ stateless validation and authorization (`commands.validation`) and the pure
 May import `schemas` and `events`; never `processors`, `projections` or anything with I/O.
 """
 
-from commands.decide import WrongTenant, decide, event_id, reuse_operation_id
+from commands.decide import WrongTenant, decide, event_id, reuse_operation_id, usage
 from commands.records import (
     COMMAND_TYPES,
     Actor,
+    CancelOperation,
     Command,
     CommandEnvelope,
     CommandError,
@@ -20,7 +21,10 @@ from commands.records import (
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
+    RecordServiceClaimReverted,
+    RecordStepTimedOut,
     ScaleService,
+    SetQuota,
     UnknownCommand,
     fingerprint,
     fingerprint_of,
@@ -35,6 +39,7 @@ from events import outcome_of
 __all__ = [
     "COMMAND_TYPES",
     "Actor",
+    "CancelOperation",
     "Command",
     "CommandEnvelope",
     "CommandError",
@@ -45,11 +50,15 @@ __all__ = [
     "RecordPopReport",
     "RecordServiceClaimCommitted",
     "RecordServiceClaimRendered",
+    "RecordServiceClaimReverted",
+    "RecordStepTimedOut",
+    "SetQuota",
     "ScaleService",
     "UnknownCommand",
     "WrongTenant",
     "authorize",
     "decide",
+    "usage",
     "event_id",
     "fingerprint",
     "fingerprint_of",

@@ -6,7 +6,7 @@ Imports `events` (for `Resources`) only.
 
 from __future__ import annotations
 
-from events import Resources
+from events import Quota, ResourceLimit, Resources
 
 ENGINES = ("yugabyte", "vitess", "scylla", "dragonfly", "aerospike", "mongodb")
 
@@ -44,6 +44,13 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 RESOURCE_FIELDS = tuple(LIMITS)
 
+# Every organization starts with this quota; its org-owner replaces it with SetQuota. Usage counts
+# each live service's cpu, memory and storage times its replicas (a service whose creation failed
+# counts nothing); engines and PoPs without their own limit are bounded by the total only.
+DEFAULT_QUOTA = Quota(max_services=25, total=ResourceLimit(cpu=64.0, memory_gb=256, storage_gb=10240))
+QUOTA_SERVICES_RANGE = (0, 10000)
+QUOTA_RESOURCE_MAX = 1_000_000
+
 SERVICE_ROLES = ("org-owner", "org-admin", "service-admin")
 SYSTEM_ROLE = "system"
 ANY_SUBJECT: tuple[str, ...] = ()
@@ -54,10 +61,14 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "CreateService": SERVICE_ROLES,
     "ScaleService": SERVICE_ROLES,
     "DeleteService": SERVICE_ROLES,
+    "CancelOperation": SERVICE_ROLES,
+    "SetQuota": ("org-owner",),
     # Reports of the platform's own processes (sagas, PoP status bridge): never a tenant's.
     "RecordServiceClaimRendered": (SYSTEM_ROLE,),
     "RecordServiceClaimCommitted": (SYSTEM_ROLE,),
     "RecordPopReport": (SYSTEM_ROLE,),
+    "RecordStepTimedOut": (SYSTEM_ROLE,),
+    "RecordServiceClaimReverted": (SYSTEM_ROLE,),
 }
 
 # Command type -> steps its operation has after acceptance (0 = done once accepted).
@@ -67,8 +78,11 @@ OPERATION_STEPS = {
     "CreateService": 3,
     "ScaleService": 3,
     "DeleteService": 3,
+    "CancelOperation": 0,
+    "SetQuota": 0,
 }
 
 # Commands that report a step of an operation already running: they start no operation of their own.
-STEP_REPORTS = ("RecordServiceClaimRendered", "RecordServiceClaimCommitted", "RecordPopReport")
+STEP_REPORTS = ("RecordServiceClaimRendered", "RecordServiceClaimCommitted", "RecordPopReport",
+                "RecordStepTimedOut", "RecordServiceClaimReverted")
 POP_REPORT_PHASES = ("Ready", "Failed", "Deleted")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from typing import Any
 
-from commands.catalog import OPERATION_STEPS, RESOURCE_FIELDS, STEP_REPORTS
+from commands.catalog import DEFAULT_QUOTA, OPERATION_STEPS, RESOURCE_FIELDS, STEP_REPORTS
 from commands.records import (
+    CancelOperation,
     CommandEnvelope,
     CommandError,
     CreateOrganization,
@@ -21,7 +23,10 @@ from commands.records import (
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
+    RecordServiceClaimReverted,
+    RecordStepTimedOut,
     ScaleService,
+    SetQuota,
 )
 from commands.validation import (
     Problem,
@@ -37,14 +42,20 @@ from events import (
     CommandRejected,
     Envelope,
     Event,
+    STEPS,
     OperationAccepted,
+    OperationCancelled,
     OperationStarted,
     OrganizationCreated,
+    Queued,
+    QuotaSet,
     Rejected,
+    ResourceLimit,
     Resources,
     Service,
     ServiceClaimCommitted,
     ServiceClaimRendered,
+    ServiceClaimReverted,
     ServiceDeleted,
     ServiceDeletionRequested,
     ServiceFailed,
@@ -124,10 +135,19 @@ def _changes(state: TenantState, cmd: CommandEnvelope) -> list[Change] | Problem
             return _step(state, c.service_id, c.operation_id, 1,
                          ServiceClaimRendered(c.operation_id, c.service_id, c.digest))
         case RecordServiceClaimCommitted() as c:
-            return _step(state, c.service_id, c.operation_id, 2,
-                         ServiceClaimCommitted(c.operation_id, c.service_id, c.pop, c.path, c.sha))
+            return _committed(state, c)
         case RecordPopReport() as c:
             return _pop_report(state, c)
+        case RecordStepTimedOut() as c:
+            return _timed_out(state, c)
+        case RecordServiceClaimReverted() as c:
+            return _reverted(state, c)
+        case CancelOperation() as c:
+            return _cancel(state, c)
+        case SetQuota() as c:
+            if state.organization is None:
+                return _no_organization(state)
+            return [("organization", state.tenant_id, QuotaSet(c.quota))]
         case other:
             raise CommandError(f"decide does not know {type(other).__name__}")
 
@@ -149,11 +169,7 @@ def _create_organization(
 
 def _create_service(state: TenantState, c: CreateService, cmd_id: str) -> list[Change] | Problem:
     if state.organization is None:
-        return Problem(
-            "not_found",
-            None,
-            f'organization "{state.tenant_id}" does not exist; create it first with CreateOrganization',
-        )
+        return _no_organization(state)
     if (taken := state.services.get(c.service_id)) is not None:
         return Problem(
             "conflict",
@@ -179,6 +195,8 @@ def _create_service(state: TenantState, c: CreateService, cmd_id: str) -> list[C
         c.deletion_protection,
         dict(c.labels),
     )
+    if (over := _over_quota(state, c.service_id, requested.engine, requested.pop, requested.resources)) is not None:
+        return over
     return [("service", c.service_id, requested), ("service", c.service_id, _started(requested, cmd_id, "apply"))]
 
 
@@ -209,6 +227,8 @@ def _scale_service(state: TenantState, c: ScaleService, cmd_id: str) -> list[Cha
     if new == old:
         have = ", ".join(f"{f} {format_number(getattr(old, f))}" for f in RESOURCE_FIELDS)
         return Problem("invalid", None, f'nothing to change: service "{service.name}" already has {have}')
+    if (over := _over_quota(state, c.service_id, service.engine, service.pop, new)) is not None:
+        return over
     changes: list[Change] = [("service", c.service_id, ServiceScaleRequested(c.service_id, old, new))]
     if service.idle:
         changes.append(("service", c.service_id, _started(replace(service, resources=new), cmd_id, "apply")))
@@ -248,7 +268,9 @@ def _started(spec: Service | ServiceRequested, operation_id: str, action: str) -
 def _running(state: TenantState, service_id: str, operation_id: str) -> Service | None:
     """The service when `operation_id` is the one in flight on it; None for a stale or unknown report."""
     service = state.services.get(service_id)
-    return service if service is not None and service.running == operation_id else None
+    if service is None or service.running != operation_id or service.compensating is not None:
+        return None
+    return service
 
 
 def _step(state: TenantState, service_id: str, operation_id: str, step: int, event: Event) -> list[Change] | Problem:
@@ -274,16 +296,199 @@ def _pop_report(state: TenantState, c: RecordPopReport) -> list[Change] | Proble
         return []
     match c.phase:
         case "Ready":
-            outcome: Event = ServiceReady(c.operation_id, c.service_id, c.endpoint, c.credentials)
+            return _finish(service, ServiceReady(c.operation_id, c.service_id, c.endpoint, c.credentials))
         case "Failed":
-            outcome = ServiceFailed(c.operation_id, c.service_id, c.reason or "the PoP reported a failure")
+            reason = f"the PoP {c.pop} reported: {c.reason or 'a failure without a reason'}"
+            return [("service", c.service_id, _failed_after_commit(service, reason))]
         case _:
             return [("service", c.service_id, ServiceDeleted(c.operation_id, c.service_id))]
-    changes: list[Change] = [("service", c.service_id, outcome)]
+
+
+def _finish(service: Service, outcome: Event) -> list[Change]:
+    """The running operation ended; the next queued operation on the service starts with it."""
+    changes: list[Change] = [("service", service.service_id, outcome)]
     if service.queued:
-        next_id, action = service.queued[0]
-        changes.append(("service", c.service_id, _started(service, next_id, action)))
+        changes.append(("service", service.service_id, _start_queued(service, service.queued[0])))
     return changes
+
+
+def _start_queued(service: Service, q: Queued) -> OperationStarted:
+    return _started(replace(service, resources=q.resources), q.operation_id, q.action)
+
+
+def _committed(state: TenantState, c: RecordServiceClaimCommitted) -> list[Change] | Problem:
+    """Record the commit. When the repository already held these manifests no commit was made and
+    no PoP will report, so the operation is done: the PoP already runs (or already removed) them."""
+    event = ServiceClaimCommitted(c.operation_id, c.service_id, c.pop, c.path, c.sha, c.changed)
+    changes = _step(state, c.service_id, c.operation_id, 2, event)
+    if isinstance(changes, Problem) or not changes or c.changed:
+        return changes
+    service = state.services[c.service_id]
+    if service.running_action == "delete":
+        return [*changes, ("service", c.service_id, ServiceDeleted(c.operation_id, c.service_id))]
+    return [*changes, *_finish(service, ServiceReady(c.operation_id, c.service_id, None, None))]
+
+
+def _failed_after_commit(service: Service, reason: str) -> ServiceFailed:
+    """The operation failed once its manifests were committed: the commit is reverted next."""
+    return ServiceFailed(service.running or "", service.service_id, reason, compensate=True,
+                         status=ServiceStatus.FAILED.value)
+
+
+def _timed_out(state: TenantState, c: RecordStepTimedOut) -> list[Change] | Problem:
+    """A step of the running operation took too long. Stale (the step is done, or another operation
+    runs): nothing. Before the commit nothing reached the repository: the operation fails and the
+    service stays as it was; after it, the commit is reverted first."""
+    if c.service_id not in state.services:
+        return _not_found(state, c.service_id)
+    service = _running(state, c.service_id, c.operation_id)
+    if service is None or STEPS.index(c.step) != service.step:
+        return []
+    reason = f"step {c.step} did not finish within {c.after_seconds} s"
+    if service.step >= 2:
+        return [("service", c.service_id, _failed_after_commit(service, reason))]
+    if service.provisioned:
+        outcome = ServiceFailed(c.operation_id, c.service_id, reason, status=_at_rest(service).value,
+                                resources=service.applied)
+    else:
+        outcome = ServiceFailed(c.operation_id, c.service_id, reason)
+    return _finish(service, outcome)
+
+
+def _at_rest(service: Service) -> ServiceStatus:
+    """The status of a service once nothing runs on it: as the PoP last had it, unless a queued
+    deletion is about to start."""
+    if any(q.action == "delete" for q in service.queued):
+        return ServiceStatus.DELETING
+    return ServiceStatus.READY if service.provisioned else ServiceStatus.FAILED
+
+
+def _reverted(state: TenantState, c: RecordServiceClaimReverted) -> list[Change] | Problem:
+    """Compensation done: the service is back where the PoP last had it — as before a failed or
+    cancelled scale or deletion, gone after a cancelled creation, Failed after a failed one. Then
+    the next queued operation starts (or, when the service is gone, is cancelled)."""
+    if c.service_id not in state.services:
+        return _not_found(state, c.service_id)
+    service = state.services[c.service_id]
+    if service.running != c.operation_id or service.compensating is None:
+        return []
+    if not service.provisioned and service.compensating == "cancelled":
+        cancelled: list[Change] = [
+            ("service", c.service_id, OperationCancelled(q.operation_id, c.service_id, False, service.status.value))
+            for q in service.queued
+        ]
+        return [*cancelled, ("service", c.service_id, ServiceClaimReverted(
+            c.operation_id, c.service_id, c.sha, ServiceStatus.DELETED.value))]
+    reverted = ServiceClaimReverted(c.operation_id, c.service_id, c.sha, _at_rest(service).value,
+                                    service.applied if service.provisioned else None)
+    return _finish(service, reverted)
+
+
+def _cancel(state: TenantState, c: CancelOperation) -> list[Change] | Problem:
+    """Cancel a queued operation (dropped), or one awaiting its PoP (its commit is reverted). One
+    being rendered and committed cannot be: the saga is writing to the repository right now."""
+    for service in state.services.values():
+        if service.running == c.operation_id:
+            if service.compensating is not None:
+                return Problem("conflict", "operation_id",
+                               f"operation {c.operation_id} already {service.compensating}; "
+                               "its GitOps change is being reverted")
+            if service.step < 2:
+                return Problem("conflict", "operation_id",
+                               f"operation {c.operation_id} is being rendered and committed to GitOps; "
+                               "it can be cancelled once it awaits the PoP, or wait for it to finish")
+            return [("service", service.service_id,
+                     OperationCancelled(c.operation_id, service.service_id, True, service.status.value))]
+        queued = next((q for q in service.queued if q.operation_id == c.operation_id), None)
+        if queued is not None:
+            rest = tuple(q for q in service.queued if q is not queued)
+            after = replace(service, queued=rest)
+            status = service.status if any(q.action == "delete" for q in rest) else _in_flight(after)
+            desired = next((q.resources for q in reversed(rest) if q.action == "apply"), None)
+            resources = desired or after.target or service.resources
+            return [("service", service.service_id, OperationCancelled(
+                c.operation_id, service.service_id, False, status.value,
+                None if resources == service.resources else resources))]
+    if any(isinstance(r.outcome, Accepted) and r.outcome.operation_id == c.operation_id
+           for r in state.commands.values()):
+        return Problem("conflict", "operation_id",
+                       f"operation {c.operation_id} is neither queued nor running (it finished, or it "
+                       "is not an operation on a service); there is nothing to cancel")
+    return Problem("not_found", "operation_id",
+                   f'operation {c.operation_id} does not exist in organization "{state.tenant_id}"')
+
+
+def _in_flight(service: Service) -> ServiceStatus:
+    """The status of a service while its running operation is in flight."""
+    if service.compensating == "failed":
+        return ServiceStatus.FAILED
+    if service.running_action == "delete":
+        return ServiceStatus.DELETING
+    if service.provisioned:
+        return ServiceStatus.SCALING
+    return ServiceStatus.PROVISIONING if service.step >= 1 else ServiceStatus.REQUESTED
+
+
+def _no_organization(state: TenantState) -> Problem:
+    return Problem(
+        "not_found",
+        None,
+        f'organization "{state.tenant_id}" does not exist; create it first with CreateOrganization',
+    )
+
+
+def usage(state: TenantState, replacing: tuple[str, str, str, Resources] | None = None) -> dict[str, Any]:
+    """What the organization's services use: their number, and cpu/memory/storage (each times
+    replicas) in total, per engine and per PoP. `replacing` = (service id, engine, pop, resources)
+    counts that service with those resources: a service to create, or a scale to check."""
+    services = {s.service_id: (s.engine, s.pop, s.resources)
+                for s in state.services.values() if s.counts_toward_quota}
+    if replacing is not None:
+        services[replacing[0]] = replacing[1:]
+    total = [0.0, 0.0, 0.0]
+    engines: dict[str, list[float]] = {}
+    pops: dict[str, list[float]] = {}
+    for engine, pop, r in services.values():
+        amounts = (r.cpu * r.replicas, r.memory_gb * r.replicas, r.storage_gb * r.replicas)
+        for bucket in (total, engines.setdefault(engine, [0.0, 0.0, 0.0]), pops.setdefault(pop, [0.0, 0.0, 0.0])):
+            for i, amount in enumerate(amounts):
+                bucket[i] += amount
+    return {"services": len(services), "total": total, "engines": engines, "pops": pops}
+
+
+QUOTA_DIMENSIONS = (("cpu", "vCPU"), ("memory_gb", "GiB of memory"), ("storage_gb", "GiB of storage"))
+
+
+def _over_quota(state: TenantState, service_id: str, engine: str, pop: str, resources: Resources) -> Problem | None:
+    """Whether creating or scaling `service_id` to `resources` breaks the quota. A change that
+    only shrinks what is used is always allowed, even over a quota lowered since."""
+    quota = state.quota or DEFAULT_QUOTA
+    before = usage(state)
+    after = usage(state, (service_id, engine, pop, resources))
+    hint = ("delete or scale down a service, or ask an org-owner to raise the quota "
+            f"(PUT /api/v1/organizations/{state.tenant_id}/quotas)")
+    if after["services"] > before["services"] and after["services"] > quota.max_services:
+        return Problem("quota_exceeded", None,
+                       f'organization "{state.tenant_id}" has {before["services"]} services and its quota '
+                       f"allows {quota.max_services}; {hint}")
+    zero = [0.0, 0.0, 0.0]
+    scopes: list[tuple[str, ResourceLimit, list[float], list[float]]] = [
+        ("in total", quota.total, before["total"], after["total"])]
+    if engine in quota.engines:
+        scopes.append((f"for engine {engine}", quota.engines[engine],
+                       before["engines"].get(engine, zero), after["engines"][engine]))
+    if pop in quota.pops:
+        scopes.append((f"in pop {pop}", quota.pops[pop], before["pops"].get(pop, zero), after["pops"][pop]))
+    for scope, limit, used, wanted in scopes:
+        for i, (name, unit) in enumerate(QUOTA_DIMENSIONS):
+            cap = getattr(limit, name)
+            if wanted[i] > cap and wanted[i] > used[i]:
+                return Problem("quota_exceeded", name,
+                               f'organization "{state.tenant_id}" would use {format_number(wanted[i])} '
+                               f"{unit} {scope} (now {format_number(used[i])}), over its quota of "
+                               f"{format_number(cap)}; {hint}")
+    return None
+
 
 
 def _live_service(state: TenantState, service_id: str) -> Service | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from events import Quota, quota_from_avro
 from schemas import as_record, full_name, short_name
 
 
@@ -87,6 +88,7 @@ class RecordServiceClaimCommitted:
     pop: str
     path: str
     sha: str
+    changed: bool = True  # False: the repository already held these manifests; nothing was committed
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,39 @@ class RecordPopReport:
     credentials: str | None = None  # encrypted (Fernet token), never clear text
 
 
+@dataclass(frozen=True)
+class CancelOperation:
+    """Cancel an operation that is queued, or awaiting its PoP (its commit is then reverted)."""
+
+    operation_id: str
+
+
+@dataclass(frozen=True)
+class SetQuota:
+    """Replace the organization's quota (org-owner only)."""
+
+    quota: Quota
+
+
+@dataclass(frozen=True)
+class RecordStepTimedOut:
+    """System (saga): a step of the running operation did not finish within its time."""
+
+    service_id: str
+    operation_id: str
+    step: str  # render | commit | pop-report
+    after_seconds: int
+
+
+@dataclass(frozen=True)
+class RecordServiceClaimReverted:
+    """System (saga): the GitOps change of a failed or cancelled operation was reverted."""
+
+    service_id: str
+    operation_id: str
+    sha: str | None = None  # None: the repository already held the reverted content
+
+
 Command = (
     CreateOrganization
     | CreateService
@@ -110,6 +145,10 @@ Command = (
     | RecordServiceClaimRendered
     | RecordServiceClaimCommitted
     | RecordPopReport
+    | CancelOperation
+    | SetQuota
+    | RecordStepTimedOut
+    | RecordServiceClaimReverted
 )
 
 # Record name -> class. New commands: add the class here and a branch in the .avsc.
@@ -123,6 +162,10 @@ COMMAND_TYPES: dict[str, type] = {
         RecordServiceClaimRendered,
         RecordServiceClaimCommitted,
         RecordPopReport,
+        CancelOperation,
+        SetQuota,
+        RecordStepTimedOut,
+        RecordServiceClaimReverted,
     )
 }
 
@@ -159,6 +202,8 @@ def payload_from_avro(branch: tuple[str, Mapping[str, Any]]) -> Command:
         raise UnknownCommand(
             f"no command class for record {name!r}; known: {', '.join(COMMAND_TYPES)}"
         ) from None
+    if cls is SetQuota:
+        return SetQuota(quota_from_avro(fields["quota"]))
     return cls(**fields)  # type: ignore[no-any-return]
 
 

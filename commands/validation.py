@@ -7,6 +7,7 @@ Imports `commands.records`, `commands.catalog` and `events` (for `Resources`).
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from dataclasses import dataclass
@@ -19,11 +20,14 @@ from commands.catalog import (
     POP_ENGINES,
     POP_REPORT_PHASES,
     POPS,
+    QUOTA_RESOURCE_MAX,
+    QUOTA_SERVICES_RANGE,
     RESOURCE_FIELDS,
     SIZE_PLANS,
 )
 from commands.records import (
     Actor,
+    CancelOperation,
     Command,
     CommandError,
     CreateOrganization,
@@ -32,9 +36,12 @@ from commands.records import (
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
+    RecordServiceClaimReverted,
+    RecordStepTimedOut,
     ScaleService,
+    SetQuota,
 )
-from events import Resources
+from events import STEPS, Quota, Resources
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,18 @@ def validate(command: Command) -> list[Problem]:
                 _uuid("operation_id", command.operation_id),
                 _choice("phase", command.phase, POP_REPORT_PHASES),
             )
+        case CancelOperation():
+            return _collect(_uuid("operation_id", command.operation_id))
+        case RecordStepTimedOut():
+            return _collect(
+                _uuid("service_id", command.service_id),
+                _uuid("operation_id", command.operation_id),
+                _choice("step", command.step, STEPS),
+            )
+        case RecordServiceClaimReverted():
+            return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id))
+        case SetQuota():
+            return _quota(command.quota)
         case _:
             raise CommandError(f"validate does not know {type(command).__name__}")
 
@@ -126,6 +145,28 @@ def resolve_engine_version(command: CreateService) -> str:
         if command.engine_version is not None
         else DEFAULT_ENGINE_VERSIONS[command.engine]
     )
+
+
+def _quota(quota: Quota) -> list[Problem]:
+    low, high = QUOTA_SERVICES_RANGE
+    problems = []
+    if not low <= quota.max_services <= high:
+        problems.append(Problem("invalid", "quota.max_services",
+                                f"max_services {quota.max_services} is out of range; choose {low} to {high}"))
+    limits = [("quota.total", quota.total)]
+    for scope, named, offered in (("engines", quota.engines, ENGINES), ("pops", quota.pops, POPS)):
+        for key, limit in named.items():
+            if key not in offered:
+                problems.append(Problem("invalid", f"quota.{scope}",
+                                        f'{scope} has "{key}", which is not offered; choose from: {", ".join(offered)}'))
+            limits.append((f"quota.{scope}.{key}", limit))
+    for where, limit in limits:
+        for name in ("cpu", "memory_gb", "storage_gb"):
+            value = getattr(limit, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= QUOTA_RESOURCE_MAX):
+                problems.append(Problem("invalid", f"{where}.{name}",
+                                        f"{where}.{name} {value} is out of range; choose 0 to {QUOTA_RESOURCE_MAX}"))
+    return problems
 
 
 def _collect(*problems: Problem | None) -> list[Problem]:

@@ -32,6 +32,23 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class ResourceLimit:
+    """Upper bounds on the sum over services of cpu, memory and storage, each times replicas."""
+
+    cpu: float  # vCPU
+    memory_gb: int  # GiB
+    storage_gb: int  # GiB
+
+
+@dataclass(frozen=True)
+class Quota:
+    max_services: int
+    total: ResourceLimit
+    engines: dict[str, ResourceLimit] = field(default_factory=dict)  # engines not named: total only
+    pops: dict[str, ResourceLimit] = field(default_factory=dict)  # PoPs not named: total only
+
+
+@dataclass(frozen=True)
 class OrganizationCreated:
     slug: str
     display_name: str
@@ -114,6 +131,7 @@ class ServiceClaimCommitted:
     pop: str
     path: str  # in the GitOps repository
     sha: str
+    changed: bool = True  # False: the repository already held these manifests; no PoP report will come
 
 
 @dataclass(frozen=True)
@@ -129,12 +147,43 @@ class ServiceFailed:
     operation_id: str
     service_id: str
     reason: str
+    compensate: bool = False  # True: the operation's commit is reverted next (ServiceClaimReverted)
+    status: str = "Failed"  # the service's status after this event
+    resources: Resources | None = None  # the service's resources after this event, when they changed
 
 
 @dataclass(frozen=True)
 class ServiceDeleted:
     operation_id: str
     service_id: str
+
+
+@dataclass(frozen=True)
+class OperationCancelled:
+    """Dropped from the service's queue, or (compensate) cancelled while awaiting the PoP: its commit
+    is reverted next."""
+
+    operation_id: str
+    service_id: str
+    compensate: bool
+    status: str  # the service's status after this event
+    resources: Resources | None = None
+
+
+@dataclass(frozen=True)
+class ServiceClaimReverted:
+    """Compensation done: the GitOps change of a failed or cancelled operation was reverted."""
+
+    operation_id: str
+    service_id: str
+    sha: str | None  # the revert commit; None when nothing had to change
+    status: str
+    resources: Resources | None = None
+
+
+@dataclass(frozen=True)
+class QuotaSet:
+    quota: Quota
 
 
 Event = (
@@ -150,6 +199,9 @@ Event = (
     | ServiceReady
     | ServiceFailed
     | ServiceDeleted
+    | OperationCancelled
+    | ServiceClaimReverted
+    | QuotaSet
 )
 
 # The steps of a service operation after acceptance, in order.
@@ -177,7 +229,13 @@ class Envelope:
 
 
 def _with_resources(cls: Callable[..., Event], *names: str) -> Callable[[dict[str, Any]], Event]:
-    return lambda d: cls(**{**d, **{n: Resources(**d[n]) for n in names}})
+    return lambda d: cls(**{**d, **{n: Resources(**d[n]) for n in names if d.get(n) is not None}})
+
+
+def quota_from_avro(d: Mapping[str, Any]) -> Quota:
+    return Quota(d["max_services"], ResourceLimit(**d["total"]),
+                 {k: ResourceLimit(**v) for k, v in d.get("engines", {}).items()},
+                 {k: ResourceLimit(**v) for k, v in d.get("pops", {}).items()})
 
 
 # Record name -> builder from the Avro dict. New events: add the class here and a branch in the .avsc.
@@ -192,8 +250,11 @@ EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
     "ServiceClaimRendered": lambda d: ServiceClaimRendered(**d),
     "ServiceClaimCommitted": lambda d: ServiceClaimCommitted(**d),
     "ServiceReady": lambda d: ServiceReady(**d),
-    "ServiceFailed": lambda d: ServiceFailed(**d),
+    "ServiceFailed": _with_resources(ServiceFailed, "resources"),
     "ServiceDeleted": lambda d: ServiceDeleted(**d),
+    "OperationCancelled": _with_resources(OperationCancelled, "resources"),
+    "ServiceClaimReverted": _with_resources(ServiceClaimReverted, "resources"),
+    "QuotaSet": lambda d: QuotaSet(quota_from_avro(d["quota"])),
 }
 
 

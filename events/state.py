@@ -14,6 +14,10 @@ from enum import StrEnum
 
 from events.records import (
     CommandRejected,
+    OperationCancelled,
+    Quota,
+    QuotaSet,
+    ServiceClaimReverted,
     Envelope,
     EventError,
     OperationAccepted,
@@ -53,6 +57,15 @@ class Organization:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """An accepted operation waiting for the one running on its service."""
+
+    operation_id: str
+    action: str  # apply | delete
+    resources: Resources  # the service's resources this operation makes true
+
+
+@dataclass(frozen=True)
 class Service:
     service_id: str
     name: str
@@ -67,11 +80,21 @@ class Service:
     operation_id: str  # the last operation that changed it
     running: str | None = None  # the operation in flight (started, not finished)
     step: int = 0  # steps of `running` done: 1 rendered, 2 committed, 3 reported
-    queued: tuple[tuple[str, str], ...] = ()  # (operation id, action) waiting for `running`
+    queued: tuple[Queued, ...] = ()  # waiting for `running`, in order
+    running_action: str | None = None  # apply | delete, of `running`
+    target: Resources | None = None  # the resources `running` makes true
+    compensating: str | None = None  # failed | cancelled: the revert of `running`'s commit is pending
+    provisioned: bool = False  # the PoP reported it Ready at least once
+    applied: Resources | None = None  # the resources of the last Ready report
 
     @property
     def idle(self) -> bool:
         return self.running is None and not self.queued
+
+    @property
+    def counts_toward_quota(self) -> bool:
+        """A deleted service, or one whose creation failed and was reverted, uses no quota."""
+        return self.live and (self.provisioned or self.status is not ServiceStatus.FAILED)
 
     @property
     def live(self) -> bool:
@@ -111,6 +134,7 @@ class TenantState:
     organization: Organization | None = None
     services: dict[str, Service] = field(default_factory=dict)
     commands: dict[str, CommandRecord] = field(default_factory=dict)
+    quota: Quota | None = None  # None: the platform's default quota
     sequences: dict[AggregateKey, int] = field(default_factory=dict)  # last applied, per aggregate
 
 
@@ -180,7 +204,7 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
                     resources=e.new_resources,
                     status=ServiceStatus.SCALING,
                     operation_id=env.command_id,
-                    queued=(*service.queued, (env.command_id, "apply")),
+                    queued=(*service.queued, Queued(env.command_id, "apply", e.new_resources)),
                 ),
             )
         case ServiceDeletionRequested() as e:
@@ -191,20 +215,24 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
                     service,
                     status=ServiceStatus.DELETING,
                     operation_id=env.command_id,
-                    queued=(*service.queued, (env.command_id, "delete")),
+                    queued=(*service.queued, Queued(env.command_id, "delete", service.resources)),
                 ),
             )
         case OperationStarted() as e:
             service = _service(state, e.service_id)
-            queued = tuple(q for q in service.queued if q[0] != e.operation_id)
+            queued = tuple(q for q in service.queued if q.operation_id != e.operation_id)
             status = service.status
             if e.action == "delete":
                 status = ServiceStatus.DELETING
             elif status in (ServiceStatus.READY, ServiceStatus.FAILED):
-                status = ServiceStatus.SCALING  # a queued scale starts after its predecessor finished
+                # a queued scale starts after its predecessor finished; on a service whose creation
+                # failed it is a new attempt to create it
+                status = ServiceStatus.SCALING if service.provisioned else ServiceStatus.REQUESTED
             status = _awaiting(replace(service, queued=queued), status)
             return _put_service(
-                state, replace(service, running=e.operation_id, step=0, queued=queued, status=status)
+                state,
+                replace(service, running=e.operation_id, step=0, queued=queued, status=status,
+                        running_action=e.action, target=e.resources, compensating=None),
             )
         case ServiceClaimRendered() as e:
             service = _service(state, e.service_id)
@@ -215,13 +243,41 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
         case ServiceReady() as e:
             service = _service(state, e.service_id)
             return _put_service(
-                state, replace(service, step=3, running=None, status=_awaiting(service, ServiceStatus.READY))
+                state,
+                replace(service, step=3, running=None, status=_awaiting(service, ServiceStatus.READY),
+                        provisioned=True, applied=service.target or service.resources),
             )
         case ServiceFailed() as e:
             service = _service(state, e.service_id)
+            status = ServiceStatus(e.status)
+            if e.compensate:
+                return _put_service(state, replace(service, compensating="failed", status=status))
             return _put_service(
-                state, replace(service, running=None, status=_awaiting(service, ServiceStatus.FAILED))
+                state,
+                replace(service, running=None, status=_awaiting(service, status),
+                        resources=e.resources or service.resources),
             )
+        case OperationCancelled() as e:
+            service = _service(state, e.service_id)
+            if e.compensate:
+                return _put_service(state, replace(service, compensating="cancelled", status=ServiceStatus(e.status)))
+            queued = tuple(q for q in service.queued if q.operation_id != e.operation_id)
+            return _put_service(
+                state,
+                replace(service, queued=queued, status=ServiceStatus(e.status),
+                        resources=e.resources or service.resources),
+            )
+        case ServiceClaimReverted() as e:
+            service = _service(state, e.service_id)
+            status = ServiceStatus(e.status)
+            return _put_service(
+                state,
+                replace(service, running=None, compensating=None, status=status,
+                        resources=e.resources or service.resources,
+                        queued=() if status is ServiceStatus.DELETED else service.queued),
+            )
+        case QuotaSet() as e:
+            return replace(state, quota=e.quota)
         case ServiceDeleted() as e:
             return _put_service(
                 state,
@@ -240,7 +296,7 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
 
 def _awaiting(service: Service, status: ServiceStatus) -> ServiceStatus:
     """A deletion waiting in the queue outranks any other status: the service is on its way out."""
-    return ServiceStatus.DELETING if any(action == "delete" for _, action in service.queued) else status
+    return ServiceStatus.DELETING if any(q.action == "delete" for q in service.queued) else status
 
 
 def _service(state: TenantState, service_id: str) -> Service:

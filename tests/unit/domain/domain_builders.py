@@ -14,6 +14,7 @@ from commands import (
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
+    RecordServiceClaimReverted,
     decide,
     fingerprint_of,
 )
@@ -75,6 +76,12 @@ def reported(
 ) -> CommandEnvelope:
     """What the PoP reported about `operation_id`, relayed by the status bridge."""
     return cmd(RecordPopReport(service_id, operation_id, pop, phase, endpoint, reason), actor=actor)
+
+
+def reverted(service_id: str, operation_id: str, sha: str | None = "5ca1ab1e", *,
+             actor: Actor = SYSTEM) -> CommandEnvelope:
+    """The saga's report that it reverted the commit of a failed or cancelled `operation_id`."""
+    return cmd(RecordServiceClaimReverted(service_id, operation_id, sha), actor=actor)
 
 
 def saga(

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import fastavro
 import pytest
-from domain_builders import DB1, OWNER, T0, TENANT, cmd, ev, saga
+from domain_builders import DB1, OWNER, T0, TENANT, cmd, ev, reverted, saga
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,10 +19,14 @@ from commands import (
     CreateOrganization,
     CreateService,
     DeleteService,
+    CancelOperation,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
+    RecordServiceClaimReverted,
+    RecordStepTimedOut,
     ScaleService,
+    SetQuota,
 )
 from commands.catalog import LIMITS, POP_ENGINES, SIZE_PLANS
 from commands.validation import DNS_LABEL, LABEL_PART, VERSION
@@ -30,9 +34,14 @@ from events import (
     CommandRejected,
     Envelope,
     OperationAccepted,
+    OperationCancelled,
     OperationStarted,
     OrganizationCreated,
+    Quota,
+    QuotaSet,
+    ResourceLimit,
     Resources,
+    ServiceClaimReverted,
     ServiceClaimCommitted,
     ServiceClaimRendered,
     ServiceDeleted,
@@ -73,6 +82,13 @@ COMMAND_SAMPLES = [
     RecordPopReport(DB1, OP, "frankfurt", "Ready", endpoint="orders.acme.svc:5433"),
     RecordPopReport(DB1, OP, "frankfurt", "Failed", reason="ImagePullBackOff: no such tag"),
     RecordPopReport(DB1, OP, "local", "Deleted"),
+    RecordServiceClaimCommitted(DB1, OP, "local", "tenants/acme/local/orders.yaml", "c0ffee" * 6, changed=False),
+    CancelOperation(OP),
+    RecordStepTimedOut(DB1, OP, "pop-report", 1800),
+    RecordServiceClaimReverted(DB1, OP, "c0ffee" * 6),
+    RecordServiceClaimReverted(DB1, OP, None),
+    SetQuota(Quota(10, ResourceLimit(32.5, 128, 4096), {"mongodb": ResourceLimit(8, 32, 1000)},
+                   {"local": ResourceLimit(4, 8, 100)})),
 ]
 SMALL, BIG = Resources(1.0, 2, 10, 1), Resources(4.0, 16, 500, 3)
 EVENT_SAMPLES = [
@@ -120,6 +136,15 @@ EVENT_SAMPLES = [
     ev(ServiceReady(OP, DB1, None), "service", DB1, 9),
     ev(ServiceFailed(OP, DB1, "the PoP reported a failure"), "service", DB1, 10),
     ev(ServiceDeleted(OP, DB1), "service", DB1, 11),
+    ev(ServiceFailed(OP, DB1, "timed out", compensate=True, status="Ready", resources=SMALL), "service", DB1, 12),
+    ev(OperationCancelled(OP, DB1, True, "Scaling"), "service", DB1, 13),
+    ev(OperationCancelled(OP, DB1, False, "Ready", BIG), "service", DB1, 14),
+    ev(ServiceClaimReverted(OP, DB1, "c0ffee" * 6, "Ready", SMALL), "service", DB1, 15),
+    ev(ServiceClaimReverted(OP, DB1, None, "Deleted"), "service", DB1, 16),
+    ev(ServiceClaimCommitted(OP, DB1, "lagos", "tenants/acme/lagos/orders.yaml", "c0ffee" * 6, False),
+       "service", DB1, 17),
+    ev(QuotaSet(Quota(3, ResourceLimit(8.0, 16, 100), {}, {"lagos": ResourceLimit(2.0, 4, 50)})),
+       "organization", TENANT, 2),
 ]
 
 
@@ -166,16 +191,21 @@ def test_events_round_trip(envelope: Envelope) -> None:
 def test_decided_events_round_trip() -> None:
     create = cmd(CreateService(DB1, "db", "vitess", "local", "small", labels={"team": "pay"}))
     scale = cmd(ScaleService(DB1, cpu=2))
+    scale_again = cmd(ScaleService(DB1, memory_gb=4))
     delete = cmd(DeleteService(DB1))
     state = events.TenantState(TENANT)
     decided: set[str] = set()
     for command in (
         cmd(CreateOrganization(TENANT, "Acme")),
+        cmd(SetQuota(Quota(5, ResourceLimit(16, 64, 1000), {"vitess": ResourceLimit(8, 32, 500)}))),
         create,
         scale,  # queued behind the create
+        scale_again,  # queued too, then cancelled
+        cmd(CancelOperation(scale_again.command_id)),
         *saga(DB1, create.command_id),
         delete,  # queued behind the scale
         *saga(DB1, scale.command_id, "Failed", reason="quota on the PoP"),
+        reverted(DB1, scale.command_id),
         *saga(DB1, delete.command_id, "Deleted"),
     ):
         for envelope in commands.decide(state, command, commands.fingerprint_of(command.payload)):

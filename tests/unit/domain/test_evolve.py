@@ -83,7 +83,7 @@ def service_log(*events: tuple[Event, str]) -> list[Envelope]:
 def saga_state(s: TenantState) -> tuple[ServiceStatus, str | None, int, tuple]:
     """DB1's status, running operation, steps of it done and queued (operation, action)s."""
     service = s.services[DB1]
-    return service.status, service.running, service.step, service.queued
+    return service.status, service.running, service.step, tuple((q.operation_id, q.action) for q in service.queued)
 
 
 # (event, causing command) chains of DB1's saga: a create, then a scale or a delete.
@@ -232,7 +232,7 @@ SAGA_CASES = [
             (ServiceScaleRequested(DB1, SMALL, BIG), "c-scale"),
             (ServiceDeletionRequested(DB1), "c-delete"),
         ),
-        lambda s: s.services[DB1].queued,
+        lambda s: tuple((q.operation_id, q.action) for q in s.services[DB1].queued),
         (("c-scale", "apply"), ("c-delete", "delete")),
     ),
     Case(

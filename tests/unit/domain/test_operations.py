@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from domain_builders import (
+    reverted,
     DB1,
     DB2,
     MEMBER,
@@ -106,6 +107,8 @@ def test_a_service_operation_has_the_saga_steps() -> None:
         "RecordServiceClaimRendered",
         "RecordServiceClaimCommitted",
         "RecordPopReport",
+        "RecordStepTimedOut",
+        "RecordServiceClaimReverted",
     }
     assert not set(STEP_REPORTS) & set(OPERATION_STEPS)
 
@@ -153,13 +156,13 @@ REPORTS = [
         "a Failed report carries the PoP's reason",
         CREATE_COMMITTED,
         reported(DB1, C, "Failed", reason="ImagePullBackOff"),
-        [ServiceFailed(C, DB1, "ImagePullBackOff")],
+        [ServiceFailed(C, DB1, "the PoP frankfurt reported: ImagePullBackOff", compensate=True)],
     ),
     Report(
         "a Failed report without a reason still says what happened",
         CREATE_COMMITTED,
         reported(DB1, C, "Failed"),
-        [ServiceFailed(C, DB1, "the PoP reported a failure")],
+        [ServiceFailed(C, DB1, "the PoP frankfurt reported: a failure without a reason", compensate=True)],
     ),
     Report(
         "a Ready report starts the first queued operation, on the current spec",
@@ -168,10 +171,10 @@ REPORTS = [
         [ServiceReady(C, DB1, None), started(S, resources=SCALED)],
     ),
     Report(
-        "a Failed report starts the first queued operation too",
+        "a Failed report starts nothing queued: the commit is reverted first",
         [*CREATE_COMMITTED, SCALE],
         reported(DB1, C, "Failed", reason="no nodes"),
-        [ServiceFailed(C, DB1, "no nodes"), started(S, resources=SCALED)],
+        [ServiceFailed(C, DB1, "the PoP frankfurt reported: no nodes", compensate=True)],
     ),
     Report(
         "only the first queued operation starts; the rest keep waiting",
@@ -432,16 +435,17 @@ JOURNEYS = [
         ],
     ),
     Journey(
-        "a Failed report starts the next queued operation",
+        "a Failed report is compensated, then the queued scale tries the creation again",
         [*CREATED, SCALE],
-        [*saga(DB1, C, "Failed", reason="no nodes"), *saga(DB1, S)],
+        [*saga(DB1, C, "Failed", reason="no nodes"), reverted(DB1, C), *saga(DB1, S)],
         [
             ("ServiceClaimRendered", SCL, "create", 1, (("scale", "apply"),)),
             ("ServiceClaimCommitted", SCL, "create", 2, (("scale", "apply"),)),
-            ("ServiceFailed", FLD, None, "-", (("scale", "apply"),)),
-            ("OperationStarted", SCL, "scale", 0, ()),
-            ("ServiceClaimRendered", SCL, "scale", 1, ()),
-            ("ServiceClaimCommitted", SCL, "scale", 2, ()),
+            ("ServiceFailed", FLD, "create", 2, (("scale", "apply"),)),
+            ("ServiceClaimReverted", FLD, None, "-", (("scale", "apply"),)),
+            ("OperationStarted", REQ, "scale", 0, ()),
+            ("ServiceClaimRendered", PROV, "scale", 1, ()),
+            ("ServiceClaimCommitted", PROV, "scale", 2, ()),
             ("ServiceReady", RDY, None, "-", ()),
         ],
     ),
@@ -470,7 +474,7 @@ def row(envelope: Envelope, service: Service) -> tuple:
         service.status,
         NAMES.get(service.running or "", service.running),
         service.step if service.running else "-",
-        tuple((NAMES[operation], action) for operation, action in service.queued),
+        tuple((NAMES[q.operation_id], q.action) for q in service.queued),
     )
 
 
@@ -522,9 +526,9 @@ def test_a_deleted_service_frees_its_name() -> None:
 
 
 def test_a_failed_report_keeps_a_queued_deletion() -> None:
-    state, _ = run([*CREATED, SCALE, DELETE, *saga(DB1, C, "Failed", reason="no nodes")])
+    state, _ = run([*CREATED, SCALE, DELETE, *saga(DB1, C, "Failed", reason="no nodes"), reverted(DB1, C)])
     service = state.services[DB1]
-    assert (service.running, service.queued) == (S, ((D, "delete"),))
+    assert (service.running, [(q.operation_id, q.action) for q in service.queued]) == (S, [(D, "delete")])
 
     assert service.status is ServiceStatus.DELETING
     again = cmd(DeleteService(DB1), command_id="c0a1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a4b")
