@@ -55,6 +55,9 @@ class Client:
     def post(self, path: str, body: dict | None = None, headers: dict | None = None) -> dict:
         return self.request("POST", path, json=body or {}, headers=headers or {}).json()
 
+    def put(self, path: str, body: dict) -> dict:
+        return self.request("PUT", path, json=body).json()
+
     def delete(self, path: str) -> dict:
         return self.request("DELETE", path).json()
 

@@ -137,6 +137,68 @@ def operation_wait(args) -> int:
     return 1 if op["state"] in {"Failed", "Cancelled"} else 0
 
 
+def operation_cancel(args) -> int:
+    c = _client(args)
+    accepted = _judged(c, c.post(f"/operations/{args.id}/cancel"), args)
+    if not args.no_wait:
+        op = _wait(c, args.id, {"Cancelled"}, args.timeout, progress=not args.json)
+        accepted = {**accepted, "cancelled": op}
+    _out(args, accepted, f"operation {args.id}: cancelled"
+                         + (" (its GitOps change is being reverted)" if (accepted.get("cancelled") or {})
+                            .get("compensation") else ""))
+    return 0
+
+
+def quota_get(args) -> int:
+    q = _client(args).get(f"/organizations/{args.org}/quotas")
+    if args.json:
+        print(json.dumps(q, indent=2))
+        return 0
+    quota, used = q["quota"], q["usage"]
+    print(f"organization {args.org}{' (platform default quota)' if q['default'] else ''}")
+    print(f"  services: {used['services']} of {quota['max_services']}")
+    rows = [("total", quota["total"], used["total"])]
+    rows += [(f"engine {k}", v, used["engines"].get(k)) for k, v in quota["engines"].items()]
+    rows += [(f"pop {k}", v, used["pops"].get(k)) for k, v in quota["pops"].items()]
+    for label, limit, use in rows:
+        use = use or {"cpu": 0, "memory_gb": 0, "storage_gb": 0}
+        print(f"  {label:<18} vCPU {use['cpu']:g}/{limit['cpu']:g}  memory {use['memory_gb']}/{limit['memory_gb']} GiB"
+              f"  storage {use['storage_gb']}/{limit['storage_gb']} GiB")
+    return 0
+
+
+def _limits(text: str | None, what: str) -> dict:
+    """`mongodb=8:32:1000,scylla=4:16:500` -> {name: {cpu, memory_gb, storage_gb}}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        name, _, spec = item.partition("=")
+        parts = spec.split(":")
+        if not name or len(parts) != 3:
+            raise ApiError(f"--{what} {item!r}: write NAME=CPU:MEMORY_GB:STORAGE_GB, e.g. mongodb=8:32:1000")
+        try:
+            out[name] = {"cpu": float(parts[0]), "memory_gb": int(parts[1]), "storage_gb": int(parts[2])}
+        except ValueError:
+            raise ApiError(f"--{what} {item!r}: CPU is a number, MEMORY_GB and STORAGE_GB whole numbers") from None
+    return out
+
+
+def quota_set(args) -> int:
+    c = _client(args)
+    current = c.get(f"/organizations/{args.org}/quotas")["quota"]
+    total = dict(current["total"])
+    for key, value in (("cpu", args.cpu), ("memory_gb", args.memory_gb), ("storage_gb", args.storage_gb)):
+        if value is not None:
+            total[key] = value
+    body = {"max_services": args.max_services if args.max_services is not None else current["max_services"],
+            "total": total,
+            "engines": _limits(args.engines, "engines") if args.engines is not None else current["engines"],
+            "pops": _limits(args.pops, "pops") if args.pops is not None else current["pops"]}
+    accepted = _judged(c, c.put(f"/organizations/{args.org}/quotas", body), args)
+    _out(args, accepted, f"quota of {args.org}: {accepted.get('state', 'submitted')} "
+                         f"(operation {accepted['operation_id']})")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     def common(p, wait: bool = False):
         p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -159,6 +221,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--display-name")
     common(p, wait=True)
     p.set_defaults(func=org_create)
+
+    p = org.add_parser("quota", help="an organization's quota and usage; --set… to change it (org-owner)")
+    p.add_argument("org")
+    p.add_argument("--max-services", type=int)
+    p.add_argument("--cpu", type=float, help="vCPU in total (cpu per replica times replicas)")
+    p.add_argument("--memory-gb", type=int)
+    p.add_argument("--storage-gb", type=int)
+    p.add_argument("--engines", help="per-engine limits: NAME=CPU:MEMORY_GB:STORAGE_GB,… ('' clears them)")
+    p.add_argument("--pops", help="per-PoP limits: NAME=CPU:MEMORY_GB:STORAGE_GB,… ('' clears them)")
+    common(p, wait=True)
+    p.set_defaults(func=lambda a: quota_set(a) if any(
+        v is not None for v in (a.max_services, a.cpu, a.memory_gb, a.storage_gb, a.engines, a.pops))
+        else quota_get(a))
 
     svc = sub.add_parser("service", help="database services").add_subparsers(dest="action", required=True)
     p = svc.add_parser("create", help="request a new database service")
@@ -198,6 +273,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=600.0)
     common(p)
     p.set_defaults(func=operation_wait)
+    p = op.add_parser("cancel", help="cancel a queued operation, or one awaiting its PoP (its commit is reverted)")
+    p.add_argument("id")
+    common(p, wait=True)
+    p.set_defaults(func=operation_cancel)
 
 
 ERRORS = (ApiError,)

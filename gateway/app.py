@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from prometheus_client import Counter, Histogram, make_asgi_app
 
 from commands.publisher import Publisher
-from gateway import credentials, writes
+from gateway import credentials, quotas, writes
 from projections import api as queries
 from projections.settings import sqlalchemy_url
 
@@ -48,7 +48,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         engine = sa.create_engine(sqlalchemy_url(settings.database_url), pool_size=10, pool_pre_ping=True)
         app.state.engine = engine
         app.state.publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic)
-        app.state.service_tenant = lambda service_id: _service_tenant(engine, service_id)
+        app.state.service_tenant = lambda service_id: _tenant_of(engine, "services", service_id)
+        app.state.operation_tenant = lambda operation_id: _tenant_of(engine, "operations", operation_id)
         app.dependency_overrides[queries.get_engine] = lambda: engine
         log.info("gateway started")
         yield
@@ -60,6 +61,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                   description="Writes publish commands (202 + operation); reads come from projections.")
     app.include_router(writes.router, prefix="/api/v1")
     app.include_router(credentials.router, prefix="/api/v1")
+    app.include_router(quotas.router, prefix="/api/v1")
     app.include_router(queries.router, prefix="/api/v1")
     app.mount("/metrics", make_asgi_app())
 
@@ -84,10 +86,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     return app
 
 
-def _service_tenant(engine: sa.Engine, service_id: str) -> str | None:
+def _tenant_of(engine: sa.Engine, table: str, row_id: str) -> str | None:
     with engine.connect() as conn:
-        return conn.execute(sa.text("select tenant_id from services where id = :id"),
-                            {"id": service_id}).scalar()
+        return conn.execute(sa.text(f"select tenant_id from {table} where id = :id"), {"id": row_id}).scalar()
 
 
 def main() -> int:

@@ -16,7 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 
 import commands
-from commands import Actor, CommandEnvelope, CreateOrganization, CreateService, DeleteService, ScaleService
+from commands import (
+    Actor,
+    CancelOperation,
+    CommandEnvelope,
+    CreateOrganization,
+    CreateService,
+    DeleteService,
+    ScaleService,
+)
 from gateway.identity import current_actor
 
 SERVICE_ID_NAMESPACE = uuid.UUID("5d1c8c59-3c8e-4b7e-9a43-0b4f3f0c6a11")
@@ -57,7 +65,7 @@ class Accepted(BaseModel):
     service_id: str | None = None
 
 
-def _command_id(key: str | None) -> str:
+def command_id(key: str | None) -> str:
     if key is None:
         return str(uuid.uuid4())
     try:
@@ -75,7 +83,7 @@ def _check(payload) -> None:
             for p in problems])
 
 
-async def _publish(request: Request, response: Response, tenant: str, actor: Actor, payload,
+async def publish(request: Request, response: Response, tenant: str, actor: Actor, payload,
                    command_id: str, correlation: str | None, service_id: str | None = None) -> Accepted:
     _check(payload)
     envelope = CommandEnvelope(
@@ -98,7 +106,7 @@ async def create_organization(body: OrganizationIn, request: Request, response: 
                               actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
                               correlation_id: CorrId = None) -> Accepted:
     payload = CreateOrganization(body.slug, body.display_name or body.slug)
-    return await _publish(request, response, body.slug, actor, payload, _command_id(idempotency_key),
+    return await publish(request, response, body.slug, actor, payload, command_id(idempotency_key),
                           correlation_id)
 
 
@@ -106,13 +114,13 @@ async def create_organization(body: OrganizationIn, request: Request, response: 
 async def create_service(body: ServiceIn, request: Request, response: Response,
                          actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
                          correlation_id: CorrId = None) -> Accepted:
-    command_id = _command_id(idempotency_key)
+    op_id = command_id(idempotency_key)
     # Derived from the command id, so a retried request carries the same service id (same payload).
-    service_id = str(uuid.uuid5(SERVICE_ID_NAMESPACE, f"{body.org}/{command_id}"))
+    service_id = str(uuid.uuid5(SERVICE_ID_NAMESPACE, f"{body.org}/{op_id}"))
     fields = body.model_dump(exclude={"org"})
     payload = CreateService(service_id=service_id, **fields)
-    return await _publish(request, response, body.org, actor, payload, command_id, correlation_id,
-                          service_id=service_id)
+    return await publish(request, response, body.org, actor, payload, op_id, correlation_id,
+                         service_id=service_id)
 
 
 def _tenant_of(request: Request, service_id: str) -> str:
@@ -127,14 +135,29 @@ async def scale_service(service_id: str, body: ScaleIn, request: Request, respon
                         actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
                         correlation_id: CorrId = None) -> Accepted:
     payload = ScaleService(service_id=service_id, **body.model_dump())
-    return await _publish(request, response, _tenant_of(request, service_id), actor, payload,
-                          _command_id(idempotency_key), correlation_id, service_id=service_id)
+    return await publish(request, response, _tenant_of(request, service_id), actor, payload,
+                         command_id(idempotency_key), correlation_id, service_id=service_id)
 
 
 @router.delete("/services/{service_id}", status_code=202, response_model=Accepted, tags=["services"])
 async def delete_service(service_id: str, request: Request, response: Response,
                          actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
                          correlation_id: CorrId = None) -> Accepted:
-    return await _publish(request, response, _tenant_of(request, service_id), actor,
-                          DeleteService(service_id), _command_id(idempotency_key), correlation_id,
-                          service_id=service_id)
+    return await publish(request, response, _tenant_of(request, service_id), actor,
+                         DeleteService(service_id), command_id(idempotency_key), correlation_id,
+                         service_id=service_id)
+
+
+@router.post("/operations/{operation_id}/cancel", status_code=202, response_model=Accepted, tags=["operations"],
+             responses={404: {"description": "no such operation"}})
+async def cancel_operation(operation_id: str, request: Request, response: Response,
+                           actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                           correlation_id: CorrId = None) -> Accepted:
+    """Cancel an operation that is queued behind another on its service (dropped), or that awaits
+    its PoP (its GitOps commit is reverted). The answer is the cancellation's own operation; the
+    cancelled operation's state becomes Cancelled, or the cancellation is rejected with the reason."""
+    tenant = request.app.state.operation_tenant(operation_id)
+    if tenant is None:
+        raise HTTPException(404, f"no operation {operation_id}")
+    return await publish(request, response, tenant, actor, CancelOperation(operation_id),
+                         command_id(idempotency_key), correlation_id)

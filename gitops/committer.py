@@ -261,6 +261,19 @@ class GitOpsCommitter:
                 return None
             return self._search_trailer(tip, OPERATION_TRAILER, operation_id)
 
+    def before(self, sha: str) -> dict[str, str | None]:
+        """What commit ``sha`` changed, as it was before it: path -> the content in its first parent
+        (None where the file did not exist). Handing this to :meth:`apply` reverts the commit."""
+        if not re.fullmatch(r"[0-9a-f]{7,64}", sha):
+            raise PermanentGitOpsError(f"{sha!r} is not a commit id", reason="BadInput")
+        with self._exclusive():
+            self._fetch()
+            out = self._run("diff-tree", "--no-commit-id", "--name-only", "-r", "-z", "--root", sha,
+                            strip=False)
+            parent = self._run("rev-list", "--parents", "-n", "1", sha).split()[1:2]
+            return {path: (self._read_blob(parent[0], path) if parent else None)
+                    for path in out.split("\0") if path}
+
     def head(self) -> str | None:
         """The remote branch's tip after a fetch (None while the remote has no such branch)."""
         with self._exclusive():

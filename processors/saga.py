@@ -6,6 +6,15 @@ For every `OperationStarted` on `dbaas.events` it renders the service's manifest
 to `tenants/{tenant}/{pop}/{service}.yaml` with `Operation-Id:`/`Correlation-Id:` trailers, and
 records the commit. For every report on `dbaas.pop.status` it sends `RecordPopReport`.
 
+Compensation: for a `ServiceFailed` or `OperationCancelled` that asks for it, the operation's
+commit is reverted (each file it changed gets its content from before it, in a commit whose
+`Operation-Id` is derived from the operation's) and `RecordServiceClaimReverted` is sent.
+
+Step timeouts: render and commit happen here, so a retry loop that outlives their time gives up
+and sends `RecordStepTimedOut`; the PoP's report is awaited against a deadline per committed
+operation (the commit's time + the pop-report timeout), kept in memory and rebuilt at start by
+reading the whole event log, so a restart loses no deadline.
+
 Outcomes travel as system commands through `dbaas.commands`, so the command processor stays the
 only writer of events (gap-free sequences, one judge). Every effect is safe to repeat: command ids
 are derived from (operation, step), a commit is looked up by its Operation-Id before committing
@@ -18,13 +27,13 @@ import hashlib
 import os
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
-from prometheus_client import Counter, Histogram
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
 
 import events
 from commands import (
@@ -33,9 +42,20 @@ from commands import (
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
+    RecordServiceClaimReverted,
+    RecordStepTimedOut,
 )
 from commands.publisher import Publisher
-from events import Envelope, OperationStarted
+from events import (
+    Envelope,
+    OperationCancelled,
+    OperationStarted,
+    ServiceClaimCommitted,
+    ServiceClaimReverted,
+    ServiceDeleted,
+    ServiceFailed,
+    ServiceReady,
+)
 from gitops import helm, layout, manifests
 from gitops.committer import GitOpsCommitter
 from gitops.errors import GitOpsError
@@ -51,6 +71,30 @@ STEP_SECONDS = Histogram("dbaas_saga_step_seconds", "Time to render and commit o
                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 REPORTS = Counter("dbaas_pop_reports_total", "PoP status reports forwarded", ["phase"])
 RETRIES = Counter("dbaas_saga_retries_total", "Transient failures retried", ["error"])
+TIMEOUTS = Counter("dbaas_saga_step_timeouts_total", "Steps that did not finish in time", ["step"])
+COMPENSATIONS = Counter("dbaas_saga_compensations_total", "GitOps changes reverted", ["changed"])
+AWAITING = Gauge("dbaas_saga_operations_awaiting_pop", "Committed operations awaiting their PoP's report")
+
+DEFAULT_TIMEOUTS = {"render": 120, "commit": 300, "pop-report": 1800}  # seconds
+
+
+def parse_timeouts(text: str | None) -> dict[str, int]:
+    """`render=120,commit=300,pop-report=1800,pop-report@lagos=3600` (any subset) over the
+    defaults; `pop-report@<pop>` sets the wait for one PoP's reports."""
+    timeouts = dict(DEFAULT_TIMEOUTS)
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        step, _, seconds = item.partition("=")
+        known = step in DEFAULT_TIMEOUTS or (step.startswith("pop-report@") and len(step) > len("pop-report@"))
+        if not known or not seconds.strip().isdigit() or int(seconds) <= 0:
+            raise ValueError(f"DBAAS_SAGA_STEP_TIMEOUTS: {item!r} is not <step>=<seconds> with a step "
+                             f"among {', '.join(DEFAULT_TIMEOUTS)} (or pop-report@<pop>) and a positive "
+                             "whole number of seconds")
+        timeouts[step] = int(seconds)
+    return timeouts
+
+
+def pop_report_timeout(timeouts: dict[str, int], pop: str) -> int:
+    return timeouts.get(f"pop-report@{pop}", timeouts["pop-report"])
 
 log = structlog.get_logger("saga")
 
@@ -66,6 +110,7 @@ class SagaSettings:
     pop_status_topic: str = "dbaas.pop.status"
     group_id: str = "dbaas-service-saga"
     metrics_port: int = 0
+    timeouts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
     @classmethod
     def from_env(cls) -> "SagaSettings":
@@ -75,12 +120,66 @@ class SagaSettings:
                    state / "gitops-work", env.get("DBAAS_EVENTS_TOPIC", cls.events_topic),
                    env.get("DBAAS_COMMANDS_TOPIC", cls.commands_topic),
                    env.get("DBAAS_POP_STATUS_TOPIC", cls.pop_status_topic),
-                   env.get("DBAAS_SAGA_GROUP", cls.group_id), int(env.get("DBAAS_METRICS_PORT", "0")))
+                   env.get("DBAAS_SAGA_GROUP", cls.group_id), int(env.get("DBAAS_METRICS_PORT", "0")),
+                   parse_timeouts(env.get("DBAAS_SAGA_STEP_TIMEOUTS")))
 
 
 def step_command_id(operation_id: str, step: str) -> str:
     """The same step of the same operation always has the same command id: the processor judges it once."""
     return str(uuid.uuid5(STEP_NAMESPACE, f"{operation_id}/{step}"))
+
+
+def revert_operation_id(operation_id: str) -> str:
+    """The Operation-Id of the commit that reverts `operation_id`'s: a UUID, so a PoP's report about
+    it is a well-formed report about an operation no service runs (judged and ignored)."""
+    return str(uuid.uuid5(STEP_NAMESPACE, f"{operation_id}/revert"))
+
+
+@dataclass(frozen=True)
+class Awaiting:
+    """A committed operation waiting for its PoP's report until `deadline`."""
+
+    tenant_id: str
+    service_id: str
+    correlation_id: str
+    seconds: int
+    deadline: datetime
+
+
+class Deadlines:
+    """The operations awaiting a PoP, folded from the event log: added on a commit that changed
+    the repository, removed when the operation ends or is compensated. Idempotent per event, so
+    reading events twice (the start-up scan, then the consumer) ends in the same place."""
+
+    def __init__(self, timeouts: dict[str, int]):
+        self.timeouts = timeouts
+        self.awaiting: dict[str, Awaiting] = {}
+
+    def observe(self, env: Envelope) -> None:
+        match env.payload:
+            case ServiceClaimCommitted(changed=True) as e:
+                seconds = pop_report_timeout(self.timeouts, e.pop)
+                self.awaiting[e.operation_id] = Awaiting(env.tenant_id, e.service_id, env.correlation_id,
+                                                         seconds, env.occurred_at + timedelta(seconds=seconds))
+            case ServiceReady() | ServiceFailed() | ServiceDeleted() | OperationCancelled(compensate=True) \
+                    | ServiceClaimReverted() as e:
+                self.awaiting.pop(e.operation_id, None)
+        AWAITING.set(len(self.awaiting))
+
+    def expired(self, now: datetime) -> list[tuple[str, Awaiting]]:
+        due = [(op, a) for op, a in self.awaiting.items() if a.deadline <= now]
+        for op, _ in due:
+            del self.awaiting[op]
+        AWAITING.set(len(self.awaiting))
+        return due
+
+
+class StepTimedOut(Exception):
+    """A render or commit retried past its step's time."""
+
+    def __init__(self, step: str):
+        super().__init__(step)
+        self.step = step
 
 
 def chart_values(e: OperationStarted, tenant: str) -> dict:
@@ -105,12 +204,17 @@ class ServiceSaga:
             "isolation.level": "read_committed", "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
         })
+        self.deadlines = Deadlines(settings.timeouts)
+        self._deadline: float | None = None  # monotonic time by which the step being retried must end
+        self._step = "render"
 
     def run(self, stop) -> None:
         self.committer.apply(layout.bootstrap_files(self.settings.gitops_remote), "Bootstrap the GitOps layout",
                              operation_id="bootstrap", correlation_id="bootstrap")
+        self._scan_deadlines()
         self.consumer.subscribe([self.settings.events_topic, self.settings.pop_status_topic])
-        log.info("started", remote=self.settings.gitops_remote)
+        log.info("started", remote=self.settings.gitops_remote, timeouts=self.settings.timeouts,
+                 awaiting_pop=len(self.deadlines.awaiting))
         try:
             while not stop.is_set():
                 for msg in self.consumer.consume(100, timeout=0.2):
@@ -120,13 +224,54 @@ class ServiceSaga:
                         raise KafkaException(msg.error())
                     self._handle_with_retries(msg, stop)
                     self.consumer.commit(message=msg, asynchronous=False)
+                self._time_out_pop_reports()
         finally:
             self.consumer.close()
             self.publisher.close()
             log.info("stopped")
 
+    def _scan_deadlines(self) -> None:
+        """Fold the committed event log into the deadlines of operations awaiting a PoP."""
+        reader = Consumer({"bootstrap.servers": self.settings.kafka, "group.id": f"{self.settings.group_id}-scan",
+                           "isolation.level": "read_committed", "enable.auto.commit": False,
+                           "enable.partition.eof": True})
+        try:
+            topic = reader.list_topics(self.settings.events_topic, timeout=30).topics[self.settings.events_topic]
+            assigned = []
+            for partition in topic.partitions:
+                low, high = reader.get_watermark_offsets(TopicPartition(self.settings.events_topic, partition),
+                                                         timeout=30)
+                if high > low:
+                    assigned.append(TopicPartition(self.settings.events_topic, partition, low))
+            reader.assign(assigned)
+            remaining = {tp.partition for tp in assigned}
+            while remaining:
+                for msg in reader.consume(1000, timeout=1.0):
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            remaining.discard(msg.partition())
+                            continue
+                        raise KafkaException(msg.error())
+                    try:
+                        self.deadlines.observe(events.from_avro(self.events.decode(msg.value())))
+                    except (PoisonMessage, events.EventError, TypeError, KeyError):
+                        continue  # dead-lettered by the consumer loop when it reaches it
+        finally:
+            reader.close()
+
+    def _time_out_pop_reports(self) -> None:
+        for operation_id, a in self.deadlines.expired(datetime.now(timezone.utc)):
+            TIMEOUTS.labels("pop-report").inc()
+            log.warning("no PoP report in time", operation_id=operation_id, service_id=a.service_id,
+                        after_seconds=a.seconds)
+            self.publisher.publish(CommandEnvelope(
+                command_id=step_command_id(operation_id, "timeout/pop-report"), tenant_id=a.tenant_id,
+                actor=SAGA_ACTOR, issued_at=datetime.now(timezone.utc), correlation_id=a.correlation_id,
+                payload=RecordStepTimedOut(a.service_id, operation_id, "pop-report", a.seconds)))
+
     def _handle_with_retries(self, msg: Message, stop) -> None:
         delay = 0.5
+        self._deadline = None
         while True:
             try:
                 return self._handle(msg)
@@ -134,10 +279,23 @@ class ServiceSaga:
                 if isinstance(exc, GitOpsError) and not exc.transient:
                     raise
                 RETRIES.labels(type(exc).__name__).inc()
+                if self._deadline is not None and time.monotonic() + delay > self._deadline:
+                    return self._give_up(msg, exc)
                 log.warning("transient failure, retrying", error=str(exc), retry_in=delay)
                 if stop.wait(delay):
                     raise
                 delay = min(delay * 2, 30.0)
+
+    def _give_up(self, msg: Message, exc: Exception) -> None:
+        """The step being retried ran out of time: say so; the operation fails without a commit."""
+        env = events.from_avro(self.events.decode(msg.value()))
+        e = env.payload
+        step = self._step
+        TIMEOUTS.labels(step).inc()
+        log.error("step did not finish in time; the operation fails", step=step, error=str(exc),
+                  operation_id=e.operation_id)
+        self._send(env, f"timeout/{step}", getattr(e, "action", "revert"),
+                   RecordStepTimedOut(e.service_id, e.operation_id, step, self.settings.timeouts[step]))
 
     def _handle(self, msg: Message) -> None:
         try:
@@ -148,17 +306,48 @@ class ServiceSaga:
             log.warning("undecodable input dead-lettered", topic=msg.topic(), reason=str(exc))
             dead_letter(self.publisher.producer, f"{msg.topic()}.dlq", msg, str(exc))
             return None
-        if isinstance(env.payload, OperationStarted):
-            structlog.contextvars.bind_contextvars(correlation_id=env.correlation_id,
-                                                   operation_id=env.payload.operation_id)
-            try:
-                self._advance(env, env.payload)
-            finally:
-                structlog.contextvars.unbind_contextvars("correlation_id", "operation_id")
+        self.deadlines.observe(env)
+        match env.payload:
+            case OperationStarted() as e:
+                work = lambda: self._advance(env, e)  # noqa: E731
+            case ServiceFailed(compensate=True) | OperationCancelled(compensate=True) as e:
+                work = lambda: self._compensate(env, e.operation_id, e.service_id)  # noqa: E731
+            case _:
+                return None
+        structlog.contextvars.bind_contextvars(correlation_id=env.correlation_id,
+                                               operation_id=env.payload.operation_id)
+        try:
+            work()
+        finally:
+            structlog.contextvars.unbind_contextvars("correlation_id", "operation_id")
         return None
+
+    def _time_limit(self, env: Envelope, *steps: str) -> None:
+        """Retries of this message must end by the event's time + the steps' timeouts."""
+        allowed = sum(self.settings.timeouts[s] for s in steps)
+        spent = (datetime.now(timezone.utc) - env.occurred_at).total_seconds()
+        self._deadline = time.monotonic() + allowed - max(spent, 0.0)
+
+    def _compensate(self, env: Envelope, operation_id: str, service_id: str) -> None:
+        """Revert the operation's commit: every file it changed gets its content from before it.
+        Retried without a time limit: a compensation must end, or the service's queue stays blocked."""
+        revert_id = revert_operation_id(operation_id)
+        sha = self.committer.find_commit(revert_id)
+        if sha is None:
+            original = self.committer.find_commit(operation_id)
+            changes = self.committer.before(original) if original else {}
+            result = self.committer.apply(changes, f"Revert operation {operation_id} of {env.tenant_id}",
+                                          operation_id=revert_id, correlation_id=env.correlation_id) \
+                if changes else None
+            sha = result.sha if result is not None and result.changed else None
+            COMPENSATIONS.labels(str(sha is not None).lower()).inc()
+        self._send(env, "revert", "revert", RecordServiceClaimReverted(service_id, operation_id, sha))
+        log.info("operation compensated: its GitOps change is reverted", sha=sha)
 
     def _advance(self, env: Envelope, e: OperationStarted) -> None:
         started = time.perf_counter()
+        self._step = "render"
+        self._time_limit(env, "render")
         path = layout.pop_service_path(env.tenant_id, e.pop, e.name)
         if e.action == "delete":
             content = None
@@ -168,14 +357,16 @@ class ServiceSaga:
             content = manifests.dump_all(docs)
         digest = hashlib.sha256((content or "").encode()).hexdigest()
         self._send(env, "render", e.action, RecordServiceClaimRendered(e.service_id, e.operation_id, digest))
-        sha = self.committer.find_commit(e.operation_id)
+        self._step = "commit"
+        self._time_limit(env, "render", "commit")
+        sha, changed = self.committer.find_commit(e.operation_id), True
         if sha is None:
             verb = "Remove" if content is None else "Apply"
             result = self.committer.apply({path: content}, f"{verb} {env.tenant_id}/{e.name} in {e.pop}",
                                           operation_id=e.operation_id, correlation_id=env.correlation_id)
-            sha = result.sha
+            sha, changed = result.sha or "", result.changed
         self._send(env, "commit", e.action,
-                   RecordServiceClaimCommitted(e.service_id, e.operation_id, e.pop, path, sha))
+                   RecordServiceClaimCommitted(e.service_id, e.operation_id, e.pop, path, sha, changed))
         STEP_SECONDS.observe(time.perf_counter() - started)
         log.info("operation committed, awaiting the PoP", path=path, sha=sha, action=e.action)
 

@@ -68,13 +68,15 @@ class Operation(BaseModel):
     tenant_id: str
     type: str = Field(description="the command's record name, e.g. CreateService")
     aggregate_id: str | None = Field(description="organization slug or service id; null when rejected")
-    state: str = Field(description="Accepted | Running | Succeeded | Failed | Cancelling | Cancelled | Compensating")
+    state: str = Field(description="Accepted | Running | Succeeded | Failed | Cancelled")
     reason_code: str | None
     field: str | None
     message: str | None
     done_steps: int
     total_steps: int
     steps: list[OperationStep]
+    compensation: OperationStep | None = Field(
+        None, description="the revert of a failed or cancelled operation's GitOps change (state Pending | Done)")
     requested_by: str | None
     correlation_id: str
     created_at: datetime

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, select, tuple_
+from sqlalchemy import Connection, Select, Table, func, select, tuple_
 
 from events import STEPS
 from projections.errors import InvalidCursor, NotFound
@@ -104,4 +104,28 @@ def get_operation(conn: Connection, tables: Tables, operation_id: str) -> dict[s
     values = dict(row._mapping)
     columns = (values.pop("render_step"), values.pop("commit_step"), values.pop("report_step"))
     values["steps"] = [{"name": name, **step} for name, step in zip(STEPS, columns, strict=True) if step]
+    compensation = values.pop("compensation")
+    values["compensation"] = {"name": "revert", **compensation} if compensation else None
     return values
+
+
+def get_organization(conn: Connection, tables: Tables, slug: str) -> dict[str, Any]:
+    t = tables.organizations
+    row = conn.execute(select(t).where(t.c.id == slug)).first()
+    if row is None:
+        raise NotFound(f"organization {slug} not found")
+    return dict(row._mapping)
+
+
+def usage(conn: Connection, tables: Tables, tenant: str) -> list[dict[str, Any]]:
+    """Per (engine, pop): services and their cpu, memory and storage times replicas, counting what
+    holds quota — neither deleted services nor failed ones (a failed creation holds none)."""
+    t = tables.services
+    rows = conn.execute(
+        select(t.c.engine, t.c.pop, func.count().label("services"),
+               func.sum(t.c.cpu * t.c.replicas).label("cpu"),
+               func.sum(t.c.memory_gb * t.c.replicas).label("memory_gb"),
+               func.sum(t.c.storage_gb * t.c.replicas).label("storage_gb"))
+        .where(t.c.tenant_id == tenant, t.c.status.not_in(("Deleted", "Failed")))
+        .group_by(t.c.engine, t.c.pop))
+    return [dict(r._mapping) for r in rows]

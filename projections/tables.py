@@ -72,6 +72,7 @@ def _organizations(metadata: MetaData, name: str) -> Table:
         Column("id", Text, nullable=False),  # the tenant slug
         Column("display_name", Text, nullable=False),
         Column("owner", Text, nullable=False),
+        Column("quota", JSONB),  # NULL: the platform's default quota
         _ts("created_at"),
         _ts("updated_at"),
         Column("version", BigInteger, nullable=False),
@@ -126,6 +127,7 @@ def _operations(metadata: MetaData, name: str) -> Table:
         Column("render_step", JSONB),
         Column("commit_step", JSONB),
         Column("report_step", JSONB),
+        Column("compensation", JSONB),  # {state: Pending|Done, ref: the revert commit, at}; NULL: none
         Column("requested_by", Text),
         Column("correlation_id", Text, nullable=False),
         _ts("created_at"),
@@ -169,4 +171,17 @@ def create_all(engine: Engine, tables: Tables | None = None) -> Tables:
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
         tables.positions.metadata.create_all(conn, checkfirst=True)
         tables.metadata.create_all(conn, checkfirst=True)
+        _add_missing_columns(conn, tables)
     return tables
+
+
+def _add_missing_columns(conn, tables: Tables) -> None:
+    """Columns added to a read model since its table was created, added in place when they may be
+    NULL (so an existing platform picks up a new column without a rebuild; a rebuild fills it)."""
+    for table in (tables.read_model(name) for name in READ_MODELS):
+        have = {row[0] for row in conn.execute(
+            text("SELECT column_name FROM information_schema.columns WHERE table_name = :t"), {"t": table.name})}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN IF NOT EXISTS "{column.name}" {kind}'))

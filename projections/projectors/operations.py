@@ -12,10 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from events import (
+    STEPS,
     CommandRejected,
     Envelope,
     OperationAccepted,
+    OperationCancelled,
     OperationStarted,
+    ServiceClaimReverted,
     ServiceClaimCommitted,
     ServiceClaimRendered,
     ServiceDeleted,
@@ -25,7 +28,9 @@ from events import (
 from projections.projectors import Change, Handler
 
 NAME = "operations"
-ACCEPTED, RUNNING, SUCCEEDED, FAILED = "Accepted", "Running", "Succeeded", "Failed"
+ACCEPTED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "Accepted", "Running", "Succeeded", "Failed", "Cancelled"
+STEP_COLUMNS = ("render_step", "commit_step", "report_step")
+FAILED_STEP = dict(zip(STEPS, STEP_COLUMNS, strict=True))  # a timeout's step -> its column
 
 
 def _started(env: Envelope) -> dict[str, Any]:
@@ -35,6 +40,7 @@ def _started(env: Envelope) -> dict[str, Any]:
         "render_step": None,
         "commit_step": None,
         "report_step": None,
+        "compensation": None,
         "requested_by": env.actor_subject,
         "correlation_id": env.correlation_id,
         "created_at": env.occurred_at,
@@ -104,9 +110,33 @@ def _deleted(env: Envelope) -> Change:
 
 
 def _failed(env: Envelope) -> Change:
+    """The step that failed is the one after the last done: a timeout names it, a PoP's Failed
+    report is the report step (the commit was done)."""
     e: ServiceFailed = env.payload  # type: ignore[assignment]
-    return _step(env, 2, "report_step", None, state=FAILED, step_state="Failed",
-                 reason_code="pop_failed", message=e.reason)
+    timed_out = e.reason.startswith("step ") and "did not finish within" in e.reason
+    failed_step = FAILED_STEP.get(e.reason.split()[1], "report_step") if timed_out else "report_step"
+    done = STEP_COLUMNS.index(failed_step)
+    more = {"compensation": {"state": "Pending", "ref": None, "at": env.occurred_at.isoformat()}} \
+        if e.compensate else {}
+    return _step(env, done, failed_step, None, state=FAILED, step_state="Failed",
+                 reason_code="timed_out" if timed_out else "pop_failed", message=e.reason, **more)
+
+
+def _cancelled(env: Envelope) -> Change:
+    e: OperationCancelled = env.payload  # type: ignore[assignment]
+    values: dict[str, Any] = {"state": CANCELLED, "updated_at": env.occurred_at, "reason_code": "cancelled",
+                              "message": "cancelled by request" + (
+                                  "; its GitOps change is being reverted" if e.compensate else "")}
+    if e.compensate:
+        values["compensation"] = {"state": "Pending", "ref": None, "at": env.occurred_at.isoformat()}
+    return Change(e.operation_id, env.sequence, values)
+
+
+def _reverted(env: Envelope) -> Change:
+    e: ServiceClaimReverted = env.payload  # type: ignore[assignment]
+    return Change(e.operation_id, env.sequence, {
+        "updated_at": env.occurred_at,
+        "compensation": {"state": "Done", "ref": e.sha, "at": env.occurred_at.isoformat()}})
 
 
 HANDLERS: dict[type, Handler] = {
@@ -118,4 +148,6 @@ HANDLERS: dict[type, Handler] = {
     ServiceReady: _ready,
     ServiceDeleted: _deleted,
     ServiceFailed: _failed,
+    OperationCancelled: _cancelled,
+    ServiceClaimReverted: _reverted,
 }

@@ -12,8 +12,10 @@ from typing import Any
 
 from events import (
     Envelope,
+    OperationCancelled,
     OperationStarted,
     Resources,
+    ServiceClaimReverted,
     ServiceDeleted,
     ServiceDeletionRequested,
     ServiceFailed,
@@ -85,9 +87,16 @@ def _ready(env: Envelope) -> Change:
     return Change(e.service_id, env.sequence, values)
 
 
-def _failed(env: Envelope) -> Change:
-    e: ServiceFailed = env.payload  # type: ignore[assignment]
-    return Change(e.service_id, env.sequence, {"status": FAILED, "updated_at": env.occurred_at})
+def _settled(env: Envelope) -> Change:
+    """An event that says where the service stands now (status, and resources when they changed
+    back): a failure, a cancellation, a revert."""
+    e: ServiceFailed | OperationCancelled | ServiceClaimReverted = env.payload  # type: ignore[assignment]
+    values: dict[str, Any] = {"status": e.status, "updated_at": env.occurred_at}
+    if e.resources is not None:
+        values.update(_resources(e.resources))
+    if e.status == DELETED:
+        values["credentials"] = None
+    return Change(e.service_id, env.sequence, values)
 
 
 def _deleted(env: Envelope) -> Change:
@@ -102,6 +111,8 @@ HANDLERS: dict[type, Handler] = {
     ServiceDeletionRequested: _deletion_requested,
     OperationStarted: _operation_started,
     ServiceReady: _ready,
-    ServiceFailed: _failed,
+    ServiceFailed: _settled,
+    OperationCancelled: _settled,
+    ServiceClaimReverted: _settled,
     ServiceDeleted: _deleted,
 }

@@ -146,6 +146,21 @@ def test_delete_a_file(remote, make):
     assert committer.apply({path: None}, "Delete acme/orders", "op-2", "corr-2").changed is False
 
 
+def test_before_gives_what_a_commit_changed_so_that_applying_it_reverts_the_commit(remote, make):
+    a, b = make("a"), make("b")
+    path, other = "tenants/acme/orders.yaml", "tenants/acme/cache.yaml"
+    a.apply({path: "v: 1\n"}, "Add", "op-1", "corr-1")
+    added = a.apply({other: "c: 1\n"}, "Add cache", "op-2", "corr-2")
+    changed = a.apply({path: "v: 2\n"}, "Scale", "op-3", "corr-3")
+
+    assert b.before(changed.sha) == {path: "v: 1\n"}
+    assert b.before(added.sha) == {other: None}
+    reverted = b.apply(b.before(changed.sha), "Revert", "op-3-revert", "corr-3")
+    assert reverted.changed and a.read(path) == "v: 1\n" and a.read(other) == "c: 1\n"
+    b.apply(b.before(added.sha), "Revert", "op-2-revert", "corr-2")
+    assert a.read(other) is None
+
+
 def test_update_keeps_exact_bytes(remote, make):
     committer = make("a")
     path = "tenants/acme/orders.yaml"

@@ -39,7 +39,7 @@ def recorder(log: list, name: str, handles: bool = True) -> Projection:
     """A projection of table `name` that records the events it is asked about."""
     def created(env: Envelope) -> Change:
         log.append((name, env.event_id))
-        return Change(env.payload.slug, env.sequence, {"display_name": "Acme", "owner": "alice",  # type: ignore[union-attr]
+        return Change(env.payload.slug, env.sequence, {"display_name": "Acme", "owner": "alice", "quota": None,  # type: ignore[union-attr]
                                                        "created_at": env.occurred_at,
                                                        "updated_at": env.occurred_at}, creates=True)
     return Projection(name, {OrganizationCreated: created} if handles else {})
