@@ -55,7 +55,9 @@ def _file_at_tip(stack, path: str) -> bool:
 def _create(api, org: str, name: str, pop: str, engine: str = "scylla", **more) -> tuple[str, str]:
     r = api.post("/services", json={"org": org, "name": name, "engine": engine, "pop": pop, **more})
     assert r.status_code == 202, r.text
-    return r.json()["operation_id"], r.json()["service_id"]
+    service_id = r.json()["service_id"]
+    wait_for(lambda: api.get(f"/services/{service_id}").status_code == 200, what="the service")
+    return r.json()["operation_id"], service_id
 
 
 def _committed(api, op_id: str) -> dict:
