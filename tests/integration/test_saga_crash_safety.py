@@ -10,11 +10,16 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import psycopg
+from datetime import datetime, timezone
 
-from commands import CreateOrganization, CreateService
+import psycopg
+from confluent_kafka import Producer
+
+from commands import CreateOrganization, CreateService, DeleteService, ScaleService
 from commands.publisher import Publisher
-from events import ServiceClaimCommitted, ServiceClaimRendered
+from events import ServiceClaimCommitted, ServiceClaimRendered, ServiceClaimReverted
+from processors.saga import revert_operation_id
+from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
 from tests.conftest import wait_for
 from tests.integration.kafka_support import command, read_events
 
@@ -65,3 +70,92 @@ def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
              and isinstance(e.payload, (ServiceClaimRendered, ServiceClaimCommitted))]
     recorded = Counter((type(e.payload).__name__, e.payload.operation_id) for e in steps)
     assert set(recorded.values()) == {1} and len(recorded) == 2 * len(ops)
+
+
+def _pop_reports(stack, tenant: str, reports: list[tuple[str, str, str]]) -> None:
+    """(service id, operation id, phase) reports from PoP ashburn, as its status bridge sends them."""
+    serde = Serde(Registry(stack.registry), POP_STATUS_SUBJECT)
+    producer = Producer({"bootstrap.servers": stack.kafka, "acks": "all", "enable.idempotence": True})
+    for service_id, op_id, phase in reports:
+        producer.produce("dbaas.pop.status", key=tenant.encode(), value=serde.encode({
+            "report_id": str(uuid.uuid4()), "pop": "ashburn", "tenant_id": tenant, "service_id": service_id,
+            "operation_id": op_id, "phase": phase, "endpoint": None,
+            "reason": "no capacity" if phase == "Failed" else None, "observed_at": datetime.now(timezone.utc)}))
+    assert producer.flush(30) == 0
+
+
+def _kill_while(stack, progress, total: int, what: str, most: int = 4) -> int:
+    """SIGKILL the saga each time `progress()` moved on, until it reaches `total`."""
+    kills, seen = 0, -1
+    while (done := progress()) < total:
+        if done > seen and kills < most:
+            pid = _child(stack)
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
+            seen = done
+            wait_for(lambda: _child(stack) != pid, timeout=90, what="the saga to be restarted")
+        wait_for(lambda: progress() > done or progress() == total, timeout=180, what=what)
+    return kills
+
+
+def test_saga_killed_during_scales_deletes_and_compensations_ends_each_once(stack):
+    """Ready services get a scale (half of them) or a delete (the other half); then half of the
+    scales fail at the PoP and are compensated — with the saga killed all along. Every operation
+    ends (scale: Succeeded or Failed with its revert Done; delete: committed), each with one commit,
+    each revert with one commit, each step recorded once."""
+    tenant = f"sagacrash2-{uuid.uuid4().hex[:6]}"
+    ids = [str(uuid.uuid4()) for _ in range(12)]
+    publisher = Publisher(stack.kafka, stack.registry)
+    try:
+        publisher.publish(command(tenant, CreateOrganization(tenant, tenant)))
+        creates = [command(tenant, CreateService(sid, f"db-{i}", "aerospike", "ashburn", "small"))
+                   for i, sid in enumerate(ids)]
+        for c in creates:
+            publisher.publish_async(c)
+        publisher.producer.flush(30)
+
+        def rows(op_ids, condition: str) -> int:
+            with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
+                return conn.execute(f"select count(*) from operations where id = any(%s) and {condition}",
+                                    (op_ids,)).fetchone()[0]
+
+        create_ops = [c.command_id for c in creates]
+        wait_for(lambda: rows(create_ops, "done_steps >= 2") == len(ids), timeout=240, what="creates committed")
+        _pop_reports(stack, tenant, [(sid, op, "Ready") for sid, op in zip(ids, create_ops, strict=True)])
+        wait_for(lambda: rows(create_ops, "state = 'Succeeded'") == len(ids), timeout=120, what="creates Ready")
+
+        scales = [command(tenant, ScaleService(sid, cpu=2)) for sid in ids[:6]]
+        deletes = [command(tenant, DeleteService(sid)) for sid in ids[6:]]
+        for c in (*scales, *deletes):
+            publisher.publish_async(c)
+        publisher.producer.flush(30)
+    finally:
+        publisher.close()
+    scale_ops, delete_ops = [c.command_id for c in scales], [c.command_id for c in deletes]
+    ops = scale_ops + delete_ops
+    kills = _kill_while(stack, lambda: rows(ops, "done_steps >= 2"), len(ops), "scales and deletes to commit")
+
+    failing, passing = scale_ops[:3], scale_ops[3:]
+    _pop_reports(stack, tenant, [(ids[scale_ops.index(op)], op, "Failed") for op in failing]
+                 + [(ids[scale_ops.index(op)], op, "Ready") for op in passing]
+                 + [(ids[6 + delete_ops.index(op)], op, "Deleted") for op in delete_ops])
+    kills += _kill_while(stack, lambda: rows(failing, "compensation->>'state' = 'Done'"), len(failing),
+                         "compensations to finish", most=3)
+    assert kills >= 3
+    wait_for(lambda: rows(passing + delete_ops, "state = 'Succeeded'") == len(passing) + len(delete_ops),
+             timeout=120, what="the other operations to succeed")
+    assert rows(failing, "state = 'Failed'") == len(failing)
+
+    remote = stack.gitops_remote.removeprefix("file://")
+    log = subprocess.run(["git", "--git-dir", remote, "log", "--format=%(trailers:key=Operation-Id,valueonly)",
+                          "main"], capture_output=True, text=True, check=True).stdout.split()
+    reverts = [revert_operation_id(op) for op in failing]
+    per_op = Counter(op for op in log if op in ops or op in reverts)
+    assert per_op == Counter({op: 1 for op in (*ops, *reverts)}), "an operation or revert has 0 or 2+ commits"
+
+    recorded = Counter(
+        (type(e.payload).__name__, e.payload.operation_id)
+        for e in read_events(stack, "dbaas.events", 12) if e.tenant_id == tenant
+        and isinstance(e.payload, (ServiceClaimRendered, ServiceClaimCommitted, ServiceClaimReverted)))
+    assert set(recorded.values()) == {1}
+    assert len(recorded) == 2 * (len(ids) + len(ops)) + len(failing)  # creates, scales and deletes, reverts
