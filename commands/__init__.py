@@ -11,7 +11,9 @@ from commands.decide import WrongTenant, decide, event_id, reuse_operation_id, u
 from commands.records import (
     COMMAND_TYPES,
     Actor,
+    AddMember,
     CancelOperation,
+    ChangeMemberRole,
     Command,
     CommandEnvelope,
     CommandError,
@@ -23,6 +25,7 @@ from commands.records import (
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
     RecordStepTimedOut,
+    RemoveMember,
     ScaleService,
     SetQuota,
     UnknownCommand,
@@ -39,6 +42,9 @@ from events import outcome_of
 __all__ = [
     "COMMAND_TYPES",
     "Actor",
+    "AddMember",
+    "ChangeMemberRole",
+    "RemoveMember",
     "CancelOperation",
     "Command",
     "CommandEnvelope",

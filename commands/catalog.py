@@ -51,7 +51,21 @@ DEFAULT_QUOTA = Quota(max_services=25, total=ResourceLimit(cpu=64.0, memory_gb=2
 QUOTA_SERVICES_RANGE = (0, 10000)
 QUOTA_RESOURCE_MAX = 1_000_000
 
+# The roles a member of an organization holds (one per member). What each may do is below (commands)
+# and in `READ_PERMISSIONS` (the gateway's reads).
+ORG_ROLES = ("org-owner", "org-admin", "org-member", "service-admin", "service-viewer")
+MEMBER_ADMIN_ROLES = ("org-owner", "org-admin")
 SERVICE_ROLES = ("org-owner", "org-admin", "service-admin")
+# Read -> roles of which the caller needs one in the organization.
+READ_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "organization": ORG_ROLES,
+    "services": ORG_ROLES,
+    "operations": ORG_ROLES,
+    "credentials": SERVICE_ROLES,
+    "members": ORG_ROLES,
+    "quotas": ("org-owner", "org-admin"),
+    "audit": ("org-owner", "org-admin"),
+}
 SYSTEM_ROLE = "system"
 ANY_SUBJECT: tuple[str, ...] = ()
 
@@ -63,6 +77,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "DeleteService": SERVICE_ROLES,
     "CancelOperation": SERVICE_ROLES,
     "SetQuota": ("org-owner",),
+    "AddMember": MEMBER_ADMIN_ROLES,
+    "ChangeMemberRole": MEMBER_ADMIN_ROLES,
+    "RemoveMember": MEMBER_ADMIN_ROLES,
     # Reports of the platform's own processes (sagas, PoP status bridge): never a tenant's.
     "RecordServiceClaimRendered": (SYSTEM_ROLE,),
     "RecordServiceClaimCommitted": (SYSTEM_ROLE,),
@@ -80,6 +97,9 @@ OPERATION_STEPS = {
     "DeleteService": 3,
     "CancelOperation": 0,
     "SetQuota": 0,
+    "AddMember": 0,
+    "ChangeMemberRole": 0,
+    "RemoveMember": 0,
 }
 
 # Commands that report a step of an operation already running: they start no operation of their own.

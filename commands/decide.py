@@ -14,7 +14,10 @@ from typing import Any
 
 from commands.catalog import DEFAULT_QUOTA, OPERATION_STEPS, RESOURCE_FIELDS, STEP_REPORTS
 from commands.records import (
+    Actor,
+    AddMember,
     CancelOperation,
+    ChangeMemberRole,
     CommandEnvelope,
     CommandError,
     CreateOrganization,
@@ -25,6 +28,7 @@ from commands.records import (
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
     RecordStepTimedOut,
+    RemoveMember,
     ScaleService,
     SetQuota,
 )
@@ -43,6 +47,9 @@ from events import (
     Envelope,
     Event,
     STEPS,
+    MemberAdded,
+    MemberRemoved,
+    MemberRoleChanged,
     OperationAccepted,
     OperationCancelled,
     OperationStarted,
@@ -89,7 +96,7 @@ def decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str) -> list[E
     recorded = state.commands.get(cmd.command_id)
     if recorded is not None:
         return [] if recorded.fingerprint == fingerprint else _reused_id(state, cmd, fingerprint, recorded)
-    forbidden = authorize(cmd.actor, cmd.command_type)
+    forbidden = authorize(cmd.actor, cmd.command_type, state.members.get(cmd.actor.subject), state.tenant_id)
     problems = [forbidden] if forbidden else validate(cmd.payload)
     verdict = _summary(problems) if problems else _changes(state, cmd)
     match verdict:
@@ -144,6 +151,8 @@ def _changes(state: TenantState, cmd: CommandEnvelope) -> list[Change] | Problem
             return _reverted(state, c)
         case CancelOperation() as c:
             return _cancel(state, c)
+        case AddMember() | ChangeMemberRole() | RemoveMember() as c:
+            return _membership(state, cmd.actor, c)
         case SetQuota() as c:
             if state.organization is None:
                 return _no_organization(state)
@@ -427,6 +436,38 @@ def _in_flight(service: Service) -> ServiceStatus:
     if service.provisioned:
         return ServiceStatus.SCALING
     return ServiceStatus.PROVISIONING if service.step >= 1 else ServiceStatus.REQUESTED
+
+
+def _membership(state: TenantState, actor: Actor, c: AddMember | ChangeMemberRole | RemoveMember) -> list[Change] | Problem:
+    """Members come and go and change roles; only an org-owner makes or unmakes an org-owner, and
+    the last org-owner stays (an organization always has someone who can do everything)."""
+    if state.organization is None:
+        return _no_organization(state)
+    current = state.members.get(c.subject)
+    new = None if isinstance(c, RemoveMember) else c.role
+    owner_involved = "org-owner" in (current, new)
+    acting_as = {*actor.roles, state.members.get(actor.subject)}
+    if owner_involved and "org-owner" not in acting_as:
+        return Problem("forbidden", "role", f'only an org-owner can make or unmake an org-owner of "{state.tenant_id}"')
+    owners = [s for s, r in state.members.items() if r == "org-owner"]
+    if current == "org-owner" and new != "org-owner" and owners == [c.subject]:
+        return Problem("conflict", "subject", f'"{c.subject}" is the last org-owner of "{state.tenant_id}"; '
+                       "make another member org-owner first")
+    org = ("organization", state.tenant_id)
+    match c:
+        case AddMember() if current is not None:
+            return Problem("conflict", "subject", f'"{c.subject}" is already a member of "{state.tenant_id}" '
+                           f"({current}); change the role instead")
+        case AddMember():
+            return [(*org, MemberAdded(c.subject, c.role))]
+        case _ if current is None:
+            return Problem("not_found", "subject", f'"{c.subject}" is not a member of "{state.tenant_id}"')
+        case ChangeMemberRole() if current == c.role:
+            return Problem("invalid", "role", f'"{c.subject}" already has the role {c.role}')
+        case ChangeMemberRole():
+            return [(*org, MemberRoleChanged(c.subject, current, c.role))]
+        case _:
+            return [(*org, MemberRemoved(c.subject, current))]
 
 
 def _no_organization(state: TenantState) -> Problem:

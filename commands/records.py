@@ -137,6 +137,23 @@ class RecordServiceClaimReverted:
     sha: str | None = None  # None: the repository already held the reverted content
 
 
+@dataclass(frozen=True)
+class AddMember:
+    subject: str  # the identity provider's subject (`sub`) of the user
+    role: str
+
+
+@dataclass(frozen=True)
+class ChangeMemberRole:
+    subject: str
+    role: str
+
+
+@dataclass(frozen=True)
+class RemoveMember:
+    subject: str
+
+
 Command = (
     CreateOrganization
     | CreateService
@@ -149,6 +166,9 @@ Command = (
     | SetQuota
     | RecordStepTimedOut
     | RecordServiceClaimReverted
+    | AddMember
+    | ChangeMemberRole
+    | RemoveMember
 )
 
 # Record name -> class. New commands: add the class here and a branch in the .avsc.
@@ -166,6 +186,9 @@ COMMAND_TYPES: dict[str, type] = {
         SetQuota,
         RecordStepTimedOut,
         RecordServiceClaimReverted,
+        AddMember,
+        ChangeMemberRole,
+        RemoveMember,
     )
 }
 

@@ -16,6 +16,7 @@ from commands.catalog import (
     DEFAULT_ENGINE_VERSIONS,
     ENGINES,
     LIMITS,
+    ORG_ROLES,
     PERMISSIONS,
     POP_ENGINES,
     POP_REPORT_PHASES,
@@ -27,7 +28,9 @@ from commands.catalog import (
 )
 from commands.records import (
     Actor,
+    AddMember,
     CancelOperation,
+    ChangeMemberRole,
     Command,
     CommandError,
     CreateOrganization,
@@ -38,6 +41,7 @@ from commands.records import (
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
     RecordStepTimedOut,
+    RemoveMember,
     ScaleService,
     SetQuota,
 )
@@ -62,19 +66,25 @@ LABEL_RULE = (
 )
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DISPLAY_NAME_MAX = 100
+SUBJECT_MAX = 255
 
 
-def authorize(actor: Actor, command_type: str) -> Problem | None:
+def authorize(actor: Actor, command_type: str, member_role: str | None = None, tenant: str = "") -> Problem | None:
+    """May `actor` send `command_type` to organization `tenant`? Its roles there are the ones the
+    command carries (granted by the identity provider for this organization, or a platform
+    process's `system`) and its membership role in the organization's state."""
     if not actor.subject.strip():
         return Problem("forbidden", None, "the command has no actor subject; sign in and send it again")
     allowed = PERMISSIONS[command_type]
-    if not allowed or set(allowed) & set(actor.roles):
+    held = {*actor.roles, *([member_role] if member_role else [])}
+    if not allowed or set(allowed) & held:
         return None
-    held = ", ".join(actor.roles) or "no roles"
+    where = f' in organization "{tenant}"' if tenant else ""
+    has = ", ".join(sorted(held)) or "no roles"
     return Problem(
         "forbidden",
         None,
-        f'{command_type} needs one of the roles {", ".join(allowed)}; actor "{actor.subject}" has {held}',
+        f'{command_type} needs one of the roles {", ".join(allowed)}; actor "{actor.subject}" has {has}{where}',
     )
 
 
@@ -124,6 +134,10 @@ def validate(command: Command) -> list[Problem]:
             return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id))
         case SetQuota():
             return _quota(command.quota)
+        case AddMember() | ChangeMemberRole():
+            return _collect(_subject(command.subject), _choice("role", command.role, ORG_ROLES))
+        case RemoveMember():
+            return _collect(_subject(command.subject))
         case _:
             raise CommandError(f"validate does not know {type(command).__name__}")
 
@@ -145,6 +159,14 @@ def resolve_engine_version(command: CreateService) -> str:
         if command.engine_version is not None
         else DEFAULT_ENGINE_VERSIONS[command.engine]
     )
+
+
+def _subject(value: str) -> Problem | None:
+    if value.strip() and value == value.strip() and len(value) <= SUBJECT_MAX and value.isprintable():
+        return None
+    return Problem("invalid", "subject", f"subject {value!r} is not a user's subject: give the identity "
+                   f"provider's `sub` of the user, 1 to {SUBJECT_MAX} printable characters without "
+                   "leading or trailing spaces")
 
 
 def _quota(quota: Quota) -> list[Problem]:

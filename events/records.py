@@ -186,6 +186,25 @@ class QuotaSet:
     quota: Quota
 
 
+@dataclass(frozen=True)
+class MemberAdded:
+    subject: str  # the identity provider's subject (`sub`)
+    role: str
+
+
+@dataclass(frozen=True)
+class MemberRoleChanged:
+    subject: str
+    old_role: str
+    new_role: str
+
+
+@dataclass(frozen=True)
+class MemberRemoved:
+    subject: str
+    role: str  # the role the member had
+
+
 Event = (
     OrganizationCreated
     | ServiceRequested
@@ -202,6 +221,9 @@ Event = (
     | OperationCancelled
     | ServiceClaimReverted
     | QuotaSet
+    | MemberAdded
+    | MemberRoleChanged
+    | MemberRemoved
 )
 
 # The steps of a service operation after acceptance, in order.
@@ -255,6 +277,9 @@ EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
     "OperationCancelled": _with_resources(OperationCancelled, "resources"),
     "ServiceClaimReverted": _with_resources(ServiceClaimReverted, "resources"),
     "QuotaSet": lambda d: QuotaSet(quota_from_avro(d["quota"])),
+    "MemberAdded": lambda d: MemberAdded(**d),
+    "MemberRoleChanged": lambda d: MemberRoleChanged(**d),
+    "MemberRemoved": lambda d: MemberRemoved(**d),
 }
 
 

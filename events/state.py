@@ -14,6 +14,9 @@ from enum import StrEnum
 
 from events.records import (
     CommandRejected,
+    MemberAdded,
+    MemberRemoved,
+    MemberRoleChanged,
     OperationCancelled,
     Quota,
     QuotaSet,
@@ -135,6 +138,7 @@ class TenantState:
     services: dict[str, Service] = field(default_factory=dict)
     commands: dict[str, CommandRecord] = field(default_factory=dict)
     quota: Quota | None = None  # None: the platform's default quota
+    members: dict[str, str] = field(default_factory=dict)  # subject -> role; the creator is org-owner
     sequences: dict[AggregateKey, int] = field(default_factory=dict)  # last applied, per aggregate
 
 
@@ -177,7 +181,12 @@ def replay(tenant_id: str, envelopes: Iterable[Envelope]) -> TenantState:
 def _apply(state: TenantState, env: Envelope) -> TenantState:
     match env.payload:
         case OrganizationCreated() as e:
-            return replace(state, organization=Organization(e.slug, e.display_name, e.owner))
+            return replace(state, organization=Organization(e.slug, e.display_name, e.owner),
+                           members={**state.members, e.owner: "org-owner"})
+        case MemberAdded(subject=subject, role=role) | MemberRoleChanged(subject=subject, new_role=role):
+            return replace(state, members={**state.members, subject: role})
+        case MemberRemoved() as e:
+            return replace(state, members={k: v for k, v in state.members.items() if k != e.subject})
         case ServiceRequested() as e:
             return _put_service(
                 state,

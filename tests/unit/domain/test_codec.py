@@ -19,12 +19,15 @@ from commands import (
     CreateOrganization,
     CreateService,
     DeleteService,
+    AddMember,
     CancelOperation,
+    ChangeMemberRole,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
     RecordStepTimedOut,
+    RemoveMember,
     ScaleService,
     SetQuota,
 )
@@ -34,6 +37,9 @@ from events import (
     CommandRejected,
     Envelope,
     OperationAccepted,
+    MemberAdded,
+    MemberRemoved,
+    MemberRoleChanged,
     OperationCancelled,
     OperationStarted,
     OrganizationCreated,
@@ -89,6 +95,9 @@ COMMAND_SAMPLES = [
     RecordServiceClaimReverted(DB1, OP, None),
     SetQuota(Quota(10, ResourceLimit(32.5, 128, 4096), {"mongodb": ResourceLimit(8, 32, 1000)},
                    {"local": ResourceLimit(4, 8, 100)})),
+    AddMember("auth0|5f7c2b", "service-admin"),
+    ChangeMemberRole("bob@example.com", "org-member"),
+    RemoveMember("bob@example.com"),
 ]
 SMALL, BIG = Resources(1.0, 2, 10, 1), Resources(4.0, 16, 500, 3)
 EVENT_SAMPLES = [
@@ -145,6 +154,9 @@ EVENT_SAMPLES = [
        "service", DB1, 17),
     ev(QuotaSet(Quota(3, ResourceLimit(8.0, 16, 100), {}, {"lagos": ResourceLimit(2.0, 4, 50)})),
        "organization", TENANT, 2),
+    ev(MemberAdded("bob", "org-admin"), "organization", TENANT, 3),
+    ev(MemberRoleChanged("bob", "org-admin", "service-viewer"), "organization", TENANT, 4),
+    ev(MemberRemoved("bob", "service-viewer"), "organization", TENANT, 5),
 ]
 
 
@@ -198,6 +210,9 @@ def test_decided_events_round_trip() -> None:
     for command in (
         cmd(CreateOrganization(TENANT, "Acme")),
         cmd(SetQuota(Quota(5, ResourceLimit(16, 64, 1000), {"vitess": ResourceLimit(8, 32, 500)}))),
+        cmd(AddMember("bob", "org-admin")),
+        cmd(ChangeMemberRole("bob", "org-member")),
+        cmd(RemoveMember("bob")),
         create,
         scale,  # queued behind the create
         scale_again,  # queued too, then cancelled

@@ -268,7 +268,7 @@ REJECTED = [
         "forbidden",
         None,
         "CreateService needs one of the roles org-owner, org-admin, service-admin; "
-        'actor "bob" has org-member',
+        'actor "bob" has org-member in organization "acme"',
     ),
     Reject(
         "an actor without roles is told so",
@@ -276,7 +276,7 @@ REJECTED = [
         cmd(DeleteService(DB1), actor=Actor("eve")),
         "forbidden",
         None,
-        'DeleteService needs one of the roles org-owner, org-admin, service-admin; actor "eve" has no roles',
+        'DeleteService needs one of the roles org-owner, org-admin, service-admin; actor "eve" has no roles in organization "acme"',
     ),
     Reject(
         "an anonymous actor may not even create an organization",

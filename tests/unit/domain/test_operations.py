@@ -286,7 +286,7 @@ REFUSED = [
         rendered(DB1, C, actor=OWNER),
         "forbidden",
         None,
-        f'RecordServiceClaimRendered {ONLY_SYSTEM}; actor "alice" has org-owner',
+        f'RecordServiceClaimRendered {ONLY_SYSTEM}; actor "alice" has org-owner in organization "acme"',
     ),
     Refuse(
         "a member may not report a commit",
@@ -294,7 +294,7 @@ REFUSED = [
         committed(DB1, C, actor=MEMBER),
         "forbidden",
         None,
-        f'RecordServiceClaimCommitted {ONLY_SYSTEM}; actor "bob" has org-member',
+        f'RecordServiceClaimCommitted {ONLY_SYSTEM}; actor "bob" has org-member in organization "acme"',
     ),
     Refuse(
         "a tenant may not report its service Ready",
@@ -302,7 +302,7 @@ REFUSED = [
         reported(DB1, C, actor=Actor("eve", ("org-admin", "service-admin"))),
         "forbidden",
         None,
-        f'RecordPopReport {ONLY_SYSTEM}; actor "eve" has org-admin, service-admin',
+        f'RecordPopReport {ONLY_SYSTEM}; actor "eve" has org-admin, service-admin in organization "acme"',
     ),
     Refuse(
         "the saga's role does not manage services",
@@ -310,7 +310,7 @@ REFUSED = [
         cmd(CreateService(DB2, "billing", "vitess", "lagos", "small"), actor=SYSTEM),
         "forbidden",
         None,
-        'CreateService needs one of the roles org-owner, org-admin, service-admin; actor "system:saga" has system',
+        'CreateService needs one of the roles org-owner, org-admin, service-admin; actor "system:saga" has system in organization "acme"',
     ),
     Refuse(
         "a PoP phase the domain does not know",
