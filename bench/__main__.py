@@ -34,7 +34,7 @@ def _raw_topic(ep: Endpoints, partitions: int = 12) -> str:
 
 def _tenants(pub: Publisher, ep: Endpoints, count: int) -> list[str]:
     tenants = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(count)]
-    ids = [pub.publish_async(c) and c.command_id for c in (org(t) for t in tenants)]
+    ids = [pub.publish_async(c) and c.command_id for t in tenants for c in org(t)]
     pub.producer.flush(30)
     wait_visible(ep.dsn, ids)
     return tenants

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import psycopg
 
-from commands import Actor, CommandEnvelope, CreateOrganization, CreateService
+from commands import Actor, CommandEnvelope, CreateOrganization, CreateService, SetQuota
+from events import Quota, ResourceLimit
 
 REPO = Path(__file__).resolve().parents[1]
 OWNER = Actor("bench", ("org-owner",))
@@ -48,8 +49,10 @@ def command(tenant: str, payload) -> CommandEnvelope:
                            payload=payload)
 
 
-def org(tenant: str) -> CommandEnvelope:
-    return command(tenant, CreateOrganization(tenant, tenant))
+def org(tenant: str) -> list[CommandEnvelope]:
+    """The organization, and a quota roomy enough for every service a benchmark creates in it."""
+    roomy = Quota(10000, ResourceLimit(1_000_000, 1_000_000, 1_000_000))
+    return [command(tenant, CreateOrganization(tenant, tenant)), command(tenant, SetQuota(roomy))]
 
 
 def service(tenant: str, i: int) -> CommandEnvelope:

@@ -61,8 +61,9 @@ def main() -> int:
     pub = Publisher(ep.kafka, ep.registry)
     tenant = f"gitops-{uuid.uuid4().hex[:8]}"
     first = org(tenant)
-    pub.publish(first)
-    wait_visible(ep.dsn, [first.command_id])
+    for c in first:
+        pub.publish(c)
+    wait_visible(ep.dsn, [c.command_id for c in first])
     cmds = [command(tenant, CreateService(str(uuid.uuid4()), f"svc-{i}", "scylla", "frankfurt", "small"))
             for i in range(args.n)]
     print(f"{args.n} service creations in PoP frankfurt until committed to GitOps")

@@ -1,8 +1,7 @@
-"""HTTP client of the control plane API for the CLI: finds the API, sends the caller's
-identity, and turns error answers into messages a person can act on."""
+"""HTTP client of the control plane API for the CLI: finds the API, sends the caller's token
+(`dbaas auth login`), and turns error answers into messages a person can act on."""
 from __future__ import annotations
 
-import getpass
 import json
 import os
 
@@ -31,12 +30,12 @@ def api_url(explicit: str | None = None) -> str:
 
 
 class Client:
-    def __init__(self, url: str | None = None, subject: str | None = None, roles: str | None = None):
+    def __init__(self, url: str | None = None):
+        from cli.auth import stored_token
+
         self.url = api_url(url)
-        headers = {
-            "X-Dbaas-Subject": subject or os.environ.get("DBAAS_SUBJECT") or getpass.getuser(),
-            "X-Dbaas-Roles": roles or os.environ.get("DBAAS_ROLES", "org-owner"),
-        }
+        token = stored_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=30)
 
     def request(self, method: str, path: str, **kw) -> httpx.Response:
@@ -45,6 +44,9 @@ class Client:
         except httpx.ConnectError:
             raise ApiError(f"the control plane API at {self.url} is not answering: start it with `make up` "
                            "(or set DBAAS_API_URL)") from None
+        if resp.status_code == 401:
+            raise ApiError(f"{_explain(resp)} — sign in with `dbaas auth login` (locally: "
+                           "`dbaas auth login --dev --user <you>`)", 401)
         if resp.status_code >= 400:
             raise ApiError(_explain(resp), resp.status_code)
         return resp

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import readmodels, stack, tenant
+from cli import auth, readmodels, stack, tenant
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -12,6 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="group", required=True)
     stack.register(sub)
     tenant.register(sub)
+    auth.register(sub)
     readmodels.register(sub)
     return parser
 

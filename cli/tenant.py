@@ -16,7 +16,7 @@ def _out(args, doc: dict, human: str) -> None:
 
 
 def _client(args) -> Client:
-    return Client(args.api_url, args.subject, args.roles)
+    return Client(args.api_url)
 
 
 def _wait(client: Client, op_id: str, states: set[str], timeout: float, progress: bool) -> dict:
@@ -199,12 +199,35 @@ def quota_set(args) -> int:
     return 0
 
 
+def member_list(args) -> int:
+    items = _client(args).get(f"/organizations/{args.org}/members")
+    if args.json:
+        print(json.dumps(items, indent=2))
+    else:
+        for m in items:
+            print(f"{m['subject']:<40} {m['role']}")
+    return 0
+
+
+def member_change(args) -> int:
+    c = _client(args)
+    path = f"/organizations/{args.org}/members"
+    match args.action:
+        case "add":
+            accepted = c.post(path, {"subject": args.subject, "role": args.role})
+        case "set-role":
+            accepted = c.put(f"{path}/{args.subject}", {"role": args.role})
+        case _:
+            accepted = c.delete(f"{path}/{args.subject}")
+    accepted = _judged(c, accepted, args)
+    _out(args, accepted, f"member {args.subject} of {args.org}: {args.action} {accepted.get('state', 'submitted')}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     def common(p, wait: bool = False):
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--api-url", help="control plane API (default: the local platform, or $DBAAS_API_URL)")
-        p.add_argument("--as", dest="subject", help="caller identity (development; default $DBAAS_SUBJECT/$USER)")
-        p.add_argument("--roles", help="caller roles, comma-separated (development; default org-owner)")
         if wait:
             p.add_argument("--no-wait", action="store_true", help="return once published, before judgement")
             p.add_argument("--timeout", type=float, default=60.0)
@@ -261,6 +284,23 @@ def register(sub: argparse._SubParsersAction) -> None:
             resources(p)
         common(p, wait=action not in ("get", "credentials"))
         p.set_defaults(func=func)
+
+    mem = sub.add_parser("member", help="members of an organization and their roles").add_subparsers(
+        dest="action", required=True)
+    p = mem.add_parser("list", help="members and roles")
+    p.add_argument("--org", required=True)
+    common(p)
+    p.set_defaults(func=member_list)
+    for action, helptext in (("add", "add (invite) a user by their identity provider subject"),
+                             ("set-role", "change a member's role"), ("remove", "remove a member")):
+        p = mem.add_parser(action, help=helptext)
+        p.add_argument("subject")
+        p.add_argument("--org", required=True)
+        if action != "remove":
+            p.add_argument("--role", required=True,
+                           help="org-owner, org-admin, org-member, service-admin or service-viewer")
+        common(p, wait=True)
+        p.set_defaults(func=member_change)
 
     op = sub.add_parser("operation", help="operations").add_subparsers(dest="action", required=True)
     p = op.add_parser("get", help="an operation's state, progress and steps")

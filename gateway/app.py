@@ -17,7 +17,11 @@ from fastapi import FastAPI, Request
 from prometheus_client import Counter, Histogram, make_asgi_app
 
 from commands.publisher import Publisher
-from gateway import credentials, quotas, writes
+from fastapi import Depends
+
+from gateway import credentials, members, quotas, writes
+from gateway.access import tenants_of
+from gateway.auth import Authenticator, Identity, current_identity
 from projections import api as queries
 from projections.settings import sqlalchemy_url
 
@@ -40,7 +44,12 @@ class GatewaySettings:
                    env.get("DBAAS_COMMANDS_TOPIC", "dbaas.commands"))
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+def _scope(request: Request, identity: Identity = Depends(current_identity)) -> queries.Scope:
+    """The read models a caller sees: its organizations only."""
+    return queries.Scope(frozenset(tenants_of(request, identity)), identity.subject)
+
+
+def create_app(settings: GatewaySettings | None = None, authenticator: Authenticator | None = None) -> FastAPI:
     settings = settings or GatewaySettings.from_env()
 
     @asynccontextmanager
@@ -51,6 +60,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.state.service_tenant = lambda service_id: _tenant_of(engine, "services", service_id)
         app.state.operation_tenant = lambda operation_id: _tenant_of(engine, "operations", operation_id)
         app.dependency_overrides[queries.get_engine] = lambda: engine
+        app.dependency_overrides[queries.get_scope] = _scope
         log.info("gateway started")
         yield
         app.state.publisher.close()
@@ -62,6 +72,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.include_router(writes.router, prefix="/api/v1")
     app.include_router(credentials.router, prefix="/api/v1")
     app.include_router(quotas.router, prefix="/api/v1")
+    app.include_router(members.router, prefix="/api/v1")
+    app.state.authenticator = authenticator or Authenticator.from_env()
     app.include_router(queries.router, prefix="/api/v1")
     app.mount("/metrics", make_asgi_app())
 

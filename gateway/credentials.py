@@ -14,9 +14,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 
-from commands import Actor
-from commands.catalog import SERVICE_ROLES
-from gateway.identity import current_actor
+from gateway.access import require_read
+from gateway.auth import Identity, current_identity
 
 router = APIRouter()
 
@@ -34,13 +33,14 @@ class Credentials(BaseModel):
 @router.get("/services/{service_id}/credentials", response_model=Credentials, tags=["services"],
             responses={403: {"description": "not allowed"}, 404: {"description": "no credentials yet"}})
 def service_credentials(service_id: str, request: Request, response: Response,
-                        actor: Actor = Depends(current_actor)) -> Credentials:
-    if not set(actor.roles) & set(SERVICE_ROLES):
-        raise HTTPException(403, f"reading credentials needs one of the roles {', '.join(SERVICE_ROLES)}")
+                        identity: Identity = Depends(current_identity)) -> Credentials:
     with request.app.state.engine.connect() as conn:
-        row = conn.execute(sa.text("select credentials from services where id = :id"),
+        row = conn.execute(sa.text("select tenant_id, credentials from services where id = :id"),
                            {"id": service_id}).first()
-    if row is None or row.credentials is None:
+    if row is None:
+        raise HTTPException(404, f"no service {service_id}")
+    require_read(request, identity, row.tenant_id, "credentials", missing=f"no service {service_id}")
+    if row.credentials is None:
         raise HTTPException(404, f"service {service_id} has no credentials: they exist once the service is "
                                  "Ready in a PoP that issues them (PoP local)")
     key = os.environ.get("DBAAS_CREDENTIALS_KEY")

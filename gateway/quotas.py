@@ -11,11 +11,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from commands import Actor, SetQuota
+from commands import SetQuota
 from commands.catalog import DEFAULT_QUOTA
 from events import Quota, ResourceLimit, quota_from_avro
 from gateway import writes
-from gateway.identity import current_actor
+from gateway.access import require_command, require_read
+from gateway.auth import Identity, current_identity
 from projections import queries
 from projections.errors import NotFound
 from projections.tables import build_tables
@@ -58,7 +59,8 @@ def _limit(cpu: float, memory: int, storage: int) -> Limit:
 
 @router.get("/organizations/{org}/quotas", response_model=Quotas,
             responses={404: {"description": "no such organization"}})
-def get_quotas(org: str, request: Request, actor: Actor = Depends(current_actor)) -> Quotas:
+def get_quotas(org: str, request: Request, identity: Identity = Depends(current_identity)) -> Quotas:
+    require_read(request, identity, org, "quotas")
     with request.app.state.engine.connect() as conn:
         try:
             row = queries.get_organization(conn, TABLES, org)
@@ -84,12 +86,11 @@ def get_quotas(org: str, request: Request, actor: Actor = Depends(current_actor)
 @router.put("/organizations/{org}/quotas", status_code=202, response_model=writes.Accepted,
             responses={403: {"description": "only an org-owner sets quotas"}})
 async def put_quotas(org: str, body: QuotaBody, request: Request, response: Response,
-                     actor: Actor = Depends(current_actor),
+                     identity: Identity = Depends(current_identity),
                      idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
                      correlation_id: Annotated[str | None, Header(alias="X-Correlation-Id")] = None,
                      ) -> writes.Accepted:
-    if "org-owner" not in actor.roles:
-        raise HTTPException(403, "setting a quota needs the role org-owner")
+    actor = require_command(request, identity, org, "SetQuota")
     quota = Quota(body.max_services, ResourceLimit(**body.total.model_dump()),
                   {k: ResourceLimit(**v.model_dump()) for k, v in body.engines.items()},
                   {k: ResourceLimit(**v.model_dump()) for k, v in body.pops.items()})

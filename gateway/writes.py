@@ -25,7 +25,8 @@ from commands import (
     DeleteService,
     ScaleService,
 )
-from gateway.identity import current_actor
+from gateway.access import require_command, roles_in
+from gateway.auth import Identity, current_identity
 
 SERVICE_ID_NAMESPACE = uuid.UUID("5d1c8c59-3c8e-4b7e-9a43-0b4f3f0c6a11")
 
@@ -103,47 +104,59 @@ CorrId = Annotated[str | None, Header(alias="X-Correlation-Id")]
 
 @router.post("/organizations", status_code=202, response_model=Accepted, tags=["organizations"])
 async def create_organization(body: OrganizationIn, request: Request, response: Response,
-                              actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                              identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                               correlation_id: CorrId = None) -> Accepted:
     payload = CreateOrganization(body.slug, body.display_name or body.slug)
+    actor = require_command(request, identity, body.slug, "CreateOrganization")
     return await publish(request, response, body.slug, actor, payload, command_id(idempotency_key),
                           correlation_id)
 
 
 @router.post("/services", status_code=202, response_model=Accepted, tags=["services"])
 async def create_service(body: ServiceIn, request: Request, response: Response,
-                         actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                         identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                          correlation_id: CorrId = None) -> Accepted:
     op_id = command_id(idempotency_key)
     # Derived from the command id, so a retried request carries the same service id (same payload).
     service_id = str(uuid.uuid5(SERVICE_ID_NAMESPACE, f"{body.org}/{op_id}"))
     fields = body.model_dump(exclude={"org"})
     payload = CreateService(service_id=service_id, **fields)
+    _visible(request, identity, body.org, f"no organization {body.org} among yours")
+    actor = require_command(request, identity, body.org, "CreateService")
     return await publish(request, response, body.org, actor, payload, op_id, correlation_id,
                          service_id=service_id)
 
 
-def _tenant_of(request: Request, service_id: str) -> str:
-    tenant = request.app.state.service_tenant(service_id)
-    if tenant is None:
-        raise HTTPException(404, f"no service {service_id}")
+def _visible(request: Request, identity: Identity, tenant: str | None, missing: str) -> str:
+    """`tenant` when the caller holds a role in it; 404 otherwise — what belongs to organizations
+    the caller is not part of does not exist for it."""
+    if tenant is None or not roles_in(request, identity, tenant):
+        raise HTTPException(404, missing)
     return tenant
+
+
+def _tenant_of(request: Request, identity: Identity, service_id: str) -> str:
+    return _visible(request, identity, request.app.state.service_tenant(service_id), f"no service {service_id}")
 
 
 @router.post("/services/{service_id}/scale", status_code=202, response_model=Accepted, tags=["services"])
 async def scale_service(service_id: str, body: ScaleIn, request: Request, response: Response,
-                        actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                        identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                         correlation_id: CorrId = None) -> Accepted:
     payload = ScaleService(service_id=service_id, **body.model_dump())
-    return await publish(request, response, _tenant_of(request, service_id), actor, payload,
+    tenant = _tenant_of(request, identity, service_id)
+    actor = require_command(request, identity, tenant, "ScaleService")
+    return await publish(request, response, tenant, actor, payload,
                          command_id(idempotency_key), correlation_id, service_id=service_id)
 
 
 @router.delete("/services/{service_id}", status_code=202, response_model=Accepted, tags=["services"])
 async def delete_service(service_id: str, request: Request, response: Response,
-                         actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                         identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                          correlation_id: CorrId = None) -> Accepted:
-    return await publish(request, response, _tenant_of(request, service_id), actor,
+    tenant = _tenant_of(request, identity, service_id)
+    actor = require_command(request, identity, tenant, "DeleteService")
+    return await publish(request, response, tenant, actor,
                          DeleteService(service_id), command_id(idempotency_key), correlation_id,
                          service_id=service_id)
 
@@ -151,13 +164,13 @@ async def delete_service(service_id: str, request: Request, response: Response,
 @router.post("/operations/{operation_id}/cancel", status_code=202, response_model=Accepted, tags=["operations"],
              responses={404: {"description": "no such operation"}})
 async def cancel_operation(operation_id: str, request: Request, response: Response,
-                           actor: Actor = Depends(current_actor), idempotency_key: IdemKey = None,
+                           identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                            correlation_id: CorrId = None) -> Accepted:
     """Cancel an operation that is queued behind another on its service (dropped), or that awaits
     its PoP (its GitOps commit is reverted). The answer is the cancellation's own operation; the
     cancelled operation's state becomes Cancelled, or the cancellation is rejected with the reason."""
-    tenant = request.app.state.operation_tenant(operation_id)
-    if tenant is None:
-        raise HTTPException(404, f"no operation {operation_id}")
+    tenant = _visible(request, identity, request.app.state.operation_tenant(operation_id),
+                      f"no operation {operation_id}")
+    actor = require_command(request, identity, tenant, "CancelOperation")
     return await publish(request, response, tenant, actor, CancelOperation(operation_id),
                          command_id(idempotency_key), correlation_id)

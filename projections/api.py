@@ -11,6 +11,7 @@ Imports fastapi, pydantic, `events` (status vocabulary) and `projections.queries
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -97,6 +98,25 @@ class ErrorBody(BaseModel):
     detail: str
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The organizations a caller may read: `tenants` None = all (a trusted, internal caller)."""
+
+    tenants: frozenset[str] | None
+    subject: str | None = None  # the caller: it also sees the operations it requested anywhere
+
+    def allows(self, tenant: str | None) -> bool:
+        return self.tenants is None or tenant in self.tenants
+
+
+UNRESTRICTED = Scope(None)
+
+
+def get_scope() -> Scope:
+    """The app overrides this dependency with the caller's organizations (see the gateway)."""
+    raise RuntimeError("projections.api.get_scope is not configured: the app must say whose reads these are")
+
+
 def get_engine() -> Engine:
     """The app overrides this dependency with its engine (or use `make_router(engine)`)."""
     raise RuntimeError("projections.api.get_engine is not configured: set "
@@ -118,18 +138,22 @@ def make_router(engine: Engine | None = None) -> APIRouter:
     """The read routes; bound to `engine`, or to the overridable `get_engine` dependency."""
     provide: Callable[[], Engine] = (lambda: engine) if engine is not None else get_engine
     Db = Annotated[Engine, Depends(provide)]
+    # Bound to an engine (an internal use): every organization; otherwise the app's scope.
+    Viewer = Annotated[Scope, Depends((lambda: UNRESTRICTED) if engine is not None else get_scope)]
     tables = build_tables()
     router = APIRouter(tags=["read models"])
 
     @router.get("/organizations", response_model=OrganizationPage, responses=_BAD_CURSOR)
-    def list_organizations(db: Db, limit: Limit = queries.DEFAULT_LIMIT, cursor: Cursor = None) -> OrganizationPage:
+    def list_organizations(db: Db, scope: Viewer, limit: Limit = queries.DEFAULT_LIMIT,
+                           cursor: Cursor = None) -> OrganizationPage:
         with db.connect() as conn, _client_errors():
-            page = queries.list_organizations(conn, tables, limit, cursor)
+            page = queries.list_organizations(conn, tables, limit, cursor, scope.tenants)
         return OrganizationPage(items=[Organization(**r) for r in page.items], next_cursor=page.next_cursor)
 
     @router.get("/services", response_model=ServicePage, responses=_BAD_CURSOR)
     def list_services(
         db: Db,
+        scope: Viewer,
         tenant: Annotated[str | None, Query(description="organization slug")] = None,
         org: Annotated[str | None, Query(description="alias of tenant")] = None,
         engine: str | None = None,
@@ -142,19 +166,27 @@ def make_router(engine: Engine | None = None) -> APIRouter:
         if tenant and org and tenant != org:
             raise HTTPException(400, f"tenant={tenant!r} and org={org!r} disagree; pass one of them")
         filters = queries.ServiceFilter(tenant or org, engine, pop, status.value if status else None, name)
+        if filters.tenant is not None and not scope.allows(filters.tenant):
+            raise HTTPException(404, f"no organization {filters.tenant} among yours")
         with db.connect() as conn, _client_errors():
-            page = queries.list_services(conn, tables, filters, limit, cursor)
+            page = queries.list_services(conn, tables, filters, limit, cursor, scope.tenants)
         return ServicePage(items=[_service(r) for r in page.items], next_cursor=page.next_cursor)
 
     @router.get("/services/{service_id}", response_model=Service, responses=_NOT_FOUND)
-    def get_service(db: Db, service_id: Annotated[str, Path()]) -> Service:
+    def get_service(db: Db, scope: Viewer, service_id: Annotated[str, Path()]) -> Service:
         with db.connect() as conn, _client_errors():
-            return _service(queries.get_service(conn, tables, service_id))
+            row = queries.get_service(conn, tables, service_id)
+        if not scope.allows(row["tenant_id"]):
+            raise HTTPException(404, f"service {service_id} not found")
+        return _service(row)
 
     @router.get("/operations/{operation_id}", response_model=Operation, responses=_NOT_FOUND)
-    def get_operation(db: Db, operation_id: Annotated[str, Path()]) -> Operation:
+    def get_operation(db: Db, scope: Viewer, operation_id: Annotated[str, Path()]) -> Operation:
         with db.connect() as conn, _client_errors():
-            return Operation(**queries.get_operation(conn, tables, operation_id))
+            row = queries.get_operation(conn, tables, operation_id)
+        if not (scope.allows(row["tenant_id"]) or (scope.subject and row["requested_by"] == scope.subject)):
+            raise HTTPException(404, f"operation {operation_id} not found")
+        return Operation(**row)
 
     return router
 

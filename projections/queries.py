@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from collections.abc import Collection
+
 from sqlalchemy import Connection, Select, Table, func, select, tuple_
 
 from events import STEPS
@@ -71,15 +73,19 @@ def _page(conn: Connection, table: Table, query: Select[Any], limit: int, cursor
 
 
 def list_organizations(conn: Connection, tables: Tables, limit: int = DEFAULT_LIMIT,
-                       cursor: str | None = None) -> Page:
+                       cursor: str | None = None, tenants: Collection[str] | None = None) -> Page:
+    """`tenants`: only these organizations (None: all)."""
     t = tables.organizations
-    return _page(conn, t, select(t), limit, cursor)
+    query = select(t) if tenants is None else select(t).where(t.c.id.in_(list(tenants)))
+    return _page(conn, t, query, limit, cursor)
 
 
 def list_services(conn: Connection, tables: Tables, filters: ServiceFilter = ServiceFilter(),
-                  limit: int = DEFAULT_LIMIT, cursor: str | None = None) -> Page:
+                  limit: int = DEFAULT_LIMIT, cursor: str | None = None,
+                  tenants: Collection[str] | None = None) -> Page:
+    """`tenants`: only services of these organizations (None: all)."""
     t = tables.services
-    query = select(t)
+    query = select(t) if tenants is None else select(t).where(t.c.tenant_id.in_(list(tenants)))
     for column, value in (("tenant_id", filters.tenant), ("engine", filters.engine), ("pop", filters.pop),
                           ("status", filters.status), ("name", filters.name)):
         if value is not None:
@@ -115,6 +121,20 @@ def get_organization(conn: Connection, tables: Tables, slug: str) -> dict[str, A
     if row is None:
         raise NotFound(f"organization {slug} not found")
     return dict(row._mapping)
+
+
+def members(conn: Connection, tables: Tables, tenant: str) -> list[dict[str, Any]]:
+    t = tables.members
+    rows = conn.execute(select(t.c.subject, t.c.role, t.c.created_at, t.c.updated_at)
+                        .where(t.c.tenant_id == tenant, t.c.role.is_not(None)).order_by(t.c.subject))
+    return [dict(r._mapping) for r in rows]
+
+
+def memberships(conn: Connection, tables: Tables, subject: str) -> list[dict[str, Any]]:
+    t = tables.members
+    rows = conn.execute(select(t.c.tenant_id, t.c.role).where(t.c.subject == subject, t.c.role.is_not(None))
+                        .order_by(t.c.tenant_id))
+    return [dict(r._mapping) for r in rows]
 
 
 def usage(conn: Connection, tables: Tables, tenant: str) -> list[dict[str, Any]]:

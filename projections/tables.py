@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-READ_MODELS = ("organizations", "services", "operations")
+READ_MODELS = ("organizations", "services", "operations", "members")
 POSITIONS = "projection_positions"
 REBUILD_SUFFIX = "__rebuild"
 _CREATE_LOCK = 0x64626161_7370  # pg advisory lock key: one create_all at a time per database
@@ -43,11 +43,12 @@ class Tables:
     organizations: Table
     services: Table
     operations: Table
+    members: Table
     positions: Table  # never suffixed: one tracking table per database
 
     def read_model(self, name: str) -> Table:
         return {"organizations": self.organizations, "services": self.services,
-                "operations": self.operations}[name]
+                "operations": self.operations, "members": self.members}[name]
 
 
 def build_tables(suffix: str = "") -> Tables:
@@ -58,6 +59,7 @@ def build_tables(suffix: str = "") -> Tables:
         _organizations(metadata, f"organizations{suffix}"),
         _services(metadata, f"services{suffix}"),
         _operations(metadata, f"operations{suffix}"),
+        _members(metadata, f"members{suffix}"),
         _positions(MetaData()),
     )
 
@@ -136,6 +138,23 @@ def _operations(metadata: MetaData, name: str) -> Table:
         PrimaryKeyConstraint("id", name=f"{name}_pkey"),
     )
     Index(f"ix_{name}_tenant", table.c.tenant_id)
+    return table
+
+
+def _members(metadata: MetaData, name: str) -> Table:
+    table = Table(
+        name, metadata,
+        Column("id", Text, nullable=False),  # "{tenant}/{subject}"
+        Column("tenant_id", Text, nullable=False),
+        Column("subject", Text, nullable=False),
+        Column("role", Text),  # NULL: removed
+        _ts("created_at"),
+        _ts("updated_at"),
+        Column("version", BigInteger, nullable=False),
+        PrimaryKeyConstraint("id", name=f"{name}_pkey"),
+    )
+    Index(f"ix_{name}_subject", table.c.subject)
+    Index(f"ix_{name}_tenant", table.c.tenant_id, table.c.subject)
     return table
 
 

@@ -43,10 +43,20 @@ class Stack:
         return subprocess.run([*DBAAS, *args], cwd=REPO, capture_output=True, text=True,
                               check=check, timeout=timeout)
 
+    def token(self, subject: str = "alice", orgs: dict[str, list[str]] | None = None, **claims) -> str:
+        """A token of this platform's development issuer for `subject`, granting `orgs` roles."""
+        from runtime import devissuer
+
+        key = json.loads((self.home / "secrets.json").read_text())[devissuer.SECRET_NAME]
+        return devissuer.mint(key, subject, orgs, **claims)
+
+    def auth(self, subject: str = "alice", orgs: dict[str, list[str]] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(subject, orgs)}"}
+
     def dbaas(self, *args: str, check: bool = False, subject: str = "alice",
-              roles: str = "org-owner") -> subprocess.CompletedProcess:
-        """The `dbaas` CLI pointed at this platform's API."""
-        env = {**os.environ, "DBAAS_API_URL": self.api, "DBAAS_SUBJECT": subject, "DBAAS_ROLES": roles}
+              orgs: dict[str, list[str]] | None = None) -> subprocess.CompletedProcess:
+        """The `dbaas` CLI pointed at this platform's API, signed in as `subject`."""
+        env = {**os.environ, "DBAAS_API_URL": self.api, "DBAAS_TOKEN": self.token(subject, orgs)}
         return subprocess.run([*DBAAS, *args], cwd=REPO, capture_output=True, text=True, check=check,
                               timeout=300, env=env)
 

@@ -25,6 +25,7 @@ import httpx
 
 from deploy.stack.artifacts import Artifacts
 from deploy.stack.config import HOST, StackConfig
+from runtime import devissuer
 
 
 class StackError(Exception):
@@ -48,11 +49,14 @@ class Context:
         return self._artifacts
 
     SECRET_NAMES = ("postgres_superuser_password", "dbaas_password", "mariadb_root_password",
-                    "redis_admin_password", "credentials_key", "localpop_password_key")
+                    "redis_admin_password", "credentials_key", "localpop_password_key",
+                    devissuer.SECRET_NAME)
     # Secrets that are keys rather than passwords: the format their user expects.
     SECRET_FORMATS: ClassVar[dict[str, Callable[[], str]]] = {
         # A Fernet key (32 random bytes, url-safe base64): PoP reports encrypt credentials with it.
         "credentials_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        # The development token issuer's signing key (EC P-256, PEM): `dbaas auth login --dev`.
+        devissuer.SECRET_NAME: devissuer.generate_key,
     }
 
     def secrets(self) -> dict[str, str]:
@@ -574,6 +578,14 @@ def credentials_key_env(ctx: Context) -> dict[str, str]:
     return {"DBAAS_CREDENTIALS_KEY": ctx.secrets()["credentials_key"]}
 
 
+def api_env(ctx: Context) -> dict[str, str]:
+    """The API decrypts credentials for allowed callers, and trusts the instance's development
+    token issuer (plus any issuers configured in DBAAS_OIDC_ISSUERS)."""
+    configured = json.loads(os.environ.get("DBAAS_OIDC_ISSUERS") or "[]")
+    issuers = [*configured, devissuer.issuer_config(ctx.secrets()[devissuer.SECRET_NAME])]
+    return credentials_key_env(ctx) | {"DBAAS_OIDC_ISSUERS": json.dumps(issuers)}
+
+
 def localpop_agent_env(ctx: Context) -> dict[str, str]:
     """The local PoP agent's admin access to the engine servers and its keys."""
     from urllib.parse import quote
@@ -592,7 +604,7 @@ CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0),
     ControlPlaneProcess("projector", "projections.runner", metrics_slot=1),
     ControlPlaneProcess("saga", "processors.saga", metrics_slot=2),
-    ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=credentials_key_env),
+    ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=api_env),
     ControlPlaneProcess("localpop-agent", "operators.localpop.agent", metrics_slot=3,
                         extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis")),
 )

@@ -90,10 +90,10 @@ def update_if_newer(conn: Connection, table: Table, row_id: str, version: int, v
 
 
 def _registry() -> dict[str, Projection]:
-    from projections.projectors import operations, organizations, services
+    from projections.projectors import members, operations, organizations, services
 
     return {module.NAME: Projection(module.NAME, module.HANDLERS)
-            for module in (organizations, services, operations)}
+            for module in (organizations, services, operations, members)}
 
 
 PROJECTIONS: dict[str, Projection] = _registry()

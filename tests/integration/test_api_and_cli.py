@@ -12,12 +12,11 @@ from confluent_kafka import Consumer, TopicPartition
 from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
 from tests.conftest import wait_for
 
-HEADERS = {"X-Dbaas-Subject": "alice", "X-Dbaas-Roles": "org-owner"}
 
 
 @pytest.fixture
 def api(stack):
-    with httpx.Client(base_url=stack.api + "/api/v1", headers=HEADERS, timeout=30) as client:
+    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as client:
         yield client
 
 
@@ -149,17 +148,18 @@ def test_cli_flow_with_json_output_and_refusals(stack):
     assert bad_enum.returncode != 0 and "choose one of: yugabyte, vitess" in bad_enum.stderr
     dup = stack.dbaas("service", "create", "orders", "--org", org, "--engine", "vitess", "--pop", "lagos")
     assert dup.returncode != 0 and "conflict" in dup.stderr and "already exists" in dup.stderr
-    forbidden = stack.dbaas("service", "delete", "orders", "--org", org, roles="org-member")
-    assert forbidden.returncode != 0 and "forbidden" in forbidden.stderr
+    forbidden = stack.dbaas("service", "delete", "orders", "--org", org, subject="bob", orgs={org: ["org-member"]})
+    assert forbidden.returncode != 0 and "needs one of the roles" in forbidden.stderr
     deleted = stack.dbaas("service", "delete", "orders", "--org", org, "--json", check=True)
     assert json.loads(deleted.stdout)["state"] == "Accepted"  # queued behind the scale
     queued = stack.dbaas("service", "create", "orders", "--org", org, "--engine", "mysql", "--pop", "lagos",
                          "--json", "--no-wait")
     assert queued.returncode != 0  # the gateway refuses it before anything is published
-    again = json.loads(stack.dbaas("service", "create", "again", "--org", org, "--engine", "vitess", "--pop",
-                                   "lagos", "--json", "--no-wait", roles="org-member", check=True).stdout)
-    failed_wait = stack.dbaas("operation", "wait", again["operation_id"], "--json")
-    assert failed_wait.returncode == 1 and json.loads(failed_wait.stdout)["reason_code"] == "forbidden"
+    member = stack.dbaas("service", "create", "again", "--org", org, "--engine", "vitess", "--pop", "lagos",
+                         "--json", "--no-wait", subject="bob", orgs={org: ["org-member"]})
+    assert member.returncode != 0 and "org-member" in member.stderr  # a fast 403: nothing published
+    stranger = stack.dbaas("service", "list", "--org", org, subject="mallory")
+    assert stranger.returncode != 0 and "among yours" in stranger.stderr
 
 
 def test_processes_expose_metrics(stack):

@@ -15,12 +15,11 @@ from confluent_kafka import Producer
 from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
 from tests.conftest import SINGAPORE_TIMEOUT, wait_for
 
-HEADERS = {"X-Dbaas-Subject": "alice", "X-Dbaas-Roles": "org-owner"}
 
 
 @pytest.fixture
 def api(stack):
-    with httpx.Client(base_url=stack.api + "/api/v1", headers=HEADERS, timeout=30) as client:
+    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as client:
         yield client
 
 
@@ -153,7 +152,7 @@ def test_concurrent_creates_never_exceed_the_quota(api, stack, org):
     assert api.get(f"/organizations/{org}/quotas").json()["quota"]["max_services"] == 4
 
     def create(i: int) -> str:
-        with httpx.Client(base_url=stack.api + "/api/v1", headers=HEADERS, timeout=30) as c:
+        with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as c:
             resp = c.post("/services", json={"org": org, "name": f"db-{i}", "engine": "aerospike", "pop": "ashburn"})
             assert resp.status_code == 202, resp.text
             return resp.json()["operation_id"]
@@ -171,8 +170,7 @@ def test_concurrent_creates_never_exceed_the_quota(api, stack, org):
 
 
 def test_only_an_org_owner_sets_a_quota(stack, org):
-    with httpx.Client(base_url=stack.api + "/api/v1", timeout=30,
-                      headers={"X-Dbaas-Subject": "bob", "X-Dbaas-Roles": "org-admin"}) as c:
+    with httpx.Client(base_url=stack.api + "/api/v1", timeout=30, headers=stack.auth("bob", {org: ["org-admin"]})) as c:
         r = c.put(f"/organizations/{org}/quotas", json={"max_services": 1, "total": {
             "cpu": 1, "memory_gb": 1, "storage_gb": 1}})
     assert r.status_code == 403

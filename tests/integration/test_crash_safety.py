@@ -16,7 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from commands import CreateOrganization, CreateService, ScaleService
+from commands import CreateOrganization, CreateService, ScaleService, SetQuota
+from events import Quota, ResourceLimit
 from commands.publisher import Publisher
 from events import CommandRejected, OperationAccepted
 from projections.rebuild import rebuild
@@ -46,7 +47,8 @@ def _snapshot(dsn: str, tenants: list[str]) -> dict:
 def test_sigkill_at_random_points_loses_and_repeats_nothing(stack):
     rng = random.Random(os.environ.get("DBAAS_CRASH_SEED", uuid.uuid4().int))
     tenants = [f"crash-{uuid.uuid4().hex[:6]}" for _ in range(6)]
-    cmds = [command(t, CreateOrganization(t, t)) for t in tenants]
+    roomy = SetQuota(Quota(10000, ResourceLimit(100000, 100000, 1000000)))
+    cmds = [c for t in tenants for c in (command(t, CreateOrganization(t, t)), command(t, roomy))]
     services: dict[str, list[str]] = defaultdict(list)
     for i in range(900):
         tenant = tenants[i % len(tenants)]
@@ -56,7 +58,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(stack):
             sid = str(uuid.uuid4())
             services[tenant].append(sid)
             cmds.append(command(tenant, CreateService(sid, f"db-{i}", "yugabyte", "frankfurt", "small")))
-    duplicates = rng.sample(cmds[len(tenants):], 40)  # re-published: must be judged once
+    duplicates = rng.sample(cmds[2 * len(tenants):], 40)  # re-published: must be judged once
     kill_points = sorted(rng.sample(range(50, len(cmds)), 6))
     victims = ["command-processor", "projector"] * 3
     rng.shuffle(victims)

@@ -95,7 +95,7 @@ def test_newcomer_runs_a_database_in_the_local_pop(stack, engine, use):
     creds = json.loads(stack.dbaas("service", "credentials", "shop", "--org", org, "--json", check=True).stdout)
     use(creds)
     _assert_nowhere_in_clear(stack, creds["password"])
-    viewer = stack.dbaas("service", "credentials", "shop", "--org", org, roles="org-member")
+    viewer = stack.dbaas("service", "credentials", "shop", "--org", org, subject="bob", orgs={org: ["org-member"]})
     assert viewer.returncode != 0 and "needs one of the roles" in viewer.stderr
 
     scaled = json.loads(stack.dbaas("service", "scale", "shop", "--org", org, "--replicas", "2", "--json",

@@ -15,12 +15,11 @@ from confluent_kafka import Producer
 from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
 from tests.conftest import wait_for
 
-HEADERS = {"X-Dbaas-Subject": "alice", "X-Dbaas-Roles": "org-owner"}
 
 
 @pytest.fixture
 def api(stack):
-    with httpx.Client(base_url=stack.api + "/api/v1", headers=HEADERS, timeout=30) as client:
+    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as client:
         yield client
 
 

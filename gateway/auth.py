@@ -1,0 +1,160 @@
+"""Authentication: every API request carries an OIDC bearer JWT from a trusted issuer.
+
+Issuers are configuration (`DBAAS_OIDC_ISSUERS`, a JSON list of `{issuer, audience, jwks_uri |
+jwks, client_id?, development?}`). A token is accepted when its `iss` is one of them, its signature
+verifies with a key of that issuer's JWKS (RS256 or ES256 only; the key is picked by `kid`; JWKS
+fetched over HTTP are cached and refetched for an unknown `kid`), its `aud` holds the issuer's
+audience, and `exp`/`nbf`/`iat` hold with a small leeway. `sub` is the caller.
+
+Organization roles in the token (the identity provider's grants, added to the platform's own
+membership) are read Keycloak-style: realm roles (`realm_access.roles`), the client's roles
+(`resource_access.<client_id>.roles`) and a top-level `roles` claim, each named
+`org:<organization>:<role>`; and a `dbaas_orgs` claim `{organization: [role, …]}`. Anything else in
+the token is ignored; in particular no token grants `system`, the platform processes' role.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+import structlog
+from fastapi import HTTPException, Request
+from prometheus_client import Counter
+
+from commands.catalog import ORG_ROLES
+
+ALGORITHMS = ("RS256", "ES256")
+LEEWAY_SECONDS = 30
+AUTH_FAILURES = Counter("dbaas_http_auth_failures_total", "Requests refused for their token", ["reason"])
+log = structlog.get_logger("gateway.auth")
+
+
+class Unauthenticated(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Issuer:
+    issuer: str
+    audience: str
+    jwks_uri: str | None = None
+    jwks: dict[str, Any] | None = None
+    client_id: str | None = None
+    development: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Issuer:
+        if not d.get("issuer") or not d.get("audience") or not (d.get("jwks_uri") or d.get("jwks")):
+            raise ValueError(f"DBAAS_OIDC_ISSUERS entry {d!r} needs issuer, audience and jwks_uri (or jwks)")
+        return cls(d["issuer"], d["audience"], d.get("jwks_uri"), d.get("jwks"), d.get("client_id"),
+                   bool(d.get("development", False)))
+
+
+@dataclass(frozen=True)
+class Identity:
+    subject: str
+    issuer: str
+    org_roles: dict[str, frozenset[str]] = field(default_factory=dict)  # granted by the token
+    development: bool = False
+
+
+class Authenticator:
+    def __init__(self, issuers: list[Issuer]):
+        self.issuers = {i.issuer: i for i in issuers}
+        self._clients: dict[str, jwt.PyJWKClient] = {
+            i.issuer: jwt.PyJWKClient(i.jwks_uri, cache_keys=True, lifespan=300, timeout=5)
+            for i in issuers if i.jwks_uri}
+        self._static: dict[str, jwt.PyJWKSet] = {
+            i.issuer: jwt.PyJWKSet.from_dict(i.jwks) for i in issuers if i.jwks and not i.jwks_uri}
+
+    @classmethod
+    def from_env(cls) -> Authenticator:
+        entries = json.loads(os.environ.get("DBAAS_OIDC_ISSUERS") or "[]")
+        return cls([Issuer.from_dict(e) for e in entries])
+
+    def verify(self, token: str) -> Identity:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed", f"the bearer token is not a JWT: {exc}") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise Unauthenticated("algorithm", f"token algorithm {header.get('alg')!r} is not accepted; "
+                                  f"use one of {', '.join(ALGORITHMS)}")
+        issuer = self.issuers.get(str(unverified.get("iss")))
+        if issuer is None:
+            raise Unauthenticated("issuer", f"token issuer {unverified.get('iss')!r} is not trusted by this API")
+        key = self._key(issuer, token, header)
+        try:
+            claims = jwt.decode(token, key, algorithms=list(ALGORITHMS), audience=issuer.audience,
+                                issuer=issuer.issuer, leeway=LEEWAY_SECONDS,
+                                options={"require": ["exp", "iat", "sub", "iss", "aud"]})
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("expired", "the token has expired; sign in again") from None
+        except jwt.ImmatureSignatureError:
+            raise Unauthenticated("not_yet_valid", "the token is not valid yet (nbf/iat in the future)") from None
+        except jwt.InvalidAudienceError:
+            raise Unauthenticated("audience", f"the token is not for this API (aud must hold {issuer.audience!r})") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("invalid", f"the token is not valid: {exc}") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.strip():
+            raise Unauthenticated("invalid", "the token has no subject (sub)")
+        return Identity(subject, issuer.issuer, org_roles(claims, issuer.client_id), issuer.development)
+
+    def _key(self, issuer: Issuer, token: str, header: dict[str, Any]) -> Any:
+        try:
+            if issuer.issuer in self._clients:
+                return self._clients[issuer.issuer].get_signing_key_from_jwt(token).key
+            keys = self._static[issuer.issuer]
+            kid = header.get("kid")
+            matching = [k for k in keys.keys if kid is None or k.key_id == kid]
+            if not matching:
+                raise Unauthenticated("key", f"no key {kid!r} in the JWKS of {issuer.issuer}")
+            return matching[0].key
+        except jwt.PyJWKClientError as exc:
+            raise Unauthenticated("key", f"no key to verify the token from {issuer.issuer}: {exc}") from None
+
+
+def org_roles(claims: dict[str, Any], client_id: str | None) -> dict[str, frozenset[str]]:
+    """Organization roles granted by the token (see the module docstring for where they are read)."""
+    names: list[Any] = []
+    names += (claims.get("realm_access") or {}).get("roles") or []
+    if client_id:
+        names += ((claims.get("resource_access") or {}).get(client_id) or {}).get("roles") or []
+    if isinstance(claims.get("roles"), list):
+        names += claims["roles"]
+    grants: dict[str, set[str]] = {}
+    for name in names:
+        if isinstance(name, str) and name.startswith("org:") and name.count(":") == 2:
+            _, org, role = name.split(":")
+            if org and role in ORG_ROLES:
+                grants.setdefault(org, set()).add(role)
+    for org, roles in (claims.get("dbaas_orgs") or {}).items() if isinstance(claims.get("dbaas_orgs"), dict) else ():
+        for role in roles if isinstance(roles, list) else []:
+            if role in ORG_ROLES:
+                grants.setdefault(str(org), set()).add(role)
+    return {org: frozenset(roles) for org, roles in grants.items()}
+
+
+def current_identity(request: Request) -> Identity:
+    """FastAPI dependency: the verified caller, or 401 with a `WWW-Authenticate` challenge."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    try:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing", "send an OIDC access token: Authorization: Bearer <token> "
+                                  "(locally: dbaas auth login --dev --user <you>)")
+        identity = request.app.state.authenticator.verify(token.strip())
+    except Unauthenticated as exc:
+        AUTH_FAILURES.labels(exc.reason).inc()
+        log.info("request refused: token", reason=exc.reason)
+        raise HTTPException(401, str(exc), headers={
+            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'}) from None
+    structlog.contextvars.bind_contextvars(subject=identity.subject)
+    return identity

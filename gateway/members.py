@@ -1,0 +1,102 @@
+"""Members of an organization and the caller's own memberships.
+
+`GET /organizations/{id}/members` (any member), `POST /organizations/{id}/members` {subject, role}
+to add (or invite: the subject is the identity provider's `sub`; the user gains access with their
+next token), `PUT /organizations/{id}/members/{subject}` {role}, `DELETE …/members/{subject}`
+(org-owner, org-admin; only an org-owner makes or unmakes an org-owner, and the last org-owner
+stays — `decide` enforces both). `GET /users/me`: who the token says you are and where you belong.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from pydantic import BaseModel, Field
+
+from commands import AddMember, ChangeMemberRole, RemoveMember
+from gateway import writes
+from gateway.access import require_command, require_read
+from gateway.auth import Identity, current_identity
+from projections import queries
+from projections.tables import build_tables
+
+router = APIRouter(tags=["members"])
+TABLES = build_tables()
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+CorrId = Annotated[str | None, Header(alias="X-Correlation-Id")]
+
+
+class Member(BaseModel):
+    subject: str
+    role: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class MemberIn(BaseModel):
+    subject: str = Field(description="the identity provider's subject (`sub`) of the user")
+    role: str = Field(description="org-owner, org-admin, org-member, service-admin or service-viewer")
+
+
+class RoleIn(BaseModel):
+    role: str
+
+
+class Membership(BaseModel):
+    organization: str
+    roles: list[str]
+
+
+class Me(BaseModel):
+    subject: str
+    issuer: str
+    development_token: bool = Field(description="issued by a local platform's development issuer")
+    organizations: list[Membership]
+
+
+@router.get("/organizations/{org}/members", response_model=list[Member])
+def list_members(org: str, request: Request, identity: Identity = Depends(current_identity)) -> list[Member]:
+    require_read(request, identity, org, "members")
+    with request.app.state.engine.connect() as conn:
+        return [Member(**m) for m in queries.members(conn, TABLES, org)]
+
+
+@router.post("/organizations/{org}/members", status_code=202, response_model=writes.Accepted)
+async def add_member(org: str, body: MemberIn, request: Request, response: Response,
+                     identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
+                     correlation_id: CorrId = None) -> writes.Accepted:
+    require_read(request, identity, org, "members")
+    actor = require_command(request, identity, org, "AddMember")
+    return await writes.publish(request, response, org, actor, AddMember(body.subject, body.role),
+                                writes.command_id(idempotency_key), correlation_id)
+
+
+@router.put("/organizations/{org}/members/{subject}", status_code=202, response_model=writes.Accepted)
+async def change_role(org: str, subject: str, body: RoleIn, request: Request, response: Response,
+                      identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
+                      correlation_id: CorrId = None) -> writes.Accepted:
+    require_read(request, identity, org, "members")
+    actor = require_command(request, identity, org, "ChangeMemberRole")
+    return await writes.publish(request, response, org, actor, ChangeMemberRole(subject, body.role),
+                                writes.command_id(idempotency_key), correlation_id)
+
+
+@router.delete("/organizations/{org}/members/{subject}", status_code=202, response_model=writes.Accepted)
+async def remove_member(org: str, subject: str, request: Request, response: Response,
+                        identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
+                        correlation_id: CorrId = None) -> writes.Accepted:
+    require_read(request, identity, org, "members")
+    actor = require_command(request, identity, org, "RemoveMember")
+    return await writes.publish(request, response, org, actor, RemoveMember(subject),
+                                writes.command_id(idempotency_key), correlation_id)
+
+
+@router.get("/users/me", response_model=Me, tags=["users"])
+def me(request: Request, identity: Identity = Depends(current_identity)) -> Me:
+    with request.app.state.engine.connect() as conn:
+        held = {m["tenant_id"]: {m["role"]} for m in queries.memberships(conn, TABLES, identity.subject)}
+    for org, roles in identity.org_roles.items():
+        held.setdefault(org, set()).update(roles)
+    return Me(subject=identity.subject, issuer=identity.issuer, development_token=identity.development,
+              organizations=[Membership(organization=o, roles=sorted(r)) for o, r in sorted(held.items())])
