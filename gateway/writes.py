@@ -121,6 +121,7 @@ async def create_service(body: ServiceIn, request: Request, response: Response,
     service_id = str(uuid.uuid5(SERVICE_ID_NAMESPACE, f"{body.org}/{op_id}"))
     fields = body.model_dump(exclude={"org"})
     payload = CreateService(service_id=service_id, **fields)
+    _check(payload)  # a malformed request is a 422 whoever sends it
     _visible(request, identity, body.org, f"no organization {body.org} among yours")
     actor = require_command(request, identity, body.org, "CreateService")
     return await publish(request, response, body.org, actor, payload, op_id, correlation_id,

@@ -195,7 +195,7 @@ def positions_of(engine: Engine, topic: str) -> dict[tuple[str, int], int]:
 
 
 def caught_up(engine: Engine, topic: str, ends: dict[int, int],
-              projections: tuple[str, ...] = ("organizations", "services", "operations")) -> bool:
+              projections: tuple[str, ...] = ("organizations", "services", "operations", "members")) -> bool:
     try:
         stored = positions_of(engine, topic)
     except ProgrammingError:  # the runner has not created its tables yet

@@ -51,7 +51,7 @@ from tests.integration.projection_support import (
     running,
 )
 
-READ_MODELS = ("organizations", "services", "operations")
+READ_MODELS = ("organizations", "services", "operations", "members")
 
 
 @pytest.fixture
@@ -336,8 +336,8 @@ def _reference(engine, envelopes: list) -> dict[str, list[dict]]:
     tables = create_all(engine)
     with engine.begin() as conn:
         for envelope in envelopes:
-            for projection in PROJECTIONS.values():
-                with contextlib.suppress(DataError), conn.begin_nested():
+            with contextlib.suppress(DataError), conn.begin_nested():
+                for projection in PROJECTIONS.values():
                     projection.apply(conn, tables, envelope)
     return _tables(engine)
 
@@ -573,6 +573,7 @@ def test_the_router_takes_its_engine_from_an_overridable_dependency_and_publishe
     app = FastAPI()
     app.include_router(api.router, prefix="/api/v1")
     app.dependency_overrides[api.get_engine] = lambda: engine
+    app.dependency_overrides[api.get_scope] = lambda: api.UNRESTRICTED
     with TestClient(app) as c:
         assert c.get("/api/v1/organizations", params={"limit": 1}).json()["next_cursor"]
         spec = c.get("/openapi.json").json()
