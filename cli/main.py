@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import auth, readmodels, stack, tenant
+from cli import audit, auth, readmodels, stack, tenant
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.register(sub)
     tenant.register(sub)
     auth.register(sub)
+    audit.register(sub)
     readmodels.register(sub)
     return parser
 

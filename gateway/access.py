@@ -13,6 +13,7 @@ from fastapi import HTTPException, Request
 
 from commands import Actor
 from commands.catalog import PERMISSIONS, READ_PERMISSIONS
+from gateway import ratelimit
 from gateway.auth import Identity
 
 
@@ -23,6 +24,7 @@ def member_role(request: Request, subject: str, tenant: str) -> str | None:
 
 
 def roles_in(request: Request, identity: Identity, tenant: str) -> set[str]:
+    ratelimit.charge(request, tenant)
     role = member_role(request, identity.subject, tenant)
     return {*identity.org_roles.get(tenant, ()), *([role] if role else [])}
 

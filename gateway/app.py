@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from prometheus_client import Counter, Histogram, make_asgi_app
 
 from commands.publisher import Publisher
-from fastapi import Depends
 
-from gateway import credentials, members, quotas, writes
+from gateway import audit, credentials, members, quotas, ratelimit, writes
 from gateway.access import tenants_of
 from gateway.auth import Authenticator, Identity, current_identity
 from projections import api as queries
@@ -46,6 +45,7 @@ class GatewaySettings:
 
 def _scope(request: Request, identity: Identity = Depends(current_identity)) -> queries.Scope:
     """The read models a caller sees: its organizations only."""
+    ratelimit.charge(request, f"user:{identity.subject}")
     return queries.Scope(frozenset(tenants_of(request, identity)), identity.subject)
 
 
@@ -61,6 +61,8 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         app.state.operation_tenant = lambda operation_id: _tenant_of(engine, "operations", operation_id)
         app.dependency_overrides[queries.get_engine] = lambda: engine
         app.dependency_overrides[queries.get_scope] = _scope
+        history = audit.EventLogHistory(settings.kafka, settings.registry_url)
+        app.dependency_overrides[queries.get_history] = lambda: history
         log.info("gateway started")
         yield
         app.state.publisher.close()
@@ -73,6 +75,9 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     app.include_router(credentials.router, prefix="/api/v1")
     app.include_router(quotas.router, prefix="/api/v1")
     app.include_router(members.router, prefix="/api/v1")
+    app.include_router(audit.router, prefix="/api/v1")
+    app.state.settings = settings
+    app.state.limiter = ratelimit.RateLimiter.from_env()
     app.state.authenticator = authenticator or Authenticator.from_env()
     app.include_router(queries.router, prefix="/api/v1")
     app.mount("/metrics", make_asgi_app())

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, Field
 
 from commands import AddMember, ChangeMemberRole, RemoveMember
-from gateway import writes
+from gateway import ratelimit, writes
 from gateway.access import require_command, require_read
 from gateway.auth import Identity, current_identity
 from projections import queries
@@ -94,6 +94,7 @@ async def remove_member(org: str, subject: str, request: Request, response: Resp
 
 @router.get("/users/me", response_model=Me, tags=["users"])
 def me(request: Request, identity: Identity = Depends(current_identity)) -> Me:
+    ratelimit.charge(request, f"user:{identity.subject}")
     with request.app.state.engine.connect() as conn:
         held = {m["tenant_id"]: {m["role"]} for m in queries.memberships(conn, TABLES, identity.subject)}
     for org, roles in identity.org_roles.items():

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from pydantic import BaseModel, Field
@@ -112,6 +112,17 @@ class Scope:
 UNRESTRICTED = Scope(None)
 
 
+class History(Protocol):
+    """One organization's read-model rows as they stood at a moment (`projections.timetravel`)."""
+
+    def rows(self, tenant: str, until: datetime) -> dict[str, dict[str, dict[str, Any]]]: ...
+
+
+def get_history() -> History | None:
+    """The app overrides this with a `History` over the event log; None: no time travel here."""
+    return None
+
+
 def get_scope() -> Scope:
     """The app overrides this dependency with the caller's organizations (see the gateway)."""
     raise RuntimeError("projections.api.get_scope is not configured: the app must say whose reads these are")
@@ -140,6 +151,7 @@ def make_router(engine: Engine | None = None) -> APIRouter:
     Db = Annotated[Engine, Depends(provide)]
     # Bound to an engine (an internal use): every organization; otherwise the app's scope.
     Viewer = Annotated[Scope, Depends((lambda: UNRESTRICTED) if engine is not None else get_scope)]
+    Past = Annotated[History | None, Depends(get_history)]
     tables = build_tables()
     router = APIRouter(tags=["read models"])
 
@@ -173,12 +185,24 @@ def make_router(engine: Engine | None = None) -> APIRouter:
         return ServicePage(items=[_service(r) for r in page.items], next_cursor=page.next_cursor)
 
     @router.get("/services/{service_id}", response_model=Service, responses=_NOT_FOUND)
-    def get_service(db: Db, scope: Viewer, service_id: Annotated[str, Path()]) -> Service:
+    def get_service(db: Db, scope: Viewer, history: Past, service_id: Annotated[str, Path()],
+                    as_of: Annotated[datetime | None, Query(
+                        description="answer as the read model stood at this moment (ISO 8601), "
+                                    "replayed from the event log")] = None) -> Service:
         with db.connect() as conn, _client_errors():
             row = queries.get_service(conn, tables, service_id)
         if not scope.allows(row["tenant_id"]):
             raise HTTPException(404, f"service {service_id} not found")
-        return _service(row)
+        if as_of is None:
+            return _service(row)
+        if history is None:
+            raise HTTPException(501, "time travel is not configured on this API")
+        if as_of.tzinfo is None:
+            raise HTTPException(400, "as_of needs a time zone, e.g. 2026-11-29T10:00:00Z")
+        then = history.rows(row["tenant_id"], as_of)["services"].get(service_id)
+        if then is None:
+            raise HTTPException(404, f"service {service_id} did not exist at {as_of.isoformat()}")
+        return _service(then)
 
     @router.get("/operations/{operation_id}", response_model=Operation, responses=_NOT_FOUND)
     def get_operation(db: Db, scope: Viewer, operation_id: Annotated[str, Path()]) -> Operation:

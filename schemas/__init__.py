@@ -26,7 +26,15 @@ SUBJECTS: dict[str, str] = {
     "dbaas.commands-value": "command_envelope",
     "dbaas.events-value": "event_envelope",
     "dbaas.pop.status-value": "pop_status",
+    "dbaas.audit-value": "audit_record",  # every dbaas.audit.{tenant} topic (subject by record name)
 }
+
+
+AUDIT_TOPIC_PATTERN = "dbaas.audit.{tenant}"  # one per organization (deploy/topics.yaml)
+
+
+def audit_topic(tenant: str) -> str:
+    return AUDIT_TOPIC_PATTERN.format(tenant=tenant)
 
 
 def schema_names() -> list[str]:

@@ -90,3 +90,4 @@ class Serde:
 COMMANDS_SUBJECT = "dbaas.commands-value"
 EVENTS_SUBJECT = "dbaas.events-value"
 POP_STATUS_SUBJECT = "dbaas.pop.status-value"
+AUDIT_SUBJECT = "dbaas.audit-value"

@@ -70,11 +70,14 @@ class Stack:
 
 
 SINGAPORE_TIMEOUT = 12  # seconds the test platform's saga waits for a report from PoP singapore
+RATE_LIMIT = "1/3"  # requests per second / burst for the test platform's ratelimit-* organizations
 
 
 def _up(home: Path, offset: int) -> dict:
     # PoP singapore is where the tests let operations time out: nothing reports from there.
-    env = {**os.environ, "DBAAS_SAGA_STEP_TIMEOUTS": f"pop-report@singapore={SINGAPORE_TIMEOUT}"}
+    # Organizations named ratelimit-* get a tight rate limit; the rest room for every test's polling.
+    env = {**os.environ, "DBAAS_SAGA_STEP_TIMEOUTS": f"pop-report@singapore={SINGAPORE_TIMEOUT}",
+           "DBAAS_RATE_LIMITS": f"ratelimit-*={RATE_LIMIT},*=1000/2000"}
     proc = subprocess.run([*DBAAS, "stack", "up", "--home", str(home), "--port-offset", str(offset),
                            "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=1800, env=env)
     if proc.returncode != 0:

@@ -604,6 +604,7 @@ CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0),
     ControlPlaneProcess("projector", "projections.runner", metrics_slot=1),
     ControlPlaneProcess("saga", "processors.saga", metrics_slot=2),
+    ControlPlaneProcess("audit", "processors.audit", metrics_slot=4),
     ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=api_env),
     ControlPlaneProcess("localpop-agent", "operators.localpop.agent", metrics_slot=3,
                         extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis")),

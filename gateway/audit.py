@@ -1,0 +1,147 @@
+"""An organization's audit trail and its past.
+
+`GET /organizations/{id}/audit` reads the tenant's `dbaas.audit.{tenant}` topic (read_committed)
+from `since` (default: the last 24 hours) to `until` or the end of the log now, with filters on
+actor, action, kind and outcome; records come oldest first, at most `limit`, and `next_since` is
+where to continue. `GET /organizations/{id}/replay?until=` rebuilds the organization's read models
+as of a moment from the event log (`projections.timetravel`). Both need org-owner or org-admin.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from gateway.access import require_read
+from gateway.auth import Identity, current_identity
+from projections import timetravel
+from schemas import audit_topic
+from schemas.registry import AUDIT_SUBJECT, Registry, Serde
+
+router = APIRouter(tags=["audit"])
+MAX_LIMIT = 1000
+
+
+class AuditRecord(BaseModel):
+    audit_id: str
+    occurred_at: datetime
+    kind: str = Field(description="command (a judged command) | event")
+    action: str
+    outcome: str | None = Field(description="accepted | rejected, for kind command")
+    actor: str | None
+    reason_code: str | None
+    message: str | None
+    correlation_id: str
+    command_id: str
+    operation_id: str
+    aggregate_type: str
+    aggregate_id: str
+    sequence: int
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditRecord]
+    next_since: datetime | None = Field(description="pass as `since` to continue (the page was full)")
+
+
+class Replay(BaseModel):
+    organization: str
+    until: datetime
+    events: int = Field(description="events that occurred up to `until`")
+    read_models: dict[str, list[dict[str, Any]]]
+
+
+class EventLogHistory:
+    """`projections.api.History` over the event log."""
+
+    def __init__(self, kafka: str, registry_url: str):
+        self.kafka, self.registry_url = kafka, registry_url
+
+    def rows(self, tenant: str, until: datetime) -> dict[str, dict[str, dict[str, Any]]]:
+        return timetravel.replay(timetravel.tenant_events(self.kafka, self.registry_url, tenant), until)
+
+
+def read_audit(kafka: str, registry_url: str, tenant: str, since: datetime, until: datetime | None,
+               match, limit: int) -> list[dict[str, Any]]:
+    serde = Serde(Registry(registry_url), AUDIT_SUBJECT)
+    topic = audit_topic(tenant)
+    consumer = Consumer({"bootstrap.servers": kafka, "group.id": "dbaas-audit-reader", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    try:
+        meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return []
+        since_ms = int(since.timestamp() * 1000)
+        starts = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=30)
+        ends = {}
+        for tp in starts:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=30)
+            if tp.offset >= 0 and high > tp.offset:
+                ends[tp.partition] = high
+        consumer.assign([tp for tp in starts if tp.partition in ends])
+        found: list[dict[str, Any]] = []
+        while ends:
+            for msg in consumer.consume(1000, timeout=1.0):
+                if msg.error():
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        ends.pop(msg.partition(), None)
+                        continue
+                    raise KafkaException(msg.error())
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+                record = serde.decode(msg.value())
+                at = record["occurred_at"]
+                if at >= since and (until is None or at <= until) and match(record):
+                    found.append(record)
+        found.sort(key=lambda r: (r["occurred_at"], r["audit_id"]))
+        return found[:limit + 1]
+    finally:
+        consumer.close()
+
+
+def _aware(value: datetime | None, name: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise HTTPException(400, f"{name} needs a time zone, e.g. 2026-11-29T10:00:00Z")
+    return value
+
+
+@router.get("/organizations/{org}/audit", response_model=AuditPage)
+def get_audit(org: str, request: Request, identity: Identity = Depends(current_identity),
+              since: Annotated[datetime | None, Query(description="ISO 8601; default 24 hours ago")] = None,
+              until: Annotated[datetime | None, Query(description="ISO 8601; default now")] = None,
+              actor: str | None = None, action: str | None = None,
+              kind: Annotated[str | None, Query(pattern="^(command|event)$")] = None,
+              outcome: Annotated[str | None, Query(pattern="^(accepted|rejected)$")] = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100) -> AuditPage:
+    require_read(request, identity, org, "audit")
+    since = _aware(since, "since") or datetime.now(timezone.utc) - timedelta(hours=24)
+    until = _aware(until, "until")
+    wanted = {"actor": actor, "action": action, "kind": kind, "outcome": outcome}
+
+    def match(record: dict[str, Any]) -> bool:
+        return all(v is None or record[k] == v for k, v in wanted.items())
+
+    settings = request.app.state.settings
+    records = read_audit(settings.kafka, settings.registry_url, org, since, until, match, limit)
+    page, more = records[:limit], len(records) > limit
+    items = [AuditRecord(**{**r, "details": json.loads(r["details"])}) for r in page]
+    return AuditPage(items=items, next_since=page[-1]["occurred_at"] if more else None)
+
+
+@router.get("/organizations/{org}/replay", response_model=Replay)
+def replay(org: str, request: Request, until: Annotated[datetime, Query(description="ISO 8601 with a zone")],
+           identity: Identity = Depends(current_identity)) -> Replay:
+    require_read(request, identity, org, "audit")
+    until = _aware(until, "until")
+    settings = request.app.state.settings
+    envelopes = timetravel.tenant_events(settings.kafka, settings.registry_url, org)
+    rows = timetravel.replay(envelopes, until)
+    for row in rows["services"].values():
+        row.pop("credentials", None)  # encrypted, yet never served here
+    return Replay(organization=org, until=until, events=sum(1 for e in envelopes if e.occurred_at <= until),
+                  read_models={name: sorted(table.values(), key=lambda r: r["id"]) for name, table in rows.items()})
