@@ -76,7 +76,7 @@ def read_audit(kafka: str, registry_url: str, tenant: str, since: datetime, unti
         meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if meta is None or meta.error is not None:
             return []
-        since_ms = int(since.timestamp() * 1000)
+        since_ms = max(0, int(since.timestamp() * 1000))  # negative times are Kafka's special offsets
         starts = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=30)
         ends = {}
         for tp in starts:
@@ -127,7 +127,10 @@ def get_audit(org: str, request: Request, identity: Identity = Depends(current_i
         return all(v is None or record[k] == v for k, v in wanted.items())
 
     settings = request.app.state.settings
-    records = read_audit(settings.kafka, settings.registry_url, org, since, until, match, limit)
+    try:
+        records = read_audit(settings.kafka, settings.registry_url, org, since, until, match, limit)
+    except KafkaException as exc:
+        raise HTTPException(503, f"the audit trail cannot be read right now: {exc}") from None
     page, more = records[:limit], len(records) > limit
     items = [AuditRecord(**{**r, "details": json.loads(r["details"])}) for r in page]
     return AuditPage(items=items, next_since=page[-1]["occurred_at"] if more else None)
