@@ -161,6 +161,10 @@ class CommandProcessor:
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
 
     def _judge(self, msg: Message, before: dict) -> None:
+        size = len(msg.value() or b"")
+        if size > self.settings.max_command_bytes:
+            return self._dead_letter(msg, f"the command is {size} bytes; at most "
+                                          f"{self.settings.max_command_bytes} are accepted")
         try:
             record = self.commands.decode(msg.value())
             cmd = commands.from_avro(record)

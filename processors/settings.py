@@ -21,6 +21,9 @@ class ProcessorSettings:
     # How long to wait for a batch to fill: the latency floor at low rates, the per-transaction
     # overhead at high ones.
     batch_timeout: float = 0.02
+    # A command is a few hundred bytes; anything this big is a mistake or an attack, dead-lettered
+    # before it is decoded.
+    max_command_bytes: int = 64 * 1024
 
     @classmethod
     def from_env(cls, **overrides) -> "ProcessorSettings":
@@ -34,6 +37,7 @@ class ProcessorSettings:
             group_id=env.get("DBAAS_PROCESSOR_GROUP", cls.group_id),
             transactional_id=env.get("DBAAS_PROCESSOR_TXN_ID", cls.transactional_id),
             metrics_port=int(env.get("DBAAS_METRICS_PORT", "0")),
+            max_command_bytes=int(env.get("DBAAS_MAX_COMMAND_BYTES", str(cls.max_command_bytes))),
         )
         values.update(overrides)
         return cls(**values)

@@ -94,3 +94,12 @@ def read_events(stack, topic: str, partitions: int) -> list[events.Envelope]:
             out.append(events.from_avro(serde.decode(msg.value())))
     consumer.close()
     return out
+
+
+def event_record(tenant: str) -> dict:
+    """An event envelope record: valid Avro, but an event, not a command."""
+    env = events.Envelope(event_id=str(uuid.uuid4()), tenant_id=tenant, aggregate_type="organization",
+                          aggregate_id=tenant, sequence=1, occurred_at=datetime.now(timezone.utc),
+                          command_id=str(uuid.uuid4()), correlation_id=str(uuid.uuid4()), causation_id=None,
+                          payload=events.OrganizationCreated(tenant, tenant, "mallory"))
+    return events.to_avro(env)

@@ -144,3 +144,42 @@ def test_state_is_rebuilt_from_the_log_after_a_restart(stack):
     finally:
         pub.close()
         second.close()
+
+
+def test_malformed_oversized_and_wrongly_typed_commands_are_dead_lettered_without_disturbing_others(lane):
+    stack, topics, pub = lane
+    victim, bystander = f"dlq-{uuid.uuid4().hex[:6]}", f"calm-{uuid.uuid4().hex[:6]}"
+    from schemas.registry import EVENTS_SUBJECT, Registry, Serde
+    from tests.integration.kafka_support import event_record
+
+    bystander_cmds = [command(bystander, CreateOrganization(bystander, "Calm"))] + [
+        command(bystander, CreateService(str(uuid.uuid4()), f"db-{i}", "vitess", "lagos", "small")) for i in range(5)]
+    raw = Producer({"bootstrap.servers": stack.kafka})
+    huge = command(victim, CreateOrganization(victim, "x" * (80 * 1024)))
+    wrong_type = Serde(Registry(stack.registry), EVENTS_SUBJECT).encode(event_record(victim))
+    poison = [b"\x00\x00\x00\x00", wrong_type]
+    for i, c in enumerate(bystander_cmds):
+        pub.publish(c)
+        if i < len(poison):
+            raw.produce(topics.commands, key=victim.encode(), value=poison[i])
+            raw.flush(10)
+    pub.publish(huge)
+    after = command(victim, CreateOrganization(victim, "After the poison"))
+    pub.publish(after)
+
+    evs = _events_until(stack, topics, lambda e: _by_command(e, after.command_id)
+                        and all(_by_command(e, c.command_id) for c in bystander_cmds), "every good command judged")
+    for c in bystander_cmds:
+        assert any(isinstance(e.payload, OperationAccepted) for e in _by_command(evs, c.command_id))
+    assert not _by_command(evs, huge.command_id)
+    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": str(uuid.uuid4()),
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer.subscribe([topics.dlq])
+    dead = []
+    wait_for(lambda: (dead.extend(m for m in [consumer.poll(0.5)] if m and not m.error()), len(dead) >= 3)[1],
+             timeout=30, interval=0, what="three dead letters")
+    consumer.close()
+    reasons = [dict(m.headers())["dbaas-error-reason"].decode() for m in dead]
+    assert any("at most 65536 are accepted" in r for r in reasons), reasons
+    assert len(reasons) == 3 and all(r for r in reasons)
+    assert {m.key() for m in dead} == {victim.encode()}
