@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from commands import AddMember, ChangeMemberRole, RemoveMember
 from gateway import ratelimit, writes
-from gateway.access import require_command, require_read
+from gateway.access import require_command, require_read, tenants_of
 from gateway.auth import Identity, current_identity
 from projections import queries
 from projections.tables import build_tables
@@ -90,6 +90,25 @@ async def remove_member(org: str, subject: str, request: Request, response: Resp
     actor = require_command(request, identity, org, "RemoveMember")
     return await writes.publish(request, response, org, actor, RemoveMember(subject),
                                 writes.command_id(idempotency_key), correlation_id)
+
+
+class User(BaseModel):
+    subject: str
+    organizations: list[Membership]
+
+
+@router.get("/users", response_model=list[User], tags=["users"])
+def list_users(request: Request, identity: Identity = Depends(current_identity)) -> list[User]:
+    """The members of the organizations the caller belongs to, with their roles there."""
+    ratelimit.charge(request, f"user:{identity.subject}")
+    mine = tenants_of(request, identity)
+    people: dict[str, dict[str, set[str]]] = {}
+    with request.app.state.engine.connect() as conn:
+        for org in sorted(mine):
+            for m in queries.members(conn, TABLES, org):
+                people.setdefault(m["subject"], {}).setdefault(org, set()).add(m["role"])
+    return [User(subject=s, organizations=[Membership(organization=o, roles=sorted(r)) for o, r in sorted(orgs.items())])
+            for s, orgs in sorted(people.items())]
 
 
 @router.get("/users/me", response_model=Me, tags=["users"])

@@ -58,6 +58,9 @@ def test_whoami_lists_memberships(stack, world):
     assert me["subject"] == "alice" and me["development_token"] is True
     orgs = {m["organization"]: m["roles"] for m in me["organizations"]}
     assert orgs[world["acme"]] == ["org-owner"] and orgs["hooli"] == ["org-member"]
+    with _client(stack, "alice") as alice:
+        users = {u["subject"]: u for u in alice.get("/users").json()}
+    assert "alice" in users and "mallory" not in users  # only people who share an organization
 
 
 def test_another_tenant_can_read_nothing_and_change_nothing(stack, world):
@@ -67,7 +70,9 @@ def test_another_tenant_can_read_nothing_and_change_nothing(stack, world):
         assert all(s["tenant_id"] == world["globex"] for s in m.get("/services", params={"limit": 500}).json()["items"])
         reads = [m.get("/services", params={"org": acme}), m.get(f"/services/{sid}"), m.get(f"/operations/{op}"),
                  m.get(f"/services/{sid}/credentials"), m.get(f"/organizations/{acme}/quotas"),
-                 m.get(f"/organizations/{acme}/members")]
+                 m.get(f"/organizations/{acme}/members"), m.get(f"/organizations/{acme}/audit"),
+                 m.get(f"/organizations/{acme}/replay", params={"until": "2030-01-01T00:00:00Z"}),
+                 m.get(f"/services/{sid}", params={"as_of": "2030-01-01T00:00:00Z"})]
         writes = [m.post("/services", json={"org": acme, "name": "evil", "engine": "vitess", "pop": "lagos"}),
                   m.post(f"/services/{sid}/scale", json={"cpu": 4}), m.delete(f"/services/{sid}"),
                   m.post(f"/operations/{op}/cancel"),
