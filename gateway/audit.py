@@ -12,13 +12,14 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from gateway.access import require_read
 from gateway.auth import Identity, current_identity
 from projections import timetravel
+from runtime import kafka as kafka_reader
 from schemas import audit_topic
 from schemas.registry import AUDIT_SUBJECT, Registry, Serde
 
@@ -70,34 +71,19 @@ def read_audit(kafka: str, registry_url: str, tenant: str, since: datetime, unti
                match, limit: int) -> list[dict[str, Any]]:
     serde = Serde(Registry(registry_url), AUDIT_SUBJECT)
     topic = audit_topic(tenant)
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": "dbaas-audit-reader", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    consumer = kafka_reader.reader(kafka, "dbaas-audit-reader")
     try:
         meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if meta is None or meta.error is not None:
             return []
         since_ms = max(0, int(since.timestamp() * 1000))  # negative times are Kafka's special offsets
         starts = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in meta.partitions], timeout=30)
-        ends = {}
-        for tp in starts:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=30)
-            if tp.offset >= 0 and high > tp.offset:
-                ends[tp.partition] = high
-        consumer.assign([tp for tp in starts if tp.partition in ends])
         found: list[dict[str, Any]] = []
-        while ends:
-            for msg in consumer.consume(1000, timeout=1.0):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        ends.pop(msg.partition(), None)
-                        continue
-                    raise KafkaException(msg.error())
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
-                record = serde.decode(msg.value())
-                at = record["occurred_at"]
-                if at >= since and (until is None or at <= until) and match(record):
-                    found.append(record)
+        for msg in kafka_reader.read_to_end(consumer, starts):
+            record = serde.decode(msg.value())
+            at = record["occurred_at"]
+            if at >= since and (until is None or at <= until) and match(record):
+                found.append(record)
         found.sort(key=lambda r: (r["occurred_at"], r["audit_id"]))
         return found[:limit + 1]
     finally:

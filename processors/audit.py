@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import structlog

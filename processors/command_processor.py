@@ -24,6 +24,7 @@ import events
 from events import Envelope, TenantState, evolve
 from processors.deadletter import dead_letter
 from processors.settings import ProcessorSettings
+from runtime import kafka
 from schemas.errors import PoisonMessage
 from schemas.registry import COMMANDS_SUBJECT, EVENTS_SUBJECT, Registry, Serde
 
@@ -103,26 +104,16 @@ class CommandProcessor:
 
     def _rebuild(self, partition: int) -> PartitionState:
         """Fold the committed events of one partition into tenant states."""
-        reader = Consumer({"bootstrap.servers": self.settings.kafka, "group.id": "unused",
-                           "isolation.level": "read_committed", "enable.auto.commit": False,
-                           "enable.partition.eof": True})
+        consumer = kafka.reader(self.settings.kafka, "unused")
         state = PartitionState()
-        low, high = reader.get_watermark_offsets(TopicPartition(self.settings.events_topic, partition),
-                                                 timeout=30)
-        if high > low:
-            reader.assign([TopicPartition(self.settings.events_topic, partition, low)])
-            done = False
-            while not done:
-                for msg in reader.consume(1000, timeout=1.0):
-                    if msg.error():
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
-                            done = True
-                            continue
-                        raise KafkaException(msg.error())
-                    env = events.from_avro(self.events.decode(msg.value()))
-                    state.tenants[env.tenant_id] = evolve(state.get(env.tenant_id), env)
-                    REBUILT.inc()
-        reader.close()
+        try:
+            low, _ = consumer.get_watermark_offsets(TopicPartition(self.settings.events_topic, partition), timeout=30)
+            for msg in kafka.read_to_end(consumer, [TopicPartition(self.settings.events_topic, partition, low)]):
+                env = events.from_avro(self.events.decode(msg.value()))
+                state.tenants[env.tenant_id] = evolve(state.get(env.tenant_id), env)
+                REBUILT.inc()
+        finally:
+            consumer.close()
         return state
 
     # -- judging -------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from prometheus_client import Counter, Gauge, Histogram
 
 import events
@@ -57,6 +57,7 @@ from events import (
     ServiceReady,
 )
 from gitops import helm, layout, manifests
+from runtime import kafka
 from gitops.committer import GitOpsCommitter
 from gitops.errors import GitOpsError
 from processors.deadletter import dead_letter
@@ -232,32 +233,15 @@ class ServiceSaga:
 
     def _scan_deadlines(self) -> None:
         """Fold the committed event log into the deadlines of operations awaiting a PoP."""
-        reader = Consumer({"bootstrap.servers": self.settings.kafka, "group.id": f"{self.settings.group_id}-scan",
-                           "isolation.level": "read_committed", "enable.auto.commit": False,
-                           "enable.partition.eof": True})
+        consumer = kafka.reader(self.settings.kafka, f"{self.settings.group_id}-scan")
         try:
-            topic = reader.list_topics(self.settings.events_topic, timeout=30).topics[self.settings.events_topic]
-            assigned = []
-            for partition in topic.partitions:
-                low, high = reader.get_watermark_offsets(TopicPartition(self.settings.events_topic, partition),
-                                                         timeout=30)
-                if high > low:
-                    assigned.append(TopicPartition(self.settings.events_topic, partition, low))
-            reader.assign(assigned)
-            remaining = {tp.partition for tp in assigned}
-            while remaining:
-                for msg in reader.consume(1000, timeout=1.0):
-                    if msg.error():
-                        if msg.error().code() == KafkaError._PARTITION_EOF:
-                            remaining.discard(msg.partition())
-                            continue
-                        raise KafkaException(msg.error())
-                    try:
-                        self.deadlines.observe(events.from_avro(self.events.decode(msg.value())))
-                    except (PoisonMessage, events.EventError, TypeError, KeyError):
-                        continue  # dead-lettered by the consumer loop when it reaches it
+            for msg in kafka.read_to_end(consumer, kafka.whole_topic(consumer, self.settings.events_topic)):
+                try:
+                    self.deadlines.observe(events.from_avro(self.events.decode(msg.value())))
+                except (PoisonMessage, events.EventError, TypeError, KeyError):
+                    continue  # dead-lettered by the consumer loop when it reaches it
         finally:
-            reader.close()
+            consumer.close()
 
     def _time_out_pop_reports(self) -> None:
         for operation_id, a in self.deadlines.expired(datetime.now(timezone.utc)):

@@ -13,11 +13,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
 import events
 from events import Envelope
 from projections.projectors import PROJECTIONS, Change
+from runtime import kafka as kafka_reader
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 Rows = dict[str, dict[str, dict[str, Any]]]  # read model -> row id -> row
@@ -27,30 +26,12 @@ def tenant_events(kafka: str, registry_url: str, tenant: str, topic: str = "dbaa
                   timeout: float = 60.0) -> list[Envelope]:
     """Every committed event of `tenant`, in log order (up to the end of the log now)."""
     serde = Serde(Registry(registry_url), EVENTS_SUBJECT)
-    consumer = Consumer({"bootstrap.servers": kafka, "group.id": "dbaas-time-travel", "enable.auto.commit": False,
-                         "isolation.level": "read_committed", "enable.partition.eof": True})
+    consumer = kafka_reader.reader(kafka, "dbaas-time-travel")
     key = tenant.encode()
     try:
-        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-        ends = {}
-        for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        out: list[Envelope] = []
-        while ends:
-            for msg in consumer.consume(1000, timeout=1.0):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        ends.pop(msg.partition(), None)
-                        continue
-                    raise KafkaException(msg.error())
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
-                if msg.key() == key:
-                    out.append(events.from_avro(serde.decode(msg.value())))
-        return out
+        return [events.from_avro(serde.decode(msg.value()))
+                for msg in kafka_reader.read_to_end(consumer, kafka_reader.whole_topic(consumer, topic, timeout))
+                if msg.key() == key]
     finally:
         consumer.close()
 

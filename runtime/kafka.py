@@ -1,0 +1,42 @@
+"""Reading Kafka partitions up to their end as it is now: the loop every replay shares (state
+rebuilds, deadline scans, time travel, audit reads)."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+
+def reader(kafka: str, group: str) -> Consumer:
+    """A consumer for `read_to_end`: read_committed, end-of-partition events, no offset commits."""
+    return Consumer({"bootstrap.servers": kafka, "group.id": group, "enable.auto.commit": False,
+                     "isolation.level": "read_committed", "enable.partition.eof": True})
+
+
+def whole_topic(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
+    """Every partition of `topic`, from its first offset."""
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    return [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[0])
+            for p in partitions]
+
+
+def read_to_end(consumer: Consumer, starts: list[TopicPartition], timeout: float = 30.0) -> Iterator[Message]:
+    """Every committed message from `starts` (offsets >= 0) up to each partition's end as it was
+    when called, partition by partition in offset order. `consumer` comes from `reader`."""
+    ends: dict[tuple[str, int], int] = {}
+    for tp in starts:
+        _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout)
+        if tp.offset >= 0 and high > tp.offset:
+            ends[(tp.topic, tp.partition)] = high
+    consumer.assign([tp for tp in starts if (tp.topic, tp.partition) in ends])
+    while ends:
+        for msg in consumer.consume(1000, timeout=1.0):
+            where = (msg.topic(), msg.partition())
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    ends.pop(where, None)
+                    continue
+                raise KafkaException(msg.error())
+            if msg.offset() + 1 >= ends.get(where, 0):
+                ends.pop(where, None)
+            yield msg
