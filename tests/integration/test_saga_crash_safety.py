@@ -25,7 +25,13 @@ from tests.integration.kafka_support import command, read_events
 
 
 def _child(stack) -> int:
-    return int(Path(stack.home, "run", "saga.child.pid").read_text())
+    """The saga's pid, as its supervisor recorded it (waiting out a pid file being rewritten)."""
+    path = Path(stack.home, "run", "saga.child.pid")
+
+    def read() -> int | None:
+        text = path.read_text().strip() if path.exists() else ""
+        return int(text) if text.isdigit() else None
+    return wait_for(read, timeout=30, interval=0.05, what="the saga's pid file")
 
 
 def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
