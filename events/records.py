@@ -122,6 +122,7 @@ class ServiceClaimRendered:
     operation_id: str
     service_id: str
     digest: str  # sha256 of the rendered manifests
+    status: str | None = None  # the service's status after this event (Provisioning for a creation)
 
 
 @dataclass(frozen=True)

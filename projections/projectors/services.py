@@ -15,6 +15,7 @@ from events import (
     OperationCancelled,
     OperationStarted,
     Resources,
+    ServiceClaimRendered,
     ServiceClaimReverted,
     ServiceDeleted,
     ServiceDeletionRequested,
@@ -79,6 +80,13 @@ def _operation_started(env: Envelope) -> Change | None:
     return Change(e.service_id, env.sequence, _changed(env, DELETING))
 
 
+def _rendered(env: Envelope) -> Change | None:
+    e: ServiceClaimRendered = env.payload  # type: ignore[assignment]
+    if e.status is None:  # recorded before renders carried the status
+        return None
+    return Change(e.service_id, env.sequence, {"status": e.status, "updated_at": env.occurred_at})
+
+
 def _ready(env: Envelope) -> Change:
     e: ServiceReady = env.payload  # type: ignore[assignment]
     values = {"status": READY, "updated_at": env.occurred_at}
@@ -110,6 +118,7 @@ HANDLERS: dict[type, Handler] = {
     ServiceScaleRequested: _scale_requested,
     ServiceDeletionRequested: _deletion_requested,
     OperationStarted: _operation_started,
+    ServiceClaimRendered: _rendered,
     ServiceReady: _ready,
     ServiceFailed: _settled,
     OperationCancelled: _settled,

@@ -73,7 +73,8 @@ def test_service_lifecycle_through_the_gateway(api):
     op = _operation(api, body["operation_id"])
     assert op["state"] in ("Accepted", "Running") and op["total_steps"] == 3 and op["requested_by"] == "alice"
     svc = api.get(f"/services/{body['service_id']}").json()
-    assert (svc["name"], svc["tenant_id"], svc["status"]) == ("orders", org, "Requested")
+    assert (svc["name"], svc["tenant_id"]) == ("orders", org)
+    assert svc["status"] in ("Requested", "Provisioning")  # Provisioning once the saga rendered it
     assert svc["resources"] == {"cpu": 2.0, "memory_gb": 8, "storage_gb": 100, "replicas": 3}
 
     r = api.post(f"/services/{body['service_id']}/scale", json={"replicas": 5})

@@ -66,7 +66,7 @@ def test_kubernetes_pop_operation_commits_then_waits_for_the_pop(api, stack):
     assert kinds == {"ServiceClaim", "YBUniverse"}
     claim = next(d for d in docs if d and d["kind"] == "ServiceClaim")
     assert claim["spec"]["engine"] == "yugabyte" and claim["spec"]["pop"] == "frankfurt"
-    assert api.get(f"/services/{service_id}").json()["status"] == "Requested"  # until the PoP reports
+    assert api.get(f"/services/{service_id}").json()["status"] == "Provisioning"  # until the PoP reports
 
     # A scale queues behind the create: accepted, not started, nothing committed for it yet.
     scale = api.post(f"/services/{service_id}/scale", json={"replicas": 5}).json()

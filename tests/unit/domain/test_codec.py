@@ -134,7 +134,7 @@ EVENT_SAMPLES = [
         DB1,
         5,
     ),
-    ev(ServiceClaimRendered(OP, DB1, "ab" * 32), "service", DB1, 6),
+    ev(ServiceClaimRendered(OP, DB1, "ab" * 32, "Provisioning"), "service", DB1, 6),
     ev(
         ServiceClaimCommitted(OP, DB1, "lagos", "tenants/acme/lagos/orders.yaml", "c0ffee" * 6),
         "service",

@@ -138,7 +138,7 @@ REPORTS = [
         "the running create's manifests were rendered",
         CREATED,
         rendered(DB1, C),
-        [ServiceClaimRendered(C, DB1, DIGEST)],
+        [ServiceClaimRendered(C, DB1, DIGEST, "Provisioning")],
     ),
     Report(
         "then committed",
