@@ -6,6 +6,7 @@ Usage: ``python -m runtime.supervise --name NAME [--child-pidfile PATH] -- CMD A
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from runtime import logs, signals
 
-MAX_BACKOFF = 30.0
+# A child that keeps dying waits longer and longer, up to this (DBAAS_SUPERVISE_MAX_BACKOFF seconds).
+MAX_BACKOFF = float(os.environ.get("DBAAS_SUPERVISE_MAX_BACKOFF", "30"))
 STABLE_AFTER = 60.0  # a child that ran this long restarts without waiting
 
 

@@ -77,7 +77,9 @@ def _up(home: Path, offset: int) -> dict:
     # PoP singapore is where the tests let operations time out: nothing reports from there.
     # Organizations named ratelimit-* get a tight rate limit; the rest room for every test's polling.
     env = {**os.environ, "DBAAS_SAGA_STEP_TIMEOUTS": f"pop-report@singapore={SINGAPORE_TIMEOUT}",
-           "DBAAS_RATE_LIMITS": f"ratelimit-*={RATE_LIMIT},*=1000/2000"}
+           "DBAAS_RATE_LIMITS": f"ratelimit-*={RATE_LIMIT},*=1000/2000",
+           # crash tests kill processes on purpose: restart them at once, not after a growing wait
+           "DBAAS_SUPERVISE_MAX_BACKOFF": "2"}
     proc = subprocess.run([*DBAAS, "stack", "up", "--home", str(home), "--port-offset", str(offset),
                            "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=1800, env=env)
     if proc.returncode != 0:
