@@ -36,7 +36,10 @@ def platform(without: str = "") -> Endpoints:
     offset = os.environ.get("DBAAS_BENCH_PORT_OFFSET", "2000")
     proc = subprocess.run([sys.executable, "-m", "cli.main", "stack", "up", "--home", str(home),
                            "--port-offset", offset, "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True,
-                          env={**os.environ, "DBAAS_STACK_WITHOUT": without})
+                          # No PoP ever reports to the benchmark instance: its operations must not time
+                          # out (and be reverted) during a later run.
+                          env={**os.environ, "DBAAS_STACK_WITHOUT": without,
+                               "DBAAS_SAGA_STEP_TIMEOUTS": "pop-report=31536000"})
     if proc.returncode:
         raise SystemExit(f"the benchmark platform did not start; see {home}/logs")
     ep = json.loads(proc.stdout)["endpoints"]
