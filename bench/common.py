@@ -28,14 +28,16 @@ class Endpoints:
     home: Path
 
 
-def platform(without: str = "") -> Endpoints:
-    """Start (or reuse) the benchmark's own platform instance: `.data/bench-stack`, ports +2000.
+def platform(without: str = "", name: str = "bench-stack", offset: int = 2000) -> Endpoints:
+    """Start (or reuse) a benchmark's own platform instance: `.data/<name>`, ports +`offset`.
 
-    `without`: components to leave out, e.g. "saga,localpop-agent" to measure the event spine alone."""
-    home = Path(os.environ.get("DBAAS_BENCH_HOME", REPO / ".data" / "bench-stack"))
-    offset = os.environ.get("DBAAS_BENCH_PORT_OFFSET", "2000")
+    `without`: components to leave out, e.g. "saga,localpop-agent" to measure the event spine alone.
+    The GitOps benchmark uses an instance of its own: a saga started on the event spine's instance
+    would first work through every operation those benchmarks created."""
+    home = Path(os.environ.get("DBAAS_BENCH_HOME", REPO / ".data")) / name
+    offset = int(os.environ.get("DBAAS_BENCH_PORT_OFFSET", "2000")) - 2000 + offset
     proc = subprocess.run([sys.executable, "-m", "cli.main", "stack", "up", "--home", str(home),
-                           "--port-offset", offset, "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                           "--port-offset", str(offset), "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True,
                           # No PoP ever reports to the benchmark instance: its operations must not time
                           # out (and be reverted) during a later run.
                           env={**os.environ, "DBAAS_STACK_WITHOUT": without,

@@ -57,7 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="bench.gitops")
     parser.add_argument("-n", type=int, default=1000)
     args = parser.parse_args()
-    ep = platform()
+    ep = platform(name="bench-gitops", offset=2500)
     pub = Publisher(ep.kafka, ep.registry)
     tenant = f"gitops-{uuid.uuid4().hex[:8]}"
     first = org(tenant)

@@ -188,7 +188,8 @@ def _create_service(state: TenantState, c: CreateService, cmd_id: str) -> list[C
             "service_id",
             f'service id {c.service_id} is already used by service "{taken.name}"; generate a new service id',
         )
-    if (same := next((s for s in state.services.values() if s.live and s.name == c.name), None)) is not None:
+    if (same_id := state.live_names.get(c.name)) is not None:
+        same = state.services[same_id]
         return Problem(
             "conflict",
             "name",
@@ -484,20 +485,16 @@ def _no_organization(state: TenantState) -> Problem:
 def usage(state: TenantState, replacing: tuple[str, str, str, Resources] | None = None) -> dict[str, Any]:
     """What the organization's services use: their number, and cpu/memory/storage (each times
     replicas) in total, per engine and per PoP. `replacing` = (service id, engine, pop, resources)
-    counts that service with those resources: a service to create, or a scale to check."""
-    services = {s.service_id: (s.engine, s.pop, s.resources)
-                for s in state.services.values() if s.counts_toward_quota}
+    counts that service with those resources: a service to create, or a scale to check. O(1): the
+    state keeps its usage up to date event by event."""
+    u = state.usage
     if replacing is not None:
-        services[replacing[0]] = replacing[1:]
-    total = [0.0, 0.0, 0.0]
-    engines: dict[str, list[float]] = {}
-    pops: dict[str, list[float]] = {}
-    for engine, pop, r in services.values():
-        amounts = (r.cpu * r.replicas, r.memory_gb * r.replicas, r.storage_gb * r.replicas)
-        for bucket in (total, engines.setdefault(engine, [0.0, 0.0, 0.0]), pops.setdefault(pop, [0.0, 0.0, 0.0])):
-            for i, amount in enumerate(amounts):
-                bucket[i] += amount
-    return {"services": len(services), "total": total, "engines": engines, "pops": pops}
+        service_id, engine, pop, resources = replacing
+        if (old := state.services.get(service_id)) is not None:
+            u = u.without(old)
+        u = u.counting(engine, pop, resources, 1)
+    return {"services": u.services, "total": list(u.total),
+            "engines": {k: list(v) for k, v in u.engines.items()}, "pops": {k: list(v) for k, v in u.pops.items()}}
 
 
 QUOTA_DIMENSIONS = (("cpu", "vCPU"), ("memory_gb", "GiB of memory"), ("storage_gb", "GiB of storage"))

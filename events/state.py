@@ -129,6 +129,40 @@ class CommandRecord:
 AggregateKey = tuple[str, str]  # (aggregate_type, aggregate_id)
 
 
+Amounts = tuple[float, float, float]  # cpu, memory_gb, storage_gb — each times replicas
+NONE: Amounts = (0.0, 0.0, 0.0)
+
+
+def _plus(a: Amounts, b: Amounts, sign: int) -> Amounts:
+    return (a[0] + sign * b[0], a[1] + sign * b[1], a[2] + sign * b[2])
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an organization's services hold of its quota, kept up to date event by event."""
+
+    services: int = 0
+    total: Amounts = NONE
+    engines: dict[str, Amounts] = field(default_factory=dict)
+    pops: dict[str, Amounts] = field(default_factory=dict)
+
+    def counting(self, engine: str, pop: str, r: Resources, sign: int) -> Usage:
+        """This usage with a service of these resources added (sign 1) or taken away (-1)."""
+        amounts = (r.cpu * r.replicas, float(r.memory_gb * r.replicas), float(r.storage_gb * r.replicas))
+        return Usage(
+            self.services + sign,
+            _plus(self.total, amounts, sign),
+            {**self.engines, engine: _plus(self.engines.get(engine, NONE), amounts, sign)},
+            {**self.pops, pop: _plus(self.pops.get(pop, NONE), amounts, sign)},
+        )
+
+    def without(self, s: Service) -> Usage:
+        return self.counting(s.engine, s.pop, s.resources, -1) if s.counts_toward_quota else self
+
+    def with_(self, s: Service) -> Usage:
+        return self.counting(s.engine, s.pop, s.resources, 1) if s.counts_toward_quota else self
+
+
 @dataclass(frozen=True)
 class TenantState:
     """Never mutated: `evolve` returns a new state sharing what did not change."""
@@ -139,6 +173,8 @@ class TenantState:
     commands: dict[str, CommandRecord] = field(default_factory=dict)
     quota: Quota | None = None  # None: the platform's default quota
     members: dict[str, str] = field(default_factory=dict)  # subject -> role; the creator is org-owner
+    usage: Usage = field(default_factory=Usage)  # of the quota, by the services above
+    live_names: dict[str, str] = field(default_factory=dict)  # name -> id of the live service so named
     sequences: dict[AggregateKey, int] = field(default_factory=dict)  # last applied, per aggregate
 
 
@@ -316,7 +352,16 @@ def _service(state: TenantState, service_id: str) -> Service:
 
 
 def _put_service(state: TenantState, service: Service) -> TenantState:
-    return replace(state, services={**state.services, service.service_id: service})
+    """Every change to a service goes through here, so usage and the live names stay in step."""
+    old = state.services.get(service.service_id)
+    usage = state.usage.without(old) if old is not None else state.usage
+    names = state.live_names
+    if old is not None and old.live and not service.live:
+        names = {k: v for k, v in names.items() if v != service.service_id}
+    elif service.live and names.get(service.name) != service.service_id:
+        names = {**names, service.name: service.service_id}
+    return replace(state, services={**state.services, service.service_id: service},
+                   usage=usage.with_(service), live_names=names)
 
 
 def _record(state: TenantState, command_id: str, record: CommandRecord) -> TenantState:
