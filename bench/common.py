@@ -35,6 +35,8 @@ def platform(without: str = "", name: str = "bench-stack", offset: int = 2000) -
     The GitOps benchmark uses an instance of its own: a saga started on the event spine's instance
     would first work through every operation those benchmarks created."""
     home = Path(os.environ.get("DBAAS_BENCH_HOME", REPO / ".data")) / name
+    # e.g. DBAAS_BENCH_ALSO_WITHOUT=audit: what a component costs (on a fresh `up` of the instance)
+    without = ",".join(filter(None, [without, os.environ.get("DBAAS_BENCH_ALSO_WITHOUT", "")]))
     offset = int(os.environ.get("DBAAS_BENCH_PORT_OFFSET", "2000")) - 2000 + offset
     proc = subprocess.run([sys.executable, "-m", "cli.main", "stack", "up", "--home", str(home),
                            "--port-offset", str(offset), "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True,

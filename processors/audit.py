@@ -23,12 +23,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge
 
-import events
 from deploy.stack import topics as topic_spec
-from events import CommandRejected, Envelope, OperationAccepted
 from processors.deadletter import dead_letter
 from schemas import AUDIT_TOPIC_PATTERN as AUDIT_PATTERN
-from schemas import as_record, audit_topic
+from schemas import audit_topic, short_name
 from schemas.errors import PoisonMessage
 from schemas.registry import AUDIT_SUBJECT, EVENTS_SUBJECT, Registry, Serde
 
@@ -49,24 +47,25 @@ def _redact(value: Any) -> Any:
     return value
 
 
-def record_of(env: Envelope) -> dict[str, Any]:
-    """The audit record of one event."""
-    payload = env.payload
+def record_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The audit record of one event, from its decoded Avro record (no domain objects are built:
+    the writer reads every event of the platform, so it stays on the plain dicts)."""
+    name, fields = event["payload"]
+    action = short_name(name)
     kind, outcome, reason, message = "event", None, None, None
-    action = type(payload).__name__
-    match payload:
-        case OperationAccepted() as e:
-            kind, outcome, action = "command", "accepted", e.operation_type
-        case CommandRejected() as e:
-            kind, outcome, action, reason, message = "command", "rejected", e.command_type, e.reason_code, e.message
+    if action == "OperationAccepted":
+        kind, outcome, action = "command", "accepted", fields["operation_type"]
+    elif action == "CommandRejected":
+        kind, outcome, action = "command", "rejected", fields["command_type"]
+        reason, message = fields["reason_code"], fields["message"]
     return {
-        "audit_id": env.event_id, "tenant_id": env.tenant_id, "occurred_at": env.occurred_at, "kind": kind,
-        "action": action, "outcome": outcome, "actor": env.actor_subject, "reason_code": reason,
-        "message": message, "correlation_id": env.correlation_id, "command_id": env.command_id,
-        "operation_id": getattr(payload, "operation_id", None) or env.command_id,
-        "aggregate_type": env.aggregate_type, "aggregate_id": env.aggregate_id, "sequence": env.sequence,
-        "details": json.dumps({"event": type(payload).__name__, **_redact(as_record(payload))},
-                              sort_keys=True, default=str),
+        "audit_id": event["event_id"], "tenant_id": event["tenant_id"], "occurred_at": event["occurred_at"],
+        "kind": kind, "action": action, "outcome": outcome, "actor": event.get("actor_subject"),
+        "reason_code": reason, "message": message, "correlation_id": event["correlation_id"],
+        "command_id": event["command_id"], "operation_id": fields.get("operation_id") or event["command_id"],
+        "aggregate_type": event["aggregate_type"], "aggregate_id": event["aggregate_id"],
+        "sequence": event["sequence"],
+        "details": json.dumps({"event": short_name(name), **_redact(fields)}, sort_keys=True, default=str),
     }
 
 
@@ -110,7 +109,8 @@ class AuditWriter:
         log.info("started", events=self.settings.events_topic)
         try:
             while not stop.is_set():
-                batch = [m for m in self.consumer.consume(500, timeout=0.2) if not _eof(m)]
+                # Large batches: each transaction spans the audit topics of every tenant in it.
+                batch = [m for m in self.consumer.consume(2000, timeout=0.25) if not _eof(m)]
                 if batch:
                     self._write(batch)
         finally:
@@ -119,23 +119,22 @@ class AuditWriter:
             log.info("stopped")
 
     def _write(self, batch: list[Message]) -> None:
-        decoded = []
+        decoded: list[tuple[Message, dict[str, Any] | str]] = []
         for msg in batch:
             try:
-                decoded.append((msg, events.from_avro(self.events.decode(msg.value()))))
-            except (PoisonMessage, events.EventError, TypeError, KeyError) as exc:
+                decoded.append((msg, record_of(self.events.decode(msg.value()))))
+            except (PoisonMessage, TypeError, KeyError, ValueError) as exc:
                 decoded.append((msg, str(exc)))
-        self._ensure_topics({env.tenant_id for _, env in decoded if isinstance(env, Envelope)})
+        self._ensure_topics({r["tenant_id"] for _, r in decoded if isinstance(r, dict)})
         self.producer.begin_transaction()
         try:
-            for msg, env in decoded:
-                if isinstance(env, str):
-                    dead_letter(self.producer, f"{self.settings.events_topic}.dlq", msg, f"not an event: {env}")
+            for msg, record in decoded:
+                if isinstance(record, str):
+                    dead_letter(self.producer, f"{self.settings.events_topic}.dlq", msg, f"not an event: {record}")
                     continue
-                record = record_of(env)
-                self.producer.produce(audit_topic(env.tenant_id), key=env.aggregate_id.encode(),
+                self.producer.produce(audit_topic(record["tenant_id"]), key=record["aggregate_id"].encode(),
                                       value=self.audit.encode(record),
-                                      headers=[("correlation-id", env.correlation_id.encode())])
+                                      headers=[("correlation-id", record["correlation_id"].encode())])
                 RECORDS.labels(record["kind"]).inc()
             self.producer.send_offsets_to_transaction(self.consumer.position(self.consumer.assignment()),
                                                       self.consumer.consumer_group_metadata(), 30)
