@@ -41,7 +41,7 @@ class Stack:
 
     def cli(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         return subprocess.run([*DBAAS, *args], cwd=REPO, capture_output=True, text=True,
-                              check=check, timeout=timeout)
+                              check=check, timeout=timeout, env={**os.environ, **PLATFORM_ENV})
 
     def token(self, subject: str = "alice", orgs: dict[str, list[str]] | None = None, **claims) -> str:
         """A token of this platform's development issuer for `subject`, granting `orgs` roles."""
@@ -71,15 +71,19 @@ class Stack:
 
 SINGAPORE_TIMEOUT = 12  # seconds the test platform's saga waits for a report from PoP singapore
 RATE_LIMIT = "1/3"  # requests per second / burst for the test platform's ratelimit-* organizations
+# How the test platform runs, for every `dbaas stack up` of it (a test that restarts it too):
+PLATFORM_ENV = {
+    # PoP singapore is where the tests let operations time out: nothing reports from there.
+    "DBAAS_SAGA_STEP_TIMEOUTS": f"pop-report@singapore={SINGAPORE_TIMEOUT}",
+    # Organizations named ratelimit-* get a tight rate limit; the rest room for every test's polling.
+    "DBAAS_RATE_LIMITS": f"ratelimit-*={RATE_LIMIT},*=1000/2000",
+    # crash tests kill processes on purpose: restart them at once, not after a growing wait
+    "DBAAS_SUPERVISE_MAX_BACKOFF": "2",
+}
 
 
 def _up(home: Path, offset: int) -> dict:
-    # PoP singapore is where the tests let operations time out: nothing reports from there.
-    # Organizations named ratelimit-* get a tight rate limit; the rest room for every test's polling.
-    env = {**os.environ, "DBAAS_SAGA_STEP_TIMEOUTS": f"pop-report@singapore={SINGAPORE_TIMEOUT}",
-           "DBAAS_RATE_LIMITS": f"ratelimit-*={RATE_LIMIT},*=1000/2000",
-           # crash tests kill processes on purpose: restart them at once, not after a growing wait
-           "DBAAS_SUPERVISE_MAX_BACKOFF": "2"}
+    env = {**os.environ, **PLATFORM_ENV}
     proc = subprocess.run([*DBAAS, "stack", "up", "--home", str(home), "--port-offset", str(offset),
                            "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=1800, env=env)
     if proc.returncode != 0:
