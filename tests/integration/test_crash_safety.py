@@ -14,12 +14,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from commands import CreateOrganization, CreateService, ScaleService, SetQuota
-from events import Quota, ResourceLimit
 from commands.publisher import Publisher
-from events import CommandRejected, OperationAccepted
+from events import CommandRejected, OperationAccepted, Quota, ResourceLimit
 from projections.rebuild import rebuild
 from projections.settings import Settings
 from tests.conftest import wait_for

@@ -7,7 +7,6 @@ import uuid
 
 import httpx
 import psycopg
-import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
