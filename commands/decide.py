@@ -312,7 +312,7 @@ def _pop_report(state: TenantState, c: RecordPopReport) -> list[Change] | Proble
             return _finish(service, ServiceReady(c.operation_id, c.service_id, c.endpoint, c.credentials))
         case "Failed":
             reason = f"the PoP {c.pop} reported: {c.reason or 'a failure without a reason'}"
-            return [("service", c.service_id, _failed_after_commit(service, reason))]
+            return [("service", c.service_id, _failed_after_commit(service, reason, "pop_failed"))]
         case _:
             return [("service", c.service_id, ServiceDeleted(c.operation_id, c.service_id))]
 
@@ -342,10 +342,10 @@ def _committed(state: TenantState, c: RecordServiceClaimCommitted) -> list[Chang
     return [*changes, *_finish(service, ServiceReady(c.operation_id, c.service_id, None, None))]
 
 
-def _failed_after_commit(service: Service, reason: str) -> ServiceFailed:
+def _failed_after_commit(service: Service, reason: str, code: str) -> ServiceFailed:
     """The operation failed once its manifests were committed: the commit is reverted next."""
     return ServiceFailed(service.running or "", service.service_id, reason, compensate=True,
-                         status=ServiceStatus.FAILED.value)
+                         status=ServiceStatus.FAILED.value, code=code)
 
 
 def _timed_out(state: TenantState, c: RecordStepTimedOut) -> list[Change] | Problem:
@@ -359,12 +359,12 @@ def _timed_out(state: TenantState, c: RecordStepTimedOut) -> list[Change] | Prob
         return []
     reason = f"step {c.step} did not finish within {c.after_seconds} s"
     if service.step >= 2:
-        return [("service", c.service_id, _failed_after_commit(service, reason))]
+        return [("service", c.service_id, _failed_after_commit(service, reason, "timed_out"))]
     if service.provisioned:
         outcome = ServiceFailed(c.operation_id, c.service_id, reason, status=_at_rest(service).value,
-                                resources=service.applied)
+                                resources=service.applied, code="timed_out", step=c.step)
     else:
-        outcome = ServiceFailed(c.operation_id, c.service_id, reason)
+        outcome = ServiceFailed(c.operation_id, c.service_id, reason, code="timed_out", step=c.step)
     return _finish(service, outcome)
 
 

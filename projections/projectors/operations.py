@@ -110,16 +110,14 @@ def _deleted(env: Envelope) -> Change:
 
 
 def _failed(env: Envelope) -> Change:
-    """The step that failed is the one after the last done: a timeout names it, a PoP's Failed
-    report is the report step (the commit was done)."""
+    """The failed step is marked Failed; the steps before it are done."""
     e: ServiceFailed = env.payload  # type: ignore[assignment]
-    timed_out = e.reason.startswith("step ") and "did not finish within" in e.reason
-    failed_step = FAILED_STEP.get(e.reason.split()[1], "report_step") if timed_out else "report_step"
+    failed_step = FAILED_STEP[e.step]
     done = STEP_COLUMNS.index(failed_step)
     more = {"compensation": {"state": "Pending", "ref": None, "at": env.occurred_at.isoformat()}} \
         if e.compensate else {}
     return _step(env, done, failed_step, None, state=FAILED, step_state="Failed",
-                 reason_code="timed_out" if timed_out else "pop_failed", message=e.reason, **more)
+                 reason_code=e.code, message=e.reason, **more)
 
 
 def _cancelled(env: Envelope) -> Change:

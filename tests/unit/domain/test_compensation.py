@@ -62,7 +62,7 @@ def service(steps):
 
 def test_a_render_timeout_fails_the_creation_without_compensation():
     assert payloads([ORG, CREATE], timed_out(C, "render")) == [
-        ServiceFailed(C, DB1, "step render did not finish within 60 s")]
+        ServiceFailed(C, DB1, "step render did not finish within 60 s", code="timed_out", step="render")]
     assert service([ORG, CREATE, timed_out(C, "render")]).status is ServiceStatus.FAILED
 
 
@@ -71,13 +71,15 @@ def test_a_commit_timeout_of_a_scale_leaves_the_service_ready_as_it_was():
     s = service(steps)
     assert (s.status, s.resources, s.running) == (ServiceStatus.READY, SMALL, None)
     assert payloads(steps[:-1], steps[-1]) == [ServiceFailed(
-        S, DB1, "step commit did not finish within 300 s", status="Ready", resources=SMALL)]
+        S, DB1, "step commit did not finish within 300 s", status="Ready", resources=SMALL, code="timed_out",
+        step="commit")]
 
 
 def test_a_timeout_awaiting_the_pop_is_compensated():
     steps = [*READY, SCALE, rendered(DB1, S), committed(DB1, S), timed_out(S, "pop-report", 1800)]
     assert payloads(steps[:-1], steps[-1]) == [ServiceFailed(
-        S, DB1, "step pop-report did not finish within 1800 s", compensate=True, status="Failed")]
+        S, DB1, "step pop-report did not finish within 1800 s", compensate=True, status="Failed",
+        code="timed_out")]
     s = service(steps)
     assert (s.running, s.compensating) == (S, "failed")
     after = service([*steps, reverted(DB1, S)])
