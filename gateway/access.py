@@ -24,9 +24,16 @@ def member_role(request: Request, subject: str, tenant: str) -> str | None:
 
 
 def roles_in(request: Request, identity: Identity, tenant: str) -> set[str]:
-    ratelimit.charge(request, tenant)
-    role = member_role(request, identity.subject, tenant)
-    return {*identity.org_roles.get(tenant, ()), *([role] if role else [])}
+    """The caller's roles in `tenant`, looked up once per request (a route may check visibility
+    and then permission); the request counts once against the tenant's rate limit."""
+    known: dict[str, set[str]] | None = getattr(request.state, "roles", None)
+    if known is None:
+        known = request.state.roles = {}
+    if tenant not in known:
+        ratelimit.charge(request, tenant)
+        role = member_role(request, identity.subject, tenant)
+        known[tenant] = {*identity.org_roles.get(tenant, ()), *([role] if role else [])}
+    return known[tenant]
 
 
 def tenants_of(request: Request, identity: Identity) -> set[str]:

@@ -9,9 +9,7 @@ stays — `decide` enforces both). `GET /users/me`: who the token says you are a
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
 from commands import AddMember, ChangeMemberRole, RemoveMember
@@ -23,8 +21,7 @@ from projections.tables import build_tables
 
 router = APIRouter(tags=["members"])
 TABLES = build_tables()
-IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
-CorrId = Annotated[str | None, Header(alias="X-Correlation-Id")]
+IdemKey, CorrId = writes.IdemKey, writes.CorrId
 
 
 class Member(BaseModel):

@@ -6,9 +6,8 @@ the services read model (what holds quota: services neither deleted nor failed).
 """
 from __future__ import annotations
 
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
 from commands import SetQuota
@@ -87,8 +86,7 @@ def get_quotas(org: str, request: Request, identity: Identity = Depends(current_
             responses={403: {"description": "only an org-owner sets quotas"}})
 async def put_quotas(org: str, body: QuotaBody, request: Request, response: Response,
                      identity: Identity = Depends(current_identity),
-                     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-                     correlation_id: Annotated[str | None, Header(alias="X-Correlation-Id")] = None,
+                     idempotency_key: writes.IdemKey = None, correlation_id: writes.CorrId = None,
                      ) -> writes.Accepted:
     actor = require_command(request, identity, org, "SetQuota")
     quota = Quota(body.max_services, ResourceLimit(**body.total.model_dump()),
