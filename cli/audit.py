@@ -17,21 +17,21 @@ def _line(r: dict) -> str:
             f"{r['aggregate_id']}  corr={r['correlation_id']}{why}")
 
 
-def _since(text: str) -> datetime:
-    """`10m`, `2h`, `3d` ago, or an ISO 8601 moment."""
+def _moment(text: str, option: str = "--since") -> datetime:
+    """`10m`, `2h`, `3d` ago, or an ISO 8601 moment (UTC when it names no zone)."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     if text and text[-1] in units and text[:-1].isdigit():
         return datetime.now(timezone.utc) - timedelta(seconds=int(text[:-1]) * units[text[-1]])
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ApiError(f"--since {text!r}: give a duration (10m, 2h, 3d) or an ISO 8601 time") from None
+        raise ApiError(f"{option} {text!r}: give a duration (10m, 2h, 3d) or an ISO 8601 time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 def tail(args) -> int:
     c = Client(args.api_url)
-    since, seen = _since(args.since), set()
+    since, seen = _moment(args.since), set()
     while True:
         page = c.get(f"/organizations/{args.org}/audit", since=since.isoformat(), limit=1000,
                      actor=args.actor, action=args.action_filter, outcome=args.outcome)
@@ -51,13 +51,7 @@ def tail(args) -> int:
 
 
 def replay(args) -> int:
-    until = _since(args.until) if args.until[-1:] in "smhd" and args.until[:-1].isdigit() else None
-    if until is None:
-        try:
-            until = datetime.fromisoformat(args.until)
-        except ValueError:
-            raise ApiError(f"--until {args.until!r} is not an ISO 8601 time") from None
-        until = until if until.tzinfo else until.replace(tzinfo=timezone.utc)
+    until = _moment(args.until, "--until")
     print(f"replaying the event log of {args.org} up to {until.isoformat()}…", file=sys.stderr)
     doc = Client(args.api_url).get(f"/organizations/{args.org}/replay", until=until.isoformat())
     if args.json:
