@@ -57,9 +57,9 @@ from events import (
     Queued,
     QuotaSet,
     Rejected,
-    ResourceLimit,
     Resources,
     Service,
+    Usage,
     ServiceClaimCommitted,
     ServiceClaimRendered,
     ServiceClaimReverted,
@@ -482,44 +482,44 @@ def _no_organization(state: TenantState) -> Problem:
     )
 
 
+def _usage_with(state: TenantState, service_id: str, engine: str, pop: str, resources: Resources) -> Usage:
+    """The organization's usage with `service_id` counted at `resources` (created or scaled)."""
+    u = state.usage
+    if (old := state.services.get(service_id)) is not None:
+        u = u.without(old)
+    return u.counting(engine, pop, resources, 1)
+
+
 def usage(state: TenantState, replacing: tuple[str, str, str, Resources] | None = None) -> dict[str, Any]:
     """What the organization's services use: their number, and cpu/memory/storage (each times
-    replicas) in total, per engine and per PoP. `replacing` = (service id, engine, pop, resources)
-    counts that service with those resources: a service to create, or a scale to check. O(1): the
-    state keeps its usage up to date event by event."""
-    u = state.usage
-    if replacing is not None:
-        service_id, engine, pop, resources = replacing
-        if (old := state.services.get(service_id)) is not None:
-            u = u.without(old)
-        u = u.counting(engine, pop, resources, 1)
+    replicas) in total, per engine and per PoP; `replacing` = (service id, engine, pop, resources)
+    counts that service with those resources. O(1): the state keeps its usage event by event."""
+    u = state.usage if replacing is None else _usage_with(state, *replacing)
     return {"services": u.services, "total": list(u.total),
             "engines": {k: list(v) for k, v in u.engines.items()}, "pops": {k: list(v) for k, v in u.pops.items()}}
 
 
 QUOTA_DIMENSIONS = (("cpu", "vCPU"), ("memory_gb", "GiB of memory"), ("storage_gb", "GiB of storage"))
+NOTHING = (0.0, 0.0, 0.0)
 
 
 def _over_quota(state: TenantState, service_id: str, engine: str, pop: str, resources: Resources) -> Problem | None:
     """Whether creating or scaling `service_id` to `resources` breaks the quota. A change that
     only shrinks what is used is always allowed, even over a quota lowered since."""
     quota = state.quota or DEFAULT_QUOTA
-    before = usage(state)
-    after = usage(state, (service_id, engine, pop, resources))
+    before, after = state.usage, _usage_with(state, service_id, engine, pop, resources)
     hint = ("delete or scale down a service, or ask an org-owner to raise the quota "
             f"(PUT /api/v1/organizations/{state.tenant_id}/quotas)")
-    if after["services"] > before["services"] and after["services"] > quota.max_services:
+    if after.services > before.services and after.services > quota.max_services:
         return Problem("quota_exceeded", None,
-                       f'organization "{state.tenant_id}" has {before["services"]} services and its quota '
+                       f'organization "{state.tenant_id}" has {before.services} services and its quota '
                        f"allows {quota.max_services}; {hint}")
-    zero = [0.0, 0.0, 0.0]
-    scopes: list[tuple[str, ResourceLimit, list[float], list[float]]] = [
-        ("in total", quota.total, before["total"], after["total"])]
+    scopes = [("in total", quota.total, before.total, after.total)]
     if engine in quota.engines:
         scopes.append((f"for engine {engine}", quota.engines[engine],
-                       before["engines"].get(engine, zero), after["engines"][engine]))
+                       before.engines.get(engine, NOTHING), after.engines[engine]))
     if pop in quota.pops:
-        scopes.append((f"in pop {pop}", quota.pops[pop], before["pops"].get(pop, zero), after["pops"][pop]))
+        scopes.append((f"in pop {pop}", quota.pops[pop], before.pops.get(pop, NOTHING), after.pops[pop]))
     for scope, limit, used, wanted in scopes:
         for i, (name, unit) in enumerate(QUOTA_DIMENSIONS):
             cap = getattr(limit, name)
@@ -529,7 +529,6 @@ def _over_quota(state: TenantState, service_id: str, engine: str, pop: str, reso
                                f"{unit} {scope} (now {format_number(used[i])}), over its quota of "
                                f"{format_number(cap)}; {hint}")
     return None
-
 
 
 def _live_service(state: TenantState, service_id: str) -> Service | None:
