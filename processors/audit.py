@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from deploy.stack import topics as topic_spec
 from processors.deadletter import dead_letter
+from runtime import kafka
 from schemas import AUDIT_TOPIC_PATTERN as AUDIT_PATTERN
 from schemas import audit_topic, short_name
 from schemas.errors import PoisonMessage
@@ -145,19 +146,10 @@ class AuditWriter:
                 raise
             log.warning("audit transaction aborted; the batch is written again", error=str(exc))
             self.producer.abort_transaction(30)
-            self._rewind(batch)
+            kafka.rewind(self.consumer, batch)
             return
-        for tp in self.consumer.position(self.consumer.assignment()):
-            _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
-            if tp.offset >= 0 and high is not None and high >= 0:
-                LAG.labels(str(tp.partition)).set(max(high - tp.offset, 0))
-
-    def _rewind(self, batch: list[Message]) -> None:
-        from confluent_kafka import TopicPartition
-
-        parts = {(m.topic(), m.partition()) for m in batch}
-        for tp in self.consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=30):
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+        for partition, behind in kafka.lag(self.consumer).items():
+            LAG.labels(str(partition)).set(behind)
 
     def _ensure_topics(self, tenants: set[str]) -> None:
         """Create the audit topics of tenants not seen yet (a new organization's first event)."""

@@ -146,10 +146,7 @@ class CommandProcessor:
                 tenants.pop(tenant, None)
             else:
                 tenants[tenant] = state
-        parts = {(m.topic(), m.partition()) for m in batch}
-        committed = self.consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=30)
-        for tp in committed:
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+        kafka.rewind(self.consumer, batch)
 
     def _judge(self, msg: Message, before: dict) -> None:
         size = len(msg.value() or b"")
@@ -205,10 +202,8 @@ class CommandProcessor:
         dead_letter(self.producer, self.settings.dlq_topic, msg, reason)
 
     def _report_lag(self) -> None:
-        for tp in self.consumer.position(self.consumer.assignment()):
-            _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
-            if tp.offset >= 0 and high is not None and high >= 0:
-                LAG.labels(str(tp.partition)).set(max(high - tp.offset, 0))
+        for partition, behind in kafka.lag(self.consumer).items():
+            LAG.labels(str(partition)).set(behind)
 
 
 def main() -> int:

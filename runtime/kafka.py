@@ -40,3 +40,21 @@ def read_to_end(consumer: Consumer, starts: list[TopicPartition], timeout: float
             if msg.offset() + 1 >= ends.get(where, 0):
                 ends.pop(where, None)
             yield msg
+
+
+def rewind(consumer: Consumer, batch: list[Message], timeout: float = 30.0) -> None:
+    """Seek the batch's partitions back to their committed offsets: after an aborted transaction,
+    the batch is read and processed again."""
+    parts = {(m.topic(), m.partition()) for m in batch}
+    for tp in consumer.committed([TopicPartition(t, p) for t, p in parts], timeout=timeout):
+        consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+
+def lag(consumer: Consumer) -> dict[int, int]:
+    """Messages not yet consumed per assigned partition (cached watermarks: no broker round trip)."""
+    behind = {}
+    for tp in consumer.position(consumer.assignment()):
+        _, high = consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+        if tp.offset >= 0 and high is not None and high >= 0:
+            behind[tp.partition] = max(high - tp.offset, 0)
+    return behind

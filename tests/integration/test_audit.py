@@ -5,10 +5,9 @@ the read model as it was then; the rate limit answers 429."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 from confluent_kafka import Producer
@@ -105,9 +104,11 @@ def test_replay_as_of_a_moment_equals_the_read_model_then(stack):
         sid, op = created["service_id"], created["operation_id"]
 
         def snap():
-            time.sleep(0.05)  # the next event's command is issued strictly after this moment
-            snapshots.append((datetime.now(timezone.utc), alice.get(f"/services/{sid}").json()))
-            time.sleep(0.05)
+            moment = datetime.now(timezone.utc)
+            snapshots.append((moment, alice.get(f"/services/{sid}").json()))
+            # Events keep milliseconds: the next command must be issued in a later millisecond.
+            wait_for(lambda: datetime.now(timezone.utc) >= moment + timedelta(milliseconds=2), timeout=1,
+                     interval=0.001, what="the clock to pass the snapshot's millisecond")
 
         _op(alice, op, lambda o: o["done_steps"] >= 2)
         snap()  # committed, awaiting the PoP

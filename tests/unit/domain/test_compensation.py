@@ -94,7 +94,7 @@ def test_a_stale_timeout_changes_nothing():
 
 # -- compensation ------------------------------------------------------------------------------------
 
-def test_a_reports_during_compensation_are_ignored():
+def test_reports_during_compensation_are_ignored():
     failing = [ORG, CREATE, *saga(DB1, C, "Failed", reason="no nodes")]
     assert payloads(failing, reported(DB1, C, "Ready")) == []
     assert payloads(failing, reverted(DB1, C, "beef")) == [ServiceClaimReverted(C, DB1, "beef", "Failed")]
