@@ -107,8 +107,7 @@ class CommandProcessor:
         consumer = kafka.reader(self.settings.kafka, "unused")
         state = PartitionState()
         try:
-            low, _ = consumer.get_watermark_offsets(TopicPartition(self.settings.events_topic, partition), timeout=30)
-            for msg in kafka.read_to_end(consumer, [TopicPartition(self.settings.events_topic, partition, low)]):
+            for msg in kafka.read_to_end(consumer, [TopicPartition(self.settings.events_topic, partition, 0)]):
                 env = events.from_avro(self.events.decode(msg.value()))
                 state.tenants[env.tenant_id] = evolve(state.get(env.tenant_id), env)
                 REBUILT.inc()

@@ -8,16 +8,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 
 def reader(kafka: str, group: str) -> Consumer:
-    """A consumer for `read_to_end`: read_committed, end-of-partition events, no offset commits."""
+    """A consumer for `read_to_end`: read_committed, end-of-partition events, no offset commits; an
+    offset below the log's start (retention removed it) reads from the start."""
     return Consumer({"bootstrap.servers": kafka, "group.id": group, "enable.auto.commit": False,
-                     "isolation.level": "read_committed", "enable.partition.eof": True})
+                     "isolation.level": "read_committed", "enable.partition.eof": True,
+                     "auto.offset.reset": "earliest"})
 
 
 def whole_topic(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
-    """Every partition of `topic`, from its first offset."""
-    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
-    return [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[0])
-            for p in partitions]
+    """Every partition of `topic`, from its start."""
+    return [TopicPartition(topic, p, 0) for p in consumer.list_topics(topic, timeout=timeout).topics[topic].partitions]
 
 
 def read_to_end(consumer: Consumer, starts: list[TopicPartition], timeout: float = 30.0) -> Iterator[Message]:
