@@ -20,6 +20,14 @@ MAX_BACKOFF = float(os.environ.get("DBAAS_SUPERVISE_MAX_BACKOFF", "30"))
 STABLE_AFTER = 60.0  # a child that ran this long restarts without waiting
 
 
+def _write_pid(path: Path, pid: int) -> None:
+    """Replaces the pid file in one step: a reader sees the old pid or the new one, never an empty
+    or half-written file."""
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="supervise")
     parser.add_argument("--name", required=True)
@@ -34,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         child = subprocess.Popen(cmd)
         if args.child_pidfile:
-            Path(args.child_pidfile).write_text(f"{child.pid}\n")
+            _write_pid(Path(args.child_pidfile), child.pid)
         log.info("child started", pid=child.pid)
         while child.poll() is None and not stop.is_set():
             stop.wait(0.2)

@@ -25,13 +25,8 @@ from tests.integration.kafka_support import command, read_events
 
 
 def _child(stack) -> int:
-    """The saga's pid, as its supervisor recorded it (waiting out a pid file being rewritten)."""
-    path = Path(stack.home, "run", "saga.child.pid")
-
-    def read() -> int | None:
-        text = path.read_text().strip() if path.exists() else ""
-        return int(text) if text.isdigit() else None
-    return wait_for(read, timeout=30, interval=0.05, what="the saga's pid file")
+    """The saga's pid, as its supervisor recorded it."""
+    return int(Path(stack.home, "run", "saga.child.pid").read_text())
 
 
 def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
