@@ -13,19 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from runtime import logs, signals
+from runtime import files, logs, signals
 
 # A child that keeps dying waits longer and longer, up to this (DBAAS_SUPERVISE_MAX_BACKOFF seconds).
 MAX_BACKOFF = float(os.environ.get("DBAAS_SUPERVISE_MAX_BACKOFF", "30"))
 STABLE_AFTER = 60.0  # a child that ran this long restarts without waiting
-
-
-def _write_pid(path: Path, pid: int) -> None:
-    """Replaces the pid file in one step: a reader sees the old pid or the new one, never an empty
-    or half-written file."""
-    tmp = path.with_name(f"{path.name}.tmp")
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         child = subprocess.Popen(cmd)
         if args.child_pidfile:
-            _write_pid(Path(args.child_pidfile), child.pid)
+            files.replace_text(Path(args.child_pidfile), f"{child.pid}\n")
         log.info("child started", pid=child.pid)
         while child.poll() is None and not stop.is_set():
             stop.wait(0.2)

@@ -11,6 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from runtime import files
+
 
 def _start_time(pid: int) -> str | None:
     try:
@@ -27,7 +29,7 @@ class PidFile:
 
     def write(self, pid: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(f"{pid} {_start_time(pid)}\n")
+        files.replace_text(self.path, f"{pid} {_start_time(pid)}\n")
 
     def pid(self) -> int | None:
         """The recorded pid if that very process is still running, else None."""
