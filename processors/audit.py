@@ -185,14 +185,9 @@ def _eof(msg: Message) -> bool:
 
 
 def main() -> int:
-    from runtime import logs, metrics, signals
+    from runtime import process
 
-    logs.configure("audit")
-    settings = AuditSettings.from_env()
-    stop = signals.stop_event()
-    metrics.serve(settings.metrics_port)
-    AuditWriter(settings).run(stop)
-    return 0
+    return process.main("audit", AuditSettings.from_env, lambda settings, stop: AuditWriter(settings).run(stop))
 
 
 if __name__ == "__main__":

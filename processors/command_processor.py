@@ -206,14 +206,9 @@ class CommandProcessor:
 
 
 def main() -> int:
-    from runtime import logs, metrics, signals
+    from runtime import process
 
-    logs.configure("command-processor")
-    settings = ProcessorSettings.from_env()
-    stop = signals.stop_event()
-    metrics.serve(settings.metrics_port)
-    CommandProcessor(settings).run(stop)
-    return 0
+    return process.main("command-processor", ProcessorSettings.from_env, lambda settings, stop: CommandProcessor(settings).run(stop))
 
 
 if __name__ == "__main__":

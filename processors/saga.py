@@ -373,14 +373,9 @@ class ServiceSaga:
 
 
 def main() -> int:
-    from runtime import logs, metrics, signals
+    from runtime import process
 
-    logs.configure("saga")
-    settings = SagaSettings.from_env()
-    stop = signals.stop_event()
-    metrics.serve(settings.metrics_port)
-    ServiceSaga(settings).run(stop)
-    return 0
+    return process.main("saga", SagaSettings.from_env, lambda settings, stop: ServiceSaga(settings).run(stop))
 
 
 if __name__ == "__main__":

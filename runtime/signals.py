@@ -9,7 +9,7 @@ def stop_event() -> threading.Event:
     """An event set by SIGTERM/SIGINT; the main loop finishes its batch in hand and exits."""
     event = threading.Event()
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         event.set()
 
     signal.signal(signal.SIGTERM, handler)

@@ -469,18 +469,9 @@ def run(settings: AgentSettings, stop: threading.Event, *, agent: Agent | None =
 
 
 def main() -> int:
-    from runtime import logs, metrics, signals
+    from runtime import process
 
-    logs.configure("localpop-agent")
-    try:
-        settings = AgentSettings.from_env()
-    except SettingsError as exc:
-        log.error("cannot start", error=str(exc))
-        return 2
-    stop = signals.stop_event()
-    metrics.serve(settings.metrics_port)
-    run(settings, stop)
-    return 0
+    return process.main("localpop-agent", AgentSettings.from_env, run, (SettingsError,))
 
 
 if __name__ == "__main__":

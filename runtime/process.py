@@ -1,0 +1,35 @@
+"""The common start of a long-running platform process: JSON logs under its name, settings from
+the environment (a missing or invalid one ends the process with exit code 2 and one log line
+saying which), SIGTERM/SIGINT as a stop event, the Prometheus endpoint, then its loop until
+stopped."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from runtime import logs, metrics, signals
+
+
+class _Settings(Protocol):
+    metrics_port: int
+
+
+S = TypeVar("S", bound=_Settings)
+
+
+def main(name: str, from_env: Callable[[], S], run: Callable[[S, threading.Event], None],
+         config_errors: tuple[type[Exception], ...] = ()) -> int:
+    log = logs.configure(name)
+    try:
+        settings = from_env()
+    except KeyError as exc:
+        log.error("cannot start", error=f"{exc.args[0]} is not set")
+        return 2
+    except (ValueError, *config_errors) as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
+    stop = signals.stop_event()
+    metrics.serve(settings.metrics_port)
+    run(settings, stop)
+    return 0

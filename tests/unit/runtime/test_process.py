@@ -1,0 +1,60 @@
+"""The common process start: settings errors end it with exit code 2 and a line naming the
+setting; otherwise the loop runs with the stop event SIGTERM sets."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import threading
+from dataclasses import dataclass
+
+import pytest
+
+from runtime import logs, process
+
+
+@dataclass
+class _Settings:
+    metrics_port: int = 0
+
+
+@pytest.fixture
+def log_lines(monkeypatch):
+    buffer = io.StringIO()
+    configure = logs.configure
+    monkeypatch.setattr(logs, "configure", lambda name: configure(name, stream=buffer))
+    yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+def test_a_missing_setting_ends_the_process_with_its_name(log_lines):
+    def from_env():
+        return {}["DBAAS_KAFKA_BOOTSTRAP"]
+    assert process.main("p", from_env, lambda s, stop: pytest.fail("ran without settings")) == 2
+    assert [(line["event"], line["error"]) for line in log_lines()] == [
+        ("cannot start", "DBAAS_KAFKA_BOOTSTRAP is not set")]
+
+
+def test_an_invalid_setting_ends_the_process_with_the_reason(log_lines):
+    class Invalid(Exception):
+        pass
+
+    def from_env():
+        raise Invalid("DBAAS_SAGA_STEP_TIMEOUTS: 'render=x' is not a number of seconds")
+    assert process.main("p", from_env, lambda s, stop: pytest.fail("ran"), (Invalid,)) == 2
+    assert log_lines()[0]["error"].startswith("DBAAS_SAGA_STEP_TIMEOUTS")
+
+
+def test_sigterm_sets_the_stop_event_the_loop_watches(log_lines):
+    seen: list[bool] = []
+
+    def run(settings, stop: threading.Event):
+        os.kill(os.getpid(), signal.SIGTERM)
+        seen.append(stop.wait(10))
+    previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    try:
+        assert process.main("p", _Settings, run) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
+    assert seen == [True]
