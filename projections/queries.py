@@ -10,11 +10,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-from collections.abc import Collection
 
 from sqlalchemy import Connection, Select, Table, func, select, tuple_
 

@@ -135,7 +135,7 @@ def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCal
         twins = build_tables(REBUILD_SUFFIX)
         partitions = topic_partitions(settings.kafka_bootstrap, topic)
         _prepare(engine, live, twins, chosen, topic, partitions)
-        decoder = Decoder(registry, Serde(registry, EVENTS_SUBJECT))
+        decoder = Decoder(Serde(registry, EVENTS_SUBJECT))
         consumer = Consumer(consumer_config(settings, group=f"{settings.consumer_group}-rebuild"))
         bounds = {p: _watermarks(consumer, topic, p) for p in partitions}
         starts = {p: low for p, (low, _high) in bounds.items()}

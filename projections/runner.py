@@ -165,7 +165,7 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
     server = None
     try:
         tables = create_all(engine)
-        decoder = Decoder(registry, Serde(registry, EVENTS_SUBJECT))
+        decoder = Decoder(Serde(registry, EVENTS_SUBJECT))
         partitions = topic_partitions(settings.kafka_bootstrap, settings.events_topic)
         with engine.connect() as conn:
             stored = positions.load(conn, tables, settings.events_topic, PROJECTIONS)

@@ -1,7 +1,7 @@
 """The Kafka side of a projector: client configuration, partition discovery, decoding, dead letters.
 
 Owns how a consumed message becomes an `Item` (an `events.Envelope`, or the reason it is poison:
-`Decoder`, which skips schema resolution where it would change nothing), how a batch is fetched,
+`Decoder`), how a batch is fetched,
 and how poison goes to the dead-letter topic with the `dbaas-error-*` / `dbaas-source-*` headers.
 A registry that does not answer is transient (`TransientError`): the batch is retried, never
 dead-lettered. Imports confluent-kafka, `schemas`, `events` and `projections.errors`.
@@ -26,8 +26,8 @@ from confluent_kafka.admin import AdminClient
 from events import Envelope, EventError, from_avro
 from projections.errors import TopicNotFound, TransientError
 from projections.settings import Settings
-from schemas import PoisonMessage, codec
-from schemas.registry import Registry, RegistryUnavailable, Serde
+from schemas import PoisonMessage
+from schemas.registry import RegistryUnavailable, Serde
 
 REASON_HEADER = "dbaas-error-reason"
 SOURCE_HEADERS = ("dbaas-source-topic", "dbaas-source-partition", "dbaas-source-offset")
@@ -74,23 +74,15 @@ class Item:
 
 
 class Decoder:
-    """Turns consumed messages into `Item`s, reading every record as this process's event schema.
+    """Turns consumed messages into `Item`s, reading every record as this process's event schema
+    (`Serde.decode`: without schema resolution where it would change nothing)."""
 
-    Schema resolution (fastavro reading with the writer's and the reader's schema) costs as much
-    again as the decoding itself. It changes nothing when the writer schema reads alike (see
-    `reads_alike`): the same schema, or an older one the reader only added records to (the usual
-    evolution: a new event type). Records of such writer schemas are decoded with the writer schema
-    alone; the answer is cached per schema id.
-    """
-
-    def __init__(self, registry: Registry, serde: Serde) -> None:
-        self.registry = registry
+    def __init__(self, serde: Serde) -> None:
         self.serde = serde
-        self._alike: dict[int, Any] = {}  # schema id -> its parsed writer schema when alike, else None
 
     def __call__(self, msg: Message) -> Item:
         try:
-            envelope = from_avro(self._record(msg.value() or b""))
+            envelope = from_avro(self.serde.decode(msg.value() or b""))
         except RegistryUnavailable as exc:
             raise TransientError(str(exc)) from exc
         except PoisonMessage as exc:
@@ -98,55 +90,6 @@ class Decoder:
         except (EventError, TypeError, ValueError) as exc:  # decodes, but is no event this code knows
             return Item(msg.partition(), msg.offset(), None, f"not an event record: {type(exc).__name__}: {exc}", msg)
         return Item(msg.partition(), msg.offset(), envelope, None, msg)
-
-    def _record(self, data: bytes) -> dict[str, Any]:
-        writer = self._writer_alike(int.from_bytes(data[1:5], "big")) if len(data) >= 5 and data[0] == 0 else None
-        if writer is None:
-            return self.serde.decode(data)  # with resolution; or PoisonMessage, saying why
-        return codec.decode(data, lambda _id: writer)
-
-    def _writer_alike(self, schema_id: int) -> Any:
-        if schema_id not in self._alike:
-            try:
-                writer = self.registry.schema(schema_id)
-            except LookupError:
-                return None  # not cached: the registry may learn it; `serde.decode` says it is poison
-            self._alike[schema_id] = writer if writer is not None and reads_alike(writer, self.serde.schema) else None
-        return self._alike[schema_id]
-
-
-def reads_alike(writer: Any, reader: Any) -> bool:
-    """Whether records written with the parsed schema `writer` decode, without resolution, to what
-    resolving them into the parsed schema `reader` gives: the same primitive and logical types,
-    named types with the same names and fields, and every branch of a writer union alike the reader
-    branch of its name (resolution picks that one, by name, and reports that name)."""
-    return _alike(writer, reader, (writer.get("__named_schemas", {}), reader.get("__named_schemas", {})), set())
-
-
-def _alike(w: Any, r: Any, named: tuple[dict[str, Any], dict[str, Any]], seen: set[str]) -> bool:
-    w = named[0].get(w, w) if isinstance(w, str) else w  # a reference to a named type: its definition
-    r = named[1].get(r, r) if isinstance(r, str) else r
-    if isinstance(w, list) or isinstance(r, list):  # unions
-        return (isinstance(w, list) and isinstance(r, list)
-                and all(any(_alike(branch, other, named, seen) for other in r) for branch in w))
-    if not (isinstance(w, dict) and isinstance(r, dict)):  # primitives
-        return bool(w == r)
-    if (w.get("type"), w.get("name"), w.get("logicalType")) != (r.get("type"), r.get("name"), r.get("logicalType")):
-        return False
-    if w["type"] == "record":
-        if w["name"] in seen:  # compared already, or being compared (a recursive type)
-            return True
-        seen.add(w["name"])
-        wf, rf = ({f["name"]: f["type"] for f in s["fields"]} for s in (w, r))
-        return wf.keys() == rf.keys() and all(_alike(wf[name], rf[name], named, seen) for name in wf)
-    if w["type"] in ("array", "map"):
-        part = "items" if w["type"] == "array" else "values"
-        return _alike(w[part], r[part], named, seen)
-    return _attributes(w) == _attributes(r)  # enums, fixed, logical types: every attribute counts
-
-
-def _attributes(schema: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in schema.items() if k not in ("doc", "aliases")}
 
 
 def fetch(consumer: Consumer, size: int, timeout: float) -> list[Message]:

@@ -1,6 +1,7 @@
 """Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body.
 
-Owns encoding and decoding of single records; knows nothing of registries (the caller passes a
+Owns encoding and decoding of single records, and whether a writer schema reads alike a reader
+schema (`reads_alike`: decoding may then skip schema resolution); knows nothing of registries (the caller passes a
 `resolve_schema(id)` function) nor of the domain. Unions of records travel as `(full_name, dict)`
 tuples both ways, e.g. `("dbaas.v1.CreateService", {...})`; `timestamp-millis` as aware datetimes.
 Imports fastavro and `schemas.errors` only.
@@ -93,3 +94,35 @@ def decode(
     if not isinstance(record, dict):
         raise PoisonMessage(f"schema id {schema_id} is not a record schema", schema_id)
     return record
+def reads_alike(writer: Any, reader: Any) -> bool:
+    """Whether records written with the parsed schema `writer` decode, without resolution, to what
+    resolving them into the parsed schema `reader` gives: the same primitive and logical types,
+    named types with the same names and fields, and every branch of a writer union alike the reader
+    branch of its name (resolution picks that one, by name, and reports that name)."""
+    return _alike(writer, reader, (writer.get("__named_schemas", {}), reader.get("__named_schemas", {})), set())
+
+
+def _alike(w: Any, r: Any, named: tuple[dict[str, Any], dict[str, Any]], seen: set[str]) -> bool:
+    w = named[0].get(w, w) if isinstance(w, str) else w  # a reference to a named type: its definition
+    r = named[1].get(r, r) if isinstance(r, str) else r
+    if isinstance(w, list) or isinstance(r, list):  # unions
+        return (isinstance(w, list) and isinstance(r, list)
+                and all(any(_alike(branch, other, named, seen) for other in r) for branch in w))
+    if not (isinstance(w, dict) and isinstance(r, dict)):  # primitives
+        return bool(w == r)
+    if (w.get("type"), w.get("name"), w.get("logicalType")) != (r.get("type"), r.get("name"), r.get("logicalType")):
+        return False
+    if w["type"] == "record":
+        if w["name"] in seen:  # compared already, or being compared (a recursive type)
+            return True
+        seen.add(w["name"])
+        wf, rf = ({f["name"]: f["type"] for f in s["fields"]} for s in (w, r))
+        return wf.keys() == rf.keys() and all(_alike(wf[name], rf[name], named, seen) for name in wf)
+    if w["type"] in ("array", "map"):
+        part = "items" if w["type"] == "array" else "values"
+        return _alike(w[part], r[part], named, seen)
+    return _attributes(w) == _attributes(r)  # enums, fixed, logical types: every attribute counts
+
+
+def _attributes(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k not in ("doc", "aliases")}

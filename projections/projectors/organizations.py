@@ -6,8 +6,8 @@ Imports `events` and `projections.projectors`.
 from __future__ import annotations
 
 from events import Envelope, OrganizationCreated, QuotaSet
-from schemas import as_record
 from projections.projectors import Change, Handler
+from schemas import as_record
 
 NAME = "organizations"
 

@@ -1,5 +1,5 @@
-"""The `Decoder` reads records of an older writer schema without schema resolution only where that
-changes nothing, and every record the same as resolution would. A fake registry holds the schemas;
+"""`Serde.decode` (and so the projectors' `Decoder`) reads records of an older writer schema without
+schema resolution only where that changes nothing, and every record the same as resolution would. A fake registry holds the schemas;
 no broker."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import fastavro
 import pytest
 
 from events import Envelope, OrganizationCreated, Resources, ServiceRequested, from_avro, to_avro
-from projections.stream import Decoder, reads_alike
+from projections.stream import Decoder
 from schemas import codec, load_schema
+from schemas.codec import reads_alike
 from schemas.registry import EVENTS_SUBJECT, Serde
 
 READER_ID = 7
@@ -120,18 +121,20 @@ def test_a_changed_field_type_or_enum_does_not_read_alike():
 def test_every_writer_schema_decodes_as_with_resolution(writer, event, alike):
     registry = FakeRegistry({1: parsed(writer)})
     serde = Serde(registry, EVENTS_SUBJECT)  # type: ignore[arg-type]
-    decode = Decoder(registry, serde)  # type: ignore[arg-type]
+    decode = Decoder(serde)
     data = codec.encode(1, parsed(writer), to_avro(event) if "actor_subject" in str(writer)
                         else {k: v for k, v in to_avro(event).items() if k != "actor_subject"})
     items = [decode(FakeMessage(data)) for _ in range(3)]  # type: ignore[arg-type]
     # Alike: compared once, then decoded with the cached schema; else resolved by the serde each time.
     assert registry.asked.count(1) == (1 if alike else 1 + len(items))
     assert all(item.poison is None and item.envelope == event for item in items)
-    assert from_avro(serde.decode(data)) == event, "as schema resolution reads it"
+    resolved = codec.decode(data, registry.schema, reader_schema=serde.schema)
+    assert from_avro(resolved) == event, "as schema resolution reads it"
+    assert serde.decode(data) == resolved
 
 
 def test_an_unknown_schema_id_is_poison():
     registry = FakeRegistry({})
-    decode = Decoder(registry, Serde(registry, EVENTS_SUBJECT))  # type: ignore[arg-type]
+    decode = Decoder(Serde(registry, EVENTS_SUBJECT))  # type: ignore[arg-type]
     item = decode(FakeMessage(codec.encode(99, parsed(load_schema("event_envelope")), to_avro(envelope(SERVICE)))))  # type: ignore[arg-type]
     assert item.envelope is None and item.poison is not None and "unknown schema id 99" in item.poison

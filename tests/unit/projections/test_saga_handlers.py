@@ -1,15 +1,22 @@
 """Read-model changes of the service-operation events (pure handlers)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
-from events import (Envelope, OperationStarted, Resources, ServiceClaimCommitted, ServiceDeleted, ServiceFailed,
-                    ServiceReady)
+from events import (
+    Envelope,
+    OperationStarted,
+    Resources,
+    ServiceClaimCommitted,
+    ServiceDeleted,
+    ServiceFailed,
+    ServiceReady,
+)
 from projections.projectors import PROJECTIONS
 
-T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+T = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 R = Resources(1.0, 2, 10, 1)
 
 
