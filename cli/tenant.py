@@ -106,6 +106,16 @@ def service_scale(args) -> int:
     return 0
 
 
+def service_protection(args) -> int:
+    c = _client(args)
+    svc = _service_by_name(c, args.org, args.name)
+    enabled = args.setting == "on"
+    accepted = _judged(c, c.put(f"/services/{svc['id']}/deletion-protection", {"enabled": enabled}), args)
+    _out(args, accepted, f"deletion protection of {args.name} {args.setting}: {accepted.get('state', 'submitted')} "
+                         f"(operation {accepted['operation_id']})")
+    return 0
+
+
 def service_delete(args) -> int:
     c = _client(args)
     svc = _service_by_name(c, args.org, args.name)
@@ -276,12 +286,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=service_list)
     for action, func, helptext in (("get", service_get, "one service"), ("delete", service_delete, "delete a service"),
                                    ("scale", service_scale, "change a service's resources"),
+                                   ("deletion-protection", service_protection,
+                                    "turn deletion protection on or off (deleting needs it off)"),
                                    ("credentials", service_credentials, "connection URI and credentials")):
         p = svc.add_parser(action, help=helptext)
         p.add_argument("name")
         p.add_argument("--org", required=True)
         if action == "scale":
             resources(p)
+        if action == "deletion-protection":
+            p.add_argument("setting", choices=("on", "off"))
         common(p, wait=action not in ("get", "credentials"))
         p.set_defaults(func=func)
 

@@ -30,6 +30,7 @@ from commands.records import (
     RecordStepTimedOut,
     RemoveMember,
     ScaleService,
+    SetDeletionProtection,
     SetQuota,
 )
 from commands.validation import (
@@ -41,12 +42,13 @@ from commands.validation import (
     validate,
 )
 from events import (
+    STEPS,
     Accepted,
     CommandRecord,
     CommandRejected,
+    DeletionProtectionSet,
     Envelope,
     Event,
-    STEPS,
     MemberAdded,
     MemberRemoved,
     MemberRoleChanged,
@@ -59,7 +61,6 @@ from events import (
     Rejected,
     Resources,
     Service,
-    Usage,
     ServiceClaimCommitted,
     ServiceClaimRendered,
     ServiceClaimReverted,
@@ -71,6 +72,7 @@ from events import (
     ServiceScaleRequested,
     ServiceStatus,
     TenantState,
+    Usage,
     next_sequence,
 )
 
@@ -138,6 +140,8 @@ def _changes(state: TenantState, cmd: CommandEnvelope) -> list[Change] | Problem
             return _scale_service(state, c, cmd.command_id)
         case DeleteService() as c:
             return _delete_service(state, c, cmd.command_id)
+        case SetDeletionProtection() as c:
+            return _set_deletion_protection(state, c, cmd.command_id)
         case RecordServiceClaimRendered() as c:
             current = state.services.get(c.service_id)
             status = ServiceStatus.PROVISIONING if current and current.status is ServiceStatus.REQUESTED \
@@ -245,6 +249,25 @@ def _scale_service(state: TenantState, c: ScaleService, cmd_id: str) -> list[Cha
     changes: list[Change] = [("service", c.service_id, ServiceScaleRequested(c.service_id, old, new))]
     if service.idle:
         changes.append(("service", c.service_id, _started(replace(service, resources=new), cmd_id, "apply")))
+    return changes
+
+
+def _set_deletion_protection(state: TenantState, c: SetDeletionProtection, cmd_id: str) -> list[Change] | Problem:
+    """The setting holds at once (a deletion accepted after turning it off queues behind this
+    operation, so the manifests without Argo CD's Prune=false/Delete=false are committed and applied
+    by the PoP before the ones that remove the service)."""
+    if (service := _live_service(state, c.service_id)) is None:
+        return _not_found(state, c.service_id)
+    if service.status is ServiceStatus.DELETING:
+        return Problem("conflict", None, f'service "{service.name}" is being deleted; its deletion '
+                       "protection can no longer change")
+    if service.deletion_protection == c.enabled:
+        return Problem("invalid", "enabled", f'deletion protection of service "{service.name}" is already '
+                       f'{"on" if c.enabled else "off"}')
+    changes: list[Change] = [("service", c.service_id, DeletionProtectionSet(c.service_id, c.enabled))]
+    if service.idle:
+        changes.append(("service", c.service_id,
+                        _started(replace(service, deletion_protection=c.enabled), cmd_id, "apply")))
     return changes
 
 

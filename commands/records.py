@@ -71,6 +71,14 @@ class DeleteService:
 
 
 @dataclass(frozen=True)
+class SetDeletionProtection:
+    """Turn deletion protection on or off; the ServiceClaim is rendered and committed again."""
+
+    service_id: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class RecordServiceClaimRendered:
     """System (saga): the operation's manifests were rendered."""
 
@@ -169,6 +177,7 @@ Command = (
     | AddMember
     | ChangeMemberRole
     | RemoveMember
+    | SetDeletionProtection
 )
 
 # Record name -> class. New commands: add the class here and a branch in the .avsc.
@@ -189,6 +198,7 @@ COMMAND_TYPES: dict[str, type] = {
         AddMember,
         ChangeMemberRole,
         RemoveMember,
+        SetDeletionProtection,
     )
 }
 

@@ -43,6 +43,7 @@ from commands.records import (
     RecordStepTimedOut,
     RemoveMember,
     ScaleService,
+    SetDeletionProtection,
     SetQuota,
 )
 from events import STEPS, Quota, Resources
@@ -112,7 +113,7 @@ def validate(command: Command) -> list[Problem]:
                 _something_to_scale(given),
                 *(_in_range(name, getattr(command, name)) for name in given),
             )
-        case DeleteService():
+        case DeleteService() | SetDeletionProtection():
             return _collect(_uuid("service_id", command.service_id))
         case RecordServiceClaimRendered() | RecordServiceClaimCommitted():
             return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id))

@@ -208,6 +208,12 @@ class MemberRemoved:
     role: str  # the role the member had
 
 
+@dataclass(frozen=True)
+class DeletionProtectionSet:
+    service_id: str
+    enabled: bool
+
+
 Event = (
     OrganizationCreated
     | ServiceRequested
@@ -227,6 +233,7 @@ Event = (
     | MemberAdded
     | MemberRoleChanged
     | MemberRemoved
+    | DeletionProtectionSet
 )
 
 # The steps of a service operation after acceptance, in order.
@@ -283,6 +290,7 @@ EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
     "MemberAdded": lambda d: MemberAdded(**d),
     "MemberRoleChanged": lambda d: MemberRoleChanged(**d),
     "MemberRemoved": lambda d: MemberRemoved(**d),
+    "DeletionProtectionSet": lambda d: DeletionProtectionSet(**d),
 }
 
 

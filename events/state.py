@@ -14,21 +14,22 @@ from enum import StrEnum
 
 from events.records import (
     CommandRejected,
+    DeletionProtectionSet,
+    Envelope,
+    EventError,
     MemberAdded,
     MemberRemoved,
     MemberRoleChanged,
-    OperationCancelled,
-    Quota,
-    QuotaSet,
-    ServiceClaimReverted,
-    Envelope,
-    EventError,
     OperationAccepted,
+    OperationCancelled,
     OperationStarted,
     OrganizationCreated,
+    Quota,
+    QuotaSet,
     Resources,
     ServiceClaimCommitted,
     ServiceClaimRendered,
+    ServiceClaimReverted,
     ServiceDeleted,
     ServiceDeletionRequested,
     ServiceFailed,
@@ -250,6 +251,18 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
                     status=ServiceStatus.SCALING,
                     operation_id=env.command_id,
                     queued=(*service.queued, Queued(env.command_id, "apply", e.new_resources)),
+                ),
+            )
+        case DeletionProtectionSet() as e:
+            service = _service(state, e.service_id)
+            return _put_service(
+                state,
+                replace(
+                    service,
+                    deletion_protection=e.enabled,
+                    status=ServiceStatus.SCALING,  # as for a scale: the manifests are applied again
+                    operation_id=env.command_id,
+                    queued=(*service.queued, Queued(env.command_id, "apply", service.resources)),
                 ),
             )
         case ServiceDeletionRequested() as e:

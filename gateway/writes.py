@@ -24,6 +24,7 @@ from commands import (
     CreateService,
     DeleteService,
     ScaleService,
+    SetDeletionProtection,
 )
 from gateway.access import require_command, roles_in
 from gateway.auth import Identity, current_identity
@@ -58,6 +59,10 @@ class ScaleIn(BaseModel):
     memory_gb: int | None = None
     storage_gb: int | None = None
     replicas: int | None = None
+
+
+class ProtectionIn(BaseModel):
+    enabled: bool = Field(description="true: the service cannot be deleted until this is turned off")
 
 
 class Accepted(BaseModel):
@@ -148,6 +153,20 @@ async def scale_service(service_id: str, body: ScaleIn, request: Request, respon
     tenant = _tenant_of(request, identity, service_id)
     actor = require_command(request, identity, tenant, "ScaleService")
     return await publish(request, response, tenant, actor, payload,
+                         command_id(idempotency_key), correlation_id, service_id=service_id)
+
+
+@router.put("/services/{service_id}/deletion-protection", status_code=202, response_model=Accepted,
+            tags=["services"])
+async def set_deletion_protection(service_id: str, body: ProtectionIn, request: Request, response: Response,
+                                  identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
+                                  correlation_id: CorrId = None) -> Accepted:
+    """Turn deletion protection on or off. The setting holds once accepted; the service's manifests
+    are rendered and committed again (an operation, queued like a scale), so a deletion sent after
+    turning it off runs once the PoP has the unprotected manifests."""
+    tenant = _tenant_of(request, identity, service_id)
+    actor = require_command(request, identity, tenant, "SetDeletionProtection")
+    return await publish(request, response, tenant, actor, SetDeletionProtection(service_id, body.enabled),
                          command_id(idempotency_key), correlation_id, service_id=service_id)
 
 

@@ -1,8 +1,8 @@
 """The `services` read model: one row per service with its resources and status.
 
 Status vocabulary of `events.ServiceStatus`: Requested on ServiceRequested (the whole row), Scaling
-with the new resources on ServiceScaleRequested, Deleting on ServiceDeletionRequested (both change
-some columns of the existing row). `last_operation_id` is the command id of the event, as in
+with the new resources on ServiceScaleRequested (and with the new setting on DeletionProtectionSet),
+Deleting on ServiceDeletionRequested (these change some columns of the existing row). `last_operation_id` is the command id of the event, as in
 `events.state`. Imports `events` and `projections.projectors`.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from events import (
+    DeletionProtectionSet,
     Envelope,
     OperationCancelled,
     OperationStarted,
@@ -68,6 +69,11 @@ def _scale_requested(env: Envelope) -> Change:
     return Change(e.service_id, env.sequence, {**_resources(e.new_resources), **_changed(env, SCALING)})
 
 
+def _protection_set(env: Envelope) -> Change:
+    e: DeletionProtectionSet = env.payload  # type: ignore[assignment]
+    return Change(e.service_id, env.sequence, {"deletion_protection": e.enabled, **_changed(env, SCALING)})
+
+
 def _deletion_requested(env: Envelope) -> Change:
     e: ServiceDeletionRequested = env.payload  # type: ignore[assignment]
     return Change(e.service_id, env.sequence, _changed(env, DELETING))
@@ -117,6 +123,7 @@ HANDLERS: dict[type, Handler] = {
     ServiceRequested: _requested,
     ServiceScaleRequested: _scale_requested,
     ServiceDeletionRequested: _deletion_requested,
+    DeletionProtectionSet: _protection_set,
     OperationStarted: _operation_started,
     ServiceClaimRendered: _rendered,
     ServiceReady: _ready,

@@ -125,3 +125,40 @@ def test_an_engine_without_a_local_server_is_refused_with_the_pops_that_offer_it
     refused = stack.dbaas("service", "create", "big", "--org", org, "--engine", "scylla", "--pop", "local")
     assert refused.returncode != 0
     assert "lagos, johannesburg, frankfurt, ashburn, singapore" in refused.stderr
+
+
+def test_deletion_protection_holds_until_lifted_then_the_service_goes(stack):
+    org = f"local-{uuid.uuid4().hex[:8]}"
+    assert stack.dbaas("org", "create", org).returncode == 0
+    created = json.loads(stack.dbaas("service", "create", "keep", "--org", org, "--engine", "dragonfly",
+                                     "--pop", "local", "--deletion-protection", "--json", check=True).stdout)
+    assert stack.dbaas("operation", "wait", created["operation_id"], "--timeout", "180").returncode == 0
+    remote = stack.gitops_remote.removeprefix("file://")
+
+    def manifest() -> str:
+        [path] = subprocess.run(["git", "--git-dir", remote, "ls-tree", "-r", "--name-only", "HEAD",
+                                 f"tenants/{org}/"], capture_output=True, text=True, check=True).stdout.split()
+        return subprocess.run(["git", "--git-dir", remote, "show", f"HEAD:{path}"],
+                              capture_output=True, text=True, check=True).stdout
+    assert "Prune=false,Delete=false" in manifest()
+
+    refused = stack.dbaas("service", "delete", "keep", "--org", org)
+    assert refused.returncode != 0 and "deletion protection on" in refused.stderr
+    viewer = stack.dbaas("service", "deletion-protection", "keep", "off", "--org", org,
+                         subject="bob", orgs={org: ["service-viewer"]})
+    assert viewer.returncode != 0 and "needs one of the roles" in viewer.stderr
+
+    lifted = json.loads(stack.dbaas("service", "deletion-protection", "keep", "off", "--org", org, "--json",
+                                    check=True).stdout)
+    # Sent at once: the deletion queues behind the commit that lifts the protection.
+    deleted = json.loads(stack.dbaas("service", "delete", "keep", "--org", org, "--json", check=True).stdout)
+    done = stack.dbaas("operation", "wait", lifted["operation_id"], "--timeout", "180", "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["state"] == "Succeeded", done.stdout + done.stderr
+    assert stack.dbaas("operation", "wait", deleted["operation_id"], "--timeout", "180").returncode == 0
+    log = subprocess.run(["git", "--git-dir", remote, "log", "--format=%H %(trailers:key=Operation-Id,valueonly)",
+                          "--", f"tenants/{org}/"], capture_output=True, text=True, check=True).stdout.split("\n")
+    ops = [line.split()[1] for line in log if len(line.split()) == 2]
+    assert ops == [deleted["operation_id"], lifted["operation_id"], created["operation_id"]], \
+        "lifted in its own commit, before the one that removes the service"
+    svc = json.loads(stack.dbaas("service", "list", "--org", org, "--json", check=True).stdout)
+    assert [s["status"] for s in svc if s["name"] == "keep"] in ([], ["Deleted"])

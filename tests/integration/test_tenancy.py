@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from commands import Actor, DeleteService, ScaleService
+from commands import Actor, DeleteService, ScaleService, SetDeletionProtection
 from commands.publisher import Publisher
 from tests.conftest import wait_for
 from tests.integration.kafka_support import command
@@ -75,6 +75,7 @@ def test_another_tenant_can_read_nothing_and_change_nothing(stack, world):
                  m.get(f"/services/{sid}", params={"as_of": "2030-01-01T00:00:00Z"})]
         writes = [m.post("/services", json={"org": acme, "name": "evil", "engine": "vitess", "pop": "lagos"}),
                   m.post(f"/services/{sid}/scale", json={"cpu": 4}), m.delete(f"/services/{sid}"),
+                  m.put(f"/services/{sid}/deletion-protection", json={"enabled": True}),
                   m.post(f"/operations/{op}/cancel"),
                   m.put(f"/organizations/{acme}/quotas", json={"max_services": 0, "total": {
                       "cpu": 0, "memory_gb": 0, "storage_gb": 0}}),
@@ -92,6 +93,7 @@ def test_another_tenant_can_read_nothing_and_change_nothing(stack, world):
     publisher = Publisher(stack.kafka, stack.registry)
     try:
         forged = [command(acme, DeleteService(sid), actor=Actor("mallory")),
+                  command(acme, SetDeletionProtection(sid, True), actor=Actor("mallory")),
                   command(acme, ScaleService(sid, cpu=4), actor=Actor("mallory", ("org-member",)))]
         for c in forged:
             publisher.publish(c)

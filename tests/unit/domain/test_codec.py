@@ -15,13 +15,13 @@ import commands
 import events
 from commands import (
     Actor,
+    AddMember,
+    CancelOperation,
+    ChangeMemberRole,
     CommandEnvelope,
     CreateOrganization,
     CreateService,
     DeleteService,
-    AddMember,
-    CancelOperation,
-    ChangeMemberRole,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
@@ -29,17 +29,19 @@ from commands import (
     RecordStepTimedOut,
     RemoveMember,
     ScaleService,
+    SetDeletionProtection,
     SetQuota,
 )
 from commands.catalog import LIMITS, POP_ENGINES, SIZE_PLANS
 from commands.validation import DNS_LABEL, LABEL_PART, VERSION
 from events import (
     CommandRejected,
+    DeletionProtectionSet,
     Envelope,
-    OperationAccepted,
     MemberAdded,
     MemberRemoved,
     MemberRoleChanged,
+    OperationAccepted,
     OperationCancelled,
     OperationStarted,
     OrganizationCreated,
@@ -47,9 +49,9 @@ from events import (
     QuotaSet,
     ResourceLimit,
     Resources,
-    ServiceClaimReverted,
     ServiceClaimCommitted,
     ServiceClaimRendered,
+    ServiceClaimReverted,
     ServiceDeleted,
     ServiceDeletionRequested,
     ServiceFailed,
@@ -83,6 +85,7 @@ COMMAND_SAMPLES = [
     CreateService(DB1, "cache", "dragonfly", "local", "small"),
     ScaleService(DB1, storage_gb=20),
     DeleteService(DB1),
+    SetDeletionProtection(DB1, enabled=False),
     RecordServiceClaimRendered(DB1, OP, "ab" * 32),
     RecordServiceClaimCommitted(DB1, OP, "frankfurt", "tenants/acme/frankfurt/orders.yaml", "c0ffee" * 6),
     RecordPopReport(DB1, OP, "frankfurt", "Ready", endpoint="orders.acme.svc:5433"),
@@ -157,6 +160,7 @@ EVENT_SAMPLES = [
     ev(MemberAdded("bob", "org-admin"), "organization", TENANT, 3),
     ev(MemberRoleChanged("bob", "org-admin", "service-viewer"), "organization", TENANT, 4),
     ev(MemberRemoved("bob", "service-viewer"), "organization", TENANT, 5),
+    ev(DeletionProtectionSet(DB1, True), "service", DB1, 9),
 ]
 
 
@@ -204,6 +208,8 @@ def test_decided_events_round_trip() -> None:
     create = cmd(CreateService(DB1, "db", "vitess", "local", "small", labels={"team": "pay"}))
     scale = cmd(ScaleService(DB1, cpu=2))
     scale_again = cmd(ScaleService(DB1, memory_gb=4))
+    protect = cmd(SetDeletionProtection(DB1, True))
+    unprotect = cmd(SetDeletionProtection(DB1, False))
     delete = cmd(DeleteService(DB1))
     state = events.TenantState(TENANT)
     decided: set[str] = set()
@@ -218,9 +224,13 @@ def test_decided_events_round_trip() -> None:
         scale_again,  # queued too, then cancelled
         cmd(CancelOperation(scale_again.command_id)),
         *saga(DB1, create.command_id),
-        delete,  # queued behind the scale
+        protect,  # queued behind the scale
+        unprotect,
+        delete,  # queued behind them
         *saga(DB1, scale.command_id, "Failed", reason="quota on the PoP"),
         reverted(DB1, scale.command_id),
+        *saga(DB1, protect.command_id),
+        *saga(DB1, unprotect.command_id),
         *saga(DB1, delete.command_id, "Deleted"),
     ):
         for envelope in commands.decide(state, command, commands.fingerprint_of(command.payload)):
