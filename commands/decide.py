@@ -261,6 +261,9 @@ def _set_deletion_protection(state: TenantState, c: SetDeletionProtection, cmd_i
     if service.status is ServiceStatus.DELETING:
         return Problem("conflict", None, f'service "{service.name}" is being deleted; its deletion '
                        "protection can no longer change")
+    if _never_ran(service):
+        return Problem("conflict", None, f'service "{service.name}" never ran (its creation failed): there is '
+                       "nothing to protect; deletion protection does not hold it back, delete it")
     if service.deletion_protection == c.enabled:
         return Problem("invalid", "enabled", f'deletion protection of service "{service.name}" is already '
                        f'{"on" if c.enabled else "off"}')
@@ -269,6 +272,11 @@ def _set_deletion_protection(state: TenantState, c: SetDeletionProtection, cmd_i
         changes.append(("service", c.service_id,
                         _started(replace(service, deletion_protection=c.enabled), cmd_id, "apply")))
     return changes
+
+
+def _never_ran(service: Service) -> bool:
+    """Its creation failed and was reverted: no PoP ever had it, there is no data to protect."""
+    return not service.provisioned and service.status is ServiceStatus.FAILED and service.running is None
 
 
 def _delete_service(state: TenantState, c: DeleteService, cmd_id: str) -> list[Change] | Problem:
@@ -280,7 +288,7 @@ def _delete_service(state: TenantState, c: DeleteService, cmd_id: str) -> list[C
             None,
             f'service "{service.name}" is already being deleted by operation {service.operation_id}',
         )
-    if service.deletion_protection:
+    if service.deletion_protection and not _never_ran(service):
         return Problem(
             "conflict",
             "deletion_protection",

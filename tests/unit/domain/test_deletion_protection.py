@@ -4,7 +4,7 @@ accepted after lifting it queues behind the commit that lifts it."""
 
 from __future__ import annotations
 
-from domain_builders import DB1, MEMBER, TENANT, cmd, run, saga
+from domain_builders import DB1, MEMBER, TENANT, cmd, reverted, run, saga
 
 from commands import (
     CreateOrganization,
@@ -90,6 +90,18 @@ def test_it_cannot_change_once_the_service_is_being_deleted():
     unprotected = [ORG, cmd(CreateService(DB1, "orders", "yugabyte", "frankfurt", "small")), DELETE]
     refused = rejection(unprotected, ON)
     assert refused.reason_code == "conflict" and "being deleted" in refused.message
+
+
+def test_a_service_that_never_ran_has_nothing_to_protect():
+    failed = [ORG, CREATE, *saga(DB1, CREATE.command_id, "Failed", reason="no capacity"),
+              reverted(DB1, CREATE.command_id)]
+    state, _ = run(failed)
+    assert state.services[DB1].status is ServiceStatus.FAILED
+    refused = rejection(failed, OFF)
+    assert refused.reason_code == "conflict" and "never ran" in refused.message
+    state, produced = run([DELETE], state)
+    assert not any(isinstance(e.payload, CommandRejected) for e in produced)
+    assert state.services[DB1].status is ServiceStatus.DELETING
 
 
 def test_an_org_member_may_not_change_it():
