@@ -40,6 +40,7 @@ test-unit: install
 	$(BIN)/python -m pytest tests -m "not integration"
 
 bench: install helm
+	$(BIN)/python -m bench.judge
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.gitops
 
