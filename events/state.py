@@ -9,8 +9,9 @@ Imports `events.records` only.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from events.records import (
     CommandRejected,
@@ -41,6 +42,20 @@ from events.records import (
 
 class InconsistentLog(EventError):
     """The events do not fit the state: another tenant's event, a sequence gap, an unknown service."""
+
+
+def replace(obj: Any, /, **changes: Any) -> Any:
+    """`dataclasses.replace` for the state's records, which are frozen dataclasses without
+    `__post_init__`, slots or init-only fields: a copy of the instance's fields with some changed,
+    without going through `__init__` (evolve makes several per event; this is ~10x faster). An
+    unknown field name is an error, as there."""
+    values = obj.__dict__
+    if not changes.keys() <= values.keys():
+        raise TypeError(f"{type(obj).__name__} has no field {', '.join(sorted(changes.keys() - values.keys()))}")
+    new = object.__new__(obj.__class__)
+    new.__dict__.update(values)
+    new.__dict__.update(changes)
+    return new
 
 
 class ServiceStatus(StrEnum):

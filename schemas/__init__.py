@@ -9,6 +9,7 @@ Imports nothing of the project; reads its `.avsc` files only when asked, never a
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import json
 from pathlib import Path
@@ -71,18 +72,24 @@ def full_name(record_name: str) -> str:
     return f"{NAMESPACE}.{record_name}"
 
 
-@functools.cache
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+_LEAVES = frozenset({str, int, float, bool, type(None), datetime.datetime})
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def as_record(obj: Any) -> Any:
     """A dataclass (and the dataclasses, lists and dicts inside it) as plain Avro record dicts.
 
     `dataclasses.asdict` deep-copies every leaf; records are immutable here, so this only rebuilds
-    the containers (the command processor and projectors call it for every event)."""
-    if hasattr(type(obj), "__dataclass_fields__"):
-        return {name: as_record(getattr(obj, name)) for name in _field_names(type(obj))}
+    the containers (the command processor and projectors call it for every event): leaves of the
+    plain types are taken as they are, the field names of each dataclass are looked up once."""
+    cls = obj.__class__
+    if cls in _LEAVES:
+        return obj
+    names = _FIELD_NAMES.get(cls)
+    if names is None and dataclasses.is_dataclass(cls):
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    if names is not None:
+        return {name: as_record(getattr(obj, name)) for name in names}
     if isinstance(obj, (list, tuple)):
         return [as_record(v) for v in obj]
     if isinstance(obj, dict):

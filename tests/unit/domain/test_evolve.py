@@ -371,3 +371,14 @@ def test_every_saga_event_evolves_deterministically_and_once(given: list, event:
     assert evolve(after, envelope) == after  # delivered twice, applied once
     assert after.services[DB1] != before.services[DB1]
     assert before == replay(TENANT, given)  # the old state is left alone
+
+
+def test_the_states_replace_copies_like_dataclasses_replace() -> None:
+    from events import state as state_module
+
+    service = replay(TENANT, [REQUESTED]).services[DB1]
+    fast = state_module.replace(service, status=ServiceStatus.READY, step=2)
+    assert fast == replace(service, status=ServiceStatus.READY, step=2)
+    assert type(fast) is type(service) and service.status is ServiceStatus.REQUESTED
+    with pytest.raises(TypeError, match="no field colour"):
+        state_module.replace(service, colour="blue")
