@@ -61,11 +61,12 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         app.state.operation_tenant = lambda operation_id: _tenant_of(engine, "operations", operation_id)
         app.dependency_overrides[queries.get_engine] = lambda: engine
         app.dependency_overrides[queries.get_scope] = _scope
-        history = audit.EventLogHistory(settings.kafka, settings.registry_url)
-        app.dependency_overrides[queries.get_history] = lambda: history
+        event_log = app.state.event_log = audit.EventLog(settings.kafka, settings.registry_url)
+        app.dependency_overrides[queries.get_history] = lambda: event_log
         log.info("gateway started")
         yield
         app.state.publisher.close()
+        event_log.close()
         engine.dispose()
         log.info("gateway stopped")
 
@@ -76,7 +77,6 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     app.include_router(quotas.router, prefix="/api/v1")
     app.include_router(members.router, prefix="/api/v1")
     app.include_router(audit.router, prefix="/api/v1")
-    app.state.settings = settings
     app.state.limiter = ratelimit.RateLimiter.from_env()
     app.state.authenticator = authenticator or Authenticator.from_env()
     app.include_router(queries.router, prefix="/api/v1")

@@ -8,6 +8,7 @@ as of a moment from the event log (`projections.timetravel`). Both need org-owne
 """
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
@@ -16,12 +17,13 @@ from confluent_kafka import KafkaException, TopicPartition
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from events import Envelope
 from gateway.access import require_read
 from gateway.auth import Identity, current_identity
 from projections import timetravel
 from runtime import kafka as kafka_reader
 from schemas import audit_topic
-from schemas.registry import AUDIT_SUBJECT, Registry, Serde
+from schemas.registry import AUDIT_SUBJECT, EVENTS_SUBJECT, Registry, Serde
 
 router = APIRouter(tags=["audit"])
 MAX_LIMIT = 1000
@@ -57,21 +59,38 @@ class Replay(BaseModel):
     read_models: dict[str, list[dict[str, Any]]]
 
 
-class EventLogHistory:
-    """`projections.api.History` over the event log."""
+class EventLog:
+    """The API's reader of the event log and the audit trails, one per process: its registry client
+    and serdes are made on first use (the API starts without the registry) and then kept, so a
+    request costs no registration nor schema lookup. Also `projections.api.History`."""
 
     def __init__(self, kafka: str, registry_url: str):
-        self.kafka, self.registry_url = kafka, registry_url
+        self.kafka = kafka
+        self.registry = Registry(registry_url)
+
+    @functools.cached_property
+    def events(self) -> Serde:
+        return Serde(self.registry, EVENTS_SUBJECT)
+
+    @functools.cached_property
+    def audit(self) -> Serde:
+        return Serde(self.registry, AUDIT_SUBJECT)
+
+    def tenant_events(self, tenant: str) -> list[Envelope]:
+        return timetravel.tenant_events(self.kafka, self.events, tenant)
 
     def rows(self, tenant: str, until: datetime) -> dict[str, dict[str, dict[str, Any]]]:
-        return timetravel.replay(timetravel.tenant_events(self.kafka, self.registry_url, tenant), until)
+        return timetravel.replay(self.tenant_events(tenant), until)
+
+    def close(self) -> None:
+        self.registry.close()
 
 
-def read_audit(kafka: str, registry_url: str, tenant: str, since: datetime, until: datetime | None,
+def read_audit(log: EventLog, tenant: str, since: datetime, until: datetime | None,
                match, limit: int) -> list[dict[str, Any]]:
-    serde = Serde(Registry(registry_url), AUDIT_SUBJECT)
+    serde = log.audit
     topic = audit_topic(tenant)
-    consumer = kafka_reader.reader(kafka, "dbaas-audit-reader")
+    consumer = kafka_reader.reader(log.kafka, "dbaas-audit-reader")
     try:
         meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if meta is None or meta.error is not None:
@@ -112,9 +131,8 @@ def get_audit(org: str, request: Request, identity: Identity = Depends(current_i
     def match(record: dict[str, Any]) -> bool:
         return all(v is None or record[k] == v for k, v in wanted.items())
 
-    settings = request.app.state.settings
     try:
-        records = read_audit(settings.kafka, settings.registry_url, org, since, until, match, limit)
+        records = read_audit(request.app.state.event_log, org, since, until, match, limit)
     except KafkaException as exc:
         raise HTTPException(503, f"the audit trail cannot be read right now: {exc}") from None
     page, more = records[:limit], len(records) > limit
@@ -127,8 +145,7 @@ def replay(org: str, request: Request, until: Annotated[datetime, Query(descript
            identity: Identity = Depends(current_identity)) -> Replay:
     require_read(request, identity, org, "audit")
     until = _aware(until, "until")
-    settings = request.app.state.settings
-    envelopes = timetravel.tenant_events(settings.kafka, settings.registry_url, org)
+    envelopes = request.app.state.event_log.tenant_events(org)
     rows = timetravel.replay(envelopes, until)
     for row in rows["services"].values():
         row.pop("credentials", None)  # encrypted, yet never served here

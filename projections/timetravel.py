@@ -17,15 +17,15 @@ import events
 from events import Envelope
 from projections.projectors import PROJECTIONS, Change
 from runtime import kafka as kafka_reader
-from schemas.registry import EVENTS_SUBJECT, Registry, Serde
+from schemas.registry import Serde
 
 Rows = dict[str, dict[str, dict[str, Any]]]  # read model -> row id -> row
 
 
-def tenant_events(kafka: str, registry_url: str, tenant: str, topic: str = "dbaas.events",
+def tenant_events(kafka: str, serde: Serde, tenant: str, topic: str = "dbaas.events",
                   timeout: float = 60.0) -> list[Envelope]:
-    """Every committed event of `tenant`, in log order (up to the end of the log now)."""
-    serde = Serde(Registry(registry_url), EVENTS_SUBJECT)
+    """Every committed event of `tenant`, in log order (up to the end of the log now); `serde`
+    reads the events subject."""
     consumer = kafka_reader.reader(kafka, "dbaas-time-travel")
     key = tenant.encode()
     try:
