@@ -246,10 +246,8 @@ def _scale_service(state: TenantState, c: ScaleService, cmd_id: str) -> list[Cha
         return Problem("invalid", None, f'nothing to change: service "{service.name}" already has {have}')
     if (over := _over_quota(state, c.service_id, service.engine, service.pop, new)) is not None:
         return over
-    changes: list[Change] = [("service", c.service_id, ServiceScaleRequested(c.service_id, old, new))]
-    if service.idle:
-        changes.append(("service", c.service_id, _started(replace(service, resources=new), cmd_id, "apply")))
-    return changes
+    return _requested(service, ServiceScaleRequested(c.service_id, old, new), cmd_id, "apply",
+                      replace(service, resources=new))
 
 
 def _set_deletion_protection(state: TenantState, c: SetDeletionProtection, cmd_id: str) -> list[Change] | Problem:
@@ -267,11 +265,8 @@ def _set_deletion_protection(state: TenantState, c: SetDeletionProtection, cmd_i
     if service.deletion_protection == c.enabled:
         return Problem("invalid", "enabled", f'deletion protection of service "{service.name}" is already '
                        f'{"on" if c.enabled else "off"}')
-    changes: list[Change] = [("service", c.service_id, DeletionProtectionSet(c.service_id, c.enabled))]
-    if service.idle:
-        changes.append(("service", c.service_id,
-                        _started(replace(service, deletion_protection=c.enabled), cmd_id, "apply")))
-    return changes
+    return _requested(service, DeletionProtectionSet(c.service_id, c.enabled), cmd_id, "apply",
+                      replace(service, deletion_protection=c.enabled))
 
 
 def _never_ran(service: Service) -> bool:
@@ -295,9 +290,15 @@ def _delete_service(state: TenantState, c: DeleteService, cmd_id: str) -> list[C
             f'service "{service.name}" has deletion protection on; turn deletion_protection '
             "off for this service, then delete it again",
         )
-    changes: list[Change] = [("service", c.service_id, ServiceDeletionRequested(c.service_id))]
+    return _requested(service, ServiceDeletionRequested(c.service_id), cmd_id, "delete", service)
+
+
+def _requested(service: Service, request: Event, cmd_id: str, action: str, spec: Service) -> list[Change]:
+    """The request event of an operation on `service`; the operation starts at once, with the
+    desired `spec`, when nothing runs or waits on the service (else it queues)."""
+    changes: list[Change] = [("service", service.service_id, request)]
     if service.idle:
-        changes.append(("service", c.service_id, _started(service, cmd_id, "delete")))
+        changes.append(("service", service.service_id, _started(spec, cmd_id, action)))
     return changes
 
 

@@ -257,40 +257,13 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
                 ),
             )
         case ServiceScaleRequested() as e:
-            service = _service(state, e.service_id)
-            return _put_service(
-                state,
-                replace(
-                    service,
-                    resources=e.new_resources,
-                    status=ServiceStatus.SCALING,
-                    operation_id=env.command_id,
-                    queued=(*service.queued, Queued(env.command_id, "apply", e.new_resources)),
-                ),
-            )
-        case DeletionProtectionSet() as e:
-            service = _service(state, e.service_id)
-            return _put_service(
-                state,
-                replace(
-                    service,
-                    deletion_protection=e.enabled,
-                    status=ServiceStatus.SCALING,  # as for a scale: the manifests are applied again
-                    operation_id=env.command_id,
-                    queued=(*service.queued, Queued(env.command_id, "apply", service.resources)),
-                ),
-            )
+            return _requested(state, env, e.service_id, "apply", ServiceStatus.SCALING,
+                              resources=e.new_resources)
+        case DeletionProtectionSet() as e:  # as for a scale: the manifests are applied again
+            return _requested(state, env, e.service_id, "apply", ServiceStatus.SCALING,
+                              deletion_protection=e.enabled)
         case ServiceDeletionRequested() as e:
-            service = _service(state, e.service_id)
-            return _put_service(
-                state,
-                replace(
-                    service,
-                    status=ServiceStatus.DELETING,
-                    operation_id=env.command_id,
-                    queued=(*service.queued, Queued(env.command_id, "delete", service.resources)),
-                ),
-            )
+            return _requested(state, env, e.service_id, "delete", ServiceStatus.DELETING)
         case OperationStarted() as e:
             service = _service(state, e.service_id)
             queued = tuple(q for q in service.queued if q.operation_id != e.operation_id)
@@ -365,6 +338,16 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
             return _record(state, env.command_id, CommandRecord(e.command_fingerprint, outcome))
         case _:  # a conflicting reuse of a command id (the first outcome stands), or no effect on state
             return state
+
+
+def _requested(state: TenantState, env: Envelope, service_id: str, action: str, status: ServiceStatus,
+               **changes: Any) -> TenantState:
+    """A scale, a deletion-protection change or a deletion was accepted: the service takes the
+    change at once, and its operation joins the service's queue with the resources it applies."""
+    service = _service(state, service_id)
+    changed = replace(service, **changes)
+    queued = (*service.queued, Queued(env.command_id, action, changed.resources))
+    return _put_service(state, replace(changed, status=status, operation_id=env.command_id, queued=queued))
 
 
 def _awaiting(service: Service, status: ServiceStatus) -> ServiceStatus:
