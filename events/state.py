@@ -116,6 +116,11 @@ class Service:
         return self.live and (self.provisioned or self.status is not ServiceStatus.FAILED)
 
     @property
+    def quota_share(self) -> tuple[str, str, Resources] | None:
+        """What the service holds of its organization's quota: engine, PoP and resources (None: nothing)."""
+        return (self.engine, self.pop, self.resources) if self.counts_toward_quota else None
+
+    @property
     def live(self) -> bool:
         return self.status is not ServiceStatus.DELETED
 
@@ -173,10 +178,10 @@ class Usage:
         )
 
     def without(self, s: Service) -> Usage:
-        return self.counting(s.engine, s.pop, s.resources, -1) if s.counts_toward_quota else self
+        return self.counting(*share, -1) if (share := s.quota_share) else self
 
     def with_(self, s: Service) -> Usage:
-        return self.counting(s.engine, s.pop, s.resources, 1) if s.counts_toward_quota else self
+        return self.counting(*share, 1) if (share := s.quota_share) else self
 
 
 @dataclass(frozen=True)
@@ -365,14 +370,16 @@ def _service(state: TenantState, service_id: str) -> Service:
 def _put_service(state: TenantState, service: Service) -> TenantState:
     """Every change to a service goes through here, so usage and the live names stay in step."""
     old = state.services.get(service.service_id)
-    usage = state.usage.without(old) if old is not None else state.usage
+    usage = state.usage
+    if old is None or old.quota_share != service.quota_share:  # most events change neither
+        usage = (usage.without(old) if old is not None else usage).with_(service)
     names = state.live_names
     if old is not None and old.live and not service.live:
         names = {k: v for k, v in names.items() if v != service.service_id}
     elif service.live and names.get(service.name) != service.service_id:
         names = {**names, service.name: service.service_id}
     return replace(state, services={**state.services, service.service_id: service},
-                   usage=usage.with_(service), live_names=names)
+                   usage=usage, live_names=names)
 
 
 def _record(state: TenantState, command_id: str, record: CommandRecord) -> TenantState:
