@@ -522,17 +522,15 @@ def _usage_with(state: TenantState, service_id: str, engine: str, pop: str, reso
     return u.counting(engine, pop, resources, 1)
 
 
-def usage(state: TenantState, replacing: tuple[str, str, str, Resources] | None = None) -> dict[str, Any]:
+def usage(state: TenantState) -> dict[str, Any]:
     """What the organization's services use: their number, and cpu/memory/storage (each times
-    replicas) in total, per engine and per PoP; `replacing` = (service id, engine, pop, resources)
-    counts that service with those resources. O(1): the state keeps its usage event by event."""
-    u = state.usage if replacing is None else _usage_with(state, *replacing)
+    replicas) in total, per engine and per PoP. O(1): the state keeps its usage event by event."""
+    u = state.usage
     return {"services": u.services, "total": list(u.total),
             "engines": {k: list(v) for k, v in u.engines.items()}, "pops": {k: list(v) for k, v in u.pops.items()}}
 
 
 QUOTA_DIMENSIONS = (("cpu", "vCPU"), ("memory_gb", "GiB of memory"), ("storage_gb", "GiB of storage"))
-NOTHING = (0.0, 0.0, 0.0)
 
 
 def _over_quota(state: TenantState, service_id: str, engine: str, pop: str, resources: Resources) -> Problem | None:
@@ -549,9 +547,9 @@ def _over_quota(state: TenantState, service_id: str, engine: str, pop: str, reso
     scopes = [("in total", quota.total, before.total, after.total)]
     if engine in quota.engines:
         scopes.append((f"for engine {engine}", quota.engines[engine],
-                       before.engines.get(engine, NOTHING), after.engines[engine]))
+                       before.of_engine(engine), after.of_engine(engine)))
     if pop in quota.pops:
-        scopes.append((f"in pop {pop}", quota.pops[pop], before.pops.get(pop, NOTHING), after.pops[pop]))
+        scopes.append((f"in pop {pop}", quota.pops[pop], before.of_pop(pop), after.of_pop(pop)))
     for scope, limit, used, wanted in scopes:
         for i, (name, unit) in enumerate(QUOTA_DIMENSIONS):
             cap = getattr(limit, name)

@@ -173,9 +173,15 @@ class Usage:
         return Usage(
             self.services + sign,
             _plus(self.total, amounts, sign),
-            {**self.engines, engine: _plus(self.engines.get(engine, NONE), amounts, sign)},
-            {**self.pops, pop: _plus(self.pops.get(pop, NONE), amounts, sign)},
+            {**self.engines, engine: _plus(self.of_engine(engine), amounts, sign)},
+            {**self.pops, pop: _plus(self.of_pop(pop), amounts, sign)},
         )
+
+    def of_engine(self, engine: str) -> Amounts:
+        return self.engines.get(engine, NONE)
+
+    def of_pop(self, pop: str) -> Amounts:
+        return self.pops.get(pop, NONE)
 
     def without(self, s: Service) -> Usage:
         return self.counting(*share, -1) if (share := s.quota_share) else self
