@@ -144,10 +144,9 @@ def _changes(state: TenantState, cmd: CommandEnvelope) -> list[Change] | Problem
             return _set_deletion_protection(state, c, cmd.command_id)
         case RecordServiceClaimRendered() as c:
             current = state.services.get(c.service_id)
-            status = ServiceStatus.PROVISIONING if current and current.status is ServiceStatus.REQUESTED \
-                else (current.status if current else None)
+            status = current.status_once_rendered.value if current else None
             return _step(state, c.service_id, c.operation_id, 1,
-                         ServiceClaimRendered(c.operation_id, c.service_id, c.digest, status and status.value))
+                         ServiceClaimRendered(c.operation_id, c.service_id, c.digest, status))
         case RecordServiceClaimCommitted() as c:
             return _committed(state, c)
         case RecordPopReport() as c:

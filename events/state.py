@@ -116,6 +116,12 @@ class Service:
         return self.live and (self.provisioned or self.status is not ServiceStatus.FAILED)
 
     @property
+    def status_once_rendered(self) -> ServiceStatus:
+        """Its status once the running operation's manifests are rendered: a creation's Requested
+        becomes Provisioning, any other stays."""
+        return ServiceStatus.PROVISIONING if self.status is ServiceStatus.REQUESTED else self.status
+
+    @property
     def quota_share(self) -> tuple[str, str, Resources] | None:
         """What the service holds of its organization's quota: engine, PoP and resources (None: nothing)."""
         return (self.engine, self.pop, self.resources) if self.counts_toward_quota else None
@@ -293,8 +299,7 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
             )
         case ServiceClaimRendered() as e:
             service = _service(state, e.service_id)
-            status = ServiceStatus.PROVISIONING if service.status is ServiceStatus.REQUESTED else service.status
-            return _put_service(state, replace(service, step=1, status=status))
+            return _put_service(state, replace(service, step=1, status=service.status_once_rendered))
         case ServiceClaimCommitted() as e:
             return _put_service(state, replace(_service(state, e.service_id), step=2))
         case ServiceReady() as e:
