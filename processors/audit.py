@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge
 
@@ -111,7 +111,7 @@ class AuditWriter:
         try:
             while not stop.is_set():
                 # Large batches: each transaction spans the audit topics of every tenant in it.
-                batch = [m for m in self.consumer.consume(2000, timeout=0.25) if not _eof(m)]
+                batch = kafka.messages(self.consumer.consume(2000, timeout=0.25))
                 if batch:
                     self._write(batch)
         finally:
@@ -173,15 +173,6 @@ class AuditWriter:
                 TOPICS.inc()
                 log.info("audit topic created", topic=name)
         self.known |= missing
-
-
-def _eof(msg: Message) -> bool:
-    err = msg.error()
-    if err is None:
-        return False
-    if err.code() == KafkaError._PARTITION_EOF or err.retriable():
-        return True
-    raise KafkaException(err)
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 import commands
@@ -75,25 +75,13 @@ class CommandProcessor:
         try:
             while not stop.is_set():
                 batch = self.consumer.consume(self.settings.batch_size, timeout=self.settings.batch_timeout)
-                batch = [m for m in batch if not self._is_eof_or_raise(m)]
+                batch = kafka.messages(batch)
                 if batch:
                     self._judge_batch(batch)
         finally:
             self.consumer.close()
             self.producer.flush(10)
             log.info("stopped")
-
-    @staticmethod
-    def _is_eof_or_raise(msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return False
-        if err.code() == KafkaError._PARTITION_EOF:
-            return True
-        if err.retriable():
-            log.warning("consume error, retrying", error=str(err))
-            return True
-        raise KafkaException(err)
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:

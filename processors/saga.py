@@ -32,7 +32,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, Message
 from prometheus_client import Counter, Gauge, Histogram
 
 import events
@@ -57,10 +57,10 @@ from events import (
     ServiceReady,
 )
 from gitops import helm, layout, manifests
-from runtime import kafka
 from gitops.committer import GitOpsCommitter
 from gitops.errors import GitOpsError
 from processors.deadletter import dead_letter
+from runtime import kafka
 from schemas.errors import PoisonMessage
 from schemas.registry import EVENTS_SUBJECT, POP_STATUS_SUBJECT, Registry, Serde
 
@@ -218,11 +218,7 @@ class ServiceSaga:
                  awaiting_pop=len(self.deadlines.awaiting))
         try:
             while not stop.is_set():
-                for msg in self.consumer.consume(100, timeout=0.2):
-                    if msg.error():
-                        if msg.error().code() == KafkaError._PARTITION_EOF or msg.error().retriable():
-                            continue
-                        raise KafkaException(msg.error())
+                for msg in kafka.messages(self.consumer.consume(100, timeout=0.2)):
                     self._handle_with_retries(msg, stop)
                     self.consumer.commit(message=msg, asynchronous=False)
                 self._time_out_pop_reports()

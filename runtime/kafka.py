@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+log = structlog.get_logger("kafka")
 
 
 def reader(kafka: str, group: str) -> Consumer:
@@ -40,6 +43,23 @@ def read_to_end(consumer: Consumer, starts: list[TopicPartition], timeout: float
             if msg.offset() + 1 >= ends.get(where, 0):
                 ends.pop(where, None)
             yield msg
+
+
+def messages(batch: list[Message]) -> list[Message]:
+    """The messages of a consumed batch: end-of-partition events and retriable errors (the client
+    retries by itself; logged) left out; any other error raises."""
+    out = []
+    for msg in batch:
+        err = msg.error()
+        if err is None:
+            out.append(msg)
+        elif err.code() == KafkaError._PARTITION_EOF:
+            continue
+        elif err.retriable():
+            log.warning("consume error, retrying", error=str(err))
+        else:
+            raise KafkaException(err)
+    return out
 
 
 def rewind(consumer: Consumer, batch: list[Message], timeout: float = 30.0) -> None:
