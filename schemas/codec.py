@@ -1,9 +1,9 @@
 """Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro binary body.
 
 Owns encoding and decoding of single records, and whether a writer schema reads alike a reader
-schema (`reads_alike`: decoding may then skip schema resolution); knows nothing of registries (the caller passes a
-`resolve_schema(id)` function) nor of the domain. Unions of records travel as `(full_name, dict)`
-tuples both ways, e.g. `("dbaas.v1.CreateService", {...})`; `timestamp-millis` as aware datetimes.
+schema (`reads_alike`: decoding may then skip schema resolution); knows nothing of registries
+(the caller passes a `resolve_schema(id)` function) nor of the domain. Unions of records travel as
+`(full_name, dict)` tuples both ways, e.g. `("dbaas.v1.CreateService", {...})`; `timestamp-millis` as aware datetimes.
 Imports fastavro and `schemas.errors` only.
 """
 
@@ -20,6 +20,7 @@ from fastavro.read import SchemaResolutionError
 from schemas.errors import EncodeError, PoisonMessage
 
 MAGIC_BYTE = 0
+MAX_DETAIL = 300  # characters of a decoding error kept in a poison message's reason
 _HEADER = struct.Struct(">bI")
 
 ParsedSchema = Any  # what fastavro.parse_schema returns
@@ -82,8 +83,10 @@ def decode(
             body, writer_schema, reader_schema, return_record_name=True, return_record_name_override=True
         )
     except _DECODE_ERRORS as exc:
+        detail = str(exc)  # fastavro's resolution errors print both schemas whole: keep the start
+        detail = detail if len(detail) <= MAX_DETAIL else f"{detail[:MAX_DETAIL]}…"
         raise PoisonMessage(
-            f"Avro body does not decode with schema id {schema_id}: {type(exc).__name__}: {exc}", schema_id
+            f"Avro body does not decode with schema id {schema_id}: {type(exc).__name__}: {detail}", schema_id
         ) from exc
     trailing = len(data) - body.tell()
     if trailing:
@@ -94,6 +97,8 @@ def decode(
     if not isinstance(record, dict):
         raise PoisonMessage(f"schema id {schema_id} is not a record schema", schema_id)
     return record
+
+
 def reads_alike(writer: Any, reader: Any) -> bool:
     """Whether records written with the parsed schema `writer` decode, without resolution, to what
     resolving them into the parsed schema `reader` gives: the same primitive and logical types,

@@ -277,6 +277,17 @@ def test_undecodable_bytes_are_poison_with_a_reason(data: bytes, reason: str) ->
     assert reason in raised.value.reason
 
 
+def test_a_schema_mismatch_reason_stays_readable() -> None:
+    """Resolving a command against the event schema fails with fastavro printing both schemas
+    (tens of KB); the dead-letter reason keeps the start of it."""
+    data = encode(COMMANDS_ID, REGISTRY[COMMANDS_ID], commands.to_avro(cmd(DeleteService(DB1))))
+    with pytest.raises(PoisonMessage) as raised:
+        decode(data, REGISTRY.__getitem__, reader_schema=REGISTRY[EVENTS_ID])
+    reason = raised.value.reason
+    assert reason.startswith(f"Avro body does not decode with schema id {COMMANDS_ID}: SchemaResolutionError")
+    assert len(reason) < 500
+
+
 def test_a_registry_that_is_down_is_not_poison() -> None:
     def unreachable(schema_id: int) -> object:
         raise ConnectionError("registry unreachable")
