@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import wait_for
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -19,15 +21,11 @@ def test_pid_file_is_always_whole_while_the_child_restarts(tmp_path):
                             "--child-pidfile", str(pidfile), "--", sys.executable, "-c", "pass"],
                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        wait_for(pidfile.exists, timeout=30, interval=0.01, what="the supervisor to write the pid file")
         deadline = time.monotonic() + 30
-        while not pidfile.exists():
-            assert time.monotonic() < deadline, "the supervisor never wrote the pid file"
-            time.sleep(0.01)
         seen: set[str] = set()
-        reads = 0
         while len(seen) < 10 and time.monotonic() < deadline:
             text = pidfile.read_text()
-            reads += 1
             assert text.strip().isdigit(), f"read {text!r} from the pid file"
             seen.add(text)
         assert len(seen) >= 10, f"only {len(seen)} restarts within 30 s"
