@@ -78,7 +78,7 @@ def bench_judge(n: int) -> None:
         record = cmds.decode(data)
         cmd = commands.from_avro(record)
         state = states[cmd.tenant_id]
-        for env in commands.decide(state, cmd, commands.fingerprint(record["payload"])):
+        for env in commands.decide(state, cmd, commands.fingerprint(record["payload"]), PROOF):
             state = events.evolve(state, env)
             evs.encode(events.to_avro(env))
         states[cmd.tenant_id] = state

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import audit, auth, readmodels, stack, tenant
+from cli import audit, auth, keys, readmodels, stack, tenant
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     auth.register(sub)
     audit.register(sub)
     readmodels.register(sub)
+    keys.register(sub)
     return parser
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except stack.ERRORS + tenant.ERRORS as exc:
+    except stack.ERRORS + tenant.ERRORS + keys.ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from urllib.parse import quote, urlencode
 import sys
 import time
 
@@ -215,20 +216,22 @@ def member_list(args) -> int:
         print(json.dumps(items, indent=2))
     else:
         for m in items:
-            print(f"{m['subject']:<40} {m['role']}")
+            issuer = m.get("issuer") or "-"
+            print(f"{m['subject']:<32} {m['role']:<16} {issuer}")
     return 0
 
 
 def member_change(args) -> int:
     c = _client(args)
     path = f"/organizations/{args.org}/members"
+    member = f"{path}/{quote(args.subject, safe='')}" + (f"?{urlencode({'issuer': args.issuer})}" if args.issuer else "")
     match args.action:
         case "add":
-            accepted = c.post(path, {"subject": args.subject, "role": args.role})
+            accepted = c.post(path, {"subject": args.subject, "issuer": args.issuer, "role": args.role})
         case "set-role":
-            accepted = c.put(f"{path}/{args.subject}", {"role": args.role})
+            accepted = c.put(member, {"role": args.role})
         case _:
-            accepted = c.delete(f"{path}/{args.subject}")
+            accepted = c.delete(member)
     accepted = _judged(c, accepted, args)
     _out(args, accepted, f"member {args.subject} of {args.org}: {args.action} {accepted.get('state', 'submitted')}")
     return 0
@@ -310,6 +313,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = mem.add_parser(action, help=helptext)
         p.add_argument("subject")
         p.add_argument("--org", required=True)
+        p.add_argument("--issuer", help="the subject's identity provider (default: the API's default issuer)")
         if action != "remove":
             p.add_argument("--role", required=True,
                            help="org-owner, org-admin, org-member, service-admin or service-viewer")

@@ -3,11 +3,21 @@
 Owns the imperative command vocabulary (`commands.records`, 1:1 with
 `schemas/command_envelope.avsc`), the payload fingerprint, the offer as data (`commands.catalog`),
 stateless validation and authorization (`commands.validation`) and the pure
-`decide(state, command, fingerprint) -> events` (`commands.decide`).
+`decide(state, command, fingerprint, proof) -> events` (`commands.decide`), and who may vouch for
+a command (`commands.authority`).
 May import `schemas` and `events`; never `processors`, `projections` or anything with I/O.
 """
 
-from commands.decide import WrongTenant, decide, event_id, reuse_operation_id, usage
+from commands.authority import (
+    PUBLISHER_ISSUER,
+    Authority,
+    Proof,
+    Unverified,
+    principal,
+    publisher_principal,
+    split_principal,
+)
+from commands.decide import WrongTenant, decide, event_id, operation_id, reuse_operation_id, usage
 from commands.records import (
     COMMAND_TYPES,
     Actor,
@@ -41,6 +51,14 @@ from commands.validation import Problem, authorize, resolve_engine_version, reso
 from events import outcome_of
 
 __all__ = [
+    "PUBLISHER_ISSUER",
+    "Authority",
+    "Proof",
+    "Unverified",
+    "operation_id",
+    "principal",
+    "publisher_principal",
+    "split_principal",
     "COMMAND_TYPES",
     "Actor",
     "AddMember",

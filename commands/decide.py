@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from commands.catalog import DEFAULT_QUOTA, OPERATION_STEPS, RESOURCE_FIELDS, STEP_REPORTS
+from commands.authority import Proof, believed_actor
 from commands.records import (
     Actor,
     AddMember,
@@ -78,6 +79,8 @@ from events import (
 
 EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:event")
 REUSE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:command-id-reuse")
+REFUSED_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:command-refused")
+OPERATION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:operation")
 
 Change = tuple[str, str, Event]  # (aggregate_type, aggregate_id, event)
 
@@ -86,29 +89,36 @@ class WrongTenant(CommandError):
     """The processor handed decide a command for another tenant's state: a wiring bug."""
 
 
-def decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str) -> list[Envelope]:
+def decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str, proof: Proof) -> list[Envelope]:
     """The events `cmd` causes; [] when it was already judged (its recorded outcome stands).
 
-    `fingerprint` is `commands.fingerprint(payload)` of the command as received.
+    `fingerprint` is `commands.fingerprint(payload)` of the command as received; `proof` is what
+    the command processor verified about its publisher (`commands.authority`): the actor is
+    believed only as far as the key that signed the command allows.
     """
     if cmd.tenant_id != state.tenant_id:
         raise WrongTenant(
             f"command {cmd.command_id} is for tenant {cmd.tenant_id!r}, state is {state.tenant_id!r}"
         )
+    actor = believed_actor(proof, cmd)
+    if isinstance(actor, Problem):
+        return _refuse(state, cmd, fingerprint, actor)
+    cmd = replace(cmd, actor=actor)
+    op = operation_id(state.tenant_id, cmd.command_id)
     recorded = state.commands.get(cmd.command_id)
     if recorded is not None:
-        return [] if recorded.fingerprint == fingerprint else _reused_id(state, cmd, fingerprint, recorded)
+        return [] if recorded.fingerprint == fingerprint else _reused_id(state, cmd, fingerprint, recorded, op)
     forbidden = authorize(cmd.actor, cmd.command_type, state.members.get(cmd.actor.subject), state.tenant_id)
     problems = [forbidden] if forbidden else validate(cmd.payload)
-    verdict = _summary(problems) if problems else _changes(state, cmd)
+    verdict = _summary(problems) if problems else _changes(state, cmd, op)
     match verdict:
         case Problem():
-            return _reject(state, cmd, fingerprint, verdict, cmd.command_id)
+            return _reject(state, cmd, fingerprint, verdict, op)
         case changes if cmd.command_type in STEP_REPORTS:  # part of a running operation; [] = already known
-            return _envelopes(state, cmd, changes)
+            return _envelopes(state, cmd, changes, cmd.payload.operation_id)
         case changes:
             start = OperationAccepted(
-                cmd.command_id,
+                op,
                 cmd.command_type,
                 changes[0][1],
                 OPERATION_STEPS[cmd.command_type],
@@ -117,7 +127,14 @@ def decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str) -> list[E
             # The operation exists before it starts: OperationAccepted precedes OperationStarted.
             starts = [c for c in changes if isinstance(c[2], OperationStarted)]
             rest = [c for c in changes if not isinstance(c[2], OperationStarted)]
-            return _envelopes(state, cmd, [*rest, ("operation", cmd.command_id, start), *starts])
+            return _envelopes(state, cmd, [*rest, ("operation", op, start), *starts], op)
+
+
+def operation_id(tenant_id: str, command_id: str) -> str:
+    """The operation a command starts: scoped to its organization, so two tenants choosing the same
+    command id (an Idempotency-Key, a publisher's id) never share an operation, a GitOps trailer or
+    a deadline. The gateway computes it too, for the `Location` it answers."""
+    return str(uuid.uuid5(OPERATION_NAMESPACE, f"{tenant_id}/{command_id}"))
 
 
 def reuse_operation_id(command_id: str, fingerprint: str) -> str:
@@ -125,23 +142,29 @@ def reuse_operation_id(command_id: str, fingerprint: str) -> str:
     return str(uuid.uuid5(REUSE_NAMESPACE, f"{command_id}/{fingerprint}"))
 
 
+def refused_operation_id(tenant_id: str, command_id: str, fingerprint: str) -> str:
+    """Operation id of a refused command (publisher unverified, or acting beyond its key): its own,
+    so the command id stays free for its rightful sender."""
+    return str(uuid.uuid5(REFUSED_NAMESPACE, f"{tenant_id}/{command_id}/{fingerprint}"))
+
+
 def event_id(tenant_id: str, aggregate_type: str, aggregate_id: str, sequence: int) -> str:
     """Deterministic and unique: one id per position in the log."""
     return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{tenant_id}/{aggregate_type}/{aggregate_id}/{sequence}"))
 
 
-def _changes(state: TenantState, cmd: CommandEnvelope) -> list[Change] | Problem:
+def _changes(state: TenantState, cmd: CommandEnvelope, op: str) -> list[Change] | Problem:
     match cmd.payload:
         case CreateOrganization() as c:
             return _create_organization(state, cmd, c)
         case CreateService() as c:
-            return _create_service(state, c, cmd.command_id)
+            return _create_service(state, c, op)
         case ScaleService() as c:
-            return _scale_service(state, c, cmd.command_id)
+            return _scale_service(state, c, op)
         case DeleteService() as c:
-            return _delete_service(state, c, cmd.command_id)
+            return _delete_service(state, c, op)
         case SetDeletionProtection() as c:
-            return _set_deletion_protection(state, c, cmd.command_id)
+            return _set_deletion_protection(state, c, op)
         case RecordServiceClaimRendered() as c:
             current = state.services.get(c.service_id)
             status = current.status_once_rendered.value if current else None
@@ -335,6 +358,9 @@ def _pop_report(state: TenantState, c: RecordPopReport) -> list[Change] | Proble
     operation on the service starts in the same breath."""
     if c.service_id not in state.services:
         return _not_found(state, c.service_id)
+    if c.pop != state.services[c.service_id].pop:
+        return Problem("forbidden", "pop", f"PoP {c.pop} reported on service {c.service_id}, which runs in "
+                       f"PoP {state.services[c.service_id].pop}: a PoP reports only on its own services")
     service = _running(state, c.service_id, c.operation_id)
     if service is None or service.step < 2:
         return []
@@ -578,9 +604,9 @@ def _summary(problems: list[Problem]) -> Problem:
 
 
 def _reused_id(
-    state: TenantState, cmd: CommandEnvelope, fingerprint: str, recorded: CommandRecord
+    state: TenantState, cmd: CommandEnvelope, fingerprint: str, recorded: CommandRecord, op: str
 ) -> list[Envelope]:
-    operation_id = reuse_operation_id(cmd.command_id, fingerprint)
+    operation_id = reuse_operation_id(op, fingerprint)
     if next_sequence(state, "operation", operation_id) > 1:  # this very reuse was already rejected
         return []
     match recorded.outcome:
@@ -597,16 +623,26 @@ def _reused_id(
     return _reject(state, cmd, fingerprint, problem, operation_id)
 
 
+def _refuse(state: TenantState, cmd: CommandEnvelope, fingerprint: str, problem: Problem) -> list[Envelope]:
+    """The publisher may not send this command: say so once, on an operation of the refusal's own."""
+    operation_id = refused_operation_id(state.tenant_id, cmd.command_id, fingerprint)
+    if next_sequence(state, "operation", operation_id) > 1:  # refused already
+        return []
+    return _reject(state, cmd, fingerprint, problem, operation_id, refused=True)
+
+
 def _reject(
-    state: TenantState, cmd: CommandEnvelope, fingerprint: str, problem: Problem, operation_id: str
+    state: TenantState, cmd: CommandEnvelope, fingerprint: str, problem: Problem, operation_id: str,
+    refused: bool = False,
 ) -> list[Envelope]:
     rejected = CommandRejected(
-        operation_id, cmd.command_type, problem.reason_code, problem.field, problem.message, fingerprint
+        operation_id, cmd.command_type, problem.reason_code, problem.field, problem.message, fingerprint,
+        refused,
     )
-    return _envelopes(state, cmd, [("operation", operation_id, rejected)])
+    return _envelopes(state, cmd, [("operation", operation_id, rejected)], operation_id)
 
 
-def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change]) -> list[Envelope]:
+def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change], op: str) -> list[Envelope]:
     last: dict[tuple[str, str], int] = {}
     envelopes = []
     for aggregate_type, aggregate_id, event in changes:
@@ -625,6 +661,7 @@ def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change]) 
                 causation_id=cmd.command_id,
                 payload=event,
                 actor_subject=cmd.actor.subject,
+                operation_id=op,
             )
         )
     return envelopes

@@ -3,7 +3,9 @@
 Key = tenant id (bytes, UTF-8), value = `CommandEnvelope` in the Confluent wire format under the
 subject `dbaas.commands-value`, partitioner murmur2 (the Java client's default) so that Java and
 Python publishers place a tenant's commands in the same partition. The producer is idempotent
-with `acks=all`; `publish` returns once the broker has the command, or raises.
+with `acks=all`; `publish` returns once the broker has the command, or raises. Each command is
+signed with the publishing process's key (`runtime.signing`): the command processor judges only
+commands whose signature a key of the platform's keyring verifies.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from concurrent.futures import Future
 from confluent_kafka import KafkaException, Producer
 
 from commands.records import CommandEnvelope, to_avro
+from runtime.signing import Signer
 from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
 
 
@@ -22,8 +25,9 @@ class PublishError(Exception):
 
 class Publisher:
     def __init__(self, kafka: str, registry_url: str, topic: str = "dbaas.commands",
-                 extra: dict | None = None):
+                 extra: dict | None = None, signer: Signer | None = None):
         self.topic = topic
+        self.signer = signer
         self.serde = Serde(Registry(registry_url), COMMANDS_SUBJECT)
         self.producer = Producer({
             "bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all",
@@ -47,10 +51,12 @@ class Publisher:
             else:
                 future.set_result((msg.partition(), msg.offset()))
 
+        key, value = envelope.tenant_id.encode(), self.serde.encode(to_avro(envelope))
+        headers = [("correlation-id", envelope.correlation_id.encode())]
+        if self.signer is not None:
+            headers += self.signer.headers(self.topic, key, value)
         try:
-            self.producer.produce(
-                self.topic, key=envelope.tenant_id.encode(), value=self.serde.encode(to_avro(envelope)),
-                headers=[("correlation-id", envelope.correlation_id.encode())], on_delivery=delivered)
+            self.producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=delivered)
         except (KafkaException, BufferError) as exc:
             future.set_exception(PublishError(f"command {envelope.command_id} not published: {exc}"))
         return future

@@ -7,6 +7,8 @@ May import `schemas`; must never import `commands`, `processors` or `projections
 
 from events.records import (
     EVENT_TYPES,
+    ENVELOPE_VERSION,
+    LEGACY_ISSUER,
     REASON_CODES,
     STEPS,
     CommandRejected,
@@ -62,6 +64,8 @@ from events.state import (
 
 __all__ = [
     "EVENT_TYPES",
+    "ENVELOPE_VERSION",
+    "LEGACY_ISSUER",
     "REASON_CODES",
     "STEPS",
     "Accepted",

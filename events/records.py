@@ -93,10 +93,11 @@ class OperationAccepted:
 class CommandRejected:
     operation_id: str
     command_type: str
-    reason_code: str  # invalid | forbidden | conflict | not_found | quota_exceeded | unsupported
+    reason_code: str  # one of REASON_CODES
     field: str | None
     message: str
     command_fingerprint: str
+    refused: bool = False  # the publisher may not send it: not recorded against its command id
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,13 @@ Event = (
 # The steps of a service operation after acceptance, in order.
 STEPS = ("render", "commit", "pop-report")
 
-REASON_CODES = ("invalid", "forbidden", "conflict", "not_found", "quota_exceeded", "unsupported")
+REASON_CODES = ("invalid", "forbidden", "conflict", "not_found", "quota_exceeded", "unsupported",
+                "unauthenticated")
+# Envelopes from version 2 on name their operation and an issuer-bound actor (`<issuer>#<subject>`).
+ENVELOPE_VERSION = 2
+# Subjects recorded before principals were bound to their issuer were the development issuer's
+# (the only one a platform trusted by default then).
+LEGACY_ISSUER = "https://dev-issuer.dbaas.invalid"
 
 
 @dataclass(frozen=True)
@@ -256,8 +263,14 @@ class Envelope:
     correlation_id: str
     causation_id: str | None
     payload: Event
-    schema_version: int = 1
+    schema_version: int = ENVELOPE_VERSION
     actor_subject: str | None = None
+    operation_id: str | None = None  # None before version 2: the command id was the operation id
+
+    @property
+    def operation(self) -> str:
+        """The operation this event belongs to."""
+        return self.operation_id or self.command_id
 
 
 def _with_resources(cls: Callable[..., Event], *names: str) -> Callable[[dict[str, Any]], Event]:
@@ -319,5 +332,27 @@ def to_avro(envelope: Envelope) -> dict[str, Any]:
 
 
 def from_avro(record: Mapping[str, Any]) -> Envelope:
-    """EventEnvelope record dict from `schemas.codec.decode` -> Envelope."""
-    return Envelope(**{**record, "payload": payload_from_avro(record["payload"])})
+    """EventEnvelope record dict from `schemas.codec.decode` -> Envelope. Envelopes of version 1
+    named bare subjects: they are read as the principals they were (`legacy_principal`)."""
+    payload = payload_from_avro(record["payload"])
+    if record.get("schema_version", 1) < 2:
+        payload = _legacy_principals(payload)
+        actor = record.get("actor_subject")
+        record = {**record, "actor_subject": legacy_principal(actor) if actor else actor}
+    return Envelope(**{**record, "payload": payload})
+
+
+def legacy_principal(subject: str) -> str:
+    """A subject recorded before principals: the development issuer's, or a platform process's."""
+    if subject.startswith("system:"):
+        return subject
+    return subject if "#" in subject else f"{LEGACY_ISSUER}#{subject}"
+
+
+def _legacy_principals(event: Event) -> Event:
+    match event:
+        case OrganizationCreated():
+            return dataclasses.replace(event, owner=legacy_principal(event.owner))
+        case MemberAdded() | MemberRoleChanged() | MemberRemoved():
+            return dataclasses.replace(event, subject=legacy_principal(event.subject))
+    return event

@@ -270,7 +270,7 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
                     e.deletion_protection,
                     dict(e.labels),
                     ServiceStatus.REQUESTED,
-                    env.command_id,
+                    env.operation,
                 ),
             )
         case ServiceScaleRequested() as e:
@@ -349,7 +349,7 @@ def _apply(state: TenantState, env: Envelope) -> TenantState:
             return _record(
                 state, env.command_id, CommandRecord(e.command_fingerprint, Accepted(e.operation_id))
             )
-        case CommandRejected() as e if env.command_id not in state.commands:
+        case CommandRejected() as e if env.command_id not in state.commands and not e.refused:
             outcome = Rejected(e.operation_id, e.reason_code, e.field, e.message)
             return _record(state, env.command_id, CommandRecord(e.command_fingerprint, outcome))
         case _:  # a conflicting reuse of a command id (the first outcome stands), or no effect on state
@@ -362,8 +362,8 @@ def _requested(state: TenantState, env: Envelope, service_id: str, action: str, 
     change at once, and its operation joins the service's queue with the resources it applies."""
     service = _service(state, service_id)
     changed = replace(service, **changes)
-    queued = (*service.queued, Queued(env.command_id, action, changed.resources))
-    return _put_service(state, replace(changed, status=status, operation_id=env.command_id, queued=queued))
+    queued = (*service.queued, Queued(env.operation, action, changed.resources))
+    return _put_service(state, replace(changed, status=status, operation_id=env.operation, queued=queued))
 
 
 def _awaiting(service: Service, status: ServiceStatus) -> ServiceStatus:

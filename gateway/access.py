@@ -31,7 +31,7 @@ def roles_in(request: Request, identity: Identity, tenant: str) -> set[str]:
         known = request.state.roles = {}
     if tenant not in known:
         ratelimit.charge(request, tenant)
-        role = member_role(request, identity.subject, tenant)
+        role = member_role(request, identity.principal, tenant)
         known[tenant] = {*identity.org_roles.get(tenant, ()), *([role] if role else [])}
     return known[tenant]
 
@@ -40,14 +40,14 @@ def tenants_of(request: Request, identity: Identity) -> set[str]:
     """Every organization the caller holds a role in."""
     with request.app.state.engine.connect() as conn:
         rows = conn.execute(sa.text("select tenant_id from members where subject = :s and role is not null"),
-                            {"s": identity.subject}).scalars().all()
+                            {"s": identity.principal}).scalars().all()
     return {*rows, *(org for org, roles in identity.org_roles.items() if roles)}
 
 
 def actor_for(identity: Identity, tenant: str) -> Actor:
-    """The actor a command carries: the subject and the roles its token grants in `tenant` (its
-    membership there is known to `decide` already)."""
-    return Actor(identity.subject, tuple(sorted(identity.org_roles.get(tenant, ()))))
+    """The actor a command carries: the issuer-bound principal and the roles its token grants in
+    `tenant` (its membership there is known to `decide` already)."""
+    return Actor(identity.principal, tuple(sorted(identity.org_roles.get(tenant, ()))))
 
 
 def require_command(request: Request, identity: Identity, tenant: str, command_type: str) -> Actor:

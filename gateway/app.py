@@ -23,6 +23,7 @@ from gateway.access import tenants_of
 from gateway.auth import Authenticator, Identity, current_identity
 from projections import api as queries
 from projections.settings import sqlalchemy_url
+from runtime.signing import Signer
 
 REQUESTS = Counter("dbaas_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("dbaas_http_request_seconds", "HTTP request latency", ["method", "route"])
@@ -35,18 +36,22 @@ class GatewaySettings:
     registry_url: str
     database_url: str
     commands_topic: str = "dbaas.commands"
+    signer: Signer | None = None  # the gateway's key: the processor believes the actors it signs
 
     @classmethod
     def from_env(cls) -> "GatewaySettings":
         env = os.environ
+        signer = Signer.from_env()
+        if signer is None:
+            raise KeyError("DBAAS_SIGNING_KEY (the gateway signs the commands it publishes)")
         return cls(env["DBAAS_KAFKA_BOOTSTRAP"], env["DBAAS_REGISTRY_URL"], env["DBAAS_DATABASE_URL"],
-                   env.get("DBAAS_COMMANDS_TOPIC", "dbaas.commands"))
+                   env.get("DBAAS_COMMANDS_TOPIC", "dbaas.commands"), signer)
 
 
 def _scope(request: Request, identity: Identity = Depends(current_identity)) -> queries.Scope:
     """The read models a caller sees: its organizations only."""
     ratelimit.charge(request, f"user:{identity.subject}")
-    return queries.Scope(frozenset(tenants_of(request, identity)), identity.subject)
+    return queries.Scope(frozenset(tenants_of(request, identity)), identity.principal)
 
 
 def create_app(settings: GatewaySettings | None = None, authenticator: Authenticator | None = None) -> FastAPI:
@@ -56,9 +61,11 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     async def lifespan(app: FastAPI):
         engine = sa.create_engine(sqlalchemy_url(settings.database_url), pool_size=10, pool_pre_ping=True)
         app.state.engine = engine
-        app.state.publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic)
+        app.state.publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic,
+                                        signer=settings.signer)
         app.state.service_tenant = lambda service_id: _tenant_of(engine, "services", service_id)
         app.state.operation_tenant = lambda operation_id: _tenant_of(engine, "operations", operation_id)
+        app.state.operation_fingerprint = lambda operation_id: _fingerprint_of(engine, operation_id)
         app.dependency_overrides[queries.get_engine] = lambda: engine
         app.dependency_overrides[queries.get_scope] = _scope
         event_log = app.state.event_log = audit.EventLog(settings.kafka, settings.registry_url)
@@ -106,6 +113,14 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
 def _tenant_of(engine: sa.Engine, table: str, row_id: str) -> str | None:
     with engine.connect() as conn:
         return conn.execute(sa.text(f"select tenant_id from {table} where id = :id"), {"id": row_id}).scalar()
+
+
+def _fingerprint_of(engine: sa.Engine, operation_id: str) -> str | None:
+    from projections.queries import operation_fingerprint
+    from projections.tables import build_tables
+
+    with engine.connect() as conn:
+        return operation_fingerprint(conn, build_tables(), operation_id)
 
 
 def main() -> int:

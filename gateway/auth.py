@@ -24,6 +24,7 @@ import structlog
 from fastapi import HTTPException, Request
 from prometheus_client import Counter
 
+from commands import principal
 from commands.catalog import ORG_ROLES
 
 ALGORITHMS = ("RS256", "ES256")
@@ -62,10 +63,19 @@ class Identity:
     org_roles: dict[str, frozenset[str]] = field(default_factory=dict)  # granted by the token
     development: bool = False
 
+    @property
+    def principal(self) -> str:
+        """Who the caller is on the platform: the subject bound to its issuer (`<issuer>#<sub>`), so
+        the same `sub` from two issuers never names the same member."""
+        return principal(self.issuer, self.subject)
+
 
 class Authenticator:
-    def __init__(self, issuers: list[Issuer]):
+    def __init__(self, issuers: list[Issuer], default_issuer: str | None = None):
         self.issuers = {i.issuer: i for i in issuers}
+        # The issuer a member named without one belongs to (`dbaas member add bob`): the one set, or
+        # the first configured.
+        self.default_issuer = default_issuer or next(iter(self.issuers), None)
         self._clients: dict[str, jwt.PyJWKClient] = {
             i.issuer: jwt.PyJWKClient(i.jwks_uri, cache_keys=True, lifespan=300, timeout=5)
             for i in issuers if i.jwks_uri}
@@ -75,7 +85,7 @@ class Authenticator:
     @classmethod
     def from_env(cls) -> Authenticator:
         entries = json.loads(os.environ.get("DBAAS_OIDC_ISSUERS") or "[]")
-        return cls([Issuer.from_dict(e) for e in entries])
+        return cls([Issuer.from_dict(e) for e in entries], os.environ.get("DBAAS_DEFAULT_ISSUER") or None)
 
     def verify(self, token: str) -> Identity:
         try:
@@ -156,5 +166,5 @@ def current_identity(request: Request) -> Identity:
         log.info("request refused: token", reason=exc.reason)
         raise HTTPException(401, str(exc), headers={
             "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{exc.reason}"'}) from None
-    structlog.contextvars.bind_contextvars(subject=identity.subject)
+    structlog.contextvars.bind_contextvars(subject=identity.principal)
     return identity

@@ -1,18 +1,21 @@
 """Members of an organization and the caller's own memberships.
 
-`GET /organizations/{id}/members` (any member), `POST /organizations/{id}/members` {subject, role}
-to add (or invite: the subject is the identity provider's `sub`; the user gains access with their
-next token), `PUT /organizations/{id}/members/{subject}` {role}, `DELETE …/members/{subject}`
+`GET /organizations/{id}/members` (any member), `POST /organizations/{id}/members` {subject, issuer?,
+role} to add (or invite: the subject is the identity provider's `sub`, bound to its issuer — the
+API's default issuer when none is named; the user gains access with their next token),
+`PUT /organizations/{id}/members/{subject}?issuer=` {role}, `DELETE …/members/{subject}?issuer=`
 (org-owner, org-admin; only an org-owner makes or unmakes an org-owner, and the last org-owner
 stays — `decide` enforces both). `GET /users/me`: who the token says you are and where you belong.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from fastapi import APIRouter, Depends, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from commands import AddMember, ChangeMemberRole, RemoveMember
+from commands import AddMember, ChangeMemberRole, RemoveMember, principal, split_principal
 from gateway import ratelimit, writes
 from gateway.access import require_command, require_read, tenants_of
 from gateway.auth import Identity, current_identity
@@ -26,6 +29,8 @@ IdemKey, CorrId = writes.IdemKey, writes.CorrId
 
 class Member(BaseModel):
     subject: str
+    issuer: str | None = Field(description="the issuer of the subject; null for a platform process or a "
+                                           "member recorded before subjects were bound to issuers")
     role: str
     created_at: datetime
     updated_at: datetime
@@ -33,6 +38,7 @@ class Member(BaseModel):
 
 class MemberIn(BaseModel):
     subject: str = Field(description="the identity provider's subject (`sub`) of the user")
+    issuer: str | None = Field(None, description="the identity provider (`iss`); default: the API's default issuer")
     role: str = Field(description="org-owner, org-admin, org-member, service-admin or service-viewer")
 
 
@@ -56,7 +62,23 @@ class Me(BaseModel):
 def list_members(org: str, request: Request, identity: Identity = Depends(current_identity)) -> list[Member]:
     require_read(request, identity, org, "members")
     with request.app.state.engine.connect() as conn:
-        return [Member(**m) for m in queries.members(conn, TABLES, org)]
+        return [Member(**{**m, **_named(m["subject"])}) for m in queries.members(conn, TABLES, org)]
+
+
+def _named(value: str) -> dict[str, str | None]:
+    issuer, subject = split_principal(value)
+    return {"issuer": issuer, "subject": subject}
+
+
+Issuer = Annotated[str | None, Query(description="the subject's issuer; default: the API's default issuer")]
+
+
+def _principal(request: Request, subject: str, issuer: str | None) -> str:
+    """The member a request names: `subject` of `issuer`, or of the API's default issuer."""
+    issuer = issuer or request.app.state.authenticator.default_issuer
+    if not issuer:
+        raise HTTPException(422, "name the member's issuer: this API has no default issuer")
+    return principal(issuer, subject)
 
 
 @router.post("/organizations/{org}/members", status_code=202, response_model=writes.Accepted)
@@ -65,32 +87,33 @@ async def add_member(org: str, body: MemberIn, request: Request, response: Respo
                      correlation_id: CorrId = None) -> writes.Accepted:
     require_read(request, identity, org, "members")
     actor = require_command(request, identity, org, "AddMember")
-    return await writes.publish(request, response, org, actor, AddMember(body.subject, body.role),
+    return await writes.publish(request, response, org, actor, AddMember(_principal(request, body.subject, body.issuer), body.role),
                                 writes.command_id(idempotency_key), correlation_id)
 
 
 @router.put("/organizations/{org}/members/{subject}", status_code=202, response_model=writes.Accepted)
 async def change_role(org: str, subject: str, body: RoleIn, request: Request, response: Response,
                       identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
-                      correlation_id: CorrId = None) -> writes.Accepted:
+                      correlation_id: CorrId = None, issuer: Issuer = None) -> writes.Accepted:
     require_read(request, identity, org, "members")
     actor = require_command(request, identity, org, "ChangeMemberRole")
-    return await writes.publish(request, response, org, actor, ChangeMemberRole(subject, body.role),
+    return await writes.publish(request, response, org, actor, ChangeMemberRole(_principal(request, subject, issuer), body.role),
                                 writes.command_id(idempotency_key), correlation_id)
 
 
 @router.delete("/organizations/{org}/members/{subject}", status_code=202, response_model=writes.Accepted)
 async def remove_member(org: str, subject: str, request: Request, response: Response,
                         identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
-                        correlation_id: CorrId = None) -> writes.Accepted:
+                        correlation_id: CorrId = None, issuer: Issuer = None) -> writes.Accepted:
     require_read(request, identity, org, "members")
     actor = require_command(request, identity, org, "RemoveMember")
-    return await writes.publish(request, response, org, actor, RemoveMember(subject),
+    return await writes.publish(request, response, org, actor, RemoveMember(_principal(request, subject, issuer)),
                                 writes.command_id(idempotency_key), correlation_id)
 
 
 class User(BaseModel):
     subject: str
+    issuer: str | None = None
     organizations: list[Membership]
 
 
@@ -104,7 +127,7 @@ def list_users(request: Request, identity: Identity = Depends(current_identity))
         for org in sorted(mine):
             for m in queries.members(conn, TABLES, org):
                 people.setdefault(m["subject"], {}).setdefault(org, set()).add(m["role"])
-    return [User(subject=s, organizations=[Membership(organization=o, roles=sorted(r)) for o, r in sorted(orgs.items())])
+    return [User(**_named(s), organizations=[Membership(organization=o, roles=sorted(r)) for o, r in sorted(orgs.items())])
             for s, orgs in sorted(people.items())]
 
 
@@ -112,7 +135,7 @@ def list_users(request: Request, identity: Identity = Depends(current_identity))
 def me(request: Request, identity: Identity = Depends(current_identity)) -> Me:
     ratelimit.charge(request, f"user:{identity.subject}")
     with request.app.state.engine.connect() as conn:
-        held = {m["tenant_id"]: {m["role"]} for m in queries.memberships(conn, TABLES, identity.subject)}
+        held = {m["tenant_id"]: {m["role"]} for m in queries.memberships(conn, TABLES, identity.principal)}
     for org, roles in identity.org_roles.items():
         held.setdefault(org, set()).update(roles)
     return Me(subject=identity.subject, issuer=identity.issuer, development_token=identity.development,

@@ -95,12 +95,17 @@ async def publish(request: Request, response: Response, tenant: str, actor: Acto
     envelope = CommandEnvelope(
         command_id=command_id, tenant_id=tenant, actor=actor, issued_at=datetime.now(timezone.utc),
         correlation_id=correlation or str(uuid.uuid4()), payload=payload)
+    operation = commands.operation_id(tenant, command_id)
+    known = request.app.state.operation_fingerprint(operation)
+    if known is not None and known != commands.fingerprint_of(payload):
+        raise HTTPException(409, f"Idempotency-Key {command_id} was already used for a different request "
+                                 f"(operation {operation}); send a new key for a new request")
     publisher = request.app.state.publisher
     await asyncio.wrap_future(publisher.publish_async(envelope))
-    location = f"/api/v1/operations/{command_id}"
+    location = f"/api/v1/operations/{operation}"
     response.headers["Location"] = location
     response.headers["X-Correlation-Id"] = envelope.correlation_id
-    return Accepted(operation_id=command_id, status_url=location, service_id=service_id)
+    return Accepted(operation_id=operation, status_url=location, service_id=service_id)
 
 
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]

@@ -63,7 +63,7 @@ def record_of(event: dict[str, Any]) -> dict[str, Any]:
         "audit_id": event["event_id"], "tenant_id": event["tenant_id"], "occurred_at": event["occurred_at"],
         "kind": kind, "action": action, "outcome": outcome, "actor": event.get("actor_subject"),
         "reason_code": reason, "message": message, "correlation_id": event["correlation_id"],
-        "command_id": event["command_id"], "operation_id": fields.get("operation_id") or event["command_id"],
+        "command_id": event["command_id"], "operation_id": fields.get("operation_id") or event.get("operation_id") or event["command_id"],
         "aggregate_type": event["aggregate_type"], "aggregate_id": event["aggregate_id"],
         "sequence": event["sequence"],
         "details": json.dumps({"event": short_name(name), **_redact(fields)}, sort_keys=True, default=str),

@@ -7,8 +7,11 @@ neither, so a crash anywhere replays the batch against the state as of the last 
 idempotency records inside that state make a replay of an already-judged command a no-op.
 
 Tenant states live in memory per assigned partition, rebuilt on assignment by folding that
-partition of the event log. Undecodable input goes to the dead-letter topic with the reason in
-headers; the batch moves on.
+partition of the event log. A command is judged only on the partition its key maps to (murmur2):
+elsewhere it would meet a state that never saw its tenant. Its publisher is what its signature
+proves (`runtime.signing` against the keyring), never what it claims. Input that is oversized,
+undecodable, wrongly keyed or on the wrong partition goes to the dead-letter topic with a code and
+the reason in headers; the batch moves on.
 """
 from __future__ import annotations
 
@@ -25,11 +28,12 @@ from events import Envelope, TenantState, evolve
 from processors.deadletter import dead_letter
 from processors.settings import ProcessorSettings
 from runtime import kafka
+from runtime.signing import Keyring, TrustedKey, Unverified
 from schemas.errors import PoisonMessage
 from schemas.registry import COMMANDS_SUBJECT, EVENTS_SUBJECT, Registry, Serde
 
 JUDGED = Counter("dbaas_commands_judged_total", "Commands judged", ["outcome", "command_type"])
-DEAD = Counter("dbaas_commands_dead_lettered_total", "Commands sent to the dead-letter topic")
+DEAD = Counter("dbaas_commands_dead_lettered_total", "Commands sent to the dead-letter topic", ["code"])
 LAG = Gauge("dbaas_command_processor_lag", "Commands not yet judged", ["partition"])
 BATCH = Histogram("dbaas_command_processor_batch_seconds", "Time to judge and commit one batch",
                   buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
@@ -56,6 +60,8 @@ class CommandProcessor:
         self.commands = Serde(registry, COMMANDS_SUBJECT)
         self.events = Serde(registry, EVENTS_SUBJECT)
         self.partitions: dict[int, PartitionState] = {}
+        self.keyring = Keyring(settings.keyring)
+        self.partition_count = 0  # of the commands topic; read at each assignment
         self.consumer = Consumer({
             "bootstrap.servers": settings.kafka, "group.id": settings.group_id,
             "isolation.level": "read_committed", "enable.auto.commit": False,
@@ -84,6 +90,8 @@ class CommandProcessor:
             log.info("stopped")
 
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
+        topic = self.settings.commands_topic
+        self.partition_count = len(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
         for tp in partitions:
             self.partitions[tp.partition] = self._rebuild(tp.partition)
         log.info("assigned", partitions=[tp.partition for tp in partitions])
@@ -110,6 +118,7 @@ class CommandProcessor:
     def _judge_batch(self, batch: list[Message]) -> None:
         started = time.perf_counter()
         before: dict[tuple[int, str], TenantState | None] = {}
+        self.keyring.refresh()  # a publisher added or revoked since the last batch counts now
         self.producer.begin_transaction()
         try:
             for msg in batch:
@@ -144,24 +153,32 @@ class CommandProcessor:
     def _judge(self, msg: Message, before: dict) -> None:
         size = len(msg.value() or b"")
         if size > self.settings.max_command_bytes:
-            return self._dead_letter(msg, f"the command is {size} bytes; at most "
-                                          f"{self.settings.max_command_bytes} are accepted")
+            return self._dead_letter(msg, "oversized", f"the command is {size} bytes; at most "
+                                     f"{self.settings.max_command_bytes} are accepted")
         try:
             record = self.commands.decode(msg.value())
             cmd = commands.from_avro(record)
         except PoisonMessage as exc:
-            return self._dead_letter(msg, exc.reason)
+            return self._dead_letter(msg, "undecodable", exc.reason)
         except (commands.CommandError, TypeError, KeyError, ValueError) as exc:
-            return self._dead_letter(msg, f"not a valid command: {exc}")
+            return self._dead_letter(msg, "undecodable", f"not a valid command: {exc}")
         if msg.key() != cmd.tenant_id.encode():
-            return self._dead_letter(msg, f"the message key must be the tenant id {cmd.tenant_id!r}")
+            return self._dead_letter(msg, "wrong_key", f"the message key must be the tenant id {cmd.tenant_id!r}",
+                                     cmd.command_id)
+        expected = kafka.partition_for(msg.key(), self.partition_count)
+        if msg.partition() != expected:
+            # Judged here, it would meet a state that never saw this tenant's other commands.
+            return self._dead_letter(
+                msg, "wrong_partition", f"tenant {cmd.tenant_id!r} belongs on partition {expected} of "
+                f"{msg.topic()} (murmur2 of the key over {self.partition_count} partitions), not on "
+                f"{msg.partition()}: publish with the murmur2 partitioner", cmd.command_id)
         structlog.contextvars.bind_contextvars(correlation_id=cmd.correlation_id, command_id=cmd.command_id,
                                                tenant_id=cmd.tenant_id)
         try:
             partition = self.partitions.setdefault(msg.partition(), PartitionState())
             state = partition.get(cmd.tenant_id)
             before.setdefault((msg.partition(), cmd.tenant_id), partition.tenants.get(cmd.tenant_id))
-            produced = commands.decide(state, cmd, commands.fingerprint(record["payload"]))
+            produced = commands.decide(state, cmd, commands.fingerprint(record["payload"]), self._proof(msg))
             for env in produced:
                 state = evolve(state, env)
                 self._emit(msg.partition(), env)
@@ -169,6 +186,14 @@ class CommandProcessor:
             self._count(cmd, produced)
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id", "command_id", "tenant_id")
+
+    def _proof(self, msg: Message) -> commands.Proof:
+        """What the signature of `msg` proves about its publisher."""
+        try:
+            key: TrustedKey = self.keyring.verify(msg.topic(), msg.key(), msg.value(), msg.headers())
+        except Unverified as exc:
+            return commands.Unverified(exc.reason)
+        return commands.Authority(key.kind, key.name, key.tenants, key.roles)
 
     def _emit(self, partition: int, env: Envelope) -> None:
         self.producer.produce(
@@ -189,10 +214,11 @@ class CommandProcessor:
             outcome = "accepted"
         JUDGED.labels(outcome, cmd.command_type).inc()
 
-    def _dead_letter(self, msg: Message, reason: str) -> None:
-        DEAD.inc()
-        log.warning("dead-lettered", reason=reason, partition=msg.partition(), offset=msg.offset())
-        dead_letter(self.producer, self.settings.dlq_topic, msg, reason)
+    def _dead_letter(self, msg: Message, code: str, reason: str, command_id: str | None = None) -> None:
+        DEAD.labels(code).inc()
+        log.warning("dead-lettered", code=code, reason=reason, partition=msg.partition(), offset=msg.offset(),
+                    command_id=command_id)
+        dead_letter(self.producer, self.settings.dlq_topic, msg, reason, code, command_id)
 
     def _report_lag(self) -> None:
         for partition, behind in kafka.lag(self.consumer).items():

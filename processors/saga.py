@@ -61,6 +61,7 @@ from gitops.committer import GitOpsCommitter
 from gitops.errors import GitOpsError
 from processors.deadletter import dead_letter
 from runtime import kafka
+from runtime.signing import Keyring, Signer, Unverified
 from schemas.errors import PoisonMessage
 from schemas.registry import EVENTS_SUBJECT, POP_STATUS_SUBJECT, Registry, Serde
 
@@ -71,6 +72,7 @@ STEPS = Counter("dbaas_saga_steps_total", "Saga steps recorded", ["step", "actio
 STEP_SECONDS = Histogram("dbaas_saga_step_seconds", "Time to render and commit one operation",
                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 REPORTS = Counter("dbaas_pop_reports_total", "PoP status reports forwarded", ["phase"])
+REJECTED_REPORTS = Counter("dbaas_pop_reports_unverified_total", "PoP status reports no PoP key signed")
 RETRIES = Counter("dbaas_saga_retries_total", "Transient failures retried", ["error"])
 TIMEOUTS = Counter("dbaas_saga_step_timeouts_total", "Steps that did not finish in time", ["step"])
 COMPENSATIONS = Counter("dbaas_saga_compensations_total", "GitOps changes reverted", ["changed"])
@@ -112,17 +114,22 @@ class SagaSettings:
     group_id: str = "dbaas-service-saga"
     metrics_port: int = 0
     timeouts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
+    signer: Signer | None = None  # the platform key its commands are signed with
+    keyring: Path | None = None  # the PoPs' public keys, to verify their reports
 
     @classmethod
     def from_env(cls) -> "SagaSettings":
         env = os.environ
         state = Path(env.get("DBAAS_STATE_DIR", "/tmp/dbaas-saga"))
+        signer = Signer.from_env()
+        if signer is None:
+            raise KeyError("DBAAS_SIGNING_KEY")
         return cls(env["DBAAS_KAFKA_BOOTSTRAP"], env["DBAAS_REGISTRY_URL"], env["DBAAS_GITOPS_REMOTE"],
                    state / "gitops-work", env.get("DBAAS_EVENTS_TOPIC", cls.events_topic),
                    env.get("DBAAS_COMMANDS_TOPIC", cls.commands_topic),
                    env.get("DBAAS_POP_STATUS_TOPIC", cls.pop_status_topic),
                    env.get("DBAAS_SAGA_GROUP", cls.group_id), int(env.get("DBAAS_METRICS_PORT", "0")),
-                   parse_timeouts(env.get("DBAAS_SAGA_STEP_TIMEOUTS")))
+                   parse_timeouts(env.get("DBAAS_SAGA_STEP_TIMEOUTS")), signer, Path(env["DBAAS_KEYRING"]))
 
 
 def step_command_id(operation_id: str, step: str) -> str:
@@ -197,7 +204,9 @@ class ServiceSaga:
         registry = Registry(settings.registry_url)
         self.events = Serde(registry, EVENTS_SUBJECT)
         self.reports = Serde(registry, POP_STATUS_SUBJECT)
-        self.publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic)
+        self.publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic,
+                                   signer=settings.signer)
+        self.keyring = Keyring(settings.keyring)
         self.committer = GitOpsCommitter(settings.gitops_remote, settings.workdir, "dbaas saga",
                                          "saga@dbaas.local")
         self.consumer = Consumer({
@@ -280,7 +289,7 @@ class ServiceSaga:
     def _handle(self, msg: Message) -> None:
         try:
             if msg.topic() == self.settings.pop_status_topic:
-                return self._report(self.reports.decode(msg.value()))
+                return self._report(msg)
             env = events.from_avro(self.events.decode(msg.value()))
         except (PoisonMessage, events.EventError, TypeError, KeyError) as exc:
             log.warning("undecodable input dead-lettered", topic=msg.topic(), reason=str(exc))
@@ -358,12 +367,26 @@ class ServiceSaga:
             causation_id=env.event_id))
         STEPS.labels(step, action).inc()
 
-    def _report(self, r: dict) -> None:
-        payload = RecordPopReport(r["service_id"], r["operation_id"], r["pop"], r["phase"], r["endpoint"],
+    def _report(self, msg: Message) -> None:
+        """Relay a PoP's report as `RecordPopReport`, once its signature shows which PoP sent it:
+        the PoP named is the one whose key signed it, so a PoP reports only for itself (and
+        `decide` checks the service runs there)."""
+        r = self.reports.decode(msg.value())
+        try:
+            self.keyring.refresh()
+            key = self.keyring.verify(msg.topic(), msg.key(), msg.value(), msg.headers())
+            if key.kind != "pop" or key.pop != r["pop"]:
+                raise Unverified(f'key {key.key_id!r} does not speak for PoP {r["pop"]!r}')
+        except Unverified as exc:
+            REJECTED_REPORTS.inc()
+            log.warning("unverified PoP report dead-lettered", pop=r["pop"], reason=exc.reason)
+            dead_letter(self.publisher.producer, f"{msg.topic()}.dlq", msg, exc.reason, "unauthenticated")
+            return
+        payload = RecordPopReport(r["service_id"], r["operation_id"], key.pop, r["phase"], r["endpoint"],
                                   r["reason"], r.get("credentials"))
         self.publisher.publish(CommandEnvelope(
             command_id=step_command_id(r["operation_id"], f"report/{r['report_id']}"), tenant_id=r["tenant_id"],
-            actor=Actor(f"system:pop:{r['pop']}", ("system",)), issued_at=datetime.now(timezone.utc),
+            actor=Actor(f"system:pop:{key.pop}", ("system",)), issued_at=datetime.now(timezone.utc),
             correlation_id=r["report_id"], payload=payload))
         REPORTS.labels(r["phase"]).inc()
 

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
 class ProcessorSettings:
     kafka: str
     registry_url: str
+    keyring: Path  # the public keys whose signatures make a command's publisher known
     commands_topic: str = "dbaas.commands"
     events_topic: str = "dbaas.events"
     dlq_topic: str = "dbaas.commands.dlq"
@@ -31,6 +33,7 @@ class ProcessorSettings:
         values = dict(
             kafka=env["DBAAS_KAFKA_BOOTSTRAP"],
             registry_url=env["DBAAS_REGISTRY_URL"],
+            keyring=Path(env["DBAAS_KEYRING"]),
             commands_topic=env.get("DBAAS_COMMANDS_TOPIC", cls.commands_topic),
             events_topic=env.get("DBAAS_EVENTS_TOPIC", cls.events_topic),
             dlq_topic=env.get("DBAAS_COMMANDS_DLQ_TOPIC", cls.dlq_topic),

@@ -100,6 +100,12 @@ def get_service(conn: Connection, tables: Tables, service_id: str) -> dict[str, 
     return dict(row._mapping)
 
 
+def operation_fingerprint(conn: Connection, tables: Tables, operation_id: str) -> str | None:
+    """The payload fingerprint of the command that started `operation_id`; None when unknown."""
+    t = tables.operations
+    return conn.execute(select(t.c.command_fingerprint).where(t.c.id == operation_id)).scalar()
+
+
 def get_operation(conn: Connection, tables: Tables, operation_id: str) -> dict[str, Any]:
     t = tables.operations
     row = conn.execute(select(t).where(t.c.id == operation_id)).first()

@@ -132,6 +132,9 @@ def _operations(metadata: MetaData, name: str) -> Table:
         Column("compensation", JSONB),  # {state: Pending|Done, ref: the revert commit, at}; NULL: none
         Column("requested_by", Text),
         Column("correlation_id", Text, nullable=False),
+        # The request's payload fingerprint: the gateway answers 409 to an Idempotency-Key reused
+        # with another body. NULL for rows projected before it was kept.
+        Column("command_fingerprint", Text),
         _ts("created_at"),
         _ts("updated_at"),
         Column("version", BigInteger, nullable=False),

@@ -12,7 +12,9 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +62,55 @@ class Stack:
         return subprocess.run([*DBAAS, *args], cwd=REPO, capture_output=True, text=True, check=check,
                               timeout=300, env=env)
 
+    @property
+    def keyring(self) -> Path:
+        return self.home / "keyring.json"
+
+    def signer(self, holder: str = "gateway"):
+        """The platform instance's own signing key of `holder` (gateway, platform, pop-local)."""
+        from runtime.signing import Signer
+
+        return Signer.from_text(holder, json.loads((self.home / "secrets.json").read_text())[f"signing_key_{holder}"])
+
+    def publisher(self, topic: str = "dbaas.commands", holder: str = "gateway"):
+        """A command publisher signing as `holder` (the gateway's key: its actors are believed)."""
+        from commands.publisher import Publisher
+
+        return Publisher(self.kafka, self.registry, topic, signer=self.signer(holder))
+
+    def pop_signer(self, pop: str):
+        """A key of PoP `pop`, registered in the keyring with `dbaas keys add-pop` (once per run)."""
+        from runtime.signing import Signer
+
+        if (self.home, pop) not in _POP_KEYS:
+            key_id = f"pop-{pop}-{uuid.uuid4().hex[:8]}"
+            added = json.loads(self.cli("keys", "add-pop", pop, "--key-id", key_id, "--home", str(self.home),
+                                        "--json").stdout)
+            _POP_KEYS[(self.home, pop)] = Signer.from_text(key_id, added["private_key"])
+        return _POP_KEYS[(self.home, pop)]
+
+    def report(self, pop: str, tenant: str, service_id: str, operation_id: str, phase: str = "Ready", **fields):
+        """Publish PoP `pop`'s signed status report, as its status reporter does; returns the report."""
+        from confluent_kafka import Producer
+
+        from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
+
+        record = {"report_id": str(uuid.uuid4()), "pop": pop, "tenant_id": tenant, "service_id": service_id,
+                  "operation_id": operation_id, "phase": phase, "endpoint": None, "reason": None,
+                  "credentials": None, "observed_at": datetime.now(timezone.utc), **fields}
+        value = Serde(Registry(self.registry), POP_STATUS_SUBJECT).encode(record)
+        producer = Producer({"bootstrap.servers": self.kafka, "acks": "all", "enable.idempotence": True})
+        headers = self.pop_signer(pop).headers("dbaas.pop.status", tenant.encode(), value)
+        producer.produce("dbaas.pop.status", key=tenant.encode(), value=value, headers=headers)
+        assert producer.flush(30) == 0
+        return record
+
+    def principal(self, subject: str) -> str:
+        """The platform principal of a development-issuer subject (what its tokens sign in as)."""
+        from runtime import devissuer
+
+        return f"{devissuer.ISSUER}#{subject}"
+
     def metrics(self, component: str) -> str:
         import httpx
 
@@ -69,6 +120,7 @@ class Stack:
         return self.cli("stack", action, "--home", str(self.home), *args, **kw)
 
 
+_POP_KEYS: dict = {}  # (home, pop) -> the Signer registered for it in this run
 SINGAPORE_TIMEOUT = 12  # seconds the test platform's saga waits for a report from PoP singapore
 RATE_LIMIT = "1/3"  # requests per second / burst for the test platform's ratelimit-* organizations
 # How the test platform runs, for every `dbaas stack up` of it (a test that restarts it too):

@@ -25,7 +25,14 @@ import httpx
 
 from deploy.stack.artifacts import Artifacts
 from deploy.stack.config import HOST, StackConfig
-from runtime import devissuer
+from runtime import devissuer, signing
+
+# Who signs what the instance publishes: key id -> (keyring kind, the PoP it speaks for).
+SIGNING_KEYS: dict[str, tuple[str, str | None]] = {
+    "gateway": ("gateway", None),  # commands of signed-in users
+    "platform": ("platform", None),  # the sagas' system commands
+    "pop-local": ("pop", "local"),  # PoP local's status reports
+}
 
 
 class StackError(Exception):
@@ -50,13 +57,16 @@ class Context:
 
     SECRET_NAMES = ("postgres_superuser_password", "dbaas_password", "mariadb_root_password",
                     "redis_admin_password", "credentials_key", "localpop_password_key",
-                    devissuer.SECRET_NAME)
+                    devissuer.SECRET_NAME, *(f"signing_key_{holder}" for holder in SIGNING_KEYS))
     # Secrets that are keys rather than passwords: the format their user expects.
     SECRET_FORMATS: ClassVar[dict[str, Callable[[], str]]] = {
         # A Fernet key (32 random bytes, url-safe base64): PoP reports encrypt credentials with it.
         "credentials_key": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         # The development token issuer's signing key (EC P-256, PEM): `dbaas auth login --dev`.
         devissuer.SECRET_NAME: devissuer.generate_key,
+        # Each publishing process's message-signing key (Ed25519, base64 of the raw private bytes).
+        **{f"signing_key_{holder}": (lambda h=holder: signing.Signer.generate(h).private_text())
+           for holder in SIGNING_KEYS},
     }
 
     def secrets(self) -> dict[str, str]:
@@ -578,12 +588,44 @@ def credentials_key_env(ctx: Context) -> dict[str, str]:
     return {"DBAAS_CREDENTIALS_KEY": ctx.secrets()["credentials_key"]}
 
 
+def signing_env(holder: str) -> Callable[[Context], dict[str, str]]:
+    """The key `holder` signs what it publishes with, and the keyring it checks others against.
+    The keyring is (re)written with the instance's own keys; entries added by `dbaas keys` stay."""
+
+    def env(ctx: Context) -> dict[str, str]:
+        write_own_keys(ctx)
+        return {"DBAAS_SIGNING_KEY_ID": holder, "DBAAS_SIGNING_KEY": ctx.secrets()[f"signing_key_{holder}"],
+                "DBAAS_KEYRING": str(ctx.config.keyring_file)}
+
+    return env
+
+
+def keyring_env(ctx: Context) -> dict[str, str]:
+    write_own_keys(ctx)
+    return {"DBAAS_KEYRING": str(ctx.config.keyring_file)}
+
+
+def write_own_keys(ctx: Context) -> None:
+    """The instance's own public keys in its keyring (the gateway, the sagas, PoP local's agent)."""
+    values = ctx.secrets()
+    path = ctx.config.keyring_file
+    keyring = signing.Keyring(path)
+    own = [signing.TrustedKey.from_dict({
+        "key_id": holder, "kind": kind, "name": holder, "pop": pop,
+        "public_key": signing.Signer.from_text(holder, values[f"signing_key_{holder}"]).public_text()})
+        for holder, (kind, pop) in SIGNING_KEYS.items()]
+    if all(keyring.get(k.key_id) == k for k in own):
+        return
+    others = [k for k in keyring.keys() if k.key_id not in SIGNING_KEYS]
+    signing.write_keyring(path, [*others, *own])
+
+
 def api_env(ctx: Context) -> dict[str, str]:
     """The API decrypts credentials for allowed callers, and trusts the instance's development
     token issuer (plus any issuers configured in DBAAS_OIDC_ISSUERS)."""
     configured = json.loads(os.environ.get("DBAAS_OIDC_ISSUERS") or "[]")
     issuers = [*configured, devissuer.issuer_config(ctx.secrets()[devissuer.SECRET_NAME])]
-    return credentials_key_env(ctx) | {"DBAAS_OIDC_ISSUERS": json.dumps(issuers)}
+    return credentials_key_env(ctx) | signing_env("gateway")(ctx) | {"DBAAS_OIDC_ISSUERS": json.dumps(issuers)}
 
 
 def localpop_agent_env(ctx: Context) -> dict[str, str]:
@@ -593,7 +635,7 @@ def localpop_agent_env(ctx: Context) -> dict[str, str]:
     values = ctx.secrets()
     mariadb = f"{quote(MariaDB.ADMIN_USER)}:{quote(values[MariaDB.SECRET], safe='')}"
     redis = f"{quote(Redis.ADMIN_USER)}:{quote(values[Redis.SECRET], safe='')}"
-    return credentials_key_env(ctx) | {
+    return credentials_key_env(ctx) | signing_env("pop-local")(ctx) | {
         "DBAAS_LOCALPOP_MARIADB_URL": f"mysql://{mariadb}@{HOST}:{ctx.config.port('mariadb')}",
         "DBAAS_LOCALPOP_REDIS_URL": f"redis://{redis}@{HOST}:{ctx.config.port('redis')}",
         "DBAAS_LOCALPOP_PASSWORD_KEY": values["localpop_password_key"],
@@ -601,9 +643,10 @@ def localpop_agent_env(ctx: Context) -> dict[str, str]:
 
 
 CONTROL_PLANE: tuple[Component, ...] = (
-    ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0),
+    ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0,
+                        extra_env=keyring_env),
     ControlPlaneProcess("projector", "projections.runner", metrics_slot=1),
-    ControlPlaneProcess("saga", "processors.saga", metrics_slot=2),
+    ControlPlaneProcess("saga", "processors.saga", metrics_slot=2, extra_env=signing_env("platform")),
     ControlPlaneProcess("audit", "processors.audit", metrics_slot=4),
     ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=api_env),
     ControlPlaneProcess("localpop-agent", "operators.localpop.agent", metrics_slot=3,

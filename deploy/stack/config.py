@@ -63,6 +63,11 @@ class StackConfig:
         return self.home / "secrets.json"
 
     @property
+    def keyring_file(self) -> Path:
+        """The public keys the instance trusts for signed commands and PoP reports."""
+        return self.home / "keyring.json"
+
+    @property
     def gitops_remote(self) -> Path:
         return self.home / "gitops.git"
 

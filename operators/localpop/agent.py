@@ -60,6 +60,7 @@ from operators.localpop.provisioners import (
     RedisProvisioner,
     ServerUnavailable,
 )
+from runtime.signing import Signer
 from schemas.errors import SchemaError
 from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
 
@@ -108,6 +109,7 @@ class AgentSettings:
     metrics_port: int = 0
     flush_timeout: float = 5.0
     message_timeout_ms: int = 30_000
+    signer: Signer | None = field(default=None, repr=False)  # this PoP's key: its reports are signed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -143,7 +145,18 @@ class AgentSettings:
             credentials_key=credentials_key, password_key=need("DBAAS_LOCALPOP_PASSWORD_KEY").encode(),
             postgres=postgres, postgres_admin_database=pg_db or "postgres", mariadb=mariadb, redis=redis,
             pop_status_topic=env.get("DBAAS_POP_STATUS_TOPIC") or cls.pop_status_topic,
-            interval=interval, metrics_port=metrics_port)
+            interval=interval, metrics_port=metrics_port, signer=_signer(env))
+
+
+def _signer(env: Mapping[str, str]) -> Signer:
+    try:
+        signer = Signer.from_env(dict(env))
+    except ValueError as exc:
+        raise SettingsError(f"DBAAS_SIGNING_KEY is not an Ed25519 key: {exc}") from None
+    if signer is None:
+        raise SettingsError("DBAAS_SIGNING_KEY is not set: the PoP signs its reports with its own key "
+                            "(the launcher passes it; the control plane trusts its public half)")
+    return signer
 
 
 def parse_admin_url(url: str, name: str, default_port: int) -> tuple[AdminEndpoint, str]:
@@ -189,6 +202,7 @@ class Reporter:
 
     def __init__(self, settings: AgentSettings):
         self.topic = settings.pop_status_topic
+        self._signer = settings.signer
         self._registry_url = settings.registry_url
         self._serde: Serde | None = None
         self._producer = Producer({
@@ -214,9 +228,10 @@ class Reporter:
                 log.warning("report not acknowledged; re-sent on the next sync", report_id=rid, error=str(err))
                 SYNC_ERRORS.labels("KafkaDelivery").inc()
 
+        key, value = tenant.encode(), self._serde.encode(record)
+        headers = self._signer.headers(self.topic, key, value) if self._signer else []
         try:
-            self._producer.produce(self.topic, key=tenant.encode(), value=self._serde.encode(record),
-                                   on_delivery=delivered)
+            self._producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=delivered)
         except BufferError:
             self._producer.poll(0)
             return

@@ -43,7 +43,7 @@ def _resources(r: Resources) -> dict[str, Any]:
 
 
 def _changed(env: Envelope, status: str) -> dict[str, Any]:
-    return {"status": status, "updated_at": env.occurred_at, "last_operation_id": env.command_id}
+    return {"status": status, "updated_at": env.occurred_at, "last_operation_id": env.operation}
 
 
 def _requested(env: Envelope) -> Change:

@@ -36,7 +36,8 @@ class Topics:
         return t
 
     def settings(self, stack, **kw) -> ProcessorSettings:
-        return ProcessorSettings(kafka=stack.kafka, registry_url=stack.registry, commands_topic=self.commands,
+        return ProcessorSettings(kafka=stack.kafka, registry_url=stack.registry, keyring=stack.keyring,
+                                 commands_topic=self.commands,
                                  events_topic=self.events, dlq_topic=self.dlq,
                                  group_id=f"group-{self.commands}", transactional_id=f"txn-{self.commands}", **kw)
 
@@ -72,8 +73,8 @@ class RunningProcessor:
             raise self.error
 
 
-def publisher(stack, topics: Topics) -> Publisher:
-    return Publisher(stack.kafka, stack.registry, topics.commands)
+def publisher(stack, topics: Topics, holder: str = "gateway") -> Publisher:
+    return stack.publisher(topics.commands, holder)
 
 
 def read_events(stack, topic: str, partitions: int) -> list[events.Envelope]:

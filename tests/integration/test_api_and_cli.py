@@ -9,6 +9,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from commands import operation_id
 from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
 from tests.conftest import wait_for
 
@@ -96,10 +97,14 @@ def test_idempotency_key_makes_a_retry_the_same_operation(api, stack):
     req = {"org": org, "name": "cache", "engine": "dragonfly", "pop": "local"}
     first = api.post("/services", json=req, headers={"Idempotency-Key": key}).json()
     second = api.post("/services", json=req, headers={"Idempotency-Key": key}).json()
-    assert first == second and first["operation_id"] == key
-    _operation(api, key)
+    # The operation is the key scoped to the organization: another tenant's same key is another one.
+    assert first == second and first["operation_id"] == operation_id(org, key)
+    _operation(api, first["operation_id"])
     items = wait_for(lambda: api.get("/services", params={"org": org}).json()["items"])
     assert len(items) == 1
+    # The same key with another body is refused up front, not answered with the first operation.
+    other = api.post("/services", json={**req, "name": "other"}, headers={"Idempotency-Key": key})
+    assert other.status_code == 409 and "already used for a different request" in other.json()["detail"]
 
 
 @pytest.mark.parametrize("body, field, text", [

@@ -10,10 +10,8 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import httpx
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
 from tests.conftest import RATE_LIMIT, wait_for
 from tests.integration.kafka_support import read_events
 
@@ -36,13 +34,8 @@ def _org(c, prefix="audit"):
 
 
 def _report(stack, tenant, service_id, op_id, phase="Ready"):
-    serde = Serde(Registry(stack.registry), POP_STATUS_SUBJECT)
-    producer = Producer({"bootstrap.servers": stack.kafka, "acks": "all"})
-    producer.produce("dbaas.pop.status", key=tenant.encode(), value=serde.encode({
-        "report_id": str(uuid.uuid4()), "pop": "frankfurt", "tenant_id": tenant, "service_id": service_id,
-        "operation_id": op_id, "phase": phase, "endpoint": "db.example:5433", "reason": None,
-        "credentials": "gAAAAAB-an-encrypted-token", "observed_at": datetime.now(timezone.utc)}))
-    assert producer.flush(30) == 0
+    stack.report("frankfurt", tenant, service_id, op_id, phase, endpoint="db.example:5433",
+                 credentials="gAAAAAB-an-encrypted-token")
 
 
 def test_every_command_and_event_is_audited_once_with_actor_reason_and_correlation(stack):

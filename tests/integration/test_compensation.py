@@ -6,13 +6,10 @@ from __future__ import annotations
 import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 
 import httpx
 import pytest
-from confluent_kafka import Producer
 
-from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
 from tests.conftest import SINGAPORE_TIMEOUT, wait_for
 
 
@@ -64,13 +61,7 @@ def _committed(api, op_id: str) -> dict:
 
 
 def _report_failed(stack, tenant, service_id, op_id, reason):
-    serde = Serde(Registry(stack.registry), POP_STATUS_SUBJECT)
-    producer = Producer({"bootstrap.servers": stack.kafka, "acks": "all"})
-    producer.produce("dbaas.pop.status", key=tenant.encode(), value=serde.encode({
-        "report_id": str(uuid.uuid4()), "pop": "frankfurt", "tenant_id": tenant, "service_id": service_id,
-        "operation_id": op_id, "phase": "Failed", "endpoint": None, "reason": reason,
-        "observed_at": datetime.now(timezone.utc)}))
-    assert producer.flush(30) == 0
+    stack.report("frankfurt", tenant, service_id, op_id, "Failed", reason=reason)
 
 
 def test_a_pop_failure_reverts_the_commit_and_releases_the_quota(api, stack, org):

@@ -16,7 +16,6 @@ from pathlib import Path
 import psycopg
 
 from commands import CreateOrganization, CreateService, ScaleService, SetQuota
-from commands.publisher import Publisher
 from events import CommandRejected, OperationAccepted, Quota, ResourceLimit
 from projections.rebuild import rebuild
 from projections.settings import Settings
@@ -71,7 +70,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(stack):
             kills.append(victim)
     killing = threading.Thread(target=killer)
     killing.start()
-    publisher = Publisher(stack.kafka, stack.registry)
+    publisher = stack.publisher()
     try:
         for i, c in enumerate(cmds):
             publisher.publish_async(c)

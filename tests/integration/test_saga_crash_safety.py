@@ -10,16 +10,12 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from datetime import datetime, timezone
 
 import psycopg
-from confluent_kafka import Producer
 
-from commands import CreateOrganization, CreateService, DeleteService, ScaleService
-from commands.publisher import Publisher
+from commands import CreateOrganization, CreateService, DeleteService, ScaleService, operation_id
 from events import ServiceClaimCommitted, ServiceClaimRendered, ServiceClaimReverted
 from processors.saga import revert_operation_id
-from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
 from tests.conftest import wait_for
 from tests.integration.kafka_support import command, read_events
 
@@ -31,7 +27,7 @@ def _child(stack) -> int:
 
 def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
     tenant = f"sagacrash-{uuid.uuid4().hex[:6]}"
-    publisher = Publisher(stack.kafka, stack.registry)
+    publisher = stack.publisher()
     creates = [command(tenant, CreateService(str(uuid.uuid4()), f"db-{i}", "scylla", "ashburn", "small"))
                for i in range(24)]
     try:
@@ -41,7 +37,7 @@ def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
         publisher.producer.flush(30)
     finally:
         publisher.close()
-    ops = [c.command_id for c in creates]
+    ops = [operation_id(tenant, c.command_id) for c in creates]
 
     def committed() -> int:
         with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
@@ -75,14 +71,9 @@ def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
 
 def _pop_reports(stack, tenant: str, reports: list[tuple[str, str, str]]) -> None:
     """(service id, operation id, phase) reports from PoP ashburn, as its status bridge sends them."""
-    serde = Serde(Registry(stack.registry), POP_STATUS_SUBJECT)
-    producer = Producer({"bootstrap.servers": stack.kafka, "acks": "all", "enable.idempotence": True})
     for service_id, op_id, phase in reports:
-        producer.produce("dbaas.pop.status", key=tenant.encode(), value=serde.encode({
-            "report_id": str(uuid.uuid4()), "pop": "ashburn", "tenant_id": tenant, "service_id": service_id,
-            "operation_id": op_id, "phase": phase, "endpoint": None,
-            "reason": "no capacity" if phase == "Failed" else None, "observed_at": datetime.now(timezone.utc)}))
-    assert producer.flush(30) == 0
+        stack.report("ashburn", tenant, service_id, op_id, phase,
+                     reason="no capacity" if phase == "Failed" else None)
 
 
 def _kill_while(stack, progress, total: int, what: str, most: int = 4) -> int:
@@ -106,7 +97,7 @@ def test_saga_killed_during_scales_deletes_and_compensations_ends_each_once(stac
     each revert with one commit, each step recorded once."""
     tenant = f"sagacrash2-{uuid.uuid4().hex[:6]}"
     ids = [str(uuid.uuid4()) for _ in range(12)]
-    publisher = Publisher(stack.kafka, stack.registry)
+    publisher = stack.publisher()
     try:
         publisher.publish(command(tenant, CreateOrganization(tenant, tenant)))
         creates = [command(tenant, CreateService(sid, f"db-{i}", "aerospike", "ashburn", "small"))
@@ -120,7 +111,7 @@ def test_saga_killed_during_scales_deletes_and_compensations_ends_each_once(stac
                 return conn.execute(f"select count(*) from operations where id = any(%s) and {condition}",
                                     (op_ids,)).fetchone()[0]
 
-        create_ops = [c.command_id for c in creates]
+        create_ops = [operation_id(tenant, c.command_id) for c in creates]
         wait_for(lambda: rows(create_ops, "done_steps >= 2") == len(ids), timeout=240, what="creates committed")
         _pop_reports(stack, tenant, [(sid, op, "Ready") for sid, op in zip(ids, create_ops, strict=True)])
         wait_for(lambda: rows(create_ops, "state = 'Succeeded'") == len(ids), timeout=120, what="creates Ready")
@@ -132,7 +123,8 @@ def test_saga_killed_during_scales_deletes_and_compensations_ends_each_once(stac
         publisher.producer.flush(30)
     finally:
         publisher.close()
-    scale_ops, delete_ops = [c.command_id for c in scales], [c.command_id for c in deletes]
+    scale_ops = [operation_id(tenant, c.command_id) for c in scales]
+    delete_ops = [operation_id(tenant, c.command_id) for c in deletes]
     ops = scale_ops + delete_ops
     kills = _kill_while(stack, lambda: rows(ops, "done_steps >= 2"), len(ops), "scales and deletes to commit")
 

@@ -9,8 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from commands import Actor, DeleteService, ScaleService, SetDeletionProtection
-from commands.publisher import Publisher
+from commands import Actor, DeleteService, ScaleService, SetDeletionProtection, operation_id
 from tests.conftest import wait_for
 from tests.integration.kafka_support import command
 
@@ -90,18 +89,20 @@ def test_another_tenant_can_read_nothing_and_change_nothing(stack, world):
         assert (taken["state"], taken["reason_code"]) == ("Failed", "conflict")
 
     # Straight onto the command topic, past the gateway: decide refuses too.
-    publisher = Publisher(stack.kafka, stack.registry)
+    publisher = stack.publisher()
+    mallory = stack.principal("mallory")
     try:
-        forged = [command(acme, DeleteService(sid), actor=Actor("mallory")),
-                  command(acme, SetDeletionProtection(sid, True), actor=Actor("mallory")),
-                  command(acme, ScaleService(sid, cpu=4), actor=Actor("mallory", ("org-member",)))]
+        forged = [command(acme, DeleteService(sid), actor=Actor(mallory)),
+                  command(acme, SetDeletionProtection(sid, True), actor=Actor(mallory)),
+                  command(acme, ScaleService(sid, cpu=4), actor=Actor(mallory, ("org-member",)))]
         for c in forged:
             publisher.publish(c)
     finally:
         publisher.close()
     with _client(stack, "alice") as alice:
         for c in forged:
-            op = wait_for(lambda: (r := alice.get(f"/operations/{c.command_id}")).status_code == 200 and r.json(),
+            op_id = operation_id(acme, c.command_id)
+            op = wait_for(lambda: (r := alice.get(f"/operations/{op_id}")).status_code == 200 and r.json(),
                           what="the forged command judged")
             assert (op["state"], op["reason_code"]) == ("Failed", "forbidden")
         assert alice.get(f"/services/{sid}").json()["status"] != "Deleting"

@@ -15,9 +15,12 @@ from operators.localpop import state
 from operators.localpop.agent import AgentSettings, SettingsError, encrypt_credentials, parse_admin_url
 from operators.localpop.plan import Record
 from operators.localpop.provisioners import Credentials
+from runtime.signing import Signer
 
 KEY = Fernet.generate_key().decode()
+SIGNING_KEY = Signer.generate("pop-local").private_text()
 ENV = {
+    "DBAAS_SIGNING_KEY_ID": "pop-local", "DBAAS_SIGNING_KEY": SIGNING_KEY,
     "DBAAS_KAFKA_BOOTSTRAP": "127.0.0.1:20092", "DBAAS_REGISTRY_URL": "http://127.0.0.1:19081",
     "DBAAS_GITOPS_REMOTE": "file:///tmp/gitops.git", "DBAAS_STATE_DIR": "/tmp/state/localpop-agent",
     "DBAAS_DATABASE_URL": "postgresql://dbaas:p%40ss@127.0.0.1:16432/dbaas",
@@ -35,7 +38,8 @@ def test_settings_come_from_the_environment_and_hide_their_secrets():
     assert (s.redis.user, s.redis.password, s.redis.port) == ("admin", "r3d1s", 17379)
     assert s.password_key == b"pw-key" and s.metrics_port == 20403 and s.interval == 1.0
     assert s.state_dir == Path("/tmp/state/localpop-agent") and s.pop_status_topic == "dbaas.pop.status"
-    for secret in ("p@ss", "s3cr/t", "r3d1s", KEY, "pw-key"):
+    assert s.signer is not None and s.signer.key_id == "pop-local"
+    for secret in ("p@ss", "s3cr/t", "r3d1s", KEY, "pw-key", SIGNING_KEY):
         assert secret not in repr(s)
 
 
@@ -45,6 +49,8 @@ def test_settings_come_from_the_environment_and_hide_their_secrets():
     ({"DBAAS_LOCALPOP_PASSWORD_KEY": ""}, "DBAAS_LOCALPOP_PASSWORD_KEY is not set"),
     ({"DBAAS_LOCALPOP_REDIS_URL": "redis://127.0.0.1:1"}, "must name a user and a host"),
     ({"DBAAS_LOCALPOP_SYNC_INTERVAL": "soon"}, "must be numbers"),
+    ({"DBAAS_SIGNING_KEY": ""}, "DBAAS_SIGNING_KEY is not set"),
+    ({"DBAAS_SIGNING_KEY": "bm90IGEga2V5"}, "not an Ed25519 key"),
 ])
 def test_bad_settings_name_the_variable_to_fix(change, message):
     with pytest.raises(SettingsError, match=message):
