@@ -4,8 +4,9 @@ broker — where the event spine's CPU goes.
 (a) decode   one event record as `Serde.decode` reads it (schema resolution skipped when the writer
              schema reads alike), vs fastavro decoding with the writer schema alone (the floor),
              and vs decoding with resolution (what every reader but the projectors did before).
-(b) judge    a CreateService judged like the command processor does it — decode, `decide`,
-             `evolve`, encode each event — vs decoding and re-encoding the command alone.
+(b) judge    a CreateService judged like the command processor does it — verify its Ed25519
+             signature against the keyring, decode, `decide`, `evolve`, encode each event — vs
+             decoding and re-encoding the command alone.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import commands
 import events
 from bench.common import org, service
 from events import Envelope, Resources, ServiceRequested, TenantState
+from runtime.signing import Keyring, Signer, TrustedKey
 from schemas.codec import decode
 from schemas.registry import COMMANDS_SUBJECT, EVENTS_SUBJECT, Serde
 
@@ -73,31 +75,41 @@ def bench_judge(n: int) -> None:
     cmds, evs = Serde(registry, COMMANDS_SUBJECT), Serde(registry, EVENTS_SUBJECT)  # type: ignore[arg-type]
     tenants = [f"t{i}" for i in range(50)]
     states = {t: TenantState(t) for t in tenants}
+    gateway = Signer.generate("gateway-bench")
+    keyring = Keyring(None, [TrustedKey.from_dict({"key_id": gateway.key_id, "kind": "gateway", "name": "gateway",
+                                                   "public_key": gateway.public_text()})])
+    topic = "dbaas.commands"
 
-    def judge(data: bytes) -> None:
+    def judge(signed: tuple[bytes, list]) -> None:
+        data, headers = signed
+        key = keyring.verify(topic, None, data, headers)
+        proof = commands.Authority(key.kind, key.name, key.tenants, key.roles)
         record = cmds.decode(data)
         cmd = commands.from_avro(record)
         state = states[cmd.tenant_id]
-        for env in commands.decide(state, cmd, commands.fingerprint(record["payload"]), PROOF):
+        for env in commands.decide(state, cmd, commands.fingerprint(record["payload"]), proof):
             state = events.evolve(state, env)
             evs.encode(events.to_avro(env))
         states[cmd.tenant_id] = state
 
+    def sign(data: bytes) -> tuple[bytes, list]:
+        return data, gateway.headers(topic, None, data)
+
     for t in tenants:
         for c in org(t):
-            judge(cmds.encode(commands.to_avro(c)))
-    work = [cmds.encode(commands.to_avro(service(tenants[i % len(tenants)], i))) for i in range(n)]
+            judge(sign(cmds.encode(commands.to_avro(c))))
+    work = [sign(cmds.encode(commands.to_avro(service(tenants[i % len(tenants)], i)))) for i in range(n)]
     started = time.perf_counter()
-    for data in work:
-        judge(data)
+    for signed in work:
+        judge(signed)
     ours = (time.perf_counter() - started) / n * 1e6
     started = time.perf_counter()
-    for data in work:
+    for data, _headers in work:
         cmds.encode(cmds.decode(data))
     floor = (time.perf_counter() - started) / n * 1e6
     print(f"(b) judge {n} CreateService commands over {len(tenants)} tenants")
-    print(f"    decode + decide + evolve + encode events: {ours:7.1f} µs/command = {1e6 / ours:6.0f} commands/s per core")
-    print(f"    decode + encode the command alone       : {floor:7.1f} µs   ratio {ours / floor:5.1f}x")
+    print(f"    verify + decode + decide + evolve + encode: {ours:7.1f} µs/command = {1e6 / ours:6.0f} commands/s per core")
+    print(f"    decode + encode the command alone         : {floor:7.1f} µs   ratio {ours / floor:5.1f}x")
 
 
 def main() -> int:

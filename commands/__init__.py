@@ -17,7 +17,7 @@ from commands.authority import (
     publisher_principal,
     split_principal,
 )
-from commands.decide import WrongTenant, decide, event_id, operation_id, reuse_operation_id, usage
+from commands.decide import WrongTenant, decide, event_id, operation_id, refused_operation_id, reuse_operation_id, usage
 from commands.records import (
     COMMAND_TYPES,
     Actor,
@@ -93,6 +93,7 @@ __all__ = [
     "payload_to_avro",
     "resolve_engine_version",
     "resolve_resources",
+    "refused_operation_id",
     "reuse_operation_id",
     "to_avro",
     "usage",

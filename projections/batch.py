@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DataError, IntegrityError
 
+from events import MemberAdded, OrganizationCreated
 from projections.positions import Positions
 from projections.projectors import Change, Projection
 from projections.stream import Item
@@ -56,10 +57,13 @@ def _apply(conn: Connection, tables: Tables, projections: Mapping[str, Projectio
     and dead-lettered (the slow path, after the set-wise write of the batch was refused)."""
     outcome = Outcome()
     changes: dict[str, list[Change]] = {name: [] for name in projections}
+    guard = MembershipGuard.load(conn, tables, items) if MEMBERS in projections else None
     for item in items:
         due = [name for name in projections if item.offset >= stored.get((name, item.partition), 0)]
         if not due:
             continue
+        if item.poison is None and guard is not None and MEMBERS in due:
+            item = guard.admit(item)
         if item.poison is not None:
             outcome.dead.append(item)
         elif not careful:
@@ -72,6 +76,47 @@ def _apply(conn: Connection, tables: Tables, projections: Mapping[str, Projectio
         if pending:
             write(conn, tables.read_model(name), pending)
     return outcome
+
+
+MEMBERS = "members"
+_MEMBERSHIP_EVENTS = (OrganizationCreated, MemberAdded)
+
+
+@dataclass
+class MembershipGuard:
+    """No event out of its organization's sequence makes anyone a member: an `OrganizationCreated`
+    or `MemberAdded` at a sequence the organization has already passed in the `members` read model
+    (a second creation of an existing organization, a forked log) is refused and dead-lettered, in
+    every read model. The high-water mark is the members' greatest version per organization."""
+
+    seen: dict[str, int]
+
+    @classmethod
+    def load(cls, conn: Connection, tables: Tables, items: Sequence[Item]) -> MembershipGuard:
+        tenants = {i.envelope.tenant_id for i in items
+                   if i.envelope is not None and isinstance(i.envelope.payload, _MEMBERSHIP_EVENTS)}
+        if not tenants:
+            return cls({})
+        t = tables.members
+        rows = conn.execute(select(t.c.tenant_id, func.max(t.c.version)).where(t.c.tenant_id.in_(sorted(tenants)))
+                            .group_by(t.c.tenant_id))
+        return cls({tenant: version for tenant, version in rows})
+
+    def admit(self, item: Item) -> Item:
+        env = item.envelope
+        assert env is not None
+        if env.aggregate_type != "organization":
+            return item
+        last = self.seen.get(env.tenant_id, 0)
+        if isinstance(env.payload, _MEMBERSHIP_EVENTS) and env.sequence <= last:
+            reason = (f"out_of_sequence: {type(env.payload).__name__} at sequence {env.sequence} of organization "
+                      f"{env.tenant_id!r}, which the members read model has already seen up to {last}; "
+                      "refused so that it changes no membership (a forked or replayed log)")
+            log.error("event out of its aggregate's sequence refused", event_id=env.event_id,
+                      tenant_id=env.tenant_id, sequence=env.sequence, last=last)
+            return replace(item, poison=reason)
+        self.seen[env.tenant_id] = max(last, env.sequence)
+        return item
 
 
 def _collect(projections: Mapping[str, Projection], due: list[str], item: Item,

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DataError
 
-from events import OperationAccepted
+from events import OperationAccepted, OrganizationCreated
 from projections import api
 from projections.batch import apply_batch
 from projections.projectors import PROJECTIONS, upsert
@@ -581,3 +581,21 @@ def test_the_router_takes_its_engine_from_an_overridable_dependency_and_publishe
             "/api/v1/operations/{operation_id}"} <= set(spec["paths"])
     assert {"Service", "Operation", "ServicePage", "OrganizationPage"} <= set(spec["components"]["schemas"])
     assert "404" in spec["paths"]["/api/v1/operations/{operation_id}"]["get"]["responses"]
+
+
+@pytest.mark.parametrize("size", [1, 4])
+def test_a_second_creation_of_an_organization_makes_nobody_a_member(database, size):
+    """A forked log (an organization created again at a sequence its members were already seen at,
+    as a processor that never saw the tenant would decide it) is dead-lettered, whether it arrives in
+    the batch of the first creation or a later one: the squatter is in no read model."""
+    _dsn, engine = database
+    tenant = f"acme-{uuid.uuid4().hex[:6]}"
+    rightful, forked = EventLog(), EventLog()
+    rightful.organization(tenant, "Acme", owner="alice")
+    forked.organization(tenant, "Acme", owner="mallory")
+    written, dead = _batched(engine, _items([*rightful.envelopes, *forked.envelopes]), size)
+    assert [(m["subject"], m["role"]) for m in written["members"]] == [("alice", "org-owner")]
+    assert [o["owner"] for o in written["organizations"]] == ["alice"]
+    [refused] = [d for d in dead if isinstance(d.envelope.payload, OrganizationCreated)]
+    assert refused.envelope.payload.owner == "mallory"
+    assert refused.poison is not None and refused.poison.startswith("out_of_sequence: OrganizationCreated at sequence 1")

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from commands import (
     Actor,
+    Authority,
     Command,
     CommandEnvelope,
     RecordPopReport,
@@ -17,6 +18,7 @@ from commands import (
     RecordServiceClaimReverted,
     decide,
     fingerprint_of,
+    operation_id,
 )
 from events import Envelope, Event, TenantState, evolve
 
@@ -25,8 +27,20 @@ T0 = datetime(2026, 3, 4, 5, 6, 7, 890000, tzinfo=UTC)
 OWNER = Actor("alice", ("org-owner",))
 MEMBER = Actor("bob", ("org-member",))
 SYSTEM = Actor("system:saga", ("system",))
+GATEWAY = Authority("gateway", "gateway")
+PLATFORM = Authority("platform", "platform")
 DB1 = "0d9b8a4e-5f7c-4c1e-9d2a-1b3c5d7e9f01"
 DB2 = "1e0c9b5f-6a8d-4d2f-8e3b-2c4d6e8fa012"
+
+
+def trusted(command: CommandEnvelope) -> Authority:
+    """The key that would rightly sign `command`: the platform's for a step report, else the gateway's."""
+    return PLATFORM if "system" in command.actor.roles else GATEWAY
+
+
+def op(command: CommandEnvelope) -> str:
+    """The operation `command` starts (its id scoped to the organization)."""
+    return operation_id(command.tenant_id, command.command_id)
 
 
 def cmd(
@@ -85,13 +99,14 @@ def reverted(service_id: str, operation_id: str, sha: str | None = "5ca1ab1e", *
 
 
 def saga(
-    service_id: str, operation_id: str, phase: str = "Ready", *, reason: str | None = None
+    service_id: str, operation_id: str, phase: str = "Ready", *, reason: str | None = None, pop: str = "frankfurt"
 ) -> list[CommandEnvelope]:
-    """The three steps of `operation_id` as the saga and the PoP report them: rendered, committed, `phase`."""
+    """The three steps of `operation_id` as the saga and the PoP (the service's own) report them:
+    rendered, committed, `phase`."""
     return [
         rendered(service_id, operation_id),
-        committed(service_id, operation_id),
-        reported(service_id, operation_id, phase, reason=reason),
+        committed(service_id, operation_id, pop=pop),
+        reported(service_id, operation_id, phase, reason=reason, pop=pop),
     ]
 
 
@@ -106,7 +121,7 @@ def run(steps: Iterable[Step], state: TenantState | None = None) -> tuple[Tenant
         if callable(step):
             state = step(state)
             continue
-        for envelope in decide(state, step, fingerprint_of(step.payload)):
+        for envelope in decide(state, step, fingerprint_of(step.payload), trusted(step)):
             produced.append(envelope)
             state = evolve(state, envelope)
     return state, produced

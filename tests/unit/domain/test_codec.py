@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import fastavro
 import pytest
-from domain_builders import DB1, OWNER, T0, TENANT, cmd, ev, reverted, saga
+from domain_builders import op, DB1, OWNER, T0, TENANT, cmd, ev, reverted, saga, trusted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -222,18 +222,18 @@ def test_decided_events_round_trip() -> None:
         create,
         scale,  # queued behind the create
         scale_again,  # queued too, then cancelled
-        cmd(CancelOperation(scale_again.command_id)),
-        *saga(DB1, create.command_id),
+        cmd(CancelOperation(op(scale_again))),
+        *saga(DB1, op(create), pop="local"),
         protect,  # queued behind the scale
         unprotect,
         delete,  # queued behind them
-        *saga(DB1, scale.command_id, "Failed", reason="quota on the PoP"),
-        reverted(DB1, scale.command_id),
-        *saga(DB1, protect.command_id),
-        *saga(DB1, unprotect.command_id),
-        *saga(DB1, delete.command_id, "Deleted"),
+        *saga(DB1, op(scale), "Failed", reason="quota on the PoP", pop="local"),
+        reverted(DB1, op(scale)),
+        *saga(DB1, op(protect), pop="local"),
+        *saga(DB1, op(unprotect), pop="local"),
+        *saga(DB1, op(delete), "Deleted", pop="local"),
     ):
-        for envelope in commands.decide(state, command, commands.fingerprint_of(command.payload)):
+        for envelope in commands.decide(state, command, commands.fingerprint_of(command.payload), trusted(command)):
             data = encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(envelope))
             assert events.from_avro(decode(data, REGISTRY.__getitem__)) == envelope
             state = events.evolve(state, envelope)

@@ -3,7 +3,7 @@ that changed nothing: what `decide` answers and where the service ends."""
 
 from __future__ import annotations
 
-from domain_builders import DB1, DB2, MEMBER, SYSTEM, TENANT, cmd, committed, rendered, reported, reverted, run, saga
+from domain_builders import op, DB1, DB2, MEMBER, SYSTEM, TENANT, cmd, committed, rendered, reported, reverted, run, saga, trusted
 
 from commands import (
     CancelOperation,
@@ -35,7 +35,7 @@ CREATE = cmd(CreateService(DB1, "orders", "yugabyte", "frankfurt", "small"))
 SCALE = cmd(ScaleService(DB1, cpu=2))
 SCALE_AGAIN = cmd(ScaleService(DB1, memory_gb=8))
 DELETE = cmd(DeleteService(DB1))
-C, S, S2, D = CREATE.command_id, SCALE.command_id, SCALE_AGAIN.command_id, DELETE.command_id
+C, S, S2, D = op(CREATE), op(SCALE), op(SCALE_AGAIN), op(DELETE)
 SMALL = Resources(1.0, 2, 10, 1)
 SCALED = Resources(2.0, 2, 10, 1)
 READY = [ORG, CREATE, *saga(DB1, C)]
@@ -51,7 +51,7 @@ def cancel(operation_id: str, actor=None, command_id=None):
 
 def payloads(steps, when) -> list:
     state, _ = run(steps)
-    return [e.payload for e in decide(state, when, fingerprint_of(when.payload))]
+    return [e.payload for e in decide(state, when, fingerprint_of(when.payload), trusted(when))]
 
 
 def service(steps):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from domain_builders import DB1, DB2, MEMBER, T0, TENANT, cmd, run, saga
+from domain_builders import op, DB1, DB2, MEMBER, T0, TENANT, cmd, run, saga, trusted
 
 from commands import (
     Actor,
@@ -87,9 +87,9 @@ MEDIUM_REQUESTED = ServiceRequested(
     DB1, "orders", "vitess", "v24.0.0-rc1-mysql80", "lagos", "medium", Resources(2.0, 8, 100, 3)
 )
 # The saga run to its end: the create is Ready (the service idle), or the service is Deleted.
-DB1_READY = [ORG, CREATE_DB1, *saga(DB1, CREATE_DB1.command_id)]
-MEDIUM_READY = [ORG, MEDIUM, *saga(DB1, MEDIUM.command_id)]
-DB1_DELETED = [*DB1_READY, DELETE_DB1, *saga(DB1, DELETE_DB1.command_id, "Deleted")]
+DB1_READY = [ORG, CREATE_DB1, *saga(DB1, op(CREATE_DB1))]
+MEDIUM_READY = [ORG, MEDIUM, *saga(DB1, op(MEDIUM), pop="lagos")]
+DB1_DELETED = [*DB1_READY, DELETE_DB1, *saga(DB1, op(DELETE_DB1), "Deleted")]
 
 
 def started(
@@ -100,7 +100,7 @@ def started(
 ) -> OperationStarted:
     """`command`'s operation starting on the resolved spec (with `resources` when a scale changed them)."""
     return OperationStarted(
-        command.command_id,
+        op(command),
         spec.service_id,
         action,
         spec.name,
@@ -206,7 +206,7 @@ ACCEPTED = [
                 DB2, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", Resources(1.0, 2, 10, 1)
             ),
             OperationStarted(
-                CREATE_DB2.command_id,
+                op(CREATE_DB2),
                 DB2,
                 "apply",
                 "orders",
@@ -226,20 +226,20 @@ ACCEPTED = [
 def test_accepted_commands_emit_domain_events_and_start_an_operation(case: Accept) -> None:
     state, _ = run(case.given)
     command = case.when
-    events = decide(state, command, fingerprint_of(command.payload))
+    events = decide(state, command, fingerprint_of(command.payload), trusted(command))
 
     (start,) = [e for e in events if isinstance(e.payload, OperationAccepted)]
     assert [e.payload for e in events if e is not start] == case.then
     # The operation exists before it starts: OperationStarted comes after OperationAccepted.
     assert all(i > events.index(start) for i, e in enumerate(events) if isinstance(e.payload, OperationStarted))
     assert start.payload == OperationAccepted(
-        command.command_id,
+        op(command),
         command.command_type,
         events[0].aggregate_id,
         case.steps,
         fingerprint_of(command.payload),
     )
-    assert (start.aggregate_type, start.aggregate_id, start.sequence) == ("operation", command.command_id, 1)
+    assert (start.aggregate_type, start.aggregate_id, start.sequence) == ("operation", op(command), 1)
 
 
 @dataclass(frozen=True)
@@ -420,7 +420,7 @@ REJECTED = [
         cmd(DeleteService(DB1), command_id="again"),
         "conflict",
         None,
-        f'service "orders" is already being deleted by operation {DELETE_DB1.command_id}',
+        f'service "orders" is already being deleted by operation {op(DELETE_DB1)}',
     ),
     Reject(
         "deleting an unknown service",
@@ -437,12 +437,12 @@ REJECTED = [
 def test_rejected_commands_emit_one_command_rejected(case: Reject) -> None:
     state, _ = run(case.given)
     command = case.when
-    [event] = decide(state, command, fingerprint_of(command.payload))
+    [event] = decide(state, command, fingerprint_of(command.payload), trusted(command))
 
-    assert (event.aggregate_type, event.aggregate_id, event.sequence) == ("operation", command.command_id, 1)
+    assert (event.aggregate_type, event.aggregate_id, event.sequence) == ("operation", op(command), 1)
     rejected = event.payload
     assert isinstance(rejected, CommandRejected)
-    assert (rejected.operation_id, rejected.command_type) == (command.command_id, command.command_type)
+    assert (rejected.operation_id, rejected.command_type) == (op(command), command.command_type)
     assert (rejected.reason_code, rejected.field) == (case.code, case.field)
     if case.message.endswith("…"):
         assert rejected.message.startswith(case.message[:-1])
@@ -453,16 +453,16 @@ def test_rejected_commands_emit_one_command_rejected(case: Reject) -> None:
 def test_a_replayed_command_changes_nothing_and_its_outcome_stands() -> None:
     state, _ = run([ORG, CREATE_DB1])
 
-    assert decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload)) == []
-    assert outcome_of(state, CREATE_DB1.command_id) == Accepted(CREATE_DB1.command_id)
+    assert decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload), trusted(CREATE_DB1)) == []
+    assert outcome_of(state, CREATE_DB1.command_id) == Accepted(op(CREATE_DB1))
 
 
 def test_a_replayed_rejection_changes_nothing_and_its_outcome_stands() -> None:
     state, [rejection] = run([CREATE_DB1])  # no organization yet
 
-    assert decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload)) == []
+    assert decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload), trusted(CREATE_DB1)) == []
     assert outcome_of(state, CREATE_DB1.command_id) == Rejected(
-        CREATE_DB1.command_id, "not_found", None, rejection.payload.message
+        op(CREATE_DB1), "not_found", None, rejection.payload.message
     )
 
 
@@ -471,10 +471,10 @@ def test_a_reused_command_id_with_another_payload_is_a_conflict_on_its_own_opera
     reuse = cmd(CreateService(DB2, "billing", "vitess", "lagos", "small"), command_id=CREATE_DB1.command_id)
     reused_print = fingerprint_of(reuse.payload)
 
-    [event] = decide(state, reuse, reused_print)
+    [event] = decide(state, reuse, reused_print, trusted(reuse))
 
-    operation_id = reuse_operation_id(reuse.command_id, reused_print)
-    assert operation_id != CREATE_DB1.command_id
+    operation_id = reuse_operation_id(op(reuse), reused_print)
+    assert operation_id != op(CREATE_DB1)
     assert (event.aggregate_type, event.aggregate_id, event.sequence) == ("operation", operation_id, 1)
     assert event.payload == CommandRejected(
         operation_id,
@@ -482,22 +482,22 @@ def test_a_reused_command_id_with_another_payload_is_a_conflict_on_its_own_opera
         "conflict",
         None,
         f"command id {reuse.command_id} was already used for a different request, accepted as operation "
-        f"{CREATE_DB1.command_id}; send a new command id for a new request",
+        f"{op(CREATE_DB1)}; send a new command id for a new request",
         reused_print,
     )
     after, _ = run([reuse], state)
-    assert outcome_of(after, CREATE_DB1.command_id) == Accepted(CREATE_DB1.command_id)
-    assert decide(after, reuse, reused_print) == []  # the same reuse, delivered again
+    assert outcome_of(after, CREATE_DB1.command_id) == Accepted(op(CREATE_DB1))
+    assert decide(after, reuse, reused_print, trusted(reuse)) == []  # the same reuse, delivered again
 
 
 def test_events_are_positioned_deterministically() -> None:
     state, _ = run([ORG])
-    events = decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload))
+    events = decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload), trusted(CREATE_DB1))
 
-    assert events == decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload))
+    assert events == decide(state, CREATE_DB1, fingerprint_of(CREATE_DB1.payload), trusted(CREATE_DB1))
     assert [(e.aggregate_type, e.aggregate_id, e.sequence, type(e.payload)) for e in events] == [
         ("service", DB1, 1, ServiceRequested),
-        ("operation", CREATE_DB1.command_id, 1, OperationAccepted),
+        ("operation", op(CREATE_DB1), 1, OperationAccepted),
         ("service", DB1, 2, OperationStarted),
     ]
     assert len({e.event_id for e in events}) == 3
@@ -526,4 +526,4 @@ def test_sequences_continue_per_aggregate_without_gaps() -> None:
 
 def test_a_command_for_another_tenant_is_a_wiring_bug() -> None:
     with pytest.raises(WrongTenant):
-        decide(TenantState("globex"), ORG, fingerprint_of(ORG.payload))
+        decide(TenantState("globex"), ORG, fingerprint_of(ORG.payload), trusted(ORG))

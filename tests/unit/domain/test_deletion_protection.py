@@ -4,7 +4,7 @@ accepted after lifting it queues behind the commit that lifts it."""
 
 from __future__ import annotations
 
-from domain_builders import DB1, MEMBER, TENANT, cmd, reverted, run, saga
+from domain_builders import op, DB1, MEMBER, TENANT, cmd, reverted, run, saga, trusted
 
 from commands import (
     CreateOrganization,
@@ -28,12 +28,12 @@ CREATE = cmd(CreateService(DB1, "orders", "yugabyte", "frankfurt", "small", dele
 OFF = cmd(SetDeletionProtection(DB1, False))
 ON = cmd(SetDeletionProtection(DB1, True))
 DELETE = cmd(DeleteService(DB1))
-READY = [ORG, CREATE, *saga(DB1, CREATE.command_id)]
+READY = [ORG, CREATE, *saga(DB1, op(CREATE))]
 
 
 def judged(steps, when) -> list:
     state, _ = run(steps)
-    return [e.payload for e in decide(state, when, fingerprint_of(when.payload))]
+    return [e.payload for e in decide(state, when, fingerprint_of(when.payload), trusted(when))]
 
 
 def rejection(steps, when) -> CommandRejected:
@@ -54,7 +54,7 @@ def test_lifting_it_is_an_operation_that_renders_the_service_again():
     [accepted] = [p for p in payloads if isinstance(p, OperationAccepted)]
     [started] = [p for p in payloads if isinstance(p, OperationStarted)]
     assert accepted.operation_type == "SetDeletionProtection" and started.action == "apply"
-    assert started.deletion_protection is False and started.operation_id == OFF.command_id
+    assert started.deletion_protection is False and started.operation_id == op(OFF)
     state, _ = run([*READY, OFF])
     assert state.services[DB1].status is ServiceStatus.SCALING
     assert state.services[DB1].deletion_protection is False
@@ -63,21 +63,21 @@ def test_lifting_it_is_an_operation_that_renders_the_service_again():
 def test_a_deletion_after_lifting_it_waits_for_the_commit_that_lifts_it():
     state, produced = run([*READY, OFF, DELETE])
     service = state.services[DB1]
-    assert service.running == OFF.command_id, "the lifting operation runs first"
-    assert [q.operation_id for q in service.queued] == [DELETE.command_id]
+    assert service.running == op(OFF), "the lifting operation runs first"
+    assert [q.operation_id for q in service.queued] == [op(DELETE)]
     assert service.status is ServiceStatus.DELETING
-    state, produced = run([*saga(DB1, OFF.command_id)], state)
+    state, produced = run([*saga(DB1, op(OFF))], state)
     [started] = [e.payload for e in produced if isinstance(e.payload, OperationStarted)]
-    assert (started.operation_id, started.action) == (DELETE.command_id, "delete")
-    state, produced = run([*saga(DB1, DELETE.command_id, "Deleted")], state)
+    assert (started.operation_id, started.action) == (op(DELETE), "delete")
+    state, produced = run([*saga(DB1, op(DELETE), "Deleted")], state)
     assert any(isinstance(e.payload, ServiceDeleted) for e in produced)
     assert state.services[DB1].status is ServiceStatus.DELETED
 
 
 def test_turning_it_on_again_refuses_deletion_again():
-    state, _ = run([*READY, OFF, *saga(DB1, OFF.command_id), ON])
+    state, _ = run([*READY, OFF, *saga(DB1, op(OFF)), ON])
     assert state.services[DB1].deletion_protection is True
-    assert rejection([*READY, OFF, *saga(DB1, OFF.command_id), ON], DELETE).field == "deletion_protection"
+    assert rejection([*READY, OFF, *saga(DB1, op(OFF)), ON], DELETE).field == "deletion_protection"
 
 
 def test_setting_it_to_what_it_is_says_so():
@@ -93,8 +93,8 @@ def test_it_cannot_change_once_the_service_is_being_deleted():
 
 
 def test_a_service_that_never_ran_has_nothing_to_protect():
-    failed = [ORG, CREATE, *saga(DB1, CREATE.command_id, "Failed", reason="no capacity"),
-              reverted(DB1, CREATE.command_id)]
+    failed = [ORG, CREATE, *saga(DB1, op(CREATE), "Failed", reason="no capacity"),
+              reverted(DB1, op(CREATE))]
     state, _ = run(failed)
     assert state.services[DB1].status is ServiceStatus.FAILED
     refused = rejection(failed, OFF)

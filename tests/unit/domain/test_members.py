@@ -4,7 +4,7 @@ organization's membership (not from what the caller claims), and the membership 
 from __future__ import annotations
 
 import pytest
-from domain_builders import DB1, OWNER, TENANT, cmd, committed, rendered, run, saga
+from domain_builders import op, DB1, OWNER, TENANT, cmd, committed, rendered, run, saga, trusted
 
 from commands import (
     Actor,
@@ -27,8 +27,8 @@ ORG = cmd(CreateOrganization(TENANT, "Acme"))
 CREATE = cmd(CreateService(DB1, "orders", "vitess", "lagos", "small"))
 SCALE = cmd(ScaleService(DB1, cpu=2))
 # SCALE is in flight, awaiting its PoP (so it can be cancelled)
-READY_AND_SCALING = [ORG, CREATE, *saga(DB1, CREATE.command_id), SCALE, rendered(DB1, SCALE.command_id),
-                     committed(DB1, SCALE.command_id)]
+READY_AND_SCALING = [ORG, CREATE, *saga(DB1, op(CREATE)), SCALE, rendered(DB1, op(SCALE)),
+                     committed(DB1, op(SCALE))]
 ROLES = ("org-owner", "org-admin", "org-member", "service-admin", "service-viewer", None)
 DB2 = "1e0c9b5f-6a8d-4d2f-8e3b-2c4d6e8fa012"
 
@@ -39,7 +39,7 @@ MATRIX = {
     "scale a service": (lambda: ScaleService(DB1, memory_gb=4), {"org-owner", "org-admin", "service-admin"}),
     "delete a service": (lambda: DeleteService(DB1), {"org-owner", "org-admin", "service-admin"}),
     "turn deletion protection on": (lambda: SetDeletionProtection(DB1, True), {"org-owner", "org-admin", "service-admin"}),
-    "cancel an operation": (lambda: CancelOperation(SCALE.command_id), {"org-owner", "org-admin", "service-admin"}),
+    "cancel an operation": (lambda: CancelOperation(op(SCALE)), {"org-owner", "org-admin", "service-admin"}),
     "set the quota": (lambda: SetQuota(Quota(5, ResourceLimit(8, 8, 8))), {"org-owner"}),
     "add a member": (lambda: AddMember("zoe", "org-member"), {"org-owner", "org-admin"}),
     "change a role": (lambda: ChangeMemberRole("dave", "service-viewer"), {"org-owner", "org-admin"}),
@@ -62,7 +62,7 @@ def test_every_role_and_action(role, action):
     build, allowed = MATRIX[action]
     state, _ = run(_with_member(role))
     command = cmd(build(), actor=Actor("carol"))  # claims no role: membership decides
-    produced = [e.payload for e in decide(state, command, fingerprint_of(command.payload))]
+    produced = [e.payload for e in decide(state, command, fingerprint_of(command.payload), trusted(command))]
     rejected = [p for p in produced if isinstance(p, CommandRejected)]
     if role in allowed:
         assert not rejected, rejected
@@ -87,7 +87,7 @@ def test_members_come_change_and_go():
 
 def _refusal(steps, command):
     state, _ = run(steps)
-    [r] = [e.payload for e in decide(state, command, fingerprint_of(command.payload))
+    [r] = [e.payload for e in decide(state, command, fingerprint_of(command.payload), trusted(command))
            if isinstance(e.payload, CommandRejected)]
     return r.reason_code, r.message
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from domain_builders import (
+    op,
     reverted,
     DB1,
     DB2,
@@ -25,6 +26,7 @@ from domain_builders import (
     reported,
     run,
     saga,
+    trusted,
 )
 
 from commands import (
@@ -37,6 +39,7 @@ from commands import (
     decide,
     fingerprint_of,
     outcome_of,
+    refused_operation_id,
 )
 from commands.catalog import OPERATION_STEPS, STEP_REPORTS
 from events import (
@@ -62,7 +65,7 @@ ORG = cmd(CreateOrganization(TENANT, "Acme Inc."))
 CREATE = cmd(CreateService(DB1, "orders", "yugabyte", "frankfurt", "small", labels={"team": "pay"}))
 SCALE = cmd(ScaleService(DB1, cpu=2, storage_gb=20))
 DELETE = cmd(DeleteService(DB1))
-C, S, D = CREATE.command_id, SCALE.command_id, DELETE.command_id
+C, S, D = op(CREATE), op(SCALE), op(DELETE)
 NAMES = {C: "create", S: "scale", D: "delete"}  # operation ids as the tables below spell them
 NOT_AN_OPERATION = "5b7e1d2c-3a4f-4e6d-8c9b-0a1b2c3d4e5f"
 
@@ -115,7 +118,7 @@ def test_a_service_operation_has_the_saga_steps() -> None:
 
 def test_a_create_starts_its_apply_on_the_resolved_spec() -> None:
     state, _ = run([ORG])
-    [requested, accepted, start] = decide(state, CREATE, fingerprint_of(CREATE.payload))
+    [requested, accepted, start] = decide(state, CREATE, fingerprint_of(CREATE.payload), trusted(CREATE))
 
     assert requested.payload == REQUESTED
     assert start.payload == started(C)
@@ -238,7 +241,7 @@ REPORTS = [
 def test_step_reports(case: Report) -> None:
     state, _ = run(case.given)
     command = case.when
-    events = decide(state, command, fingerprint_of(command.payload))
+    events = decide(state, command, fingerprint_of(command.payload), trusted(command))
 
     assert [e.payload for e in events] == case.then
     assert all(
@@ -257,9 +260,10 @@ class Refuse:
     code: str
     field: str | None
     message: str
+    refused: bool = False  # the signing key may not send it: refused on an operation of its own
 
 
-ONLY_SYSTEM = "needs one of the roles system"
+RESERVED = "and the role system are reserved to the platform's own processes"
 REFUSED = [
     Refuse(
         "committed before rendered is out of order",
@@ -286,7 +290,8 @@ REFUSED = [
         rendered(DB1, C, actor=OWNER),
         "forbidden",
         None,
-        f'RecordServiceClaimRendered {ONLY_SYSTEM}; actor "alice" has org-owner in organization "acme"',
+        f"RecordServiceClaimRendered {RESERVED}",
+        refused=True,
     ),
     Refuse(
         "a member may not report a commit",
@@ -294,7 +299,8 @@ REFUSED = [
         committed(DB1, C, actor=MEMBER),
         "forbidden",
         None,
-        f'RecordServiceClaimCommitted {ONLY_SYSTEM}; actor "bob" has org-member in organization "acme"',
+        f"RecordServiceClaimCommitted {RESERVED}",
+        refused=True,
     ),
     Refuse(
         "a tenant may not report its service Ready",
@@ -302,7 +308,8 @@ REFUSED = [
         reported(DB1, C, actor=Actor("eve", ("org-admin", "service-admin"))),
         "forbidden",
         None,
-        f'RecordPopReport {ONLY_SYSTEM}; actor "eve" has org-admin, service-admin in organization "acme"',
+        f"RecordPopReport {RESERVED}",
+        refused=True,
     ),
     Refuse(
         "the saga's role does not manage services",
@@ -310,7 +317,9 @@ REFUSED = [
         cmd(CreateService(DB2, "billing", "vitess", "lagos", "small"), actor=SYSTEM),
         "forbidden",
         None,
-        'CreateService needs one of the roles org-owner, org-admin, service-admin; actor "system:saga" has system in organization "acme"',
+        "the platform key sends only the platform's own commands; CreateService must come from a user or "
+        "a registered publisher",
+        refused=True,
     ),
     Refuse(
         "a PoP phase the domain does not know",
@@ -336,17 +345,16 @@ REFUSED = [
 def test_refused_step_reports_emit_one_command_rejected(case: Refuse) -> None:
     state, _ = run(case.given)
     command = case.when
-    [event] = decide(state, command, fingerprint_of(command.payload))
+    [event] = decide(state, command, fingerprint_of(command.payload), trusted(command))
 
-    assert (event.aggregate_type, event.aggregate_id, event.sequence) == ("operation", command.command_id, 1)
+    fingerprint = fingerprint_of(command.payload)
+    operation = refused_operation_id(TENANT, command.command_id, fingerprint) if case.refused else op(command)
+    assert (event.aggregate_type, event.aggregate_id, event.sequence) == ("operation", operation, 1)
     assert event.payload == CommandRejected(
-        command.command_id,
-        command.command_type,
-        case.code,
-        case.field,
-        case.message,
-        fingerprint_of(command.payload),
+        operation, command.command_type, case.code, case.field, case.message, fingerprint, case.refused
     )
+    if case.refused:  # its command id stays free for the rightful sender
+        assert command.command_id not in evolve(state, event).commands
 
 
 @dataclass(frozen=True)
@@ -483,7 +491,7 @@ def test_journeys(case: Journey) -> None:
     state, _ = run(case.given)
     seen = []
     for command in case.when:
-        for envelope in decide(state, command, fingerprint_of(command.payload)):
+        for envelope in decide(state, command, fingerprint_of(command.payload), trusted(command)):
             state = evolve(state, envelope)
             if envelope.aggregate_type == "service":
                 seen.append(row(envelope, state.services[DB1]))
@@ -503,8 +511,8 @@ def test_step_reports_start_no_operation_and_keep_no_command_record() -> None:
     reports = saga(DB1, C)
     state, produced = run([*CREATED, *reports])
 
-    assert {e.aggregate_id for e in produced if e.aggregate_type == "operation"} == {ORG.command_id, C}
-    assert set(state.commands) == {ORG.command_id, C}
+    assert {e.aggregate_id for e in produced if e.aggregate_type == "operation"} == {op(ORG), C}
+    assert set(state.commands) == {ORG.command_id, CREATE.command_id}
     assert [outcome_of(state, r.command_id) for r in reports] == [None, None, None]
 
 
@@ -513,14 +521,14 @@ def test_a_deleted_service_frees_its_name() -> None:
     deleting, _ = run(DELETED[:-1])  # the delete is committed, the PoP has not reported yet
     deleted, _ = run(DELETED)
 
-    [taken] = decide(deleting, again, fingerprint_of(again.payload))
+    [taken] = decide(deleting, again, fingerprint_of(again.payload), trusted(again))
     assert isinstance(taken.payload, CommandRejected)
     assert (taken.payload.reason_code, taken.payload.field) == ("conflict", "name")
     assert not deleted.services[DB1].live
-    events = decide(deleted, again, fingerprint_of(again.payload))
+    events = decide(deleted, again, fingerprint_of(again.payload), trusted(again))
     assert [(e.aggregate_id, type(e.payload)) for e in events] == [
         (DB2, ServiceRequested),
-        (again.command_id, OperationAccepted),
+        (op(again), OperationAccepted),
         (DB2, OperationStarted),
     ]
 
@@ -532,7 +540,7 @@ def test_a_failed_report_keeps_a_queued_deletion() -> None:
 
     assert service.status is ServiceStatus.DELETING
     again = cmd(DeleteService(DB1), command_id="c0a1b2c3-d4e5-4f60-8a7b-9c8d7e6f5a4b")
-    assert [type(e.payload) for e in decide(state, again, fingerprint_of(again.payload))] == [CommandRejected]
+    assert [type(e.payload) for e in decide(state, again, fingerprint_of(again.payload), trusted(again))] == [CommandRejected]
 
 
 def test_a_ready_report_passes_the_encrypted_credentials_on_untouched() -> None:
@@ -541,10 +549,10 @@ def test_a_ready_report_passes_the_encrypted_credentials_on_untouched() -> None:
     from events import ServiceReady
 
     create = cmd(CreateService(DB1, "orders", "yugabyte", "local", "small"), actor=OWNER)
-    op = create.command_id
-    report = cmd(RecordPopReport(DB1, op, "local", "Ready", "127.0.0.1:15432", None, "gAAAA-token"),
+    started = op(create)
+    report = cmd(RecordPopReport(DB1, started, "local", "Ready", "127.0.0.1:15432", None, "gAAAA-token"),
                  actor=SYSTEM)
-    _, produced = run([cmd(CreateOrganization(TENANT, "Acme")), create, rendered(DB1, op),
-                       committed(DB1, op), report])
+    _, produced = run([cmd(CreateOrganization(TENANT, "Acme")), create, rendered(DB1, started),
+                       committed(DB1, started, pop="local"), report])
     (ready,) = [e.payload for e in produced if isinstance(e.payload, ServiceReady)]
     assert (ready.endpoint, ready.credentials) == ("127.0.0.1:15432", "gAAAA-token")

@@ -4,7 +4,7 @@ deletion, and the usage they count."""
 from __future__ import annotations
 
 import pytest
-from domain_builders import DB1, DB2, SYSTEM, TENANT, cmd, reverted, run, saga
+from domain_builders import op, DB1, DB2, SYSTEM, TENANT, cmd, reverted, run, saga, trusted
 
 from commands import (
     Actor,
@@ -35,7 +35,7 @@ def create(service_id, name, engine="yugabyte", pop="frankfurt", size="small", *
 
 def verdict(steps, command):
     state, _ = run(steps)
-    payloads = [e.payload for e in decide(state, command, fingerprint_of(command.payload))]
+    payloads = [e.payload for e in decide(state, command, fingerprint_of(command.payload), trusted(command))]
     rejected = [p for p in payloads if isinstance(p, CommandRejected)]
     return rejected[0] if rejected else payloads
 
@@ -80,9 +80,9 @@ def test_cpu_counts_replicas_and_a_scale_over_the_quota_is_refused():
     r = verdict(steps, create(DB2, "b", size="small", cpu=2))
     assert (r.reason_code, r.field) == ("quota_exceeded", "cpu")
     assert "would use 5 vCPU in total (now 3), over its quota of 4" in r.message
-    r = verdict([*steps, *saga(DB1, steps[-1].command_id)], cmd(ScaleService(DB1, cpu=2)))
+    r = verdict([*steps, *saga(DB1, op(steps[-1]))], cmd(ScaleService(DB1, cpu=2)))
     assert r.reason_code == "quota_exceeded"
-    ok = verdict([*steps, *saga(DB1, steps[-1].command_id)], cmd(ScaleService(DB1, replicas=1)))
+    ok = verdict([*steps, *saga(DB1, op(steps[-1]))], cmd(ScaleService(DB1, replicas=1)))
     assert any(isinstance(p, OperationStarted) for p in ok)
 
 
@@ -101,18 +101,18 @@ def test_failure_and_deletion_release_the_quota():
     a = create(DB1, "a")
     steps = [ORG, quota(1), a]
     assert verdict(steps, create(DB2, "b")).reason_code == "quota_exceeded"
-    failed = [*steps, *saga(DB1, a.command_id, "Failed"), reverted(DB1, a.command_id)]
+    failed = [*steps, *saga(DB1, op(a), "Failed"), reverted(DB1, op(a))]
     assert isinstance(verdict(failed, create(DB2, "b")), list)
     delete = cmd(DeleteService(DB1))
-    ready = [*steps, *saga(DB1, a.command_id)]
-    deleted = [*ready, delete, *saga(DB1, delete.command_id, "Deleted")]
+    ready = [*steps, *saga(DB1, op(a))]
+    deleted = [*ready, delete, *saga(DB1, op(delete), "Deleted")]
     assert verdict([*ready, delete], create(DB2, "b")).reason_code == "quota_exceeded"  # still deleting
     assert isinstance(verdict(deleted, create(DB2, "b")), list)
 
 
 def test_shrinking_is_allowed_over_a_lowered_quota():
     a = create(DB1, "a", cpu=4)
-    steps = [ORG, a, *saga(DB1, a.command_id), quota(cpu=1)]
+    steps = [ORG, a, *saga(DB1, op(a)), quota(cpu=1)]
     assert any(isinstance(p, OperationStarted) for p in verdict(steps, cmd(ScaleService(DB1, cpu=2))))
 
 
