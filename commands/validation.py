@@ -68,6 +68,13 @@ LABEL_RULE = (
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DISPLAY_NAME_MAX = 100
 SUBJECT_MAX = 255
+# A service becomes a Helm release of its name, and Helm refuses release names over 53 characters.
+SERVICE_NAME_MAX = 53
+# Kubernetes' own limits for labels (key name part and value: 63 characters each, enforced by the
+# patterns above); how many a service carries is ours to bound, so a claim stays small.
+LABELS_MAX = 32
+LABEL_PART_MAX = 63
+SHOWN_MAX = 80  # characters of a refused value a message repeats
 
 
 def authorize(actor: Actor, command_type: str, member_role: str | None = None, tenant: str = "") -> Problem | None:
@@ -97,7 +104,7 @@ def validate(command: Command) -> list[Problem]:
         case CreateService():
             return _collect(
                 _uuid("service_id", command.service_id),
-                _dns_label("name", command.name),
+                _service_name(command.name),
                 _choice("engine", command.engine, ENGINES),
                 _engine_version(command),
                 _choice("pop", command.pop, POPS),
@@ -165,7 +172,7 @@ def resolve_engine_version(command: CreateService) -> str:
 def _subject(value: str) -> Problem | None:
     if value.strip() and value == value.strip() and len(value) <= SUBJECT_MAX and value.isprintable():
         return None
-    return Problem("invalid", "subject", f"subject {value!r} is not a user's subject: give the identity "
+    return Problem("invalid", "subject", f"subject {_shown(value)!r} is not a user's subject: give the identity "
                    f"provider's `sub` of the user, 1 to {SUBJECT_MAX} printable characters without "
                    "leading or trailing spaces")
 
@@ -181,12 +188,14 @@ def _quota(quota: Quota) -> list[Problem]:
         for key, limit in named.items():
             if key not in offered:
                 problems.append(Problem("invalid", f"quota.{scope}",
-                                        f'{scope} has "{key}", which is not offered; choose from: {", ".join(offered)}'))
-            limits.append((f"quota.{scope}.{key}", limit))
+                                        f'{scope} has "{_shown(key)}", which is not offered; choose from: {", ".join(offered)}'))
+            limits.append((f"quota.{scope}.{_shown(key)}", limit))
     for where, limit in limits:
         for name in ("cpu", "memory_gb", "storage_gb"):
             value = getattr(limit, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= QUOTA_RESOURCE_MAX):
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(_not_finite(f"{where}.{name}", value, f"0 to {QUOTA_RESOURCE_MAX}"))
+            elif not (isinstance(value, (int, float)) and 0 <= value <= QUOTA_RESOURCE_MAX):
                 problems.append(Problem("invalid", f"{where}.{name}",
                                         f"{where}.{name} {value} is out of range; choose 0 to {QUOTA_RESOURCE_MAX}"))
     return problems
@@ -205,7 +214,26 @@ def _something_to_scale(given: list[str]) -> Problem | None:
 def _dns_label(field: str, value: str) -> Problem | None:
     if DNS_LABEL.fullmatch(value):
         return None
-    return Problem("invalid", field, f'{field} "{value}" is not a valid name: {DNS_LABEL_RULE}')
+    return Problem("invalid", field, f'{field} "{_shown(value)}" is not a valid name: {DNS_LABEL_RULE}')
+
+
+def _service_name(value: str) -> Problem | None:
+    if problem := _dns_label("name", value):
+        return problem
+    if len(value) <= SERVICE_NAME_MAX:
+        return None
+    return Problem("invalid", "name", f"name has {len(value)} characters; use at most {SERVICE_NAME_MAX} "
+                   "(a service is deployed as a Helm release of that name)")
+
+
+def _shown(value: str) -> str:
+    """`value` as a message may repeat it: control characters escaped (a NUL would make the
+    rejection itself unstorable in PostgreSQL) and cut to `SHOWN_MAX` characters."""
+    if len(value) <= SHOWN_MAX and value.isprintable():
+        return value
+    cut = value[:SHOWN_MAX]
+    shown = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in cut)
+    return shown + (f"… ({len(value)} characters)" if len(value) > SHOWN_MAX else "")
 
 
 def _display_name(value: str) -> Problem | None:
@@ -219,6 +247,10 @@ def _display_name(value: str) -> Problem | None:
             "display_name",
             f"display_name has {len(value)} characters; use at most {DISPLAY_NAME_MAX}",
         )
+    if not value.isprintable():
+        return Problem("invalid", "display_name",
+                       f'display_name "{_shown(value)}" holds control characters (such as NUL, tab or '
+                       "a line break); use printable characters only")
     return None
 
 
@@ -231,7 +263,7 @@ def _uuid(field: str, value: str) -> Problem | None:
     return Problem(
         "invalid",
         field,
-        f'{field} "{value}" is not a UUID in canonical form '
+        f'{field} "{_shown(value)}" is not a UUID in canonical form '
         "(8-4-4-4-12 lowercase hex digits); the publisher generates it",
     )
 
@@ -239,7 +271,7 @@ def _uuid(field: str, value: str) -> Problem | None:
 def _choice(field: str, value: str, allowed: tuple[str, ...]) -> Problem | None:
     if value in allowed:
         return None
-    return Problem("invalid", field, f'{field} "{value}" is not offered; choose one of: {", ".join(allowed)}')
+    return Problem("invalid", field, f'{field} "{_shown(value)}" is not offered; choose one of: {", ".join(allowed)}')
 
 
 def _engine_in_pop(engine: str, pop: str) -> Problem | None:
@@ -261,7 +293,7 @@ def _engine_version(command: CreateService) -> Problem | None:
     return Problem(
         "invalid",
         "engine_version",
-        f'engine_version "{command.engine_version}" is not a version: use up to 64 letters, '
+        f'engine_version "{_shown(command.engine_version)}" is not a version: use up to 64 letters, '
         f"digits, '.', '_' and '-', starting with a letter or digit, or leave it null for the "
         f"default{hint}",
     )
@@ -272,9 +304,16 @@ def _in_range(field: str, value: float | None) -> Problem | None:
     if value is None or low <= value <= high:
         return None
     bounds = f"from {format_number(low)} to {format_number(high)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return _not_finite(field, value, bounds)
     return Problem(
         "invalid", field, f"{field} {format_number(value)} is out of range; choose a value {bounds}"
     )
+
+
+def _not_finite(field: str, value: float, bounds: str) -> Problem:
+    what = "not a number (NaN)" if math.isnan(value) else "infinite"
+    return Problem("invalid", field, f"{field} is {what}; give a finite number {bounds}")
 
 
 def format_number(value: float) -> str:
@@ -283,16 +322,24 @@ def format_number(value: float) -> str:
 
 
 def _labels(labels: dict[str, str]) -> list[Problem]:
+    if len(labels) > LABELS_MAX:
+        return [Problem("invalid", "labels", f"a service has {len(labels)} labels; give at most {LABELS_MAX}")]
     problems = []
     for key, value in labels.items():
         if not LABEL_PART.fullmatch(key):
-            problems.append(Problem("invalid", "labels", f'label key "{key}" is not valid: {LABEL_RULE}'))
+            problems.append(Problem("invalid", "labels", f'label key "{_shown(key)}" is not valid: '
+                                    f"{_label_length(key)}{LABEL_RULE}"))
         if value and not LABEL_PART.fullmatch(value):
             problems.append(
                 Problem(
                     "invalid",
                     "labels",
-                    f'label "{key}" has value "{value}", which is not valid: {LABEL_RULE}, or empty',
+                    f'label "{_shown(key)}" has value "{_shown(value)}", which is not valid: '
+                    f"{_label_length(value)}{LABEL_RULE}, or empty",
                 )
             )
     return problems
+
+
+def _label_length(part: str) -> str:
+    return f"it has {len(part)} characters; " if len(part) > LABEL_PART_MAX else ""

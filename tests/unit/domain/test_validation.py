@@ -15,6 +15,7 @@ from commands import (
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
     ScaleService,
+    SetQuota,
     authorize,
     fingerprint,
     fingerprint_of,
@@ -23,7 +24,7 @@ from commands import (
     validate,
 )
 from commands.catalog import STEP_REPORTS
-from events import Resources
+from events import Quota, ResourceLimit, Resources
 
 DNS_RULE = (
     "use 1 to 63 characters: lowercase letters, digits and '-', "
@@ -158,6 +159,74 @@ CASES = [
         ],
     ),
     (
+        "a service name fits a Helm release name (53 characters)",
+        service(name="a" * 54),
+        [Problem("invalid", "name", "name has 54 characters; use at most 53 "
+                 "(a service is deployed as a Helm release of that name)")],
+    ),
+    ("a service name of 53 characters is a release name", service(name="a" * 53), []),
+    (
+        "a service name longer than a DNS label is told the DNS rule first",
+        service(name="a" * 64),
+        [Problem("invalid", "name", f'name "{"a" * 64}" is not a valid name: {DNS_RULE}')],
+    ),
+    ("32 labels are allowed", service(labels={f"k{i}": "v" for i in range(32)}), []),
+    (
+        "at most 32 labels",
+        service(labels={f"k{i}": "v" for i in range(33)}),
+        [Problem("invalid", "labels", "a service has 33 labels; give at most 32")],
+    ),
+    ("a label key and value of 63 characters are allowed", service(labels={"k" * 63: "v" * 63}), []),
+    (
+        "a label key or value over 63 characters is refused, saying so",
+        service(labels={"k" * 64: "v" * 64}),
+        [
+            Problem("invalid", "labels", f'label key "{"k" * 64}" is not valid: it has 64 characters; '
+                    "use 1 to 63 characters: letters, digits, '-', '_' and '.', starting and ending with a "
+                    "letter or digit"),
+            Problem("invalid", "labels", f'label "{"k" * 64}" has value "{"v" * 64}", which is not valid: '
+                    "it has 64 characters; use 1 to 63 characters: letters, digits, '-', '_' and '.', "
+                    "starting and ending with a letter or digit, or empty"),
+        ],
+    ),
+    (
+        "a NUL is refused and shown escaped, so the rejection itself can be stored",
+        service(name="ord\x00ers"),
+        [Problem("invalid", "name", f'name "ord\\x00ers" is not a valid name: {DNS_RULE}')],
+    ),
+    (
+        "a long refused value is shown cut short",
+        service(pop="p" * 1000),
+        [Problem("invalid", "pop", f'pop "{"p" * 80}… (1000 characters)" is not offered; choose one of: '
+                 "lagos, johannesburg, frankfurt, ashburn, singapore, local")],
+    ),
+    (
+        "a display name holds no control characters",
+        CreateOrganization("acme", "Acme\x00"),
+        [Problem("invalid", "display_name", 'display_name "Acme\\x00" holds control characters (such as NUL, '
+                 "tab or a line break); use printable characters only")],
+    ),
+    (
+        "cpu must be finite (NaN)",
+        service(cpu=float("nan")),
+        [Problem("invalid", "cpu", "cpu is not a number (NaN); give a finite number from 0.5 to 64")],
+    ),
+    (
+        "cpu must be finite (infinity), also in a scale",
+        ScaleService(DB1, cpu=float("-inf")),
+        [Problem("invalid", "cpu", "cpu is infinite; give a finite number from 0.5 to 64")],
+    ),
+    (
+        "every quota number must be finite",
+        SetQuota(Quota(max_services=5, total=ResourceLimit(cpu=float("inf"), memory_gb=8, storage_gb=10),
+                       engines={"vitess": ResourceLimit(cpu=float("nan"), memory_gb=8, storage_gb=10)})),
+        [
+            Problem("invalid", "quota.total.cpu", "quota.total.cpu is infinite; give a finite number 0 to 1000000"),
+            Problem("invalid", "quota.engines.vitess.cpu",
+                    "quota.engines.vitess.cpu is not a number (NaN); give a finite number 0 to 1000000"),
+        ],
+    ),
+    (
         "a scale range-checks only what it names",
         ScaleService(DB1, replicas=0),
         [Problem("invalid", "replicas", "replicas 0 is out of range; choose a value from 1 to 9")],
@@ -277,4 +346,5 @@ def test_a_number_json_cannot_hold_is_still_fingerprinted_and_rejected() -> None
     nan = ScaleService(DB1, cpu=float("nan"))
 
     assert fingerprint_of(nan) != fingerprint_of(ScaleService(DB1, cpu=float("inf")))
-    assert validate(nan) == [Problem("invalid", "cpu", "cpu nan is out of range; choose a value from 0.5 to 64")]
+    assert validate(nan) == [
+        Problem("invalid", "cpu", "cpu is not a number (NaN); give a finite number from 0.5 to 64")]
