@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 
 from deploy.stack import config as stack_config
-from deploy.stack import topics
+from runtime import topics
 from deploy.stack.artifacts import ArtifactError
 from deploy.stack.components import StackError
 from deploy.stack.launcher import Launcher
@@ -21,8 +21,8 @@ def _launcher(args, quiet: bool = False) -> Launcher:
     return Launcher(cfg, say=say)
 
 
-def endpoints(launcher: Launcher) -> dict[str, str | None]:
-    by_name = {s.name: s for s in launcher.status()}
+def endpoints(launcher: Launcher, show_secrets: bool = False) -> dict[str, str | None]:
+    by_name = {s.name: s for s in launcher.status(show_secrets=show_secrets)}
 
     def ep(name: str) -> str | None:
         return by_name[name].endpoint if name in by_name else None
@@ -32,12 +32,13 @@ def endpoints(launcher: Launcher) -> dict[str, str | None]:
             "api_url": ep("api")}
 
 
-def _status_doc(launcher: Launcher) -> dict:
-    comps = launcher.status()
+def _status_doc(launcher: Launcher, show_secrets: bool = False) -> dict:
+    """States and endpoints; DSN passwords are ``***`` unless ``show_secrets``."""
+    comps = launcher.status(show_secrets=show_secrets)
     return {"home": str(launcher.config.home), "ports": launcher.config.ports,
             "healthy": all(c.state == "healthy" for c in comps),
             "components": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in comps},
-            "endpoints": endpoints(launcher)}
+            "endpoints": endpoints(launcher, show_secrets)}
 
 
 def cmd_up(args) -> int:
@@ -45,7 +46,7 @@ def cmd_up(args) -> int:
     launcher.up()
     report = launcher.ctx.topic_report
     if args.json:
-        print(json.dumps(_status_doc(launcher), indent=2))
+        print(json.dumps(_status_doc(launcher, args.show_secrets), indent=2))
     else:
         print(f"topics: {len(report.created)} created, {len(report.unchanged)} unchanged, "
               f"{len(report.drift)} drifted")
@@ -61,7 +62,7 @@ def cmd_down(args) -> int:
 
 def cmd_status(args) -> int:
     launcher = _launcher(args)
-    doc = _status_doc(launcher)
+    doc = _status_doc(launcher, args.show_secrets)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
@@ -83,7 +84,7 @@ def cmd_logs(args) -> int:
             while True:
                 line = fh.readline()
                 if line:
-                    sys.stdout.write(line)
+                    sys.stdout.write(launcher.redact(line))
                     sys.stdout.flush()
                 else:
                     time.sleep(0.3)
@@ -127,10 +128,15 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--port-offset", type=int, default=None,
                            help="shift every default port by N (or $DBAAS_PORT_OFFSET)")
 
+    def show_secrets(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--show-secrets", action="store_true",
+                       help="print endpoints with their passwords (for scripts); by default they are ***")
+
     stack = sub.add_parser("stack", help="run the local platform").add_subparsers(dest="action", required=True)
     p = stack.add_parser("up", help="start every component (idempotent)")
     common(p, offset=True)
     p.add_argument("--json", action="store_true")
+    show_secrets(p)
     p.set_defaults(func=cmd_up)
     p = stack.add_parser("down", help="stop what `up` started (data is kept)")
     common(p)
@@ -138,6 +144,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = stack.add_parser("status", help="each component's state and endpoint")
     common(p)
     p.add_argument("--json", action="store_true")
+    show_secrets(p)
     p.set_defaults(func=cmd_status)
     p = stack.add_parser("logs", help="show a component's log")
     common(p)

@@ -39,10 +39,10 @@ class Metrics:
                                ["error"], registry=r)
 
     def serve(self, port: int) -> Any | None:
-        """Start the /metrics endpoint on `port` (0: none); the server to `shutdown()` at exit."""
+        """Start the /metrics endpoint on 127.0.0.1:`port` (0: none); the server to `shutdown()` at exit."""
         if not port:
             return None
-        server, _thread = start_http_server(port, registry=self.registry)
+        server, _thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
         return server
 
     def committed(self, size: int, applied: Tally[tuple[str, str]], occurred: Iterable[datetime],

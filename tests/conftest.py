@@ -136,8 +136,9 @@ PLATFORM_ENV = {
 
 def _up(home: Path, offset: int) -> dict:
     env = {**os.environ, **PLATFORM_ENV}
+    # --show-secrets: the tests connect with the DSN's real password
     proc = subprocess.run([*DBAAS, "stack", "up", "--home", str(home), "--port-offset", str(offset),
-                           "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=1800, env=env)
+                           "--json", "--show-secrets"], cwd=REPO, stdout=subprocess.PIPE, text=True, timeout=1800, env=env)
     if proc.returncode != 0:
         pytest.fail(f"the test platform did not start (exit {proc.returncode}); see {home}/logs")
     return json.loads(proc.stdout)

@@ -91,6 +91,33 @@ class Context:
         return values
 
 
+# Another apt or dpkg (unattended-upgrades on a fresh machine, a second terminal) may hold the
+# lock: wait for it, up to ten minutes, instead of failing at once.
+APT_LOCK_TIMEOUT = 600
+# Every Debian package the launcher may install (the README lists them too).
+DEBIAN_PACKAGES = ("postgresql-15", "mariadb-server", "redis-server")
+
+
+def apt_commands(package: str) -> list[list[str]]:
+    """The apt-get calls that install ``package``, each waiting for a held dpkg/apt lock."""
+    wait = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT}"]
+    return [["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", package]]
+
+
+def apt_install(ctx: Context, package: str, what: str) -> None:
+    """Install a Debian package as root, or say what to install when not root."""
+    if os.geteuid() != 0:
+        raise StackError(f"{what} is not installed: run `sudo apt-get install -y {package}` and start again")
+    ctx.say(f"installing {what} from Debian (first run only; waits for another apt to finish)…")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in apt_commands(package):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise StackError(f"`{' '.join(cmd)}` failed; is the Debian mirror reachable, and did no other "
+                             f"apt hold its lock for more than {APT_LOCK_TIMEOUT // 60} minutes?\n"
+                             f"{proc.stderr[-2000:]}")
+
+
 def port_open(port: int, host: str = HOST) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
@@ -193,16 +220,7 @@ class Postgres(Component):
     def _bindir(self, ctx: Context) -> Path:
         if (self.BINDIR / "postgres").exists():
             return self.BINDIR
-        if os.geteuid() != 0:
-            raise StackError("PostgreSQL 15 is not installed: run `sudo apt-get install -y postgresql-15` "
-                             "and start again")
-        ctx.say("installing PostgreSQL 15 from Debian (first run only)…")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "postgresql-15"]):
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                raise StackError(f"`{' '.join(cmd)}` failed; is the Debian mirror reachable?\n"
-                                 + proc.stderr[-2000:])
+        apt_install(ctx, "postgresql-15", "PostgreSQL 15")
         return self.BINDIR
 
     def user(self, ctx: Context) -> str | None:
@@ -286,8 +304,13 @@ shared_buffers = 128MB
             for db in ("dbaas", "registry"):
                 if not conn.execute("select 1 from pg_database where datname = %s", (db,)).fetchone():
                     conn.execute(f'create database "{db}" owner dbaas')
-            # The local PoP gives tenants roles on this server: only dbaas opens its databases.
-            conn.execute("revoke connect, temporary on database dbaas, registry from public")
+            # The local PoP gives tenants roles on this server: each tenant opens its own database
+            # only (the provisioner closes it to PUBLIC). The platform's databases and the server's
+            # own are closed to PUBLIC too; dbaas keeps what it needs explicitly (superusers need
+            # no grant).
+            conn.execute("revoke connect, temporary on database dbaas, registry, postgres, template1 "
+                         "from public")
+            conn.execute("grant connect on database postgres, template1 to dbaas")
 
     def endpoint(self, ctx: Context) -> str:
         return (f"postgresql://dbaas:{ctx.secrets()['dbaas_password']}@{HOST}:"
@@ -377,7 +400,7 @@ log.retention.check.interval.ms=300000
             return False
 
     def after_healthy(self, ctx: Context) -> None:
-        from deploy.stack import topics
+        from runtime import topics
 
         ctx.topic_report = topics.apply_spec(self.endpoint(ctx))
 

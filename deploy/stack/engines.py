@@ -23,21 +23,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from deploy.stack.components import Component, Context, StackError, _traversable_by_others
+from deploy.stack.components import Component, Context, StackError, _traversable_by_others, apt_install
 from deploy.stack.config import HOST
-
-
-def apt_install(ctx: Context, package: str, what: str) -> None:
-    """Install a Debian package as root, or say what to install when not root."""
-    if os.geteuid() != 0:
-        raise StackError(f"{what} is not installed: run `sudo apt-get install -y {package}` and start again")
-    ctx.say(f"installing {what} from Debian (first run only)…")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", package]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-        if proc.returncode != 0:
-            raise StackError(f"`{' '.join(cmd)}` failed; is the Debian mirror reachable and no other apt "
-                             f"running?\n{proc.stderr[-2000:]}")
 
 
 def service_dir(ctx: Context, name: str, user: str | None) -> Path:

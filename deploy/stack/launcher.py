@@ -4,9 +4,14 @@ started), ``status`` (each component's state and endpoint), ``logs`` and ``reset
 Components start in dependency order, each waited for until it answers its own protocol, with
 progress printed as it goes. A missing prerequisite (Java, a free port, disk space, Maven
 Central) stops ``up`` with a message saying what to do.
+
+What the launcher prints and the logs it shows carry no secrets (``redact``): DSN passwords and
+the instance's generated secrets appear as ``***``; ``status(show_secrets=True)`` (the default for
+programs, ``--show-secrets`` on the command line) gives the real endpoints.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -27,6 +32,7 @@ from deploy.stack.components import (
     port_open,
 )
 from deploy.stack.processes import PidFile, spawn, stop
+from deploy.stack.redact import redact_dsn, redact_text
 
 MIN_FREE_BYTES = 2 * 1024**3
 START_TIMEOUT = 180.0
@@ -44,13 +50,21 @@ class Launcher:
     def __init__(self, config: stack_config.StackConfig, say: Callable[[str], None] = print,
                  components: Iterable[Component] = INFRASTRUCTURE + CONTROL_PLANE):
         self.config = config
-        self.say = say
+        self.say = lambda msg: say(self.redact(msg))
         # DBAAS_STACK_WITHOUT=saga,localpop-agent leaves components out (benchmarks of one part).
         left_out = {n.strip() for n in os.environ.get("DBAAS_STACK_WITHOUT", "").split(",") if n.strip()}
         self.components = [c for c in components if c.name not in left_out]
-        self.ctx = Context(config, lambda: artifacts.ensure(config.cache, say), say)
+        self.ctx = Context(config, lambda: artifacts.ensure(config.cache, self.say), self.say)
 
     # -- helpers ---------------------------------------------------------------------------
+    def redact(self, text: str) -> str:
+        """``text`` without DSN passwords or any of the instance's secrets (read, never generated)."""
+        try:
+            values = json.loads(self.config.secrets_file.read_text()).values()
+        except (OSError, ValueError):
+            values = ()
+        return redact_text(text, [v for v in values if isinstance(v, str)])
+
     def pidfile(self, comp: Component) -> PidFile:
         return PidFile(self.config.run_dir / f"{comp.name}.pid")
 
@@ -114,7 +128,7 @@ class Launcher:
                     healthy.add(name)
                     del waiting[name]
                     self.say(f"[{len(healthy)}/{total}] {name:<9} healthy  "
-                             f"{comp.endpoint(self.ctx) or '':<48} ({time.monotonic() - since:.1f}s)")
+                             f"{redact_dsn(comp.endpoint(self.ctx)) or '':<48} ({time.monotonic() - since:.1f}s)")
                 elif time.monotonic() - since > timeout:
                     raise StackError(f"{comp.name} did not become healthy within {timeout:.0f}s; see "
                                      f"`dbaas stack logs {comp.name}`:\n{self._tail(comp.name, 15)}")
@@ -141,7 +155,8 @@ class Launcher:
         return stopped
 
     # -- status ----------------------------------------------------------------------------
-    def status(self) -> list[ComponentStatus]:
+    def status(self, show_secrets: bool = True) -> list[ComponentStatus]:
+        """Each component's state; endpoints with their passwords unless ``show_secrets`` is off."""
         result = []
         for comp in self.components:
             pid = self.pidfile(comp).pid() if comp.has_process else None
@@ -150,6 +165,8 @@ class Launcher:
             else:
                 state = "healthy" if comp.healthy(self.ctx) else "unhealthy"
             endpoint = comp.endpoint(self.ctx) if state != "stopped" or not comp.has_process else None
+            if not show_secrets:
+                endpoint = redact_dsn(endpoint)
             result.append(ComponentStatus(comp.name, state, pid, endpoint))
         return result
 
@@ -158,7 +175,7 @@ class Launcher:
         path = self.log_path(name)
         if not path.exists():
             return "(no log yet)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return self.redact("\n".join(path.read_text(errors="replace").splitlines()[-lines:]))
 
     def logs(self, name: str | None, lines: int) -> str:
         names = [name] if name else [c.name for c in self.components if c.has_process]

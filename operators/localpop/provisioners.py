@@ -18,8 +18,10 @@ hashed where the protocol allows it (SCRAM verifier, ``mysql_native_password`` h
 ``#sha256``), are never logged, and are hidden from the reprs of ``Credentials`` and
 ``AdminEndpoint``.
 
-Isolation. PostgreSQL: a LOGIN role owning its database, CONNECT revoked from PUBLIC so no other
-role can open it. MariaDB: ``'user'@'127.0.0.1'`` and ``'user'@'localhost'`` with privileges on
+Isolation. PostgreSQL: a LOGIN role owning its database, at most ``CONNECTION_LIMIT`` sessions,
+CONNECT (and TEMPORARY) revoked from PUBLIC on that database so no other tenant can open it; the
+server's ``postgres`` and ``template1`` databases are closed to PUBLIC by the platform (see
+``deploy/stack/components.py``), so a tenant role opens its own database and nothing else. MariaDB: ``'user'@'127.0.0.1'`` and ``'user'@'localhost'`` with privileges on
 their own database only. Redis: an ACL user confined to keys and channels under ``<name>:``,
 without admin, dangerous or keyspace-wide commands (SCAN, RANDOMKEY, DBSIZE, FUNCTION, …).
 
@@ -123,6 +125,9 @@ def _uri(scheme: str, user: str, password: str, host: str, port: int, path: str)
 
 
 # -- PostgreSQL (YugabyteDB's YSQL) --------------------------------------------------------------
+# Sessions one tenant role may hold: the server's max_connections is shared by every tenant.
+CONNECTION_LIMIT = 20
+
 class PostgresProvisioner:
     """A database and its owning LOGIN role. The admin needs CREATEROLE and CREATEDB (the
     platform's ``dbaas`` role) or superuser; ``admin_database`` is one it may connect to. No
@@ -165,8 +170,8 @@ class PostgresProvisioner:
         role = sql.Identifier(ident)
         # Only a superuser may even mention SUPERUSER/REPLICATION/BYPASSRLS in ALTER ROLE; a new
         # role has none of them.
-        options = sql.SQL("LOGIN NOCREATEDB NOCREATEROLE INHERIT PASSWORD {}").format(
-            sql.Literal(scram_sha256_verifier(password)))
+        options = sql.SQL("LOGIN NOCREATEDB NOCREATEROLE INHERIT CONNECTION LIMIT {} PASSWORD {}").format(
+            sql.Literal(CONNECTION_LIMIT), sql.Literal(scram_sha256_verifier(password)))
         with self._connect() as conn:
             for attempt in (1, 2):  # a concurrent provision of the same service may win a race
                 try:

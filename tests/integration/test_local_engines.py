@@ -304,15 +304,42 @@ def _empty_or_missing(engine: Engine, c: Credentials) -> bool:
 
 
 # -- PostgreSQL specifics -------------------------------------------------------------------------
-def test_a_tenant_cannot_open_the_platforms_own_databases(engines, stack):
+def test_a_tenant_role_opens_its_own_database_and_no_other(engines, stack):
+    provisioner = engines["postgres"].make(None)
+    (tenant, service), (other_tenant, other_service) = _new_service(), _new_service()
+    creds = provisioner.provision(tenant, service, "orders")
+    other = provisioner.provision(other_tenant, other_service, "orders")
+    try:
+        _pg(creds).close()
+        for dbname in ("dbaas", "registry", "postgres", "template1", other.database):
+            with pytest.raises(psycopg.OperationalError, match="permission denied"):
+                _pg(creds, dbname).close()
+        # the platform itself still opens the server's own database
+        platform = psycopg.conninfo.conninfo_to_dict(stack.postgres_dsn)
+        with psycopg.connect(**{**platform, "dbname": "postgres"}, connect_timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        provisioner.deprovision(tenant, service)
+        provisioner.deprovision(other_tenant, other_service)
+
+
+def test_a_tenant_role_holds_a_limited_number_of_sessions(engines, stack):
+    from operators.localpop.provisioners import CONNECTION_LIMIT
+
     provisioner = engines["postgres"].make(None)
     tenant, service = _new_service()
     creds = provisioner.provision(tenant, service, "orders")
+    sessions = []
     try:
-        for dbname in ("dbaas", "registry"):
-            with pytest.raises(psycopg.OperationalError, match="permission denied"):
-                _pg(creds, dbname).close()
+        with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
+            limit = conn.execute("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", (creds.username,)).fetchone()
+        assert limit == (CONNECTION_LIMIT,)
+        sessions = [_pg(creds) for _ in range(CONNECTION_LIMIT)]
+        with pytest.raises(psycopg.OperationalError, match="too many connections"):
+            _pg(creds).close()
     finally:
+        for conn in sessions:
+            conn.close()
         provisioner.deprovision(tenant, service)
 
 
