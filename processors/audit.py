@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge
 
-from deploy.stack import topics as topic_spec
+from runtime import topics as topic_spec
 from processors.deadletter import dead_letter
 from runtime import kafka
 from schemas import AUDIT_TOPIC_PATTERN as AUDIT_PATTERN

@@ -20,7 +20,7 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-SPEC = Path(__file__).resolve().parents[1] / "topics.yaml"
+SPEC = Path(__file__).resolve().parents[1] / "deploy" / "topics.yaml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 

@@ -13,7 +13,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from deploy.stack import topics
+from runtime import topics
 from tests.conftest import wait_for
 
 SMOKE_SCHEMA = json.dumps({

@@ -11,7 +11,8 @@ import xml.etree.ElementTree as ET
 import pytest
 import yaml
 
-from deploy.stack import config, topics
+from deploy.stack import config
+from runtime import topics
 from deploy.stack.processes import PidFile, spawn, stop
 
 REPO = config.REPO_ROOT
