@@ -1,39 +1,20 @@
 """What the platform offers and who may ask for it, as data: engines, PoPs, size plans, limits, roles.
 
 Owns the tables that validation and `decide` read; change the offer here, not in code.
-Imports `events` (for `Resources`) only.
+Engines, PoPs and sizes are named in `schemas.catalog`; this module adds what they cost and who
+may ask. Imports `events` (for `Resources`) and `schemas.catalog`.
 """
 
 from __future__ import annotations
 
 from events import Quota, ResourceLimit, Resources
+from schemas.catalog import DEFAULT_ENGINE_VERSIONS, ENGINES, POP_ENGINES, POPS, SIZES
 
-ENGINES = ("yugabyte", "vitess", "scylla", "dragonfly", "aerospike", "mongodb")
-
-# The version each engine gets when CreateService leaves engine_version null, in the form its
-# operator's CR takes (from the upstream example CRs in ../shared/crds/*/examples; Dragonfly's
-# samples name no version, so its operator's default image tag is used).
-DEFAULT_ENGINE_VERSIONS = {
-    "yugabyte": "2024.2.0.0-b145",  # YBUniverse spec.ybSoftwareVersion
-    "vitess": "v24.0.0-rc1-mysql80",  # vitess/lite image tag
-    "scylla": "2026.2.4",  # ScyllaCluster spec.version
-    "dragonfly": "v1.36.0",  # docker.dragonflydb.io/dragonflydb/dragonfly image tag
-    "aerospike": "8.1.2.0",  # aerospike-server-enterprise image tag
-    "mongodb": "6.0.5",  # MongoDBCommunity spec.version
-}
-
-# PoP -> engines it offers. `local` runs only engines with a local protocol-compatible server.
-POP_ENGINES: dict[str, tuple[str, ...]] = {
-    **{pop: ENGINES for pop in ("lagos", "johannesburg", "frankfurt", "ashburn", "singapore")},
-    "local": ("yugabyte", "vitess", "dragonfly"),
-}
-POPS = tuple(POP_ENGINES)
-
-SIZE_PLANS = {
-    "small": Resources(cpu=1.0, memory_gb=2, storage_gb=10, replicas=1),
-    "medium": Resources(cpu=2.0, memory_gb=8, storage_gb=100, replicas=3),
-    "large": Resources(cpu=4.0, memory_gb=16, storage_gb=500, replicas=3),
-}
+SIZE_PLANS = dict(zip(SIZES, (
+    Resources(cpu=1.0, memory_gb=2, storage_gb=10, replicas=1),
+    Resources(cpu=2.0, memory_gb=8, storage_gb=100, replicas=3),
+    Resources(cpu=4.0, memory_gb=16, storage_gb=500, replicas=3),
+), strict=True))
 
 # Resource field -> inclusive (min, max).
 LIMITS: dict[str, tuple[float, float]] = {

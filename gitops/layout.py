@@ -26,10 +26,10 @@ from typing import Any
 import yaml
 
 from gitops.errors import InvalidPath
+from schemas.catalog import KUBERNETES_POPS, POPS
 
-POPS: tuple[str, ...] = ("lagos", "johannesburg", "frankfurt", "ashburn", "singapore", "local")
-# PoPs synced by Argo CD; `local` is synced by the local PoP agent reading overlays/local itself.
-KUBERNETES_POPS: tuple[str, ...] = tuple(p for p in POPS if p != "local")
+# PoPs synced by Argo CD (KUBERNETES_POPS); `local` is synced by the local PoP agent reading
+# overlays/local itself.
 BASE_COMPONENTS: tuple[str, ...] = ("crds", "operators", "observability", "kafka", "infrastructure")
 
 BASE_DIR = "base"

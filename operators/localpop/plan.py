@@ -28,10 +28,10 @@ from datetime import datetime
 from typing import Any, Literal
 
 from operators.localpop.claims import Claim, CommitRef, History, service_key
+from schemas.catalog import ENGINES, KUBERNETES_POPS
 
 REPORT_NAMESPACE = uuid.UUID("0b6f3c2a-5d1e-4f7a-9c3b-7e2d8a41f905")
-KNOWN_ENGINES = ("yugabyte", "vitess", "scylla", "dragonfly", "aerospike", "mongodb")
-KUBERNETES_POPS = ("lagos", "johannesburg", "frankfurt", "ashburn", "singapore")
+
 
 Phase = Literal["Ready", "Failed", "Deleted"]
 Action = Literal["apply", "delete"]
@@ -138,7 +138,7 @@ def refusal(engine: str, pop: str, offered: tuple[str, ...]) -> str | None:
     choices = ", ".join(offered)
     if not engine:
         return f"the ServiceClaim names no engine; PoP {pop} offers {choices}"
-    what = f'engine "{engine}" has no local server' if engine in KNOWN_ENGINES else f'engine "{engine}" is unknown'
+    what = f'engine "{engine}" has no local server' if engine in ENGINES else f'engine "{engine}" is unknown'
     return (f"{what}: PoP {pop} offers {choices}; choose one of those engines or place the service in a "
             f"Kubernetes PoP ({', '.join(KUBERNETES_POPS)})")
 
