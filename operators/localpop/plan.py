@@ -32,7 +32,6 @@ from schemas.catalog import ENGINES, KUBERNETES_POPS
 
 REPORT_NAMESPACE = uuid.UUID("0b6f3c2a-5d1e-4f7a-9c3b-7e2d8a41f905")
 
-
 Phase = Literal["Ready", "Failed", "Deleted"]
 Action = Literal["apply", "delete"]
 
