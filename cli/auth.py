@@ -3,35 +3,45 @@
 `login --dev` signs a token with the development issuer of a local platform (its key is in the
 platform's `secrets.json`, so this works only on the machine that runs it) — DEVELOPMENT ONLY; a
 real deployment's users bring a token from their identity provider (`login --token`, or
-`$DBAAS_TOKEN`). The token is stored in `$DBAAS_CONFIG_DIR/token` (default `~/.config/dbaas`),
-readable by its owner only.
+`$DBAAS_TOKEN`). Tokens are stored per platform instance, keyed by its API URL, in
+`$DBAAS_CONFIG_DIR/tokens/` (default `~/.config/dbaas`), readable by their owner only: two
+platforms on one machine keep their own sign-ins.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
-from cli.client import ApiError, Client
+from cli.client import ApiError, Client, api_url
 from deploy.stack import config as stack_config
 from runtime import devissuer
 
 
-def token_file() -> Path:
-    return Path(os.environ.get("DBAAS_CONFIG_DIR") or Path.home() / ".config" / "dbaas") / "token"
+def config_dir() -> Path:
+    return Path(os.environ.get("DBAAS_CONFIG_DIR") or Path.home() / ".config" / "dbaas")
 
 
-def stored_token() -> str | None:
+def token_file(url: str) -> Path:
+    """Where the token for the API at ``url`` is kept: one file per instance."""
+    name = re.sub(r"[^A-Za-z0-9.-]+", "_", url.rstrip("/").split("://", 1)[-1]).strip("_")
+    digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:8]  # names that map to one file differ
+    return config_dir() / "tokens" / f"{name}-{digest}"
+
+
+def stored_token(url: str) -> str | None:
     if os.environ.get("DBAAS_TOKEN"):
         return os.environ["DBAAS_TOKEN"].strip()
-    path = token_file()
+    path = token_file(url)
     return path.read_text().strip() if path.exists() else None
 
 
-def _store(token: str) -> Path:
-    path = token_file()
+def _store(url: str, token: str) -> Path:
+    path = token_file(url)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -48,6 +58,11 @@ def _dev_key(home: str | None) -> str:
     key = json.loads(secrets.read_text()).get(devissuer.SECRET_NAME)
     if not key:
         raise ApiError(f"the platform at {base} has no development issuer key yet: run `make up` again")
+    sign_in = stack_config.resolve(base).sign_in
+    if not sign_in.development:
+        raise ApiError(f"the platform at {base} does not trust the development issuer (it trusts "
+                       f"{', '.join(sign_in.issuer_names) or 'no issuer'}): sign in with --token from your "
+                       "identity provider, or start it with `dbaas stack up --dev-issuer` (DEVELOPMENT ONLY)")
     return key
 
 
@@ -69,7 +84,7 @@ def login(args) -> int:
     if args.print_token:
         print(token)
         return 0
-    path = _store(token)
+    path = _store(api_url(args.api_url, args.home), token)
     print(f"signed in as {args.user or 'the token subject'}; token stored in {path}", file=sys.stderr)
     return 0
 
@@ -86,10 +101,9 @@ def whoami(args) -> int:
 
 
 def logout(args) -> int:
-    path = token_file()
-    if path.exists():
-        path.unlink()
-    print("signed out", file=sys.stderr)
+    url = api_url(args.api_url, args.home)
+    token_file(url).unlink(missing_ok=True)
+    print(f"signed out of {url}", file=sys.stderr)
     return 0
 
 
@@ -104,10 +118,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--home", help="the local platform's folder (default: $DBAAS_STACK_HOME or .data/stack)")
     p.add_argument("--token", help="a token from your identity provider")
     p.add_argument("--print-token", action="store_true", help="print the token instead of storing it")
+    p.add_argument("--api-url", help="the API the token is for (default: $DBAAS_API_URL, or the API of --home); "
+                                     "each API keeps its own token")
     p.set_defaults(func=login)
     p = auth.add_parser("whoami", help="who the API says you are, and your organizations")
     p.add_argument("--api-url")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=whoami)
-    p = auth.add_parser("logout", help="forget the stored token")
+    p = auth.add_parser("logout", help="forget the token stored for this API")
+    p.add_argument("--api-url")
+    p.add_argument("--home", help="the local platform's folder (default: $DBAAS_STACK_HOME or .data/stack)")
     p.set_defaults(func=logout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import httpx
 
@@ -18,10 +19,12 @@ class ApiError(Exception):
         self.status = status
 
 
-def api_url(explicit: str | None = None) -> str:
+def api_url(explicit: str | None = None, home: str | None = None) -> str:
+    """``explicit``, else $DBAAS_API_URL, else the API of the local platform at ``home`` (default:
+    $DBAAS_STACK_HOME or .data/stack)."""
     if explicit or os.environ.get("DBAAS_API_URL"):
         return (explicit or os.environ["DBAAS_API_URL"]).rstrip("/")
-    state = stack_config.default_home() / "stack.json"
+    state = (Path(home).resolve() if home else stack_config.default_home()) / "stack.json"
     if state.exists():
         port = json.loads(state.read_text())["ports"]["api"]
     else:
@@ -34,7 +37,7 @@ class Client:
         from cli.auth import stored_token
 
         self.url = api_url(url)
-        token = stored_token()
+        token = stored_token(self.url)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=30)
 

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from deploy.stack import config as stack_config
 from runtime import topics
@@ -14,9 +14,14 @@ from deploy.stack.components import StackError
 from deploy.stack.launcher import Launcher
 
 
-def _launcher(args, quiet: bool = False) -> Launcher:
+def _launcher(args, quiet: bool = False, sign_in: bool = False) -> Launcher:
+    """The instance's launcher; with ``sign_in``, its sign-in settings changed as ``up`` asks."""
     offset = getattr(args, "port_offset", None)
     cfg = stack_config.resolve(args.home, offset)
+    if sign_in:
+        cfg = replace(cfg, sign_in=stack_config.change_sign_in(
+            cfg.sign_in, issuers=args.oidc_issuer, clear_issuers=args.no_oidc_issuers,
+            dev_issuer=args.dev_issuer, default_issuer=args.default_issuer))
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if quiet else (lambda msg: print(msg, flush=True))
     return Launcher(cfg, say=say)
 
@@ -35,14 +40,17 @@ def endpoints(launcher: Launcher, show_secrets: bool = False) -> dict[str, str |
 def _status_doc(launcher: Launcher, show_secrets: bool = False) -> dict:
     """States and endpoints; DSN passwords are ``***`` unless ``show_secrets``."""
     comps = launcher.status(show_secrets=show_secrets)
+    sign_in = launcher.config.sign_in
     return {"home": str(launcher.config.home), "ports": launcher.config.ports,
             "healthy": all(c.state == "healthy" for c in comps),
+            "sign_in": {"oidc_issuers": sign_in.issuer_names, "default_issuer": sign_in.default_issuer,
+                        "development_issuer": sign_in.development},
             "components": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in comps},
             "endpoints": endpoints(launcher, show_secrets)}
 
 
 def cmd_up(args) -> int:
-    launcher = _launcher(args, quiet=args.json)
+    launcher = _launcher(args, quiet=args.json, sign_in=True)
     launcher.up()
     report = launcher.ctx.topic_report
     if args.json:
@@ -68,6 +76,7 @@ def cmd_status(args) -> int:
     else:
         for name, c in doc["components"].items():
             print(f"{name:<20} {c['state']:<10} {c['endpoint'] or ''}")
+        print(launcher.config.sign_in.describe())
     return 0 if doc["healthy"] else 3
 
 
@@ -137,6 +146,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(p, offset=True)
     p.add_argument("--json", action="store_true")
     show_secrets(p)
+    p.add_argument("--oidc-issuer", action="append", metavar="JSON",
+                   help='an OIDC issuer the API trusts: {"issuer", "audience", "jwks_uri" or "jwks", '
+                        '"client_id"?} (or a list, or @FILE); repeatable; replaces the stored ones and is '
+                        "kept for later `up`s ($DBAAS_OIDC_ISSUERS when not given)")
+    p.add_argument("--no-oidc-issuers", action="store_true", help="forget the configured issuers")
+    p.add_argument("--dev-issuer", action=argparse.BooleanOptionalAction, default=None,
+                   help="trust the instance's development token issuer (DEVELOPMENT ONLY; default: on only "
+                        "when no issuer is configured; $DBAAS_DEV_ISSUER=1/0); kept for later `up`s")
+    p.add_argument("--default-issuer", metavar="ISSUER",
+                   help="issuer of members named without one ($DBAAS_DEFAULT_ISSUER; '' for the first trusted)")
     p.set_defaults(func=cmd_up)
     p = stack.add_parser("down", help="stop what `up` started (data is kept)")
     common(p)

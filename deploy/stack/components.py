@@ -163,6 +163,11 @@ class Component:
     def endpoint(self, ctx: Context) -> str | None:
         return None
 
+    def settings_fingerprint(self, ctx: Context) -> str | None:
+        """A digest of the settings the running process was started with; when it differs from
+        the recorded one, ``up`` restarts the process. None: never restarted for its settings."""
+        return None
+
     def reset_paths(self, ctx: Context) -> list[Path]:
         return []
 
@@ -588,6 +593,10 @@ class ControlPlaneProcess(Component):
             "PYTHONUNBUFFERED": "1",
         } | (self.extra_env(ctx) if self.extra_env else {})
 
+    def settings_fingerprint(self, ctx: Context) -> str:
+        """Its whole environment (issuers, keys, endpoints): a process reads it only at start."""
+        return hashlib.sha256(json.dumps(self.env(ctx), sort_keys=True).encode()).hexdigest()
+
     def probe_url(self, ctx: Context) -> str:
         if self.port_name:
             return f"http://{HOST}:{ctx.config.port(self.port_name)}/healthz"
@@ -644,11 +653,16 @@ def write_own_keys(ctx: Context) -> None:
 
 
 def api_env(ctx: Context) -> dict[str, str]:
-    """The API decrypts credentials for allowed callers, and trusts the instance's development
-    token issuer (plus any issuers configured in DBAAS_OIDC_ISSUERS)."""
-    configured = json.loads(os.environ.get("DBAAS_OIDC_ISSUERS") or "[]")
-    issuers = [*configured, devissuer.issuer_config(ctx.secrets()[devissuer.SECRET_NAME])]
-    return credentials_key_env(ctx) | signing_env("gateway")(ctx) | {"DBAAS_OIDC_ISSUERS": json.dumps(issuers)}
+    """The API decrypts credentials for allowed callers, and trusts the issuers of the instance's
+    sign-in settings (``StackConfig.sign_in``): the configured ones, and the instance's development
+    token issuer only in development mode or when explicitly enabled. Both variables are always
+    set, so a stray one in the launcher's environment never reaches the API unrecorded."""
+    sign_in = ctx.config.sign_in
+    issuers = list(sign_in.oidc_issuers)
+    if sign_in.development:
+        issuers.append(devissuer.issuer_config(ctx.secrets()[devissuer.SECRET_NAME]))
+    return credentials_key_env(ctx) | signing_env("gateway")(ctx) | {
+        "DBAAS_OIDC_ISSUERS": json.dumps(issuers), "DBAAS_DEFAULT_ISSUER": sign_in.default_issuer or ""}
 
 
 def localpop_agent_env(ctx: Context) -> dict[str, str]:

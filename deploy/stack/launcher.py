@@ -33,6 +33,7 @@ from deploy.stack.components import (
 )
 from deploy.stack.processes import PidFile, spawn, stop
 from deploy.stack.redact import redact_dsn, redact_text
+from runtime import files
 
 MIN_FREE_BYTES = 2 * 1024**3
 START_TIMEOUT = 180.0
@@ -134,16 +135,33 @@ class Launcher:
                                      f"`dbaas stack logs {comp.name}`:\n{self._tail(comp.name, 15)}")
             if waiting:
                 time.sleep(0.25)
+        self.say(self.config.sign_in.describe())
         self.say(f"platform up in {time.monotonic() - started:.1f}s (home {self.config.home})")
         return self.status()
 
+    def settings_file(self, comp: Component) -> Path:
+        """The fingerprint of the settings ``comp``'s running process was started with."""
+        return self.config.run_dir / f"{comp.name}.settings"
+
     def _start(self, comp: Component) -> None:
         comp.prepare(self.ctx)
-        if not comp.has_process or self.pidfile(comp).pid() is not None:
+        if not comp.has_process:
             return
-        self.say(f"        {comp.name:<9} starting…")
+        fingerprint = comp.settings_fingerprint(self.ctx)
+        if self.pidfile(comp).pid() is not None:
+            recorded = self.settings_file(comp)
+            if fingerprint is None or (recorded.exists() and recorded.read_text().strip() == fingerprint):
+                return
+            # A process reads its settings once, at start: changed settings (sign-in issuers, keys,
+            # endpoints) need a new process, or the old ones would silently stay in force.
+            self.say(f"        {comp.name:<9} settings changed: restarting…")
+            stop(self.pidfile(comp), comp.stop_signal)
+        else:
+            self.say(f"        {comp.name:<9} starting…")
         spawn(comp.argv(self.ctx), self.log_path(comp.name), self.pidfile(comp),
               env=comp.env(self.ctx), cwd=self.config.home, user=comp.user(self.ctx))
+        if fingerprint is not None:
+            files.replace_text(self.settings_file(comp), fingerprint + "\n")
 
     # -- down ------------------------------------------------------------------------------
     def down(self) -> list[str]:
