@@ -67,6 +67,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "RecordServiceClaimCommitted": (SYSTEM_ROLE,),
     "RecordPopReport": (SYSTEM_ROLE,),
     "RecordStepTimedOut": (SYSTEM_ROLE,),
+    "RecordStepFailed": (SYSTEM_ROLE,),
     "RecordServiceClaimReverted": (SYSTEM_ROLE,),
 }
 
@@ -87,5 +88,8 @@ OPERATION_STEPS = {
 
 # Commands that report a step of an operation already running: they start no operation of their own.
 STEP_REPORTS = ("RecordServiceClaimRendered", "RecordServiceClaimCommitted", "RecordPopReport",
-                "RecordStepTimedOut", "RecordServiceClaimReverted")
+                "RecordStepTimedOut", "RecordStepFailed", "RecordServiceClaimReverted")
+# The steps the saga itself carries out, so the ones it can report as failed (the PoP's report is
+# the PoP's to fail).
+SAGA_STEPS = ("render", "commit")
 POP_REPORT_PHASES = ("Ready", "Failed", "Deleted")

@@ -28,6 +28,7 @@ from commands.records import (
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
+    RecordStepFailed,
     RecordStepTimedOut,
     RemoveMember,
     ScaleService,
@@ -176,6 +177,8 @@ def _changes(state: TenantState, cmd: CommandEnvelope, op: str) -> list[Change] 
             return _pop_report(state, c)
         case RecordStepTimedOut() as c:
             return _timed_out(state, c)
+        case RecordStepFailed() as c:
+            return _step_failed(state, c.service_id, c.operation_id, c.step, c.reason, f"{c.step}_failed")
         case RecordServiceClaimReverted() as c:
             return _reverted(state, c)
         case CancelOperation() as c:
@@ -406,22 +409,29 @@ def _failed_after_commit(service: Service, reason: str, code: str) -> ServiceFai
 
 
 def _timed_out(state: TenantState, c: RecordStepTimedOut) -> list[Change] | Problem:
-    """A step of the running operation took too long. Stale (the step is done, or another operation
-    runs): nothing. Before the commit nothing reached the repository: the operation fails and the
-    service stays as it was; after it, the commit is reverted first."""
-    if c.service_id not in state.services:
-        return _not_found(state, c.service_id)
-    service = _running(state, c.service_id, c.operation_id)
-    if service is None or STEPS.index(c.step) != service.step:
-        return []
+    """A step of the running operation took too long."""
     reason = f"step {c.step} did not finish within {c.after_seconds} s"
+    return _step_failed(state, c.service_id, c.operation_id, c.step, reason, "timed_out")
+
+
+def _step_failed(state: TenantState, service_id: str, operation_id: str, step: str, reason: str,
+                 code: str) -> list[Change] | Problem:
+    """Step `step` of the running operation failed (timed out, or refused for good). Stale (the
+    step is done, or another operation runs): nothing. Before the commit nothing reached the
+    repository: the operation fails, the service stays as it was and the next queued operation
+    starts; after it, the commit is reverted first."""
+    if service_id not in state.services:
+        return _not_found(state, service_id)
+    service = _running(state, service_id, operation_id)
+    if service is None or STEPS.index(step) != service.step:
+        return []
     if service.step >= 2:
-        return [("service", c.service_id, _failed_after_commit(service, reason, "timed_out"))]
+        return [("service", service_id, _failed_after_commit(service, reason, code))]
     if service.provisioned:
-        outcome = ServiceFailed(c.operation_id, c.service_id, reason, status=_at_rest(service).value,
-                                resources=service.applied, code="timed_out", step=c.step)
+        outcome = ServiceFailed(operation_id, service_id, reason, status=_at_rest(service).value,
+                                resources=service.applied, code=code, step=step)
     else:
-        outcome = ServiceFailed(c.operation_id, c.service_id, reason, code="timed_out", step=c.step)
+        outcome = ServiceFailed(operation_id, service_id, reason, code=code, step=step)
     return _finish(service, outcome)
 
 

@@ -137,6 +137,17 @@ class RecordStepTimedOut:
 
 
 @dataclass(frozen=True)
+class RecordStepFailed:
+    """System (saga): a step of the running operation failed in a way no retry mends (the chart
+    refused the values, the change cannot be committed): the operation fails with `reason`."""
+
+    service_id: str
+    operation_id: str
+    step: str  # render | commit
+    reason: str  # what was refused and what to change, for a person
+
+
+@dataclass(frozen=True)
 class RecordServiceClaimReverted:
     """System (saga): the GitOps change of a failed or cancelled operation was reverted."""
 
@@ -178,6 +189,7 @@ Command = (
     | ChangeMemberRole
     | RemoveMember
     | SetDeletionProtection
+    | RecordStepFailed
 )
 
 # Record name -> class. New commands: add the class here and a branch in the .avsc.
@@ -199,6 +211,7 @@ COMMAND_TYPES: dict[str, type] = {
         ChangeMemberRole,
         RemoveMember,
         SetDeletionProtection,
+        RecordStepFailed,
     )
 }
 

@@ -24,6 +24,7 @@ from commands.catalog import (
     QUOTA_RESOURCE_MAX,
     QUOTA_SERVICES_RANGE,
     RESOURCE_FIELDS,
+    SAGA_STEPS,
     SIZE_PLANS,
 )
 from commands.records import (
@@ -40,6 +41,7 @@ from commands.records import (
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
+    RecordStepFailed,
     RecordStepTimedOut,
     RemoveMember,
     ScaleService,
@@ -137,6 +139,12 @@ def validate(command: Command) -> list[Problem]:
                 _uuid("service_id", command.service_id),
                 _uuid("operation_id", command.operation_id),
                 _choice("step", command.step, STEPS),
+            )
+        case RecordStepFailed():
+            return _collect(
+                _uuid("service_id", command.service_id),
+                _uuid("operation_id", command.operation_id),
+                _choice("step", command.step, SAGA_STEPS),
             )
         case RecordServiceClaimReverted():
             return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id))

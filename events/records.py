@@ -152,7 +152,7 @@ class ServiceFailed:
     compensate: bool = False  # True: the operation's commit is reverted next (ServiceClaimReverted)
     status: str = "Failed"  # the service's status after this event
     resources: Resources | None = None  # the service's resources after this event, when they changed
-    code: str = "pop_failed"  # pop_failed | timed_out
+    code: str = "pop_failed"  # pop_failed | timed_out | render_failed | commit_failed
     step: str = "pop-report"  # the step that failed: render | commit | pop-report
 
 

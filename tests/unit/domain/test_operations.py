@@ -111,6 +111,7 @@ def test_a_service_operation_has_the_saga_steps() -> None:
         "RecordServiceClaimCommitted",
         "RecordPopReport",
         "RecordStepTimedOut",
+        "RecordStepFailed",
         "RecordServiceClaimReverted",
     }
     assert not set(STEP_REPORTS) & set(OPERATION_STEPS)
