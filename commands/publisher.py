@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from commands.records import CommandEnvelope, to_avro
 from runtime.signing import Signer
@@ -21,6 +21,18 @@ from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
 
 class PublishError(Exception):
     """The broker did not take the command; nothing was published."""
+
+
+class CommandTooLarge(PublishError):
+    """The encoded command is over the producer's or the broker's message size limit: sending it
+    again cannot help."""
+
+
+def _refused(command_id: str, err: KafkaError | Exception) -> PublishError:
+    code = err.code() if isinstance(err, KafkaError) else (
+        err.args[0].code() if err.args and isinstance(err.args[0], KafkaError) else None)
+    kind = CommandTooLarge if code == KafkaError.MSG_SIZE_TOO_LARGE else PublishError
+    return kind(f"command {command_id} not published: {err}")
 
 
 class Publisher:
@@ -47,7 +59,7 @@ class Publisher:
 
         def delivered(err, msg):
             if err is not None:
-                future.set_exception(PublishError(f"command {envelope.command_id} not published: {err}"))
+                future.set_exception(_refused(envelope.command_id, err))
             else:
                 future.set_result((msg.partition(), msg.offset()))
 
@@ -58,7 +70,7 @@ class Publisher:
         try:
             self.producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=delivered)
         except (KafkaException, BufferError) as exc:
-            future.set_exception(PublishError(f"command {envelope.command_id} not published: {exc}"))
+            future.set_exception(_refused(envelope.command_id, exc))
         return future
 
     def publish(self, envelope: CommandEnvelope, timeout: float = 30.0) -> tuple[int, int]:

@@ -25,14 +25,17 @@ def member_role(request: Request, subject: str, tenant: str) -> str | None:
 
 def roles_in(request: Request, identity: Identity, tenant: str) -> set[str]:
     """The caller's roles in `tenant`, looked up once per request (a route may check visibility
-    and then permission); the request counts once against the tenant's rate limit."""
+    and then permission); the request counts once against the tenant's rate limit when the caller
+    is a member there, against the caller's own otherwise (`ratelimit.bucket_for`)."""
     known: dict[str, set[str]] | None = getattr(request.state, "roles", None)
     if known is None:
         known = request.state.roles = {}
     if tenant not in known:
-        ratelimit.charge(request, tenant)
         role = member_role(request, identity.principal, tenant)
-        known[tenant] = {*identity.org_roles.get(tenant, ()), *([role] if role else [])}
+        held = {*identity.org_roles.get(tenant, ()), *([role] if role else [])}
+        # Charged once membership is known: a stranger's requests never drain the organization's bucket.
+        ratelimit.charge(request, ratelimit.bucket_for(tenant, held, identity.principal))
+        known[tenant] = held
     return known[tenant]
 
 

@@ -18,9 +18,10 @@ from prometheus_client import Counter, Histogram, make_asgi_app
 
 from commands.publisher import Publisher
 
-from gateway import audit, credentials, members, quotas, ratelimit, writes
+from gateway import audit, credentials, failures, members, quotas, ratelimit, writes
 from gateway.access import tenants_of
 from gateway.auth import Authenticator, Identity, current_identity
+from gateway.guard import InputGuard
 from projections import api as queries
 from projections.settings import sqlalchemy_url
 from runtime.signing import Signer
@@ -37,6 +38,9 @@ class GatewaySettings:
     database_url: str
     commands_topic: str = "dbaas.commands"
     signer: Signer | None = None  # the gateway's key: the processor believes the actors it signs
+    # Seconds a command may wait for the broker before the request is answered 503 (and the
+    # producer drops it): a caller is not held for librdkafka's default of five minutes.
+    publish_timeout: float = 10.0
 
     @classmethod
     def from_env(cls) -> "GatewaySettings":
@@ -45,12 +49,13 @@ class GatewaySettings:
         if signer is None:
             raise KeyError("DBAAS_SIGNING_KEY (the gateway signs the commands it publishes)")
         return cls(env["DBAAS_KAFKA_BOOTSTRAP"], env["DBAAS_REGISTRY_URL"], env["DBAAS_DATABASE_URL"],
-                   env.get("DBAAS_COMMANDS_TOPIC", "dbaas.commands"), signer)
+                   env.get("DBAAS_COMMANDS_TOPIC", "dbaas.commands"), signer,
+                   float(env.get("DBAAS_PUBLISH_TIMEOUT") or 10.0))
 
 
 def _scope(request: Request, identity: Identity = Depends(current_identity)) -> queries.Scope:
     """The read models a caller sees: its organizations only."""
-    ratelimit.charge(request, f"user:{identity.subject}")
+    ratelimit.charge(request, ratelimit.caller_bucket(identity.principal))
     return queries.Scope(frozenset(tenants_of(request, identity)), identity.principal)
 
 
@@ -62,7 +67,9 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         engine = sa.create_engine(sqlalchemy_url(settings.database_url), pool_size=10, pool_pre_ping=True)
         app.state.engine = engine
         app.state.publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic,
-                                        signer=settings.signer)
+                                        signer=settings.signer,
+                                        extra={"message.timeout.ms": int(settings.publish_timeout * 1000)})
+        app.state.publish_timeout = settings.publish_timeout
         app.state.service_tenant = lambda service_id: _tenant_of(engine, "services", service_id)
         app.state.operation_tenant = lambda operation_id: _tenant_of(engine, "operations", operation_id)
         app.state.operation_fingerprint = lambda operation_id: _fingerprint_of(engine, operation_id)
@@ -88,6 +95,8 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     app.state.authenticator = authenticator or Authenticator.from_env()
     app.include_router(queries.router, prefix="/api/v1")
     app.mount("/metrics", make_asgi_app())
+    failures.install(app)
+    app.add_middleware(InputGuard)  # inside `observe` below, so refused requests are counted too
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict:

@@ -21,13 +21,17 @@ from typing import Any
 
 import jwt
 import structlog
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from fastapi import HTTPException, Request
 from prometheus_client import Counter
 
 from commands import principal
 from commands.catalog import ORG_ROLES
+from commands.validation import DNS_LABEL, SUBJECT_MAX
 
 ALGORITHMS = ("RS256", "ES256")
+KEY_ALGORITHMS = ((RSAPublicKey, "RS256"), (EllipticCurvePublicKey, "ES256"))
 LEEWAY_SECONDS = 30
 AUTH_FAILURES = Counter("dbaas_http_auth_failures_total", "Requests refused for their token", ["reason"])
 log = structlog.get_logger("gateway.auth")
@@ -100,8 +104,13 @@ class Authenticator:
         if issuer is None:
             raise Unauthenticated("issuer", f"token issuer {unverified.get('iss')!r} is not trusted by this API")
         key = self._key(issuer, token, header)
+        fits = [alg for kind, alg in KEY_ALGORITHMS if isinstance(key, kind)]
+        if header["alg"] not in fits:
+            raise Unauthenticated("key", f"the token is signed with {header['alg']}, but the key "
+                                  f"{header.get('kid')!r} of {issuer.issuer} verifies {', '.join(fits) or 'neither'}"
+                                  f" of {', '.join(ALGORITHMS)}")
         try:
-            claims = jwt.decode(token, key, algorithms=list(ALGORITHMS), audience=issuer.audience,
+            claims = jwt.decode(token, key, algorithms=fits, audience=issuer.audience,
                                 issuer=issuer.issuer, leeway=LEEWAY_SECONDS,
                                 options={"require": ["exp", "iat", "sub", "iss", "aud"]})
         except jwt.ExpiredSignatureError:
@@ -115,6 +124,9 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject.strip():
             raise Unauthenticated("invalid", "the token has no subject (sub)")
+        if len(subject) > SUBJECT_MAX or not subject.isprintable():
+            raise Unauthenticated("invalid", f"the token's subject (sub) is not 1 to {SUBJECT_MAX} printable "
+                                  "characters")
         return Identity(subject, issuer.issuer, org_roles(claims, issuer.client_id), issuer.development)
 
     def _key(self, issuer: Issuer, token: str, header: dict[str, Any]) -> Any:
@@ -123,7 +135,7 @@ class Authenticator:
                 return self._clients[issuer.issuer].get_signing_key_from_jwt(token).key
             keys = self._static[issuer.issuer]
             kid = header.get("kid")
-            matching = [k for k in keys.keys if kid is None or k.key_id == kid]
+            matching = [k for k in keys.keys if k.key_id == kid or (kid is None and header["alg"] == k.algorithm_name)]
             if not matching:
                 raise Unauthenticated("key", f"no key {kid!r} in the JWKS of {issuer.issuer}")
             return matching[0].key
@@ -134,22 +146,32 @@ class Authenticator:
 def org_roles(claims: dict[str, Any], client_id: str | None) -> dict[str, frozenset[str]]:
     """Organization roles granted by the token (see the module docstring for where they are read)."""
     names: list[Any] = []
-    names += (claims.get("realm_access") or {}).get("roles") or []
+    names += _roles(claims.get("realm_access"))
     if client_id:
-        names += ((claims.get("resource_access") or {}).get(client_id) or {}).get("roles") or []
+        names += _roles(_object(claims.get("resource_access")).get(client_id))
     if isinstance(claims.get("roles"), list):
         names += claims["roles"]
     grants: dict[str, set[str]] = {}
     for name in names:
         if isinstance(name, str) and name.startswith("org:") and name.count(":") == 2:
             _, org, role = name.split(":")
-            if org and role in ORG_ROLES:
+            if DNS_LABEL.fullmatch(org) and role in ORG_ROLES:
                 grants.setdefault(org, set()).add(role)
-    for org, roles in (claims.get("dbaas_orgs") or {}).items() if isinstance(claims.get("dbaas_orgs"), dict) else ():
-        for role in roles if isinstance(roles, list) else []:
+    for org, roles in _object(claims.get("dbaas_orgs")).items():
+        for role in roles if isinstance(roles, list) and DNS_LABEL.fullmatch(org) else []:
             if role in ORG_ROLES:
                 grants.setdefault(str(org), set()).add(role)
     return {org: frozenset(roles) for org, roles in grants.items()}
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _roles(holder: Any) -> list[Any]:
+    """`holder.roles` when the token has it as a list; a claim of another shape grants nothing."""
+    roles = _object(holder).get("roles")
+    return roles if isinstance(roles, list) else []
 
 
 def current_identity(request: Request) -> Identity:
@@ -160,7 +182,12 @@ def current_identity(request: Request) -> Identity:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("missing", "send an OIDC access token: Authorization: Bearer <token> "
                                   "(locally: dbaas auth login --dev --user <you>)")
-        identity = request.app.state.authenticator.verify(token.strip())
+        try:
+            identity = request.app.state.authenticator.verify(token.strip())
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A token shaped in a way no check above foresaw is still only an unreadable token.
+            log.warning("token could not be read", error=type(exc).__name__)
+            raise Unauthenticated("malformed", "the bearer token could not be read") from exc
     except Unauthenticated as exc:
         AUTH_FAILURES.labels(exc.reason).inc()
         log.info("request refused: token", reason=exc.reason)

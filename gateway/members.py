@@ -120,7 +120,7 @@ class User(BaseModel):
 @router.get("/users", response_model=list[User], tags=["users"])
 def list_users(request: Request, identity: Identity = Depends(current_identity)) -> list[User]:
     """The members of the organizations the caller belongs to, with their roles there."""
-    ratelimit.charge(request, f"user:{identity.subject}")
+    ratelimit.charge(request, ratelimit.caller_bucket(identity.principal))
     mine = tenants_of(request, identity)
     people: dict[str, dict[str, set[str]]] = {}
     with request.app.state.engine.connect() as conn:
@@ -133,7 +133,7 @@ def list_users(request: Request, identity: Identity = Depends(current_identity))
 
 @router.get("/users/me", response_model=Me, tags=["users"])
 def me(request: Request, identity: Identity = Depends(current_identity)) -> Me:
-    ratelimit.charge(request, f"user:{identity.subject}")
+    ratelimit.charge(request, ratelimit.caller_bucket(identity.principal))
     with request.app.state.engine.connect() as conn:
         held = {m["tenant_id"]: {m["role"]} for m in queries.memberships(conn, TABLES, identity.principal)}
     for org, roles in identity.org_roles.items():

@@ -4,6 +4,13 @@ that name none), configured by `DBAAS_RATE_LIMITS` = comma-separated `<glob>=<ra
 A request over the limit is answered 429 with `Retry-After` (seconds) and counted in
 `dbaas_http_rate_limited_total`. Buckets live in the API process: with several API replicas each
 enforces its share (the limit per replica).
+
+Whose bucket a request is charged to is decided once the caller's roles in the organization it
+names are known (`bucket_for`): a member's request counts against the organization; a request
+naming an organization the caller has no role in (a stranger's, a typo, a made-up name) counts
+against the caller's own bucket, so nobody outside an organization can drain its bucket and made-up
+names create no buckets. At most `MAX_BUCKETS` buckets are kept; the least recently used one goes
+first (a bucket idle for `burst / rate` seconds is full again anyway).
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import math
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
@@ -19,6 +27,7 @@ from prometheus_client import Counter
 
 LIMITED = Counter("dbaas_http_rate_limited_total", "Requests refused by the per-tenant rate limit", ["tenant"])
 DEFAULT = "*=50/100"
+MAX_BUCKETS = 10_000
 
 
 @dataclass
@@ -30,10 +39,11 @@ class Bucket:
 
 
 class RateLimiter:
-    def __init__(self, rules: list[tuple[str, float, float]], clock=time.monotonic):
+    def __init__(self, rules: list[tuple[str, float, float]], clock=time.monotonic, max_buckets: int = MAX_BUCKETS):
         self.rules = rules
         self.clock = clock
-        self.buckets: dict[str, Bucket] = {}
+        self.max_buckets = max_buckets
+        self.buckets: OrderedDict[str, Bucket] = OrderedDict()
         self.lock = threading.Lock()
 
     @classmethod
@@ -58,6 +68,9 @@ class RateLimiter:
             b.tokens = min(b.burst, b.tokens + (now - b.at) * b.rate)
             b.at = now
             self.buckets[key] = b
+            self.buckets.move_to_end(key)
+            while len(self.buckets) > self.max_buckets:
+                self.buckets.popitem(last=False)
             if b.tokens >= 1:
                 b.tokens -= 1
                 return 0.0
@@ -78,6 +91,17 @@ def parse(text: str) -> list[tuple[str, float, float]]:
                              "e.g. *=20/40")
         rules.append((pattern, r, b))
     return rules
+
+
+def caller_bucket(principal: str) -> str:
+    """The bucket of one caller (requests that name no organization, or one it is not part of)."""
+    return f"user:{principal}"
+
+
+def bucket_for(tenant: str, roles: set[str] | frozenset[str], principal: str) -> str:
+    """The bucket a request naming organization `tenant` is charged to, once the caller's `roles`
+    there are known: the organization's for its members, the caller's own otherwise."""
+    return tenant if roles else caller_bucket(principal)
 
 
 def charge(request: Request, key: str) -> None:

@@ -26,6 +26,7 @@ from commands import (
     ScaleService,
     SetDeletionProtection,
 )
+from commands.publisher import PublishError
 from gateway.access import require_command, roles_in
 from gateway.auth import Identity, current_identity
 
@@ -101,7 +102,14 @@ async def publish(request: Request, response: Response, tenant: str, actor: Acto
         raise HTTPException(409, f"Idempotency-Key {command_id} was already used for a different request "
                                  f"(operation {operation}); send a new key for a new request")
     publisher = request.app.state.publisher
-    await asyncio.wrap_future(publisher.publish_async(envelope))
+    # The producer gives up after `publish_timeout` (its message timeout) and reports it; the extra
+    # seconds only guard against a report that never comes. Shielded: the delivery report may
+    # still resolve the future after this request has been answered.
+    timeout = getattr(request.app.state, "publish_timeout", 30.0) + 5
+    try:
+        await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(publisher.publish_async(envelope))), timeout)
+    except TimeoutError:
+        raise PublishError(f"command {command_id} not confirmed by the broker within {timeout:.0f} s") from None
     location = f"/api/v1/operations/{operation}"
     response.headers["Location"] = location
     response.headers["X-Correlation-Id"] = envelope.correlation_id

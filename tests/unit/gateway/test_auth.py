@@ -3,6 +3,7 @@ checks (iss, aud, exp/nbf with leeway, sub), refused algorithms and keys, and th
 mapping of organization roles."""
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -133,3 +134,63 @@ def test_no_token_grants_the_system_role():
 def test_issuer_configuration_is_checked():
     with pytest.raises(ValueError):
         Issuer.from_dict({"issuer": ISS, "audience": "dbaas"})
+
+
+def _b64(part) -> str:
+    return base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()
+
+
+def _claims() -> dict:
+    now = int(time.time())
+    return {"iss": ISS, "aud": "dbaas-api", "sub": "f3a1c2d4-user", "iat": now, "exp": now + 300}
+
+
+@pytest.fixture(scope="module")
+def static_auth() -> Authenticator:
+    """An issuer whose JWKS is configuration (as the development issuer's): EC key only."""
+    return Authenticator([Issuer(ISS, "dbaas-api", jwks={"keys": [_jwk(EC_KEY, "ec-1", "ES256")]})])
+
+
+@pytest.mark.parametrize("which", ["fetched", "static"])
+@pytest.mark.parametrize(("reason_", "forged"), [
+    ("an RS256 token naming an EC key", lambda: jwt.encode(_claims(), RSA_KEY, algorithm="RS256",
+                                                           headers={"kid": "ec-1"})),
+    ("an RS256 token naming no key", lambda: jwt.encode(_claims(), RSA_KEY, algorithm="RS256")),
+    ("a key id that is not a string", lambda: f'{_b64({"alg": "ES256", "kid": 5})}.{_b64(_claims())}.AAAA'),
+    ("a header that is a list", lambda: f"{_b64([1])}.{_b64(_claims())}.AAAA"),
+    ("claims that are a list", lambda: f'{_b64({"alg": "ES256", "kid": "ec-1"})}.{_b64([1])}.AAAA'),
+    ("an issuer that is an object", lambda: f'{_b64({"alg": "ES256"})}.{_b64({**_claims(), "iss": {}})}.AAAA'),
+    ("an algorithm that is a list", lambda: f'{_b64({"alg": ["ES256"]})}.{_b64(_claims())}.AAAA'),
+    ("a critical extension nobody knows", lambda: f'{_b64({"alg": "ES256", "crit": ["x"]})}.{_b64(_claims())}.AAAA'),
+    ("a signature that is garbage", lambda: f'{_b64({"alg": "ES256", "kid": "ec-1"})}.{_b64(_claims())}.AAAA'),
+    ("a NUL in the subject", lambda: jwt.encode({**_claims(), "sub": "al\x00ice"}, EC_KEY, algorithm="ES256",
+                                                headers={"kid": "ec-1"})),
+    ("a subject of 300 characters", lambda: jwt.encode({**_claims(), "sub": "a" * 300}, EC_KEY, algorithm="ES256",
+                                                       headers={"kid": "ec-1"})),
+    ("not base64", lambda: "é.é.é"),
+    ("a NUL", lambda: "a\x00b.c.d"),
+    ("dots only", lambda: "..."),
+])
+def test_a_token_of_any_odd_shape_is_refused_as_unauthenticated(auth, static_auth, which, reason_, forged):
+    verifier = auth if which == "fetched" else static_auth
+    with pytest.raises(Unauthenticated):
+        verifier.verify(forged())
+
+
+def test_the_algorithm_must_fit_the_key_it_names(auth):
+    with pytest.raises(Unauthenticated) as refused:
+        auth.verify(token(RSA_KEY, "RS256", kid="ec-1"))
+    assert refused.value.reason == "key" and "RS256" in str(refused.value) and "ES256" in str(refused.value)
+
+
+def test_role_claims_of_another_shape_grant_nothing_and_break_nothing(auth):
+    identity = auth.verify(token(EC_KEY, "ES256", "ec-1", realm_access=[1], resource_access="x",
+                                 roles={"org:acme:org-owner": 1}, dbaas_orgs={"acme": "org-owner"}))
+    assert identity.org_roles == {}
+    assert auth.verify(token(EC_KEY, "ES256", "ec-1", realm_access={"roles": 5})).org_roles == {}
+
+
+def test_organization_names_in_roles_are_organization_slugs():
+    grants = org_roles({"roles": ["org:ac\x00me:org-owner", "org:Acme Inc:org-owner", "org:acme:org-owner"],
+                        "dbaas_orgs": {"glo\x00bex": ["org-owner"]}}, None)
+    assert grants == {"acme": {"org-owner"}}
