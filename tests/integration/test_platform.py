@@ -3,6 +3,7 @@ PostgreSQL, topic spec application, launcher idempotence, and data surviving dow
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import httpx
@@ -182,3 +183,53 @@ def test_data_and_schemas_survive_down_and_up(stack):
     assert got == [marker]
     with psycopg.connect(stack.postgres_dsn) as conn:
         assert conn.execute("select 1 from durable_smoke where marker = %s", (marker["id"],)).fetchone()
+
+
+def test_status_shows_dsns_without_passwords_unless_asked(stack):
+    password = json.loads((stack.home / "secrets.json").read_text())["dbaas_password"]
+    human = stack.stack_cli("status", check=False).stdout
+    doc = json.loads(stack.stack_cli("status", "--json", check=False).stdout)
+    assert password not in human and f"dbaas:***@127.0.0.1:{doc['ports']['postgres']}/dbaas" in human
+    assert password not in json.dumps(doc) and ":***@" in doc["endpoints"]["postgres_dsn"]
+    shown = json.loads(stack.stack_cli("status", "--json", "--show-secrets", check=False).stdout)
+    assert shown["endpoints"]["postgres_dsn"] == stack.postgres_dsn and password in stack.postgres_dsn
+    assert password not in stack.stack_cli("logs", "-n", "500").stdout
+
+
+def test_sign_in_issuers_are_kept_by_the_instance_and_a_change_restarts_the_api(stack):
+    from runtime import devissuer
+
+    key = devissuer.generate_key()
+    idp = {"issuer": "https://idp.test.invalid/realms/dbaas", "audience": "dbaas",
+           "jwks": devissuer.public_jwks(key)}
+    idp_token = devissuer.mint(key, "erin", iss=idp["issuer"])
+
+    def me(token: str) -> int:
+        return httpx.get(f"{stack.api}/api/v1/users/me", headers={"Authorization": f"Bearer {token}"},
+                         timeout=30).status_code
+
+    def api_pid() -> int:
+        return json.loads(stack.stack_cli("status", "--json", check=False).stdout)["components"]["api"]["pid"]
+
+    before = api_pid()
+    assert me(stack.token("erin")) == 200 and me(idp_token) == 401
+    try:
+        changed = stack.stack_cli("up", "--oidc-issuer", json.dumps(idp))
+        assert re.search(r"\bapi +settings changed: restarting", changed.stdout), changed.stdout
+        assert f"sign-in: {idp['issuer']}" in changed.stdout
+        assert api_pid() != before
+        assert me(idp_token) == 200
+        assert me(stack.token("erin")) == 401, "the development issuer stays off beside a configured one"
+        status = json.loads(stack.stack_cli("status", "--json", check=False).stdout)["sign_in"]
+        assert status == {"oidc_issuers": [idp["issuer"]], "default_issuer": None, "development_issuer": False}
+        assert json.loads((stack.home / "stack.json").read_text())["sign_in"]["oidc_issuers"] == [idp]
+
+        kept = api_pid()
+        stack.stack_cli("up")  # nothing asked: the issuers stay, the API is left alone
+        assert api_pid() == kept and me(idp_token) == 200
+        refused = stack.cli("auth", "login", "--dev", "--user", "erin", "--print-token", "--home", str(stack.home),
+                            check=False)
+        assert refused.returncode == 1 and "does not trust the development issuer" in refused.stderr
+    finally:
+        stack.stack_cli("up", "--no-oidc-issuers")
+    assert me(stack.token("erin")) == 200 and me(idp_token) == 401
