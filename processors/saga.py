@@ -10,6 +10,15 @@ Compensation: for a `ServiceFailed` or `OperationCancelled` that asks for it, th
 commit is reverted (each file it changed gets its content from before it, in a commit whose
 `Operation-Id` is derived from the operation's) and `RecordServiceClaimReverted` is sent.
 
+Errors of a step are of three kinds (`classify`): transient (git push or network trouble, a
+timeout: retried with backoff, as long as the step's time allows), permanent for this operation
+(the chart refuses its values, its change cannot be committed: the same event fails the same way
+on every retry, so `RecordStepFailed` fails the operation with a reason a person can act on and
+the saga moves on to the next event), and faults of the platform itself (no helm binary, a
+workdir that is not the remote's clone, a remote refusing every push: raised, so the supervisor
+restarts the saga and the operator sees why, rather than failing every tenant's operations).
+A compensation refused for good cannot fail anything: its event is dead-lettered with the reason.
+
 Step timeouts: render and commit happen here, so a retry loop that outlives their time gives up
 and sends `RecordStepTimedOut`; the PoP's report is awaited against a deadline per committed
 operation (the commit's time + the pop-report timeout), kept in memory and rebuilt at start by
@@ -23,8 +32,10 @@ again, and content-identical commits never happen. So offsets are committed afte
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -43,6 +54,7 @@ from commands import (
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
+    RecordStepFailed,
     RecordStepTimedOut,
 )
 from commands.publisher import Publisher
@@ -58,7 +70,9 @@ from events import (
 )
 from gitops import helm, layout, manifests
 from gitops.committer import GitOpsCommitter
-from gitops.errors import GitOpsError
+from gitops.errors import GitOpsError, InvalidChange, InvalidPath, RemoteRejected, WorkdirMismatch
+from gitops.helm import HelmNotFoundError, RenderError
+from gitops.manifests import ManifestError
 from processors.deadletter import dead_letter
 from runtime import kafka
 from runtime.signing import Keyring, Signer, Unverified
@@ -76,6 +90,11 @@ REJECTED_REPORTS = Counter("dbaas_pop_reports_unverified_total", "PoP status rep
 RETRIES = Counter("dbaas_saga_retries_total", "Transient failures retried", ["error"])
 TIMEOUTS = Counter("dbaas_saga_step_timeouts_total", "Steps that did not finish in time", ["step"])
 COMPENSATIONS = Counter("dbaas_saga_compensations_total", "GitOps changes reverted", ["changed"])
+FAILED_STEPS = Counter("dbaas_saga_steps_failed_total",
+                       "Operations failed because a step was refused for good (no retry mends it)",
+                       ["step", "error"])
+REFUSED_COMPENSATIONS = Counter("dbaas_saga_compensations_refused_total",
+                                "Compensations refused for good, their event dead-lettered", ["error"])
 AWAITING = Gauge("dbaas_saga_operations_awaiting_pop", "Committed operations awaiting their PoP's report")
 
 DEFAULT_TIMEOUTS = {"render": 120, "commit": 300, "pop-report": 1800}  # seconds
@@ -182,6 +201,77 @@ class Deadlines:
         return due
 
 
+class Verdict(enum.Enum):
+    RETRY = "retry"  # transient: the same step may succeed later
+    FAIL = "fail"  # permanent for this operation: fail it, move on
+    HALT = "halt"  # the platform's own fault (or not known to be the operation's): raise
+
+
+# Faults of the platform, not of one operation: every operation would fail the same way.
+PLATFORM_FAULTS = (HelmNotFoundError, WorkdirMismatch, RemoteRejected)
+# What a commit refuses because of this operation's change alone.
+COMMIT_REFUSALS = (InvalidPath, InvalidChange, ManifestError)
+REASON_MAX = 1000  # characters of a tool's message kept in a reason (helm can list many violations)
+NEXT_STEP = {
+    "render": "nothing was committed; send the request again with values the service chart accepts",
+    "commit": "nothing was committed; the GitOps repository must be corrected before the request is sent again",
+}
+DOING = {"render": "rendered", "commit": "committed to GitOps"}
+
+
+def classify(exc: Exception, step: str) -> Verdict:
+    """What to do about `exc`, raised by `step` (render | commit) of an operation. A render is a
+    pure function of the event and the chart, so whatever it raises that is neither transient nor
+    the platform's fault will be raised again on every retry; a commit is the operation's fault
+    only when git refuses its change as such (a path, a file/folder clash)."""
+    if isinstance(exc, GitOpsError):
+        if exc.transient:
+            return Verdict.RETRY
+        if isinstance(exc, PLATFORM_FAULTS):
+            return Verdict.HALT
+    elif isinstance(exc, OSError):
+        return Verdict.RETRY
+    if step == "render" or isinstance(exc, COMMIT_REFUSALS):
+        return Verdict.FAIL
+    return Verdict.HALT
+
+
+def error_name(exc: Exception) -> str:
+    """A stable name of the error, for metrics: a gitops error's `reason`, else its type."""
+    return exc.reason if isinstance(exc, GitOpsError) else type(exc).__name__
+
+
+def refusal_reason(exc: Exception, step: str) -> str:
+    """Why `step` failed for good and what to do, for a person: the tool's own words (helm's
+    message without its debugging hint), then the way forward. The same error gives the same
+    reason, so a step failure reported again is the same command."""
+    match exc:
+        case RenderError(stderr=str() as output) | subprocess.CalledProcessError(stderr=str() as output) \
+                if output.strip():
+            detail = _one_line(output)
+        case subprocess.CalledProcessError(stderr=bytes() as output) if output.strip():
+            detail = _one_line(output.decode(errors="replace"))
+        case _:
+            detail = str(exc) or type(exc).__name__
+    if len(detail) > REASON_MAX:
+        detail = detail[:REASON_MAX] + "…"
+    return f"the service's manifests could not be {DOING[step]}: {detail}; {NEXT_STEP[step]}"
+
+
+def _one_line(output: str) -> str:
+    """A tool's message on one line, without its debugging hint and its `Error: ` prefix."""
+    lines = [line.strip() for line in output.splitlines() if line.strip() and "--debug" not in line]
+    return " ".join(lines).removeprefix("Error: ")
+
+
+class CompensationRefused(Exception):
+    """Git refused a revert for good (`classify`): retrying cannot end the compensation."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
 class StepTimedOut(Exception):
     """A render or commit retried past its step's time."""
 
@@ -265,7 +355,7 @@ class ServiceSaga:
             try:
                 return self._handle(msg)
             except (GitOpsError, OSError) as exc:
-                if isinstance(exc, GitOpsError) and not exc.transient:
+                if classify(exc, self._step) is not Verdict.RETRY:
                     raise
                 RETRIES.labels(type(exc).__name__).inc()
                 if self._deadline is not None and time.monotonic() + delay > self._deadline:
@@ -307,6 +397,14 @@ class ServiceSaga:
                                                operation_id=env.payload.operation_id)
         try:
             work()
+        except CompensationRefused as refused:
+            # Nothing can fail a compensation: the service's queue stays blocked until an operator
+            # corrects the repository and replays the dead letter; every other service moves on.
+            reason = f"the revert could not be committed to GitOps: {refused}"
+            REFUSED_COMPENSATIONS.labels(error_name(refused.error)).inc()
+            log.error("compensation refused for good; its event is dead-lettered", reason=reason,
+                      error=error_name(refused.error))
+            dead_letter(self.publisher.producer, f"{msg.topic()}.dlq", msg, reason, "compensation_refused")
         finally:
             structlog.contextvars.unbind_contextvars("correlation_id", "operation_id")
         return None
@@ -325,9 +423,14 @@ class ServiceSaga:
         if sha is None:
             original = self.committer.find_commit(operation_id)
             changes = self.committer.before(original) if original else {}
-            result = self.committer.apply(changes, f"Revert operation {operation_id} of {env.tenant_id}",
-                                          operation_id=revert_id, correlation_id=env.correlation_id) \
-                if changes else None
+            try:
+                result = self.committer.apply(changes, f"Revert operation {operation_id} of {env.tenant_id}",
+                                              operation_id=revert_id, correlation_id=env.correlation_id) \
+                    if changes else None
+            except Exception as exc:
+                if classify(exc, "commit") is not Verdict.FAIL:
+                    raise
+                raise CompensationRefused(exc) from exc
             sha = result.sha if result is not None and result.changed else None
             COMPENSATIONS.labels(str(sha is not None).lower()).inc()
         self._send(env, "revert", "revert", RecordServiceClaimReverted(service_id, operation_id, sha))
@@ -337,13 +440,12 @@ class ServiceSaga:
         started = time.perf_counter()
         self._step = "render"
         self._time_limit(env, "render")
-        path = layout.pop_service_path(env.tenant_id, e.pop, e.name)
-        if e.action == "delete":
-            content = None
-        else:
-            docs = helm.render(helm.SERVICE_CHART, chart_values(e, env.tenant_id), release_name=e.name,
-                               namespace=f"tenant-{env.tenant_id}")
-            content = manifests.dump_all(docs)
+        try:
+            path, content = self._render(env, e)
+        except Exception as exc:
+            if classify(exc, "render") is not Verdict.FAIL:
+                raise
+            return self._fail_step(env, e, "render", exc)
         digest = hashlib.sha256((content or "").encode()).hexdigest()
         self._send(env, "render", e.action, RecordServiceClaimRendered(e.service_id, e.operation_id, digest))
         self._step = "commit"
@@ -351,13 +453,37 @@ class ServiceSaga:
         sha, changed = self.committer.find_commit(e.operation_id), True
         if sha is None:
             verb = "Remove" if content is None else "Apply"
-            result = self.committer.apply({path: content}, f"{verb} {env.tenant_id}/{e.name} in {e.pop}",
-                                          operation_id=e.operation_id, correlation_id=env.correlation_id)
+            try:
+                result = self.committer.apply({path: content}, f"{verb} {env.tenant_id}/{e.name} in {e.pop}",
+                                              operation_id=e.operation_id, correlation_id=env.correlation_id)
+            except Exception as exc:
+                if classify(exc, "commit") is not Verdict.FAIL:
+                    raise
+                return self._fail_step(env, e, "commit", exc)
             sha, changed = result.sha or "", result.changed
         self._send(env, "commit", e.action,
                    RecordServiceClaimCommitted(e.service_id, e.operation_id, e.pop, path, sha, changed))
         STEP_SECONDS.observe(time.perf_counter() - started)
         log.info("operation committed, awaiting the PoP", path=path, sha=sha, action=e.action)
+
+    @staticmethod
+    def _render(env: Envelope, e: OperationStarted) -> tuple[str, str | None]:
+        """The service's path in the repository and its manifests (None: remove them)."""
+        path = layout.pop_service_path(env.tenant_id, e.pop, e.name)
+        if e.action == "delete":
+            return path, None
+        docs = helm.render(helm.SERVICE_CHART, chart_values(e, env.tenant_id), release_name=e.name,
+                           namespace=f"tenant-{env.tenant_id}")
+        return path, manifests.dump_all(docs)
+
+    def _fail_step(self, env: Envelope, e: OperationStarted, step: str, exc: Exception) -> None:
+        """`step` will fail the same way on every retry: the operation fails with the reason, and the
+        saga goes on with the next event (nothing was committed, so nothing is reverted)."""
+        reason = refusal_reason(exc, step)
+        FAILED_STEPS.labels(step, error_name(exc)).inc()
+        log.error("step refused for good; the operation fails", step=step, error=error_name(exc),
+                  reason=reason, tenant_id=env.tenant_id, service_id=e.service_id)
+        self._send(env, f"failed/{step}", e.action, RecordStepFailed(e.service_id, e.operation_id, step, reason))
 
     def _send(self, env: Envelope, step: str, action: str, payload) -> None:
         operation_id = payload.operation_id
