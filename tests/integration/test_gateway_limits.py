@@ -160,7 +160,7 @@ def test_tokens_of_odd_shapes_are_401(stack, live):
 
 
 def test_a_stranger_cannot_drain_an_organizations_rate_limit(stack, live):
-    rate, burst = (float(x) for x in RATE_LIMIT.split("/"))
+    burst = float(RATE_LIMIT.split("/")[1])
     org = _org(stack, live, "ratelimit")
     with httpx.Client(base_url=live, headers=stack.auth(f"mallory-{uuid.uuid4().hex[:6]}"), timeout=30) as mallory:
         strangers = [mallory.get(f"/organizations/{org}/members").status_code for _ in range(int(burst) * 3)]
