@@ -247,7 +247,8 @@ def test_an_operation_id_reused_by_another_tenant_touches_nothing_of_the_first(s
     key = str(uuid.uuid4())
     victim = _create(api, org, "orders", "frankfurt", **{"Idempotency-Key": key})
     _op(api, victim["operation_id"], lambda o: o["done_steps"] >= 2, "alice's create committed")
-    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth("mallory"), timeout=30) as mallory:
+    squatter = f"squatter-{uuid.uuid4().hex[:6]}"  # a caller of its own: other tests count mallory's services
+    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(squatter), timeout=30) as mallory:
         theirs = f"squat-{uuid.uuid4().hex[:8]}"
         assert mallory.post("/organizations", json={"slug": theirs}).status_code == 202
         wait_for(lambda: mallory.get(f"/organizations/{theirs}/quotas").status_code == 200, what="mallory's org")
