@@ -58,10 +58,10 @@ def test_every_command_and_event_is_audited_once_with_actor_reason_and_correlati
 
     assert Counter(r["audit_id"] for r in records) == Counter(e.event_id for e in tenant_events)  # once each
     commands = {r["action"]: r for r in records if r["kind"] == "command" and r["outcome"] == "accepted"}
-    assert commands["CreateService"]["actor"] == "alice"
+    assert commands["CreateService"]["actor"] == stack.principal("alice")  # bound to its issuer
     assert commands["CreateService"]["correlation_id"] == "corr-audit-1"
     [rejection] = [r for r in records if r["outcome"] == "rejected"]
-    assert (rejection["action"], rejection["reason_code"], rejection["actor"]) == ("CreateService", "conflict", "alice")
+    assert (rejection["action"], rejection["reason_code"], rejection["actor"]) == ("CreateService", "conflict", stack.principal("alice"))
     assert "already exists" in rejection["message"]
     ready = next(r for r in records if r["action"] == "ServiceReady")
     assert ready["details"]["credentials"] == "<redacted>" and "gAAAA" not in json.dumps(records)

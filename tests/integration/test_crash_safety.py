@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from commands import CreateOrganization, CreateService, ScaleService, SetQuota
+from commands import CreateOrganization, CreateService, ScaleService, SetQuota, operation_id
 from events import CommandRejected, OperationAccepted, Quota, ResourceLimit
 from projections.rebuild import rebuild
 from projections.settings import Settings
@@ -88,10 +88,11 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(stack):
     assert len(kills) == 6, "a kill did not happen"
 
     ids = [c.command_id for c in cmds]
+    operations = [operation_id(c.tenant_id, c.command_id) for c in cmds]  # scoped to the tenant
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
         def all_visible():
-            seen = conn.execute("select count(*) from operations where id = any(%s)", (ids,)).fetchone()[0]
-            return seen == len(ids)
+            seen = conn.execute("select count(*) from operations where id = any(%s)", (operations,)).fetchone()[0]
+            return seen == len(operations)
         wait_for(all_visible, timeout=300, interval=0.5, what="every command's operation in the read model")
 
     log = [e for e in read_events(stack, "dbaas.events", 12) if e.tenant_id in tenants]

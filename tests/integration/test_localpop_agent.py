@@ -434,13 +434,16 @@ def test_the_agent_process_serves_metrics_and_exits_cleanly_on_sigterm(h, tmp_pa
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     pg, my, rd = h.settings.postgres, h.settings.mariadb, h.settings.redis
+    signer = h.stack.signer("pop-local")
     env = {**os.environ, "DBAAS_KAFKA_BOOTSTRAP": h.stack.kafka, "DBAAS_REGISTRY_URL": h.stack.registry,
            "DBAAS_GITOPS_REMOTE": h.remote.as_uri(), "DBAAS_STATE_DIR": str(tmp_path / "state"),
            "DBAAS_METRICS_PORT": str(port), "DBAAS_DATABASE_URL": h.stack.postgres_dsn,
            "DBAAS_LOCALPOP_MARIADB_URL": f"mysql://{my.user}:{my.password}@{my.host}:{my.port}",
            "DBAAS_LOCALPOP_REDIS_URL": f"redis://{rd.user}:{rd.password}@{rd.host}:{rd.port}",
            "DBAAS_CREDENTIALS_KEY": h.key, "DBAAS_LOCALPOP_PASSWORD_KEY": h.settings.password_key.hex(),
-           "DBAAS_POP_STATUS_TOPIC": h.new_topic(), "DBAAS_LOCALPOP_SYNC_INTERVAL": "0.2"}
+           "DBAAS_POP_STATUS_TOPIC": h.new_topic(), "DBAAS_LOCALPOP_SYNC_INTERVAL": "0.2",
+           # its reports are signed with PoP local's key
+           "DBAAS_SIGNING_KEY_ID": signer.key_id, "DBAAS_SIGNING_KEY": signer.private_text()}
     assert pg.host == "127.0.0.1"
     proc = subprocess.Popen([sys.executable, "-m", "operators.localpop.agent"], env=env, cwd=Path(__file__).parents[2],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
