@@ -11,6 +11,8 @@ programs, ``--show-secrets`` on the command line) gives the real endpoints.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -102,7 +104,24 @@ class Launcher:
         return None
 
     # -- up --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """One `up`/`down` of an instance at a time: two at once (two test sessions, a second shell)
+        would each start a supervisor for the same component."""
+        self.config.home.mkdir(parents=True, exist_ok=True)
+        with open(self.config.home / "stack.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.say(f"waiting for another `dbaas stack` command on {self.config.home}…")
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     def up(self, timeout: float = START_TIMEOUT) -> list[ComponentStatus]:
+        with self._exclusive():
+            return self._up(timeout)
+
+    def _up(self, timeout: float) -> list[ComponentStatus]:
         self._check_prerequisites()
         stack_config.save(self.config)
         started = time.monotonic()
@@ -165,6 +184,10 @@ class Launcher:
 
     # -- down ------------------------------------------------------------------------------
     def down(self) -> list[str]:
+        with self._exclusive():
+            return self._down()
+
+    def _down(self) -> list[str]:
         stopped = []
         for comp in reversed(self.components):
             if comp.has_process and stop(self.pidfile(comp), comp.stop_signal):
