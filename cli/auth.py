@@ -10,44 +10,15 @@ platforms on one machine keep their own sign-ins.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
 from cli.client import ApiError, Client, api_url
+from cli.tokens import store, token_file
 from deploy.stack import config as stack_config
 from runtime import devissuer
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get("DBAAS_CONFIG_DIR") or Path.home() / ".config" / "dbaas")
-
-
-def token_file(url: str) -> Path:
-    """Where the token for the API at ``url`` is kept: one file per instance."""
-    name = re.sub(r"[^A-Za-z0-9.-]+", "_", url.rstrip("/").split("://", 1)[-1]).strip("_")
-    digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:8]  # names that map to one file differ
-    return config_dir() / "tokens" / f"{name}-{digest}"
-
-
-def stored_token(url: str) -> str | None:
-    if os.environ.get("DBAAS_TOKEN"):
-        return os.environ["DBAAS_TOKEN"].strip()
-    path = token_file(url)
-    return path.read_text().strip() if path.exists() else None
-
-
-def _store(url: str, token: str) -> Path:
-    path = token_file(url)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token)
-    os.replace(path.with_suffix(".tmp"), path)
-    return path
 
 
 def _dev_key(home: str | None) -> str:
@@ -84,7 +55,7 @@ def login(args) -> int:
     if args.print_token:
         print(token)
         return 0
-    path = _store(api_url(args.api_url, args.home), token)
+    path = store(api_url(args.api_url, args.home), token)
     print(f"signed in as {args.user or 'the token subject'}; token stored in {path}", file=sys.stderr)
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from cli.tokens import stored_token
 from deploy.stack import config as stack_config
 
 
@@ -34,8 +35,6 @@ def api_url(explicit: str | None = None, home: str | None = None) -> str:
 
 class Client:
     def __init__(self, url: str | None = None):
-        from cli.auth import stored_token
-
         self.url = api_url(url)
         token = stored_token(self.url)
         headers = {"Authorization": f"Bearer {token}"} if token else {}

@@ -23,7 +23,7 @@ from pathlib import Path
 from commands import publisher_principal
 from commands.catalog import ORG_ROLES, POPS
 from deploy.stack import config as stack_config
-from deploy.stack.components import SIGNING_KEYS
+from deploy.stack.base import SIGNING_KEYS
 from runtime.signing import Keyring, Signer, TrustedKey, write_keyring
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

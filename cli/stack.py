@@ -8,10 +8,10 @@ import time
 from dataclasses import asdict, replace
 
 from deploy.stack import config as stack_config
-from runtime import topics
 from deploy.stack.artifacts import ArtifactError
-from deploy.stack.components import StackError
+from deploy.stack.base import StackError
 from deploy.stack.launcher import Launcher
+from runtime import topics
 
 
 def _launcher(args, quiet: bool = False, sign_in: bool = False) -> Launcher:

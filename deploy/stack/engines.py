@@ -8,10 +8,8 @@ root, and is healthy only when it answers its protocol with the admin credential
 instance's secrets. Endpoints show host:port only: the credentials are the admin's.
 
 Owns: how these two servers are installed, initialised, configured, started and probed.
-Imports: ``deploy.stack.components`` (the ``Component`` contract) and, lazily, the PyMySQL and
-redis clients. ``components`` imports this module at its end to list these servers in
-``INFRASTRUCTURE``, so reach them through it (``from deploy.stack.components import MariaDB``):
-importing this module before ``components`` is a circular import.
+Imports: ``deploy.stack.base`` (the ``Component`` contract) and, lazily, the PyMySQL and redis
+clients; ``components`` lists these servers in ``INFRASTRUCTURE``.
 """
 from __future__ import annotations
 
@@ -23,7 +21,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from deploy.stack.components import Component, Context, StackError, _traversable_by_others, apt_install
+from deploy.stack.base import Component, Context, StackError, apt_install, traversable_by_others
 from deploy.stack.config import HOST
 
 
@@ -31,7 +29,7 @@ def service_dir(ctx: Context, name: str, user: str | None) -> Path:
     """``<home>/<name>``, unless a service user cannot reach the home (e.g. one below /root):
     then a folder of its own named after the home, removed on reset (as for PostgreSQL)."""
     home = ctx.config.home
-    if user is None or _traversable_by_others(home):
+    if user is None or traversable_by_others(home):
         return home / name
     digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
     return Path("/var/tmp/dbaas-stack") / digest / name

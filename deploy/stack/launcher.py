@@ -18,21 +18,14 @@ import os
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from deploy.stack import artifacts
 from deploy.stack import config as stack_config
-from deploy.stack.components import (
-    CONTROL_PLANE,
-    INFRASTRUCTURE,
-    Component,
-    Context,
-    StackError,
-    java_major,
-    port_open,
-)
+from deploy.stack.base import Component, Context, StackError, java_major, port_open
+from deploy.stack.components import CONTROL_PLANE, INFRASTRUCTURE
 from deploy.stack.processes import PidFile, spawn, stop
 from deploy.stack.redact import redact_dsn, redact_text
 from runtime import files

@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from deploy.stack import config as stack_config
-from deploy.stack.components import MariaDB, Redis
+from deploy.stack.engines import MariaDB, Redis
 from deploy.stack.launcher import Launcher
 from operators.localpop.provisioners import (
     AdminEndpoint,

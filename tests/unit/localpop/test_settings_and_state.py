@@ -10,7 +10,8 @@ import pytest
 from cryptography.fernet import Fernet
 
 from deploy.stack import config
-from deploy.stack.components import CONTROL_PLANE, Context
+from deploy.stack.base import Context
+from deploy.stack.components import CONTROL_PLANE
 from operators.localpop import state
 from operators.localpop.agent import AgentSettings, SettingsError, encrypt_credentials, parse_admin_url
 from operators.localpop.plan import Record

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from deploy.stack import config
-from runtime import topics
 from deploy.stack.processes import PidFile, spawn, stop
+from runtime import topics
 
 REPO = config.REPO_ROOT
 

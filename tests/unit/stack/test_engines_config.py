@@ -12,7 +12,9 @@ import re
 import pytest
 
 from deploy.stack import config
-from deploy.stack.components import INFRASTRUCTURE, Context, MariaDB, Redis
+from deploy.stack.base import Context
+from deploy.stack.components import INFRASTRUCTURE
+from deploy.stack.engines import MariaDB, Redis
 from operators.localpop import provisioners as p
 
 
@@ -154,7 +156,7 @@ def test_uri_escapes_what_urls_reserve():
 @pytest.mark.parametrize("comp, package", [(MariaDB(), "mariadb-server"), (Redis(), "redis-server")])
 def test_a_missing_server_is_named_with_its_package_when_not_root(ctx, monkeypatch, comp, package):
     from deploy.stack import engines
-    from deploy.stack.components import StackError
+    from deploy.stack.base import StackError
 
     monkeypatch.setattr(engines.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(type(comp), "SERVER", ctx.config.home / "no-such-server")
@@ -166,10 +168,10 @@ def test_a_home_the_service_user_cannot_enter_moves_the_data_out_and_reset_remov
     from deploy.stack import engines
 
     monkeypatch.setattr(engines.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(engines, "_traversable_by_others", lambda path: False)
+    monkeypatch.setattr(engines, "traversable_by_others", lambda path: False)
     for comp in (MariaDB(), Redis()):
         base = comp.base(ctx)
         assert base.parent.parent == engines.Path("/var/tmp/dbaas-stack") and base.name == comp.name
         assert comp.reset_paths(ctx) == [base.parent]
-    monkeypatch.setattr(engines, "_traversable_by_others", lambda path: True)
+    monkeypatch.setattr(engines, "traversable_by_others", lambda path: True)
     assert MariaDB().base(ctx) == ctx.config.home / "mariadb" and MariaDB().reset_paths(ctx) == []

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import socket
 
-from deploy.stack import components, config
+from deploy.stack import base, config
 from projections.metrics import Metrics
 
 README = (config.REPO_ROOT / "README.md").read_text()
 
 
 def test_every_apt_get_waits_for_a_held_lock():
-    for cmd in components.apt_commands("redis-server"):
-        assert cmd[:3] == ["apt-get", "-o", f"DPkg::Lock::Timeout={components.APT_LOCK_TIMEOUT}"], cmd
+    for cmd in base.apt_commands("redis-server"):
+        assert cmd[:3] == ["apt-get", "-o", f"DPkg::Lock::Timeout={base.APT_LOCK_TIMEOUT}"], cmd
     for path in (config.REPO_ROOT / ".ci" / "run", config.REPO_ROOT / "Makefile"):
         for line in path.read_text().splitlines():
             if "apt-get " in line and not line.lstrip().startswith("#"):
@@ -20,7 +20,7 @@ def test_every_apt_get_waits_for_a_held_lock():
 
 
 def test_the_readme_lists_every_debian_package_the_launcher_installs():
-    for package in components.DEBIAN_PACKAGES:
+    for package in base.DEBIAN_PACKAGES:
         assert f"`{package}`" in README, package
 
 

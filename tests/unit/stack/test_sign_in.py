@@ -10,9 +10,10 @@ from dataclasses import replace
 
 import pytest
 
-from cli import auth, client
+from cli import auth, client, tokens
 from deploy.stack import config
-from deploy.stack.components import Component, Context, api_env
+from deploy.stack.base import Component, Context
+from deploy.stack.components import api_env
 from deploy.stack.launcher import Launcher
 from runtime import devissuer
 
@@ -131,11 +132,11 @@ def test_a_running_process_is_restarted_when_its_settings_change_and_only_then(t
 def test_each_platform_instance_keeps_its_own_login(tmp_path, monkeypatch):
     monkeypatch.setenv("DBAAS_CONFIG_DIR", str(tmp_path / "cfg"))
     a, b = "http://127.0.0.1:18080", "http://127.0.0.1:19080"
-    auth._store(a, "token-a")
-    auth._store(b, "token-b")
-    assert (auth.stored_token(a), auth.stored_token(b + "/")) == ("token-a", "token-b")
-    assert auth.stored_token("http://127.0.0.1:20080") is None
-    assert oct(auth.token_file(a).stat().st_mode & 0o777) == "0o600"
+    tokens.store(a, "token-a")
+    tokens.store(b, "token-b")
+    assert (tokens.stored_token(a), tokens.stored_token(b + "/")) == ("token-a", "token-b")
+    assert tokens.stored_token("http://127.0.0.1:20080") is None
+    assert oct(tokens.token_file(a).stat().st_mode & 0o777) == "0o600"
 
 
 def test_the_api_of_a_home_is_found_from_its_stored_ports(tmp_path):
