@@ -12,8 +12,8 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from commands.catalog import DEFAULT_QUOTA, OPERATION_STEPS, RESOURCE_FIELDS, STEP_REPORTS
 from commands.authority import Proof, believed_actor
+from commands.catalog import DEFAULT_QUOTA, OPERATION_STEPS, RESOURCE_FIELDS, STEP_REPORTS
 from commands.records import (
     Actor,
     AddMember,
@@ -46,8 +46,10 @@ from commands.validation import (
 from events import (
     STEPS,
     Accepted,
+    Action,
     CommandRecord,
     CommandRejected,
+    Compensation,
     DeletionProtectionSet,
     Envelope,
     Event,
@@ -58,6 +60,7 @@ from events import (
     OperationCancelled,
     OperationStarted,
     OrganizationCreated,
+    Phase,
     Queued,
     QuotaSet,
     Rejected,
@@ -75,6 +78,9 @@ from events import (
     ServiceStatus,
     TenantState,
     Usage,
+    evolve,
+    facts,
+    lifecycle,
     next_sequence,
 )
 
@@ -167,10 +173,8 @@ def _changes(state: TenantState, cmd: CommandEnvelope, op: str) -> list[Change] 
         case SetDeletionProtection() as c:
             return _set_deletion_protection(state, c, op)
         case RecordServiceClaimRendered() as c:
-            current = state.services.get(c.service_id)
-            status = current.status_once_rendered.value if current else None
             return _step(state, c.service_id, c.operation_id, 1,
-                         ServiceClaimRendered(c.operation_id, c.service_id, c.digest, status))
+                         ServiceClaimRendered(c.operation_id, c.service_id, c.digest))
         case RecordServiceClaimCommitted() as c:
             return _committed(state, c)
         case RecordPopReport() as c:
@@ -239,7 +243,7 @@ def _create_service(state: TenantState, c: CreateService, cmd_id: str) -> list[C
     )
     if (over := _over_quota(state, c.service_id, requested.engine, requested.pop, requested.resources)) is not None:
         return over
-    return [("service", c.service_id, requested), ("service", c.service_id, _started(requested, cmd_id, "apply"))]
+    return [("service", c.service_id, requested), ("service", c.service_id, _started(requested, cmd_id, Action.APPLY))]
 
 
 def _scale_service(state: TenantState, c: ScaleService, cmd_id: str) -> list[Change] | Problem:
@@ -271,7 +275,7 @@ def _scale_service(state: TenantState, c: ScaleService, cmd_id: str) -> list[Cha
         return Problem("invalid", None, f'nothing to change: service "{service.name}" already has {have}')
     if (over := _over_quota(state, c.service_id, service.engine, service.pop, new)) is not None:
         return over
-    return _requested(service, ServiceScaleRequested(c.service_id, old, new), cmd_id, "apply",
+    return _requested(service, ServiceScaleRequested(c.service_id, old, new), cmd_id, Action.APPLY,
                       replace(service, resources=new))
 
 
@@ -284,19 +288,14 @@ def _set_deletion_protection(state: TenantState, c: SetDeletionProtection, cmd_i
     if service.status is ServiceStatus.DELETING:
         return Problem("conflict", None, f'service "{service.name}" is being deleted; its deletion '
                        "protection can no longer change")
-    if _never_ran(service):
+    if service.never_ran:
         return Problem("conflict", None, f'service "{service.name}" never ran (its creation failed): there is '
                        "nothing to protect; deletion protection does not hold it back, delete it")
     if service.deletion_protection == c.enabled:
         return Problem("invalid", "enabled", f'deletion protection of service "{service.name}" is already '
                        f'{"on" if c.enabled else "off"}')
-    return _requested(service, DeletionProtectionSet(c.service_id, c.enabled), cmd_id, "apply",
+    return _requested(service, DeletionProtectionSet(c.service_id, c.enabled), cmd_id, Action.APPLY,
                       replace(service, deletion_protection=c.enabled))
-
-
-def _never_ran(service: Service) -> bool:
-    """Its creation failed and was reverted: no PoP ever had it, there is no data to protect."""
-    return not service.provisioned and service.status is ServiceStatus.FAILED and service.running is None
 
 
 def _delete_service(state: TenantState, c: DeleteService, cmd_id: str) -> list[Change] | Problem:
@@ -308,17 +307,17 @@ def _delete_service(state: TenantState, c: DeleteService, cmd_id: str) -> list[C
             None,
             f'service "{service.name}" is already being deleted by operation {service.operation_id}',
         )
-    if service.deletion_protection and not _never_ran(service):
+    if service.deletion_protection and not service.never_ran:
         return Problem(
             "conflict",
             "deletion_protection",
             f'service "{service.name}" has deletion protection on; turn deletion_protection '
             "off for this service, then delete it again",
         )
-    return _requested(service, ServiceDeletionRequested(c.service_id), cmd_id, "delete", service)
+    return _requested(service, ServiceDeletionRequested(c.service_id), cmd_id, Action.DELETE, service)
 
 
-def _requested(service: Service, request: Event, cmd_id: str, action: str, spec: Service) -> list[Change]:
+def _requested(service: Service, request: Event, cmd_id: str, action: Action, spec: Service) -> list[Change]:
     """The request event of an operation on `service`; the operation starts at once, with the
     desired `spec`, when nothing runs or waits on the service (else it queues)."""
     changes: list[Change] = [("service", service.service_id, request)]
@@ -327,7 +326,7 @@ def _requested(service: Service, request: Event, cmd_id: str, action: str, spec:
     return changes
 
 
-def _started(spec: Service | ServiceRequested, operation_id: str, action: str) -> OperationStarted:
+def _started(spec: Service | ServiceRequested, operation_id: str, action: Action) -> OperationStarted:
     """The start of `operation_id` with the service's desired spec."""
     return OperationStarted(
         operation_id, spec.service_id, action, spec.name, spec.engine, spec.engine_version, spec.pop,
@@ -368,9 +367,9 @@ def _pop_report(state: TenantState, c: RecordPopReport) -> list[Change] | Proble
     if service is None or service.step < 2:
         return []
     match c.phase:
-        case "Ready":
+        case Phase.READY:
             return _finish(service, ServiceReady(c.operation_id, c.service_id, c.endpoint, c.credentials))
-        case "Failed":
+        case Phase.FAILED:
             reason = f"the PoP {c.pop} reported: {c.reason or 'a failure without a reason'}"
             return [("service", c.service_id, _failed_after_commit(service, reason, "pop_failed"))]
         case _:
@@ -397,7 +396,7 @@ def _committed(state: TenantState, c: RecordServiceClaimCommitted) -> list[Chang
     if isinstance(changes, Problem) or not changes or c.changed:
         return changes
     service = state.services[c.service_id]
-    if service.running_action == "delete":
+    if service.running_action is Action.DELETE:
         return [*changes, ("service", c.service_id, ServiceDeleted(c.operation_id, c.service_id))]
     return [*changes, *_finish(service, ServiceReady(c.operation_id, c.service_id, None, None))]
 
@@ -405,7 +404,7 @@ def _committed(state: TenantState, c: RecordServiceClaimCommitted) -> list[Chang
 def _failed_after_commit(service: Service, reason: str, code: str) -> ServiceFailed:
     """The operation failed once its manifests were committed: the commit is reverted next."""
     return ServiceFailed(service.running or "", service.service_id, reason, compensate=True,
-                         status=ServiceStatus.FAILED.value, code=code)
+                         status=_after(lifecycle.FAILED_AFTER_COMMIT, service), code=code)
 
 
 def _timed_out(state: TenantState, c: RecordStepTimedOut) -> list[Change] | Problem:
@@ -427,20 +426,14 @@ def _step_failed(state: TenantState, service_id: str, operation_id: str, step: s
         return []
     if service.step >= 2:
         return [("service", service_id, _failed_after_commit(service, reason, code))]
-    if service.provisioned:
-        outcome = ServiceFailed(operation_id, service_id, reason, status=_at_rest(service).value,
-                                resources=service.applied, code=code, step=step)
-    else:
-        outcome = ServiceFailed(operation_id, service_id, reason, code=code, step=step)
-    return _finish(service, outcome)
+    return _finish(service, ServiceFailed(
+        operation_id, service_id, reason, status=_after(lifecycle.FAILED_BEFORE_COMMIT, service),
+        resources=service.applied if service.provisioned else None, code=code, step=step))
 
 
-def _at_rest(service: Service) -> ServiceStatus:
-    """The status of a service once nothing runs on it: as the PoP last had it, unless a queued
-    deletion is about to start."""
-    if any(q.action == "delete" for q in service.queued):
-        return ServiceStatus.DELETING
-    return ServiceStatus.READY if service.provisioned else ServiceStatus.FAILED
+def _after(kind: str, service: Service, operation_id: str | None = None) -> str:
+    """The status `service` has after an event of `kind` (`events.lifecycle`), as the event carries it."""
+    return lifecycle.after(kind, service.status, facts(service, operation_id)).value
 
 
 def _reverted(state: TenantState, c: RecordServiceClaimReverted) -> list[Change] | Problem:
@@ -452,14 +445,15 @@ def _reverted(state: TenantState, c: RecordServiceClaimReverted) -> list[Change]
     service = state.services[c.service_id]
     if service.running != c.operation_id or service.compensating is None:
         return []
-    if not service.provisioned and service.compensating == "cancelled":
+    if not service.provisioned and service.compensating is Compensation.CANCELLED:
         cancelled: list[Change] = [
-            ("service", c.service_id, OperationCancelled(q.operation_id, c.service_id, False, service.status.value))
+            ("service", c.service_id, OperationCancelled(
+                q.operation_id, c.service_id, False, _after(lifecycle.CANCELLED_BEHIND_CREATION, service)))
             for q in service.queued
         ]
         return [*cancelled, ("service", c.service_id, ServiceClaimReverted(
-            c.operation_id, c.service_id, c.sha, ServiceStatus.DELETED.value))]
-    reverted = ServiceClaimReverted(c.operation_id, c.service_id, c.sha, _at_rest(service).value,
+            c.operation_id, c.service_id, c.sha, _after(lifecycle.REVERTED_CREATION, service)))]
+    reverted = ServiceClaimReverted(c.operation_id, c.service_id, c.sha, _after(lifecycle.REVERTED, service),
                                     service.applied if service.provisioned else None)
     return _finish(service, reverted)
 
@@ -477,17 +471,16 @@ def _cancel(state: TenantState, c: CancelOperation) -> list[Change] | Problem:
                 return Problem("conflict", "operation_id",
                                f"operation {c.operation_id} is being rendered and committed to GitOps; "
                                "it can be cancelled once it awaits the PoP, or wait for it to finish")
-            return [("service", service.service_id,
-                     OperationCancelled(c.operation_id, service.service_id, True, service.status.value))]
+            return [("service", service.service_id, OperationCancelled(
+                c.operation_id, service.service_id, True, _after(lifecycle.CANCELLED_RUNNING, service)))]
         queued = next((q for q in service.queued if q.operation_id == c.operation_id), None)
         if queued is not None:
             rest = tuple(q for q in service.queued if q is not queued)
-            after = replace(service, queued=rest)
-            status = service.status if any(q.action == "delete" for q in rest) else _in_flight(after)
-            desired = next((q.resources for q in reversed(rest) if q.action == "apply"), None)
-            resources = desired or after.target or service.resources
+            status = _after(lifecycle.CANCELLED_QUEUED, service, c.operation_id)
+            desired = next((q.resources for q in reversed(rest) if q.action is Action.APPLY), None)
+            resources = desired or service.target or service.resources
             return [("service", service.service_id, OperationCancelled(
-                c.operation_id, service.service_id, False, status.value,
+                c.operation_id, service.service_id, False, status,
                 None if resources == service.resources else resources))]
     if any(isinstance(r.outcome, Accepted) and r.outcome.operation_id == c.operation_id
            for r in state.commands.values()):
@@ -496,17 +489,6 @@ def _cancel(state: TenantState, c: CancelOperation) -> list[Change] | Problem:
                        "is not an operation on a service); there is nothing to cancel")
     return Problem("not_found", "operation_id",
                    f'operation {c.operation_id} does not exist in organization "{state.tenant_id}"')
-
-
-def _in_flight(service: Service) -> ServiceStatus:
-    """The status of a service while its running operation is in flight."""
-    if service.compensating == "failed":
-        return ServiceStatus.FAILED
-    if service.running_action == "delete":
-        return ServiceStatus.DELETING
-    if service.provisioned:
-        return ServiceStatus.SCALING
-    return ServiceStatus.PROVISIONING if service.step >= 1 else ServiceStatus.REQUESTED
 
 
 def _membership(state: TenantState, actor: Actor, c: AddMember | ChangeMemberRole | RemoveMember) -> list[Change] | Problem:
@@ -655,6 +637,7 @@ def _reject(
 def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change], op: str) -> list[Envelope]:
     last: dict[tuple[str, str], int] = {}
     envelopes = []
+    stamping = any(getattr(event, "status", "") is None for _, _, event in changes)
     for aggregate_type, aggregate_id, event in changes:
         key = (aggregate_type, aggregate_id)
         sequence = last[key] = last.get(key, next_sequence(state, *key) - 1) + 1
@@ -674,4 +657,9 @@ def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change], 
                 operation_id=op,
             )
         )
+        if stamping:  # the event carries the status the lifecycle gives it, after those before it
+            state = evolve(state, envelopes[-1])
+            if getattr(event, "status", "") is None:
+                status = state.services[aggregate_id].status.value
+                envelopes[-1] = replace(envelopes[-1], payload=replace(event, status=status))
     return envelopes

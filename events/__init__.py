@@ -1,13 +1,16 @@
 """Events: the system of record. Event records, the event envelope and the tenant aggregate fold.
 
 Owns the past-tense event vocabulary (`events.records`, 1:1 with `schemas/event_envelope.avsc`)
-and the pure `evolve(state, envelope) -> state` over `TenantState` (`events.state`).
+the service lifecycle table (`events.lifecycle`) and the pure `evolve(state, envelope) -> state`
+over `TenantState` (`events.state`).
 May import `schemas`; must never import `commands`, `processors` or `projections`.
 """
 
+from events import lifecycle
+from events.lifecycle import Action, Compensation, LifecycleError, Phase, Status, Step
 from events.records import (
-    EVENT_TYPES,
     ENVELOPE_VERSION,
+    EVENT_TYPES,
     LEGACY_ISSUER,
     REASON_CODES,
     STEPS,
@@ -57,26 +60,30 @@ from events.state import (
     TenantState,
     Usage,
     evolve,
+    facts,
     next_sequence,
     outcome_of,
     replay,
 )
 
 __all__ = [
-    "EVENT_TYPES",
     "ENVELOPE_VERSION",
+    "EVENT_TYPES",
     "LEGACY_ISSUER",
     "REASON_CODES",
     "STEPS",
     "Accepted",
+    "Action",
     "AggregateKey",
     "CommandRecord",
     "CommandRejected",
+    "Compensation",
     "DeletionProtectionSet",
     "Envelope",
     "Event",
     "EventError",
     "InconsistentLog",
+    "LifecycleError",
     "MemberAdded",
     "MemberRemoved",
     "MemberRoleChanged",
@@ -86,6 +93,7 @@ __all__ = [
     "Organization",
     "OrganizationCreated",
     "Outcome",
+    "Phase",
     "Queued",
     "Quota",
     "QuotaSet",
@@ -103,11 +111,15 @@ __all__ = [
     "ServiceRequested",
     "ServiceScaleRequested",
     "ServiceStatus",
+    "Status",
+    "Step",
     "TenantState",
     "UnknownEvent",
     "Usage",
     "evolve",
+    "facts",
     "from_avro",
+    "lifecycle",
     "next_sequence",
     "outcome_of",
     "payload_from_avro",

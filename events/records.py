@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from events.lifecycle import Step
 from schemas import as_record, full_name, short_name
 
 
@@ -66,6 +67,7 @@ class ServiceRequested:
     resources: Resources
     deletion_protection: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,13 @@ class ServiceScaleRequested:
     service_id: str
     old_resources: Resources
     new_resources: Resources
+    status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
 
 
 @dataclass(frozen=True)
 class ServiceDeletionRequested:
     service_id: str
+    status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ class OperationStarted:
 
     operation_id: str
     service_id: str
-    action: str  # apply | delete
+    action: str  # an `Action`: apply | delete
     name: str
     engine: str
     engine_version: str
@@ -116,6 +120,7 @@ class OperationStarted:
     resources: Resources
     deletion_protection: bool = False
     labels: dict[str, str] = field(default_factory=dict)
+    status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,7 @@ class ServiceReady:
     service_id: str
     endpoint: str | None
     credentials: str | None = None  # encrypted (Fernet token) by the PoP, never clear text
+    status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,7 @@ class ServiceFailed:
 class ServiceDeleted:
     operation_id: str
     service_id: str
+    status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
 
 
 @dataclass(frozen=True)
@@ -213,6 +220,7 @@ class MemberRemoved:
 class DeletionProtectionSet:
     service_id: str
     enabled: bool
+    status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
 
 
 Event = (
@@ -238,7 +246,7 @@ Event = (
 )
 
 # The steps of a service operation after acceptance, in order.
-STEPS = ("render", "commit", "pop-report")
+STEPS: tuple[str, ...] = tuple(Step)
 
 REASON_CODES = ("invalid", "forbidden", "conflict", "not_found", "quota_exceeded", "unsupported",
                 "unauthenticated")

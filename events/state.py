@@ -3,16 +3,17 @@
 Owns what a command processor must know to judge a tenant's next command: the organization, its
 services by id, every command id already judged (fingerprint + outcome, for idempotency) and the
 last sequence per aggregate. `evolve` does no I/O and reads no clock or random source.
-Imports `events.records` only.
+Imports `events.records` and `events.lifecycle` only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from events import lifecycle
+from events.lifecycle import Action, Compensation, Status
 from events.records import (
     CommandRejected,
     DeletionProtectionSet,
@@ -58,14 +59,7 @@ def replace(obj: Any, /, **changes: Any) -> Any:
     return new
 
 
-class ServiceStatus(StrEnum):
-    REQUESTED = "Requested"
-    PROVISIONING = "Provisioning"
-    READY = "Ready"
-    SCALING = "Scaling"
-    DELETING = "Deleting"
-    DELETED = "Deleted"
-    FAILED = "Failed"
+ServiceStatus = Status  # the name the rest of the project knows it by
 
 
 @dataclass(frozen=True)
@@ -80,7 +74,7 @@ class Queued:
     """An accepted operation waiting for the one running on its service."""
 
     operation_id: str
-    action: str  # apply | delete
+    action: Action
     resources: Resources  # the service's resources this operation makes true
 
 
@@ -100,9 +94,9 @@ class Service:
     running: str | None = None  # the operation in flight (started, not finished)
     step: int = 0  # steps of `running` done: 1 rendered, 2 committed, 3 reported
     queued: tuple[Queued, ...] = ()  # waiting for `running`, in order
-    running_action: str | None = None  # apply | delete, of `running`
+    running_action: Action | None = None  # of `running`
     target: Resources | None = None  # the resources `running` makes true
-    compensating: str | None = None  # failed | cancelled: the revert of `running`'s commit is pending
+    compensating: Compensation | None = None  # the revert of `running`'s commit is pending
     provisioned: bool = False  # the PoP reported it Ready at least once
     applied: Resources | None = None  # the resources of the last Ready report
 
@@ -113,13 +107,12 @@ class Service:
     @property
     def counts_toward_quota(self) -> bool:
         """A deleted service, or one whose creation failed and was reverted, uses no quota."""
-        return self.live and (self.provisioned or self.status is not ServiceStatus.FAILED)
+        return self.live and (self.provisioned or self.status is not Status.FAILED)
 
     @property
-    def status_once_rendered(self) -> ServiceStatus:
-        """Its status once the running operation's manifests are rendered: a creation's Requested
-        becomes Provisioning, any other stays."""
-        return ServiceStatus.PROVISIONING if self.status is ServiceStatus.REQUESTED else self.status
+    def never_ran(self) -> bool:
+        """Its creation failed and was reverted: no PoP ever had it, there is no data to protect."""
+        return not self.provisioned and self.status is Status.FAILED and self.running is None
 
     @property
     def quota_share(self) -> tuple[str, str, Resources] | None:
@@ -128,7 +121,7 @@ class Service:
 
     @property
     def live(self) -> bool:
-        return self.status is not ServiceStatus.DELETED
+        return self.status is not Status.DELETED
 
 
 @dataclass(frozen=True)
@@ -248,127 +241,174 @@ def replay(tenant_id: str, envelopes: Iterable[Envelope]) -> TenantState:
 
 
 def _apply(state: TenantState, env: Envelope) -> TenantState:
-    match env.payload:
-        case OrganizationCreated() as e:
-            return replace(state, organization=Organization(e.slug, e.display_name, e.owner),
-                           members={**state.members, e.owner: "org-owner"})
-        case MemberAdded(subject=subject, role=role) | MemberRoleChanged(subject=subject, new_role=role):
-            return replace(state, members={**state.members, subject: role})
-        case MemberRemoved() as e:
-            return replace(state, members={k: v for k, v in state.members.items() if k != e.subject})
-        case ServiceRequested() as e:
-            return _put_service(
-                state,
-                Service(
-                    e.service_id,
-                    e.name,
-                    e.engine,
-                    e.engine_version,
-                    e.pop,
-                    e.size,
-                    e.resources,
-                    e.deletion_protection,
-                    dict(e.labels),
-                    ServiceStatus.REQUESTED,
-                    env.operation,
-                ),
-            )
-        case ServiceScaleRequested() as e:
-            return _requested(state, env, e.service_id, "apply", ServiceStatus.SCALING,
-                              resources=e.new_resources)
-        case DeletionProtectionSet() as e:  # as for a scale: the manifests are applied again
-            return _requested(state, env, e.service_id, "apply", ServiceStatus.SCALING,
-                              deletion_protection=e.enabled)
-        case ServiceDeletionRequested() as e:
-            return _requested(state, env, e.service_id, "delete", ServiceStatus.DELETING)
-        case OperationStarted() as e:
-            service = _service(state, e.service_id)
-            queued = tuple(q for q in service.queued if q.operation_id != e.operation_id)
-            status = service.status
-            if e.action == "delete":
-                status = ServiceStatus.DELETING
-            elif status in (ServiceStatus.READY, ServiceStatus.FAILED):
-                # a queued scale starts after its predecessor finished; on a service whose creation
-                # failed it is a new attempt to create it
-                status = ServiceStatus.SCALING if service.provisioned else ServiceStatus.REQUESTED
-            status = _awaiting(replace(service, queued=queued), status)
-            return _put_service(
-                state,
-                replace(service, running=e.operation_id, step=0, queued=queued, status=status,
-                        running_action=e.action, target=e.resources, compensating=None),
-            )
-        case ServiceClaimRendered() as e:
-            service = _service(state, e.service_id)
-            return _put_service(state, replace(service, step=1, status=service.status_once_rendered))
-        case ServiceClaimCommitted() as e:
-            return _put_service(state, replace(_service(state, e.service_id), step=2))
-        case ServiceReady() as e:
-            service = _service(state, e.service_id)
-            return _put_service(
-                state,
-                replace(service, step=3, running=None, status=_awaiting(service, ServiceStatus.READY),
-                        provisioned=True, applied=service.target or service.resources),
-            )
-        case ServiceFailed() as e:
-            service = _service(state, e.service_id)
-            status = ServiceStatus(e.status)
-            if e.compensate:
-                return _put_service(state, replace(service, compensating="failed", status=status))
-            return _put_service(
-                state,
-                replace(service, running=None, status=_awaiting(service, status),
-                        resources=e.resources or service.resources),
-            )
-        case OperationCancelled() as e:
-            service = _service(state, e.service_id)
-            if e.compensate:
-                return _put_service(state, replace(service, compensating="cancelled", status=ServiceStatus(e.status)))
-            queued = tuple(q for q in service.queued if q.operation_id != e.operation_id)
-            return _put_service(
-                state,
-                replace(service, queued=queued, status=ServiceStatus(e.status),
-                        resources=e.resources or service.resources),
-            )
-        case ServiceClaimReverted() as e:
-            service = _service(state, e.service_id)
-            status = ServiceStatus(e.status)
-            return _put_service(
-                state,
-                replace(service, running=None, compensating=None, status=status,
-                        resources=e.resources or service.resources,
-                        queued=() if status is ServiceStatus.DELETED else service.queued),
-            )
-        case QuotaSet() as e:
-            return replace(state, quota=e.quota)
-        case ServiceDeleted() as e:
-            return _put_service(
-                state,
-                replace(_service(state, e.service_id), running=None, queued=(), status=ServiceStatus.DELETED),
-            )
-        case OperationAccepted() as e:
-            return _record(
-                state, env.command_id, CommandRecord(e.command_fingerprint, Accepted(e.operation_id))
-            )
-        case CommandRejected() as e if env.command_id not in state.commands and not e.refused:
-            outcome = Rejected(e.operation_id, e.reason_code, e.field, e.message)
-            return _record(state, env.command_id, CommandRecord(e.command_fingerprint, outcome))
-        case _:  # a conflicting reuse of a command id (the first outcome stands), or no effect on state
-            return state
+    apply = APPLIERS.get(type(env.payload))
+    return state if apply is None else apply(state, env, env.payload)
 
 
-def _requested(state: TenantState, env: Envelope, service_id: str, action: str, status: ServiceStatus,
-               **changes: Any) -> TenantState:
+def _status(service: Service | None, env: Envelope, kind: str, operation_id: str | None = None) -> Status:
+    """The status the event carries; for an event recorded before events carried it, the one the
+    lifecycle table gives (`status: null`)."""
+    carried = getattr(env.payload, "status", None)
+    if carried is not None:
+        return Status(carried)
+    status = service.status if service else None
+    try:
+        return lifecycle.after(kind, status, facts(service, operation_id) if service else lifecycle.Facts())
+    except lifecycle.LifecycleError:  # recorded, so it happened: take what the event says on its own
+        return lifecycle.implied(kind) or status or Status.REQUESTED
+
+
+def facts(service: Service, operation_id: str | None = None) -> lifecycle.Facts:
+    """What the lifecycle's guards ask about `service`; `operation_id`: the event's own operation,
+    which does not count as waiting in the queue (it starts, or is dropped, by this event)."""
+    return lifecycle.Facts(
+        ran=service.provisioned,
+        deletion_waits=any(q.action == Action.DELETE and q.operation_id != operation_id for q in service.queued),
+        deleting=service.running_action == Action.DELETE,
+        rendered=service.step >= 1,
+        reverting_failure=service.compensating == Compensation.FAILED,
+    )
+
+
+def _organization_created(state: TenantState, env: Envelope, e: OrganizationCreated) -> TenantState:
+    return replace(state, organization=Organization(e.slug, e.display_name, e.owner),
+                   members={**state.members, e.owner: "org-owner"})
+
+
+def _member_set(state: TenantState, env: Envelope, e: MemberAdded | MemberRoleChanged) -> TenantState:
+    role = e.role if isinstance(e, MemberAdded) else e.new_role
+    return replace(state, members={**state.members, e.subject: role})
+
+
+def _member_removed(state: TenantState, env: Envelope, e: MemberRemoved) -> TenantState:
+    return replace(state, members={k: v for k, v in state.members.items() if k != e.subject})
+
+
+def _service_requested(state: TenantState, env: Envelope, e: ServiceRequested) -> TenantState:
+    return _put_service(state, Service(
+        e.service_id, e.name, e.engine, e.engine_version, e.pop, e.size, e.resources, e.deletion_protection,
+        dict(e.labels), _status(None, env, "ServiceRequested"), env.operation,
+    ))
+
+
+def _scale_requested(state: TenantState, env: Envelope, e: ServiceScaleRequested) -> TenantState:
+    return _requested(state, env, e.service_id, Action.APPLY, resources=e.new_resources)
+
+
+def _protection_set(state: TenantState, env: Envelope, e: DeletionProtectionSet) -> TenantState:
+    # as for a scale: the manifests are applied again
+    return _requested(state, env, e.service_id, Action.APPLY, deletion_protection=e.enabled)
+
+
+def _deletion_requested(state: TenantState, env: Envelope, e: ServiceDeletionRequested) -> TenantState:
+    return _requested(state, env, e.service_id, Action.DELETE)
+
+
+def _requested(state: TenantState, env: Envelope, service_id: str, action: Action, **changes: Any) -> TenantState:
     """A scale, a deletion-protection change or a deletion was accepted: the service takes the
     change at once, and its operation joins the service's queue with the resources it applies."""
     service = _service(state, service_id)
     changed = replace(service, **changes)
     queued = (*service.queued, Queued(env.operation, action, changed.resources))
+    status = _status(service, env, type(env.payload).__name__)
     return _put_service(state, replace(changed, status=status, operation_id=env.operation, queued=queued))
 
 
-def _awaiting(service: Service, status: ServiceStatus) -> ServiceStatus:
-    """A deletion waiting in the queue outranks any other status: the service is on its way out."""
-    return ServiceStatus.DELETING if any(q.action == "delete" for q in service.queued) else status
+def _operation_started(state: TenantState, env: Envelope, e: OperationStarted) -> TenantState:
+    service = _service(state, e.service_id)
+    queued = tuple(q for q in service.queued if q.operation_id != e.operation_id)
+    status = _status(service, env, lifecycle.started(e.action), e.operation_id)
+    return _put_service(state, replace(service, running=e.operation_id, step=0, queued=queued, status=status,
+                                       running_action=Action(e.action), target=e.resources, compensating=None))
+
+
+def _rendered(state: TenantState, env: Envelope, e: ServiceClaimRendered) -> TenantState:
+    service = _service(state, e.service_id)
+    return _put_service(state, replace(service, step=1, status=_status(service, env, "ServiceClaimRendered")))
+
+
+def _committed(state: TenantState, env: Envelope, e: ServiceClaimCommitted) -> TenantState:
+    return _put_service(state, replace(_service(state, e.service_id), step=2))
+
+
+def _ready(state: TenantState, env: Envelope, e: ServiceReady) -> TenantState:
+    service = _service(state, e.service_id)
+    return _put_service(state, replace(service, step=3, running=None, status=_status(service, env, "ServiceReady"),
+                                       provisioned=True, applied=service.target or service.resources))
+
+
+def _failed(state: TenantState, env: Envelope, e: ServiceFailed) -> TenantState:
+    service = _service(state, e.service_id)
+    if e.compensate:
+        return _put_service(state, replace(service, compensating=Compensation.FAILED, status=Status(e.status)))
+    # Failures recorded before events carried the lifecycle's status said Failed even with a
+    # deletion waiting; that deletion outranks it, as the lifecycle's `fail-behind-deletion` says.
+    status = Status.DELETING if facts(service).deletion_waits else Status(e.status)
+    return _put_service(state, replace(service, running=None, status=status,
+                                       resources=e.resources or service.resources))
+
+
+def _cancelled(state: TenantState, env: Envelope, e: OperationCancelled) -> TenantState:
+    service = _service(state, e.service_id)
+    if e.compensate:
+        return _put_service(state, replace(service, compensating=Compensation.CANCELLED, status=Status(e.status)))
+    queued = tuple(q for q in service.queued if q.operation_id != e.operation_id)
+    return _put_service(state, replace(service, queued=queued, status=Status(e.status),
+                                       resources=e.resources or service.resources))
+
+
+def _reverted(state: TenantState, env: Envelope, e: ServiceClaimReverted) -> TenantState:
+    service = _service(state, e.service_id)
+    status = Status(e.status)
+    return _put_service(state, replace(service, running=None, compensating=None, status=status,
+                                       resources=e.resources or service.resources,
+                                       queued=() if status is Status.DELETED else service.queued))
+
+
+def _deleted(state: TenantState, env: Envelope, e: ServiceDeleted) -> TenantState:
+    service = _service(state, e.service_id)
+    return _put_service(state, replace(service, running=None, queued=(),
+                                       status=_status(service, env, "ServiceDeleted")))
+
+
+def _quota_set(state: TenantState, env: Envelope, e: QuotaSet) -> TenantState:
+    return replace(state, quota=e.quota)
+
+
+def _operation_accepted(state: TenantState, env: Envelope, e: OperationAccepted) -> TenantState:
+    return _record(state, env.command_id, CommandRecord(e.command_fingerprint, Accepted(e.operation_id)))
+
+
+def _command_rejected(state: TenantState, env: Envelope, e: CommandRejected) -> TenantState:
+    if env.command_id in state.commands or e.refused:  # a conflicting reuse: the first outcome stands
+        return state
+    outcome = Rejected(e.operation_id, e.reason_code, e.field, e.message)
+    return _record(state, env.command_id, CommandRecord(e.command_fingerprint, outcome))
+
+
+Applier = Callable[[TenantState, Envelope, Any], TenantState]
+# Event type -> how it changes the tenant state; events not named here change nothing.
+APPLIERS: dict[type, Applier] = {
+    OrganizationCreated: _organization_created,
+    MemberAdded: _member_set,
+    MemberRoleChanged: _member_set,
+    MemberRemoved: _member_removed,
+    QuotaSet: _quota_set,
+    ServiceRequested: _service_requested,
+    ServiceScaleRequested: _scale_requested,
+    DeletionProtectionSet: _protection_set,
+    ServiceDeletionRequested: _deletion_requested,
+    OperationStarted: _operation_started,
+    ServiceClaimRendered: _rendered,
+    ServiceClaimCommitted: _committed,
+    ServiceReady: _ready,
+    ServiceFailed: _failed,
+    OperationCancelled: _cancelled,
+    ServiceClaimReverted: _reverted,
+    ServiceDeleted: _deleted,
+    OperationAccepted: _operation_accepted,
+    CommandRejected: _command_rejected,
+}
 
 
 def _service(state: TenantState, service_id: str) -> Service:

@@ -1,9 +1,10 @@
 """The `services` read model: one row per service with its resources and status.
 
-Status vocabulary of `events.ServiceStatus`: Requested on ServiceRequested (the whole row), Scaling
-with the new resources on ServiceScaleRequested (and with the new setting on DeletionProtectionSet),
-Deleting on ServiceDeletionRequested (these change some columns of the existing row). `last_operation_id` is the command id of the event, as in
-`events.state`. Imports `events` and `projections.projectors`.
+The status is the one the event carries (`events.lifecycle`, stamped by `decide`); an event
+recorded before events carried it falls back to what the lifecycle table says that event means on
+its own (`lifecycle.implied`), and an event that says nothing leaves the status as it is. This
+module never works a status out itself. `last_operation_id` is the operation of the request event,
+as in `events.state`. Imports `events` and `projections.projectors`.
 """
 
 from __future__ import annotations
@@ -24,25 +25,30 @@ from events import (
     ServiceReady,
     ServiceRequested,
     ServiceScaleRequested,
-    ServiceStatus,
+    Status,
+    lifecycle,
 )
 from projections.projectors import Change, Handler
 
 NAME = "services"
-# Plain strings, looked up once: an enum member's `.value` is a descriptor call per event.
-REQUESTED = ServiceStatus.REQUESTED.value
-SCALING = ServiceStatus.SCALING.value
-DELETING = ServiceStatus.DELETING.value
-READY = ServiceStatus.READY.value
-FAILED = ServiceStatus.FAILED.value
-DELETED = ServiceStatus.DELETED.value
+DELETED = Status.DELETED.value
+# Event kind -> the status it means on its own, for events recorded before they carried one; plain
+# strings (a database driver may write an enum member by its name).
+IMPLIED: dict[str, str | None] = {kind: status.value if (status := lifecycle.implied(kind)) else None
+                                  for kind in lifecycle.EVENTS}
+
+
+def _status(env: Envelope, kind: str) -> str | None:
+    """The service's status after this event (None: the event leaves it as it is)."""
+    carried: str | None = env.payload.status  # type: ignore[union-attr]
+    return carried if carried is not None else IMPLIED[kind]
 
 
 def _resources(r: Resources) -> dict[str, Any]:
     return {"cpu": r.cpu, "memory_gb": r.memory_gb, "storage_gb": r.storage_gb, "replicas": r.replicas}
 
 
-def _changed(env: Envelope, status: str) -> dict[str, Any]:
+def _changed(env: Envelope, status: str | None) -> dict[str, Any]:
     return {"status": status, "updated_at": env.occurred_at, "last_operation_id": env.operation}
 
 
@@ -60,42 +66,44 @@ def _requested(env: Envelope) -> Change:
         "labels": dict(e.labels),
         "credentials": None,
         "created_at": env.occurred_at,
-        **_changed(env, REQUESTED),
+        **_changed(env, _status(env, "ServiceRequested")),
     }, creates=True)
 
 
 def _scale_requested(env: Envelope) -> Change:
     e: ServiceScaleRequested = env.payload  # type: ignore[assignment]
-    return Change(e.service_id, env.sequence, {**_resources(e.new_resources), **_changed(env, SCALING)})
+    return Change(e.service_id, env.sequence, {**_resources(e.new_resources),
+                                                    **_changed(env, _status(env, "ServiceScaleRequested"))})
 
 
 def _protection_set(env: Envelope) -> Change:
     e: DeletionProtectionSet = env.payload  # type: ignore[assignment]
-    return Change(e.service_id, env.sequence, {"deletion_protection": e.enabled, **_changed(env, SCALING)})
+    return Change(e.service_id, env.sequence, {"deletion_protection": e.enabled,
+                                                    **_changed(env, _status(env, "DeletionProtectionSet"))})
 
 
 def _deletion_requested(env: Envelope) -> Change:
     e: ServiceDeletionRequested = env.payload  # type: ignore[assignment]
-    return Change(e.service_id, env.sequence, _changed(env, DELETING))
+    return Change(e.service_id, env.sequence, _changed(env, _status(env, "ServiceDeletionRequested")))
 
 
 def _operation_started(env: Envelope) -> Change | None:
     e: OperationStarted = env.payload  # type: ignore[assignment]
-    if e.action != "delete":
-        return None  # the request event already set Requested/Scaling
-    return Change(e.service_id, env.sequence, _changed(env, DELETING))
+    if (status := _status(env, lifecycle.started(e.action))) is None:
+        return None  # recorded before starts carried the status: the request event set it
+    return Change(e.service_id, env.sequence, _changed(env, status))
 
 
 def _rendered(env: Envelope) -> Change | None:
     e: ServiceClaimRendered = env.payload  # type: ignore[assignment]
-    if e.status is None:  # recorded before renders carried the status
+    if (status := _status(env, "ServiceClaimRendered")) is None:  # recorded before renders carried it
         return None
-    return Change(e.service_id, env.sequence, {"status": e.status, "updated_at": env.occurred_at})
+    return Change(e.service_id, env.sequence, {"status": status, "updated_at": env.occurred_at})
 
 
 def _ready(env: Envelope) -> Change:
     e: ServiceReady = env.payload  # type: ignore[assignment]
-    values = {"status": READY, "updated_at": env.occurred_at}
+    values = {"status": _status(env, "ServiceReady"), "updated_at": env.occurred_at}
     if e.credentials is not None:  # kept encrypted; only the gateway decrypts, for an allowed caller
         values["credentials"] = e.credentials
     return Change(e.service_id, env.sequence, values)
@@ -116,7 +124,7 @@ def _settled(env: Envelope) -> Change:
 def _deleted(env: Envelope) -> Change:
     e: ServiceDeleted = env.payload  # type: ignore[assignment]
     return Change(e.service_id, env.sequence,
-                  {"status": DELETED, "updated_at": env.occurred_at, "credentials": None})
+                  {"status": _status(env, "ServiceDeleted"), "updated_at": env.occurred_at, "credentials": None})
 
 
 HANDLERS: dict[type, Handler] = {

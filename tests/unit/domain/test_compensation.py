@@ -110,7 +110,7 @@ def test_a_failed_creation_releases_its_quota_and_can_be_deleted():
     # the file is already gone: the saga's commit changes nothing, and that finishes the deletion
     unchanged = cmd(RecordServiceClaimCommitted(DB1, D, "frankfurt", "p", "abc", changed=False), actor=SYSTEM)
     gone = [*failed, DELETE, rendered(DB1, D)]
-    assert payloads(gone, unchanged)[-1] == ServiceDeleted(D, DB1)
+    assert payloads(gone, unchanged)[-1] == ServiceDeleted(D, DB1, "Deleted")
 
 
 def test_an_unchanged_apply_finishes_ready_and_starts_the_next():

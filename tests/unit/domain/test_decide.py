@@ -61,7 +61,8 @@ SCALE_MEDIUM = cmd(ScaleService(DB1, cpu=4, storage_gb=200))
 CREATE_DB2 = cmd(CreateService(DB2, "orders", "yugabyte", "frankfurt", "small"))
 
 SMALL_REQUESTED = ServiceRequested(
-    DB1, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", Resources(1.0, 2, 10, 1)
+    DB1, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", Resources(1.0, 2, 10, 1),
+    status="Requested",
 )
 OVERRIDES_REQUESTED = ServiceRequested(
     DB1,
@@ -72,6 +73,7 @@ OVERRIDES_REQUESTED = ServiceRequested(
     "medium",
     Resources(6.5, 8, 100, 5),
     labels={"team": "payments"},
+    status="Requested",
 )
 DRAGONFLY_REQUESTED = ServiceRequested(
     DB1,
@@ -82,6 +84,7 @@ DRAGONFLY_REQUESTED = ServiceRequested(
     "large",
     Resources(4.0, 16, 500, 3),
     deletion_protection=True,
+    status="Requested",
 )
 MEDIUM_REQUESTED = ServiceRequested(
     DB1, "orders", "vitess", "v24.0.0-rc1-mysql80", "lagos", "medium", Resources(2.0, 8, 100, 3)
@@ -97,6 +100,7 @@ def started(
     command: CommandEnvelope,
     action: str = "apply",
     resources: Resources | None = None,
+    status: str = "Requested",
 ) -> OperationStarted:
     """`command`'s operation starting on the resolved spec (with `resources` when a scale changed them)."""
     return OperationStarted(
@@ -111,6 +115,7 @@ def started(
         resources or spec.resources,
         spec.deletion_protection,
         spec.labels,
+        status,
     )
 
 
@@ -164,8 +169,8 @@ ACCEPTED = [
         MEDIUM_READY,
         SCALE_MEDIUM,
         [
-            ServiceScaleRequested(DB1, Resources(2.0, 8, 100, 3), Resources(4.0, 8, 200, 3)),
-            started(MEDIUM_REQUESTED, SCALE_MEDIUM, resources=Resources(4.0, 8, 200, 3)),
+            ServiceScaleRequested(DB1, Resources(2.0, 8, 100, 3), Resources(4.0, 8, 200, 3), "Scaling"),
+            started(MEDIUM_REQUESTED, SCALE_MEDIUM, resources=Resources(4.0, 8, 200, 3), status="Scaling"),
         ],
         steps=3,
     ),
@@ -173,28 +178,28 @@ ACCEPTED = [
         "scaling while the create is in flight is queued: no start yet",
         [ORG, MEDIUM],
         SCALE_MEDIUM,
-        [ServiceScaleRequested(DB1, Resources(2.0, 8, 100, 3), Resources(4.0, 8, 200, 3))],
+        [ServiceScaleRequested(DB1, Resources(2.0, 8, 100, 3), Resources(4.0, 8, 200, 3), "Scaling")],
         steps=3,
     ),
     Accept(
         "scaling while a scale is in flight queues on the newest resources",
         [*MEDIUM_READY, cmd(ScaleService(DB1, cpu=4))],
         cmd(ScaleService(DB1, memory_gb=32)),
-        [ServiceScaleRequested(DB1, Resources(4.0, 8, 100, 3), Resources(4.0, 32, 100, 3))],
+        [ServiceScaleRequested(DB1, Resources(4.0, 8, 100, 3), Resources(4.0, 32, 100, 3), "Scaling")],
         steps=3,
     ),
     Accept(
         "an unprotected idle service is deleted at once, on its current spec",
         DB1_READY,
         DELETE_DB1,
-        [ServiceDeletionRequested(DB1), started(SMALL_REQUESTED, DELETE_DB1, "delete")],
+        [ServiceDeletionRequested(DB1, "Deleting"), started(SMALL_REQUESTED, DELETE_DB1, "delete", status="Deleting")],
         steps=3,
     ),
     Accept(
         "deleting while the create is in flight is queued: no start yet",
         [ORG, CREATE_DB1],
         DELETE_DB1,
-        [ServiceDeletionRequested(DB1)],
+        [ServiceDeletionRequested(DB1, "Deleting")],
         steps=3,
     ),
     Accept(
@@ -203,7 +208,8 @@ ACCEPTED = [
         CREATE_DB2,
         [
             ServiceRequested(
-                DB2, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", Resources(1.0, 2, 10, 1)
+                DB2, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", Resources(1.0, 2, 10, 1),
+                status="Requested",
             ),
             OperationStarted(
                 op(CREATE_DB2),
@@ -215,6 +221,7 @@ ACCEPTED = [
                 "frankfurt",
                 "small",
                 Resources(1.0, 2, 10, 1),
+                status="Requested",
             ),
         ],
         steps=3,

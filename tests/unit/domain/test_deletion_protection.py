@@ -50,7 +50,7 @@ def test_a_protected_service_refuses_deletion_and_says_how_to_lift_it():
 
 def test_lifting_it_is_an_operation_that_renders_the_service_again():
     payloads = judged(READY, OFF)
-    assert DeletionProtectionSet(DB1, False) in payloads
+    assert DeletionProtectionSet(DB1, False, "Scaling") in payloads
     [accepted] = [p for p in payloads if isinstance(p, OperationAccepted)]
     [started] = [p for p in payloads if isinstance(p, OperationStarted)]
     assert accepted.operation_type == "SetDeletionProtection" and started.action == "apply"

@@ -74,7 +74,7 @@ SCALED = Resources(2.0, 2, 20, 1)
 DIGEST = "ab" * 32
 PATH = f"tenants/{TENANT}/frankfurt/orders.yaml"
 REQUESTED = ServiceRequested(
-    DB1, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", SMALL, False, {"team": "pay"}
+    DB1, "orders", "yugabyte", "2024.2.0.0-b145", "frankfurt", "small", SMALL, False, {"team": "pay"}, "Requested"
 )
 
 # Where the create stands: in flight (nothing reported), rendered, committed, Ready (the service idle).
@@ -86,7 +86,8 @@ SCALE_COMMITTED = [*READY, SCALE, rendered(DB1, S), committed(DB1, S)]
 DELETED = [*READY, DELETE, *saga(DB1, D, "Deleted")]
 
 
-def started(operation_id: str, action: str = "apply", resources: Resources = SMALL) -> OperationStarted:
+def started(operation_id: str, action: str = "apply", resources: Resources = SMALL,
+            status: str = "Requested") -> OperationStarted:
     """`operation_id` starting on DB1's resolved spec (with the resources a scale asked for)."""
     return OperationStarted(
         operation_id,
@@ -100,6 +101,7 @@ def started(operation_id: str, action: str = "apply", resources: Resources = SMA
         resources,
         False,
         {"team": "pay"},
+        status,
     )
 
 
@@ -154,7 +156,7 @@ REPORTS = [
         "then the PoP reports the service Ready, with its endpoint",
         CREATE_COMMITTED,
         reported(DB1, C, endpoint="orders.acme.frankfurt:5433"),
-        [ServiceReady(C, DB1, "orders.acme.frankfurt:5433")],
+        [ServiceReady(C, DB1, "orders.acme.frankfurt:5433", status="Ready")],
     ),
     Report(
         "a Failed report carries the PoP's reason",
@@ -172,7 +174,7 @@ REPORTS = [
         "a Ready report starts the first queued operation, on the current spec",
         [*CREATE_COMMITTED, SCALE],
         reported(DB1, C),
-        [ServiceReady(C, DB1, None), started(S, resources=SCALED)],
+        [ServiceReady(C, DB1, None, status="Ready"), started(S, resources=SCALED, status="Scaling")],
     ),
     Report(
         "a Failed report starts nothing queued: the commit is reverted first",
@@ -184,25 +186,26 @@ REPORTS = [
         "only the first queued operation starts; the rest keep waiting",
         [*CREATE_COMMITTED, SCALE, DELETE],
         reported(DB1, C),
-        [ServiceReady(C, DB1, None), started(S, resources=SCALED)],
+        # the deletion waiting behind the scale outranks both: the service is on its way out
+        [ServiceReady(C, DB1, None, status="Deleting"), started(S, resources=SCALED, status="Deleting")],
     ),
     Report(
         "a scale's Ready report starts the delete queued behind it",
         [*SCALE_COMMITTED, DELETE],
         reported(DB1, S),
-        [ServiceReady(S, DB1, None), started(D, "delete", SCALED)],
+        [ServiceReady(S, DB1, None, status="Deleting"), started(D, "delete", SCALED, status="Deleting")],
     ),
     Report(
         "a Deleted report finishes the delete",
         [*READY, DELETE, rendered(DB1, D), committed(DB1, D)],
         reported(DB1, D, "Deleted"),
-        [ServiceDeleted(D, DB1)],
+        [ServiceDeleted(D, DB1, "Deleted")],
     ),
     Report(
         "a Deleted report ends the service; nothing queued starts",
         [*CREATE_COMMITTED, SCALE],
         reported(DB1, C, "Deleted"),
-        [ServiceDeleted(C, DB1)],
+        [ServiceDeleted(C, DB1, "Deleted")],
     ),
     Report("a rendered report delivered again", CREATE_RENDERED, rendered(DB1, C), []),
     Report(
