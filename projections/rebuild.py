@@ -30,10 +30,10 @@ from projections import positions
 from projections.batch import apply_batch
 from projections.errors import ConfigurationError, ProjectionError, TransientError
 from projections.projectors import PROJECTIONS, Projection
-from projections.runner import configure_logging
 from projections.settings import Settings
 from projections.stream import Decoder, Item, consumer_config, error_of, fetch, is_eof, topic_partitions
 from projections.tables import READ_MODELS, REBUILD_SUFFIX, Tables, build_tables, create_all, rename_plan
+from runtime import logs
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 log = structlog.get_logger("projections.rebuild")
@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", metavar="NAME", help=f"read models ({', '.join(READ_MODELS)}); "
                         "all when none given")
     args = parser.parse_args(argv)
-    configure_logging("projections.rebuild")
+    logs.configure("projections.rebuild")
     try:
         result = rebuild(Settings.from_env(), args.names, _print_progress)
     except ConfigurationError as exc:

@@ -18,8 +18,6 @@ Composition root of `python -m projections.runner` (settings from the environmen
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -51,7 +49,6 @@ from projections.stream import (
     topic_partitions,
 )
 from projections.tables import Tables, create_all
-from runtime.logs import configure
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 _TRANSIENT = (TransientError, OperationalError, InterfaceError)
@@ -192,30 +189,11 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
         engine.dispose()
 
 
-def configure_logging(process: str) -> Any:
-    """JSON lines on stderr, every line (from any module) tagged with the process name."""
-    log = configure(process)
-    structlog.contextvars.bind_contextvars(process=process)
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per registry request
-    return log
-
-
 def main() -> int:
-    log = configure_logging("projections.runner")
-    try:
-        settings = Settings.from_env()
-    except ConfigurationError as exc:
-        log.error("cannot start", error=str(exc))
-        return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        run(settings, stop)
-    except ConfigurationError as exc:
-        log.error("cannot start", error=str(exc))
-        return 2
-    return 0
+    from runtime import process
+
+    return process.main("projections.runner", Settings.from_env, run, config_errors=(ConfigurationError,),
+                        serve_metrics=False)  # the projector serves a registry of its own
 
 
 if __name__ == "__main__":

@@ -42,4 +42,5 @@ def configure(process: str, level: str | None = None, stream=None) -> structlog.
     # Client libraries log every request at INFO; their failures still surface as warnings.
     for noisy in ("httpx", "httpcore", "git"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+    structlog.contextvars.bind_contextvars(process=process)  # lines of other modules name it too
     return structlog.get_logger().bind(process=process)

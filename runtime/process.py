@@ -19,7 +19,9 @@ S = TypeVar("S", bound=_Settings)
 
 
 def main(name: str, from_env: Callable[[], S], run: Callable[[S, threading.Event], None],
-         config_errors: tuple[type[Exception], ...] = ()) -> int:
+         config_errors: tuple[type[Exception], ...] = (), serve_metrics: bool = True) -> int:
+    """Start process `name`. `serve_metrics=False` for a process that serves its own registry;
+    a `config_errors` exception raised by `run` before its loop ends it with exit code 2 too."""
     log = logs.configure(name)
     try:
         settings = from_env()
@@ -30,6 +32,11 @@ def main(name: str, from_env: Callable[[], S], run: Callable[[S, threading.Event
         log.error("cannot start", error=str(exc))
         return 2
     stop = signals.stop_event()
-    metrics.serve(settings.metrics_port)
-    run(settings, stop)
+    if serve_metrics:
+        metrics.serve(settings.metrics_port)
+    try:
+        run(settings, stop)
+    except config_errors as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
     return 0
