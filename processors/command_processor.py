@@ -7,16 +7,18 @@ neither, so a crash anywhere replays the batch against the state as of the last 
 idempotency records inside that state make a replay of an already-judged command a no-op.
 
 Tenant states live in memory per assigned partition, rebuilt on assignment by folding that
-partition of the event log. A command is judged only on the partition its key maps to (murmur2):
-elsewhere it would meet a state that never saw its tenant. Its publisher is what its signature
-proves (`runtime.signing` against the keyring), never what it claims. Input that is oversized,
-undecodable, wrongly keyed or on the wrong partition goes to the dead-letter topic with a code and
-the reason in headers; the batch moves on.
+partition of the event log. What happens to each message is decided by the pure
+`processors.judge.judge` (size, decoding, key, partition — a command is judged only on the
+partition its key maps to, elsewhere it would meet a state that never saw its tenant — then
+`decide`); this class only does the I/O around it: it decodes the bytes with the registry, verifies
+the signature (`runtime.signing` against the keyring: the publisher is what it proves, never what
+the command claims), and writes the events, or the dead letter with a code and the reason in
+headers; the batch moves on.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
@@ -26,6 +28,7 @@ import commands
 import events
 from events import Envelope, TenantState, evolve
 from processors.deadletter import dead_letter
+from processors.judge import DeadLetter, Judged, Raw, judge, oversized
 from processors.settings import ProcessorSettings
 from runtime import kafka
 from runtime.signing import Keyring, TrustedKey, Unverified
@@ -151,41 +154,31 @@ class CommandProcessor:
         kafka.rewind(self.consumer, batch)
 
     def _judge(self, msg: Message, before: dict) -> None:
-        size = len(msg.value() or b"")
-        if size > self.settings.max_command_bytes:
-            return self._dead_letter(msg, "oversized", f"the command is {size} bytes; at most "
-                                     f"{self.settings.max_command_bytes} are accepted")
-        try:
-            record = self.commands.decode(msg.value())
-            cmd = commands.from_avro(record)
-        except PoisonMessage as exc:
-            return self._dead_letter(msg, "undecodable", exc.reason)
-        except (commands.CommandError, TypeError, KeyError, ValueError) as exc:
-            return self._dead_letter(msg, "undecodable", f"not a valid command: {exc}")
-        if msg.key() != cmd.tenant_id.encode():
-            return self._dead_letter(msg, "wrong_key", f"the message key must be the tenant id {cmd.tenant_id!r}",
-                                     cmd.command_id)
-        expected = kafka.partition_for(msg.key(), self.partition_count)
-        if msg.partition() != expected:
-            # Judged here, it would meet a state that never saw this tenant's other commands.
-            return self._dead_letter(
-                msg, "wrong_partition", f"tenant {cmd.tenant_id!r} belongs on partition {expected} of "
-                f"{msg.topic()} (murmur2 of the key over {self.partition_count} partitions), not on "
-                f"{msg.partition()}: publish with the murmur2 partitioner", cmd.command_id)
-        structlog.contextvars.bind_contextvars(correlation_id=cmd.correlation_id, command_id=cmd.command_id,
-                                               tenant_id=cmd.tenant_id)
-        try:
-            partition = self.partitions.setdefault(msg.partition(), PartitionState())
-            state = partition.get(cmd.tenant_id)
-            before.setdefault((msg.partition(), cmd.tenant_id), partition.tenants.get(cmd.tenant_id))
-            produced = commands.decide(state, cmd, commands.fingerprint(record["payload"]), self._proof(msg))
-            for env in produced:
-                state = evolve(state, env)
-                self._emit(msg.partition(), env)
-            partition.tenants[cmd.tenant_id] = state
-            self._count(cmd, produced)
-        finally:
-            structlog.contextvars.unbind_contextvars("correlation_id", "command_id", "tenant_id")
+        """Read what `judge` needs from the message (the record, what its signature proves), then
+        write what it decided: the events, or a dead letter."""
+        value = msg.value() or b""
+        raw = Raw(msg.topic(), msg.partition(), msg.key(), len(value), self.settings.max_command_bytes,
+                  self.partition_count,
+                  kafka.partition_for(msg.key() or b"", self.partition_count) if self.partition_count else -1)
+        if not oversized(raw.size, raw.max_bytes):
+            try:
+                raw = replace(raw, record=self.commands.decode(value))
+            except PoisonMessage as exc:
+                raw = replace(raw, poison=exc.reason)
+            except (TypeError, KeyError, ValueError) as exc:
+                raw = replace(raw, poison=f"not a valid command: {exc}")
+            else:
+                raw = replace(raw, proof=self._proof(msg))
+        partition = self.partitions.setdefault(msg.partition(), PartitionState())
+        match judge(partition.tenants, raw):
+            case DeadLetter(code=code, reason=reason, command_id=command_id):
+                self._dead_letter(msg, code, reason, command_id)
+            case Judged(command=cmd, events=produced, state=state) as judged:
+                before.setdefault((msg.partition(), cmd.tenant_id), partition.tenants.get(cmd.tenant_id))
+                for env in produced:
+                    self._emit(msg.partition(), env)
+                partition.tenants[cmd.tenant_id] = state
+                self._count(cmd, judged)
 
     def _proof(self, msg: Message) -> commands.Proof:
         """What the signature of `msg` proves about its publisher."""
@@ -202,17 +195,13 @@ class CommandProcessor:
             headers=[("correlation-id", env.correlation_id.encode()),
                      ("event-type", type(env.payload).__name__.encode())])
 
-    def _count(self, cmd, produced: list[Envelope]) -> None:
-        if not produced:
-            outcome = "duplicate"
-        elif any(isinstance(e.payload, events.CommandRejected) for e in produced):
-            outcome = "rejected"
-            rejection = next(e.payload for e in produced if isinstance(e.payload, events.CommandRejected))
+    def _count(self, cmd, judged: Judged) -> None:
+        if judged.outcome == "rejected":
+            rejection = next(e.payload for e in judged.events if isinstance(e.payload, events.CommandRejected))
             log.info("command rejected", command_type=cmd.command_type, reason=rejection.reason_code,
-                     field=rejection.field, message=rejection.message)
-        else:
-            outcome = "accepted"
-        JUDGED.labels(outcome, cmd.command_type).inc()
+                     field=rejection.field, message=rejection.message, correlation_id=cmd.correlation_id,
+                     command_id=cmd.command_id, tenant_id=cmd.tenant_id)
+        JUDGED.labels(judged.outcome, cmd.command_type).inc()
 
     def _dead_letter(self, msg: Message, code: str, reason: str, command_id: str | None = None) -> None:
         DEAD.labels(code).inc()

@@ -22,7 +22,8 @@ from gitops.errors import (
 )
 from gitops.helm import HelmNotFoundError, HelmTimeoutError, RenderError
 from gitops.manifests import ManifestError
-from processors.saga import REASON_MAX, Verdict, chart_values, classify, error_name, refusal_reason
+from processors.saga import chart_values
+from processors.sagas.errors import REASON_MAX, Verdict, classify, error_name, refusal_reason
 
 RETRY, FAIL, HALT = Verdict.RETRY, Verdict.FAIL, Verdict.HALT
 CHART = "deploy/charts/dbaas-service"

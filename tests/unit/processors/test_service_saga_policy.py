@@ -1,0 +1,592 @@
+"""The service saga as a policy: every step, timeout, cancellation and compensation path driven
+through `react` (given a state and a message, then these effects and this state), and a few
+through the runner with fakes of its ports (git, helm, the command sink, dead letters, the
+keyring, the clock). No broker, no git, no helm."""
+from __future__ import annotations
+
+import hashlib
+import pickle
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from commands.records import (
+    Actor,
+    RecordPopReport,
+    RecordServiceClaimCommitted,
+    RecordServiceClaimRendered,
+    RecordServiceClaimReverted,
+    RecordStepFailed,
+    RecordStepTimedOut,
+)
+from events import (
+    Envelope,
+    OperationCancelled,
+    OperationStarted,
+    Resources,
+    ServiceClaimCommitted,
+    ServiceClaimReverted,
+    ServiceDeleted,
+    ServiceFailed,
+    ServiceReady,
+)
+from gitops.errors import InvalidChange, PushConflict, RemoteRejected
+from gitops.helm import RenderError
+from processors.sagas.runner import SagaRunner
+from processors.sagas.service import (
+    SAGA_ACTOR,
+    Awaiting,
+    Commit,
+    Committed,
+    DeadLetter,
+    EventArrived,
+    EventReplayed,
+    InFlight,
+    PopReport,
+    Render,
+    Rendered,
+    Revert,
+    Reverted,
+    SagaState,
+    Send,
+    StepRefused,
+    StepTimedOut,
+    Tick,
+    Undecodable,
+    react,
+    revert_operation_id,
+    step_command_id,
+)
+from runtime.signing import Keyring, Signer, TrustedKey
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+OP, SVC, TENANT, CORR = "op-1", "svc-1", "acme", "corr-1"
+TIMEOUTS = {"render": 120, "commit": 300, "pop-report": 1800, "pop-report@lagos": 3600}
+PATH = "tenants/acme/frankfurt/orders.yaml"
+MANIFESTS = "kind: ServiceClaim\n"
+
+
+def env(payload, at: datetime = T0, event_id: str = "ev-1", tenant: str = TENANT, corr: str = CORR) -> Envelope:
+    return Envelope(event_id, tenant, "service", SVC, 3, at, "cmd-1", corr, None, payload)
+
+
+def started(action: str = "apply", op: str = OP, pop: str = "frankfurt") -> OperationStarted:
+    return OperationStarted(op, SVC, action, "orders", "yugabyte", "2024.2", pop, "small", Resources(1.0, 2, 10, 1))
+
+
+def fresh() -> SagaState:
+    return SagaState.start(TIMEOUTS)
+
+
+def sent(effects) -> list:
+    return [e.command.payload for e in effects if isinstance(e, Send)]
+
+
+def run(state: SagaState, *messages):
+    """Feed messages in turn; the last state and every effect."""
+    effects = []
+    for message in messages:
+        state, more = react(state, message)
+        effects += more
+    return state, effects
+
+
+# -- steps of an operation -------------------------------------------------------------------
+def test_a_started_operation_asks_for_a_render_due_by_the_events_time_plus_the_render_timeout():
+    state, effects = react(fresh(), EventArrived(env(started()), T0 + timedelta(seconds=5)))
+    assert effects == [Render(TENANT, started(), T0 + timedelta(seconds=120))]
+    assert state.in_flight == InFlight(env(started()), "render")
+
+
+def test_a_render_is_recorded_then_committed_with_the_operations_trailers_and_a_longer_deadline():
+    state, _ = react(fresh(), EventArrived(env(started()), T0))
+    now = T0 + timedelta(seconds=1)
+    state, effects = react(state, Rendered(OP, PATH, MANIFESTS, now))
+    record, commit = effects
+    assert record == Send(replace(record.command, payload=RecordServiceClaimRendered(
+        SVC, OP, hashlib.sha256(MANIFESTS.encode()).hexdigest())), "render", "apply")
+    c = record.command
+    assert (c.command_id, c.tenant_id, c.actor, c.issued_at, c.correlation_id, c.causation_id) == (
+        step_command_id(OP, "render"), TENANT, SAGA_ACTOR, now, CORR, "ev-1")
+    assert commit == Commit(PATH, MANIFESTS, "Apply acme/orders in frankfurt", OP, CORR, T0 + timedelta(seconds=420))
+    assert state.in_flight == InFlight(env(started()), "commit", PATH, MANIFESTS)
+
+
+def test_a_commit_is_recorded_with_its_sha_and_ends_the_step():
+    state, effects = run(fresh(), EventArrived(env(started()), T0), Rendered(OP, PATH, MANIFESTS, T0),
+                         Committed(OP, "abc", True, T0))
+    assert sent(effects)[-1] == RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, "abc", True)
+    assert effects[-1].command.command_id == step_command_id(OP, "commit")
+    assert state.in_flight is None
+
+
+def test_a_delete_removes_the_file_and_records_the_digest_of_nothing():
+    _, effects = run(fresh(), EventArrived(env(started("delete")), T0), Rendered(OP, PATH, None, T0))
+    assert sent(effects) == [RecordServiceClaimRendered(SVC, OP, hashlib.sha256(b"").hexdigest())]
+    assert effects[-1] == Commit(PATH, None, "Remove acme/orders in frankfurt", OP, CORR, T0 + timedelta(seconds=420))
+    assert effects[1].action == "delete"
+
+
+def test_a_commit_that_changed_nothing_is_recorded_as_such():
+    _, effects = run(fresh(), EventArrived(env(started()), T0), Rendered(OP, PATH, MANIFESTS, T0),
+                     Committed(OP, "tip", False, T0))
+    assert sent(effects)[-1] == RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, "tip", False)
+
+
+@pytest.mark.parametrize("step, before", [
+    ("render", ()),
+    ("commit", (Rendered(OP, PATH, MANIFESTS, T0),)),
+], ids=["the chart refuses the values", "git refuses the change"])
+def test_a_step_refused_for_good_fails_the_operation_with_the_reason(step, before):
+    state, _ = run(fresh(), EventArrived(env(started()), T0), *before)
+    state, effects = react(state, StepRefused(OP, step, "the reason", T0))
+    assert sent(effects) == [RecordStepFailed(SVC, OP, step, "the reason")] and len(effects) == 1
+    assert effects[-1].command.command_id == step_command_id(OP, f"failed/{step}")
+    assert state.in_flight is None
+
+
+@pytest.mark.parametrize("step, before, seconds", [
+    ("render", (), 120),
+    ("commit", (Rendered(OP, PATH, MANIFESTS, T0),), 300),
+], ids=["render ran out of time", "commit ran out of time"])
+def test_a_step_out_of_time_times_the_operation_out(step, before, seconds):
+    state, effects = run(fresh(), EventArrived(env(started()), T0), *before, StepTimedOut(OP, step, T0))
+    assert sent(effects)[-1] == RecordStepTimedOut(SVC, OP, step, seconds)
+    assert effects[-1].command.command_id == step_command_id(OP, f"timeout/{step}")
+    assert state.in_flight is None
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (Committed(OP, "abc", True, T0), "a commit answered while the render is in flight"),
+    (Rendered("op-other", PATH, MANIFESTS, T0), "an answer about another operation"),
+    (StepRefused(OP, "commit", "x", T0), "a refusal of another step"),
+    (StepTimedOut(OP, "commit", T0), "a timeout of another step"),
+    (Reverted(OP, None, T0), "a revert answered while rendering"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_a_stale_answer_changes_nothing(answer, reason):
+    state, _ = react(fresh(), EventArrived(env(started()), T0))
+    assert react(state, answer) == (state, []), reason
+
+
+def test_an_answer_with_nothing_in_flight_changes_nothing():
+    assert react(fresh(), Committed(OP, "abc", True, T0)) == (fresh(), [])
+
+
+@pytest.mark.parametrize("payload", [
+    ServiceReady(OP, SVC, "h:1"), ServiceDeleted(OP, SVC), ServiceFailed(OP, SVC, "no", compensate=False),
+    OperationCancelled(OP, SVC, compensate=False, status="Ready"),
+    ServiceClaimCommitted(OP, SVC, "frankfurt", PATH, "abc", changed=False),
+], ids=["ready", "deleted", "failed-without-compensation", "dropped-from-the-queue", "unchanged-commit"])
+def test_events_the_saga_does_nothing_about(payload):
+    state, effects = react(fresh(), EventArrived(env(payload), T0))
+    assert (state, effects) == (fresh(), [])
+
+
+# -- deadlines of operations awaiting their PoP ----------------------------------------------
+def committed(op: str = OP, pop: str = "frankfurt", at: datetime = T0, tenant: str = TENANT) -> Envelope:
+    return env(ServiceClaimCommitted(op, SVC, pop, PATH, "abc", True), at, tenant=tenant)
+
+
+def test_a_commit_that_changed_the_repository_awaits_its_pop_until_commit_time_plus_its_timeout():
+    state, effects = react(fresh(), EventArrived(committed(), T0 + timedelta(seconds=2)))
+    assert effects == []
+    assert dict(state.awaiting) == {OP: Awaiting(TENANT, SVC, CORR, 1800, T0 + timedelta(seconds=1800))}
+
+
+def test_a_pop_with_a_timeout_of_its_own_gets_it():
+    state, _ = react(fresh(), EventArrived(committed(pop="lagos"), T0))
+    assert state.awaiting[OP].deadline == T0 + timedelta(seconds=3600)
+
+
+def test_no_report_by_the_deadline_times_the_operation_out_once():
+    state, _ = react(fresh(), EventArrived(committed(), T0))
+    assert react(state, Tick(T0 + timedelta(seconds=1799))) == (state, [])
+    late = T0 + timedelta(seconds=1800)
+    state, effects = react(state, Tick(late))
+    assert sent(effects) == [RecordStepTimedOut(SVC, OP, "pop-report", 1800)]
+    c = effects[0].command
+    assert (c.command_id, c.tenant_id, c.correlation_id, c.issued_at, c.actor) == (
+        step_command_id(OP, "timeout/pop-report"), TENANT, CORR, late, SAGA_ACTOR)
+    assert dict(state.awaiting) == {}
+    assert react(state, Tick(late + timedelta(seconds=1))) == (state, [])
+
+
+def test_only_the_due_operations_time_out():
+    state, _ = run(fresh(), EventArrived(committed("op-a", at=T0), T0),
+                   EventArrived(committed("op-b", at=T0 + timedelta(seconds=600)), T0))
+    state, effects = react(state, Tick(T0 + timedelta(seconds=1900)))
+    assert [p.operation_id for p in sent(effects)] == ["op-a"]
+    assert list(state.awaiting) == ["op-b"]
+
+
+@pytest.mark.parametrize("payload", [
+    ServiceReady(OP, SVC, "h:1"), ServiceDeleted(OP, SVC), ServiceFailed(OP, SVC, "pop said no"),
+    ServiceFailed(OP, SVC, "pop said no", compensate=True),
+    OperationCancelled(OP, SVC, compensate=True, status="Ready"), ServiceClaimReverted(OP, SVC, "def", status="Ready"),
+], ids=["ready", "deleted", "failed", "failed-compensated", "cancelled-compensated", "reverted"])
+def test_an_operation_that_ends_or_is_compensated_no_longer_awaits_its_pop(payload):
+    state, _ = run(fresh(), EventArrived(committed(), T0), EventArrived(env(payload), T0))
+    assert dict(state.awaiting) == {}
+    assert sent(react(state, Tick(T0 + timedelta(days=1)))[1]) == []
+
+
+def test_the_same_operation_ids_of_two_tenants_never_mix():
+    state, _ = run(fresh(), EventArrived(committed("op-x", tenant="acme"), T0),
+                   EventArrived(committed("op-y", tenant="globex"), T0))
+    _, effects = react(state, Tick(T0 + timedelta(hours=1)))
+    assert {(e.command.tenant_id, e.command.payload.operation_id) for e in effects} == {
+        ("acme", "op-x"), ("globex", "op-y")}
+
+
+def test_replaying_the_log_rebuilds_deadlines_and_asks_for_nothing():
+    log = [env(started()), committed(), env(started("apply", "op-2")), env(ServiceFailed("op-0", SVC, "x", True))]
+    state, effects = run(fresh(), *(EventReplayed(e) for e in log))
+    assert effects == [] and state.in_flight is None
+    assert list(state.awaiting) == [OP]
+    # The consumer then reads the same commit again: nothing changes.
+    assert react(state, EventArrived(committed(), T0)) == (state, [])
+
+
+def test_state_is_an_immutable_value():
+    state = fresh()
+    after, _ = react(state, EventArrived(committed(), T0))
+    assert dict(state.awaiting) == {} and OP in after.awaiting
+    with pytest.raises(TypeError):
+        after.awaiting["x"] = None  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        after.in_flight = None  # type: ignore[misc]
+
+
+def test_the_policy_is_deterministic():
+    messages = [EventArrived(env(started()), T0), Rendered(OP, PATH, MANIFESTS, T0), Committed(OP, "a", True, T0)]
+    assert run(fresh(), *messages) == run(fresh(), *messages)
+
+
+# -- compensation and cancellation -----------------------------------------------------------
+@pytest.mark.parametrize("payload", [
+    ServiceFailed(OP, SVC, "pop said no", compensate=True),
+    ServiceFailed(OP, SVC, "no report in time", compensate=True, code="timed_out"),
+    OperationCancelled(OP, SVC, compensate=True, status="Ready"),
+], ids=["pop-failed", "pop-report-timed-out", "cancelled-awaiting-its-pop"])
+def test_a_compensated_operation_is_reverted_then_recorded(payload):
+    state, effects = react(fresh(), EventArrived(env(payload), T0))
+    assert effects == [Revert(OP, revert_operation_id(OP), f"Revert operation {OP} of {TENANT}", CORR)]
+    state, effects = react(state, Reverted(OP, "def", T0))
+    assert effects == [Send(replace(effects[0].command, payload=RecordServiceClaimReverted(SVC, OP, "def")),
+                            "revert", "revert")]
+    assert effects[0].command.command_id == step_command_id(OP, "revert")
+    assert state.in_flight is None
+
+
+def test_a_revert_that_changed_nothing_is_recorded_without_a_sha():
+    _, effects = run(fresh(), EventArrived(env(OperationCancelled(OP, SVC, True, "Ready")), T0), Reverted(OP, None, T0))
+    assert sent(effects) == [RecordServiceClaimReverted(SVC, OP, None)]
+
+
+def test_a_revert_refused_for_good_dead_letters_its_event():
+    state, effects = run(fresh(), EventArrived(env(ServiceFailed(OP, SVC, "x", True)), T0),
+                         StepRefused(OP, "revert", "a folder of that name exists", T0))
+    assert effects[-1] == DeadLetter("the revert could not be committed to GitOps: a folder of that name exists",
+                                     "compensation_refused")
+    assert sent(effects) == [] and state.in_flight is None
+
+
+def test_a_revert_never_times_out():
+    state, _ = react(fresh(), EventArrived(env(ServiceFailed(OP, SVC, "x", True)), T0))
+    assert react(state, StepTimedOut(OP, "revert", T0)) == (state, [])
+
+
+# -- PoP reports -----------------------------------------------------------------------------
+def report(**overrides) -> PopReport:
+    base = PopReport(TENANT, SVC, OP, "frankfurt", "Ready", "h:5432", None, "fernet-token", "rep-1", T0,
+                     key_id="pop-frankfurt", key_kind="pop", key_pop="frankfurt")
+    return replace(base, **overrides)
+
+
+def test_a_report_signed_by_its_pops_key_is_relayed_as_that_pop():
+    _, effects = react(fresh(), report())
+    (send,) = effects
+    assert send.command.payload == RecordPopReport(SVC, OP, "frankfurt", "Ready", "h:5432", None, "fernet-token")
+    c = send.command
+    assert (c.command_id, c.tenant_id, c.actor, c.correlation_id, c.issued_at) == (
+        step_command_id(OP, "report/rep-1"), TENANT, Actor("system:pop:frankfurt", ("system",)), "rep-1", T0)
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"unverified": "the message is not signed", "key_id": None, "key_kind": None, "key_pop": None},
+     "the message is not signed"),
+    ({"key_pop": "lagos", "key_id": "pop-lagos"}, "key 'pop-lagos' does not speak for PoP 'frankfurt'"),
+    ({"key_kind": "gateway", "key_pop": None, "key_id": "gw"}, "key 'gw' does not speak for PoP 'frankfurt'"),
+], ids=["unsigned", "another-pops-key", "not-a-pop-key"])
+def test_a_report_no_key_of_its_pop_signed_is_dead_lettered(overrides, reason):
+    assert react(fresh(), report(**overrides)) == (fresh(), [DeadLetter(reason, "unauthenticated")])
+
+
+def test_undecodable_input_is_dead_lettered_with_the_reason():
+    assert react(fresh(), Undecodable("bad magic byte")) == (fresh(), [DeadLetter("bad magic byte")])
+
+
+# -- the runner, with fakes of its ports ------------------------------------------------------
+@dataclass
+class FakeMessage:
+    topic_: str
+    value_: bytes
+    key_: bytes = b"acme"
+    headers_: list = field(default_factory=list)
+    offset_: int = 0
+
+    def topic(self): return self.topic_
+    def key(self): return self.key_
+    def value(self): return self.value_
+    def headers(self): return self.headers_
+    def partition(self): return 0
+    def offset(self): return self.offset_
+
+
+class FakeDecoder:
+    """Values are pickled records; anything else is undecodable."""
+
+    def event(self, value):
+        obj = pickle.loads(value) if value.startswith(b"\x80") else None
+        if not isinstance(obj, Envelope):
+            raise KeyError("not an event")
+        return obj
+
+    def report(self, value):
+        return pickle.loads(value)
+
+
+@dataclass
+class Result:
+    sha: str | None
+    changed: bool
+
+
+class FakeGit:
+    """A repository as a list of commits (operation id, files after it); `failures` are raised by
+    the next `apply` calls, in turn."""
+
+    def __init__(self, files=None):
+        self.commits: list[tuple[str, str, dict]] = [("root", "bootstrap", dict(files or {}))]
+        self.failures: list[Exception] = []
+        self.applied = 0
+
+    def files(self) -> dict:
+        return self.commits[-1][2]
+
+    def find_commit(self, operation_id):
+        return next((sha for sha, op, _ in self.commits if op == operation_id), None)
+
+    def before(self, sha):
+        i = next(i for i, c in enumerate(self.commits) if c[0] == sha)
+        prev, this = self.commits[i - 1][2], self.commits[i][2]
+        return {p: prev.get(p) for p in set(prev) | set(this) if prev.get(p) != this.get(p)}
+
+    def apply(self, changes, message, *, operation_id, correlation_id):
+        if self.failures:
+            raise self.failures.pop(0)
+        self.applied += 1
+        files = {**self.files(), **changes}
+        files = {p: c for p, c in files.items() if c is not None}
+        if files == self.files():
+            return Result(self.commits[-1][0], False)
+        sha = f"sha{len(self.commits)}"
+        self.commits.append((sha, operation_id, files))
+        return Result(sha, True)
+
+
+class FakeRenderer:
+    def __init__(self):
+        self.failures: list[Exception] = []
+
+    def render(self, tenant_id, e):
+        if self.failures:
+            raise self.failures.pop(0)
+        return f"tenants/{tenant_id}/{e.pop}/{e.name}.yaml", (None if e.action == "delete" else MANIFESTS)
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = T0
+
+    def now(self):
+        return self.t
+
+    def wait(self, stop, seconds):
+        self.t += timedelta(seconds=seconds)
+        return stop.is_set()
+
+
+class Sink(list):
+    def send(self, *args):
+        self.append(args if len(args) > 1 else args[0])
+
+
+class FakeSource:
+    events_topic = "dbaas.events"
+
+    def __init__(self, log=(), incoming=()):
+        self.log, self.incoming, self.committed = list(log), list(incoming), []
+
+    def replay(self):
+        return iter(self.log)
+
+    def poll(self):
+        batch, self.incoming = self.incoming, []
+        return batch
+
+    def commit(self, msg):
+        self.committed.append(msg.offset())
+
+
+POP_KEY = Signer.generate("pop-frankfurt")
+
+
+def runner(git=None, renderer=None, source=None, state=None):
+    keys = Keyring(None, [TrustedKey.from_dict({"key_id": "pop-frankfurt", "kind": "pop", "pop": "frankfurt",
+                                                "public_key": POP_KEY.public_text()})])
+    return SagaRunner(state or fresh(), source=source or FakeSource(), decoder=FakeDecoder(), git=git or FakeGit(),
+                      renderer=renderer or FakeRenderer(), commands=Sink(), dead_letters=Sink(), keys=keys,
+                      clock=FakeClock(), pop_status_topic="dbaas.pop.status")
+
+
+def event_msg(payload, at=T0, offset=0) -> FakeMessage:
+    return FakeMessage("dbaas.events", pickle.dumps(env(payload, at)), offset_=offset)
+
+
+STOP = threading.Event()
+
+
+def payloads(r: SagaRunner) -> list:
+    return [c.payload for c in r.commands]
+
+
+def test_runner_carries_an_operation_through_render_and_commit():
+    r = runner()
+    r.handle(event_msg(started()), STOP)
+    assert payloads(r) == [RecordServiceClaimRendered(SVC, OP, hashlib.sha256(MANIFESTS.encode()).hexdigest()),
+                           RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, "sha1", True)]
+    assert r.git.files() == {PATH: MANIFESTS} and r.git.commits[-1][1] == OP
+    assert r.state.in_flight is None
+
+
+def test_runner_never_commits_an_operation_twice():
+    git = FakeGit()
+    r = runner(git)
+    r.handle(event_msg(started()), STOP)
+    again = runner(git)  # restarted after a crash before its offset was committed
+    again.handle(event_msg(started()), STOP)
+    assert git.applied == 1
+    assert payloads(again)[-1] == RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, "sha1", True)
+
+
+def test_runner_retries_a_transient_failure_with_backoff():
+    r = runner()
+    r.git.failures = [PushConflict("others kept moving main", attempts=5), OSError("connection reset")]
+    r.handle(event_msg(started()), STOP)
+    assert payloads(r)[-1] == RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, "sha1", True)
+    assert r.clock.now() == T0 + timedelta(seconds=0.5 + 1.0)
+
+
+def test_runner_gives_up_a_step_when_its_time_is_spent():
+    r = runner()
+    r.git.failures = [OSError("connection refused")] * 100
+    r.handle(event_msg(started()), STOP)
+    assert payloads(r)[-1] == RecordStepTimedOut(SVC, OP, "commit", 300)
+    assert len(r.git.commits) == 1 and r.clock.now() <= T0 + timedelta(seconds=420)
+
+
+def test_runner_fails_an_operation_the_chart_refuses_and_goes_on():
+    r = runner()
+    r.renderer.failures = [RenderError("x", chart="c", stderr="Error: release name too long\nUse --debug")]
+    r.handle(event_msg(started()), STOP)
+    (failed,) = payloads(r)
+    assert failed == RecordStepFailed(SVC, OP, "render", "the service's manifests could not be rendered: release "
+                                      "name too long; nothing was committed; send the request again with values "
+                                      "the service chart accepts")
+    r.handle(event_msg(started("apply", "op-2"), offset=1), STOP)
+    assert payloads(r)[-1].operation_id == "op-2"
+
+
+def test_runner_stops_on_a_fault_of_the_platform():
+    r = runner()
+    r.git.failures = [RemoteRejected("hook declined")]
+    with pytest.raises(RemoteRejected):
+        r.handle(event_msg(started()), STOP)
+    assert len(r.git.commits) == 1
+
+
+def test_runner_reverts_a_failed_operation_once():
+    git = FakeGit({PATH: "old"})
+    r = runner(git)
+    r.handle(event_msg(started()), STOP)
+    r.handle(event_msg(ServiceFailed(OP, SVC, "pop said no", compensate=True)), STOP)
+    assert git.files() == {PATH: "old"} and git.commits[-1][1] == revert_operation_id(OP)
+    assert payloads(r)[-1] == RecordServiceClaimReverted(SVC, OP, git.commits[-1][0])
+    again = runner(git)
+    again.handle(event_msg(ServiceFailed(OP, SVC, "pop said no", compensate=True)), STOP)
+    assert len(git.commits) == 3 and payloads(again) == [payloads(r)[-1]]
+
+
+def test_runner_reverts_a_cancelled_creation_by_removing_its_file():
+    git = FakeGit()
+    r = runner(git)
+    r.handle(event_msg(started()), STOP)
+    r.handle(event_msg(OperationCancelled(OP, SVC, compensate=True, status="Deleted")), STOP)
+    assert git.files() == {}
+
+
+def test_runner_dead_letters_a_revert_git_refuses_for_good():
+    r = runner()
+    r.handle(event_msg(started()), STOP)
+    r.git.failures = [InvalidChange("a folder of that name exists")]
+    failed = event_msg(ServiceFailed(OP, SVC, "x", compensate=True), offset=7)
+    r.handle(failed, STOP)
+    assert r.dead_letters == [(failed, "the revert could not be committed to GitOps: a folder of that name exists",
+                               "compensation_refused")]
+
+
+def test_runner_rebuilds_deadlines_from_the_log_and_times_out_on_a_tick():
+    source = FakeSource(log=[event_msg(ServiceClaimCommitted(OP, SVC, "frankfurt", PATH, "abc")),
+                             FakeMessage("dbaas.events", b"garbage")])
+    r = runner(source=source)
+    r.replay()
+    assert list(r.state.awaiting) == [OP]
+    r.tick(STOP)
+    assert payloads(r) == []
+    r.clock.t = T0 + timedelta(seconds=1800)
+    r.tick(STOP)
+    assert payloads(r) == [RecordStepTimedOut(SVC, OP, "pop-report", 1800)]
+
+
+def test_runner_relays_a_signed_report_and_dead_letters_an_unsigned_one():
+    r = runner()
+    value = pickle.dumps({"tenant_id": TENANT, "service_id": SVC, "operation_id": OP, "pop": "frankfurt",
+                          "phase": "Ready", "endpoint": "h:1", "reason": None, "report_id": "rep-1"})
+    signed = FakeMessage("dbaas.pop.status", value, headers_=POP_KEY.headers("dbaas.pop.status", b"acme", value))
+    unsigned = FakeMessage("dbaas.pop.status", value)
+    r.handle(signed, STOP)
+    r.handle(unsigned, STOP)
+    assert payloads(r) == [RecordPopReport(SVC, OP, "frankfurt", "Ready", "h:1", None, None)]
+    assert [(m, code) for m, _, code in r.dead_letters] == [(unsigned, "unauthenticated")]
+
+
+def test_runner_dead_letters_undecodable_input_and_commits_offsets_after_effects():
+    bad = FakeMessage("dbaas.events", b"garbage", offset_=1)
+    source = FakeSource(incoming=[event_msg(started(), offset=0), bad])
+    r = runner(source=source)
+
+    class OnceThrough:
+        def __init__(self):
+            self.calls = 0
+
+        def is_set(self):
+            self.calls += 1
+            return self.calls > 1
+
+    r.run(OnceThrough())
+    assert source.committed == [0, 1]
+    assert [m for m, _, _ in r.dead_letters] == [bad]
+    assert len(payloads(r)) == 2
