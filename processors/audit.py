@@ -23,9 +23,9 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge
 
-from runtime import topics as topic_spec
-from processors.deadletter import dead_letter
 from runtime import kafka
+from runtime import topics as topic_spec
+from runtime.deadletter import dead_letter
 from schemas import AUDIT_TOPIC_PATTERN as AUDIT_PATTERN
 from schemas import audit_topic, short_name
 from schemas.errors import PoisonMessage

@@ -27,10 +27,10 @@ from prometheus_client import Counter, Gauge, Histogram
 import commands
 import events
 from events import Envelope, TenantState, evolve
-from processors.deadletter import dead_letter
 from processors.judge import DeadLetter, Judged, Raw, judge, oversized
 from processors.settings import ProcessorSettings
 from runtime import kafka
+from runtime.deadletter import dead_letter
 from runtime.signing import Keyring, TrustedKey, Unverified
 from schemas.errors import PoisonMessage
 from schemas.registry import COMMANDS_SUBJECT, EVENTS_SUBJECT, Registry, Serde

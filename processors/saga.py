@@ -35,7 +35,6 @@ from commands.publisher import Publisher
 from events import Envelope, OperationStarted
 from gitops import helm, layout, manifests
 from gitops.committer import GitOpsCommitter
-from processors.deadletter import dead_letter
 from processors.sagas.errors import REASON_MAX, Verdict, classify, error_name, refusal_reason  # noqa: F401
 from processors.sagas.runner import SagaRunner
 from processors.sagas.service import (  # noqa: F401  (the saga's public names, as before)
@@ -47,6 +46,7 @@ from processors.sagas.service import (  # noqa: F401  (the saga's public names, 
     step_command_id,
 )
 from runtime import kafka
+from runtime.deadletter import dead_letter
 from runtime.signing import Keyring, Signer
 from schemas.registry import EVENTS_SUBJECT, POP_STATUS_SUBJECT, Registry, Serde
 

@@ -2,7 +2,7 @@
 
 Owns how a consumed message becomes an `Item` (an `events.Envelope`, or the reason it is poison:
 `Decoder`), how a batch is fetched,
-and how poison goes to the dead-letter topic with the `dbaas-error-*` / `dbaas-source-*` headers.
+and how poison goes to the dead-letter topic (`runtime.deadletter`'s contract).
 A registry that does not answer is transient (`TransientError`): the batch is retried, never
 dead-lettered. Imports confluent-kafka, `schemas`, `events` and `projections.errors`.
 """
@@ -26,11 +26,9 @@ from confluent_kafka.admin import AdminClient
 from events import Envelope, EventError, from_avro
 from projections.errors import TopicNotFound, TransientError
 from projections.settings import Settings
+from runtime import deadletter
 from schemas import PoisonMessage
 from schemas.registry import RegistryUnavailable, Serde
-
-REASON_HEADER = "dbaas-error-reason"
-SOURCE_HEADERS = ("dbaas-source-topic", "dbaas-source-partition", "dbaas-source-offset")
 
 
 def consumer_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
@@ -130,14 +128,7 @@ def dead_letter(producer: Producer, dlq_topic: str, items: list[Item], timeout: 
             failures.append(err)
 
     for item in items:
-        msg = item.message
-        headers = [
-            (REASON_HEADER, (item.poison or "").encode()),
-            (SOURCE_HEADERS[0], (msg.topic() or "").encode()),
-            (SOURCE_HEADERS[1], str(item.partition).encode()),
-            (SOURCE_HEADERS[2], str(item.offset).encode()),
-        ]
-        producer.produce(dlq_topic, key=msg.key(), value=msg.value(), headers=headers, on_delivery=delivered)
+        deadletter.dead_letter(producer, dlq_topic, item.message, item.poison or "", on_delivery=delivered)
     remaining = producer.flush(timeout)
     if remaining or failures:
         raise TransientError(f"dead-letter topic {dlq_topic!r} did not take {remaining or len(failures)} "

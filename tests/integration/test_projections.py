@@ -28,8 +28,9 @@ from projections.batch import apply_batch
 from projections.projectors import PROJECTIONS, upsert
 from projections.rebuild import Progress, rebuild
 from projections.settings import Settings
-from projections.stream import REASON_HEADER, Item
+from projections.stream import Item
 from projections.tables import REBUILD_SUFFIX, build_tables, create_all
+from runtime.deadletter import REASON as REASON_HEADER
 from tests.conftest import REPO, wait_for
 from tests.integration.projection_support import (
     LARGE,
