@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import psycopg
 import sqlalchemy as sa
@@ -86,6 +86,7 @@ class QuotaReading:
     usage: tuple[UsageGroup, ...]
 
 
+@runtime_checkable
 class ReadModel(Protocol):
     """What the HTTP process reads. Every method may raise `ReadModelUnavailable` or
     `ReadModelRefused`; "not there" is None (or empty), never an exception."""

@@ -89,9 +89,15 @@ def as_(name: str, grants: str = "") -> dict[str, str]:
     return {"x-who": name, **({"x-grants": grants} if grants else {})}
 
 
-def test_the_fake_is_a_read_model():
-    port: ReadModel = FakeReadModel()  # checked by mypy; at run time: every method is there
-    assert all(callable(getattr(port, m)) for m in ReadModel.__dict__ if not m.startswith("_"))
+def test_the_fake_and_the_sql_implementation_are_read_models():
+    from projections.reads import SqlReadModel
+
+    assert isinstance(FakeReadModel(), ReadModel)  # every method of the port is there
+    port = SqlReadModel.connect("postgresql://dbaas:x@127.0.0.1:9/dbaas")  # connects on first use only
+    try:
+        assert isinstance(port, ReadModel)
+    finally:
+        port.close()
 
 
 READS = [
