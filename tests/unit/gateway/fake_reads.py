@@ -4,12 +4,12 @@ is down, or one that refuses a value)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from events import Quota
 from projections.reads import Member, Membership, QuotaReading, StoredCredentials, UsageGroup
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass
