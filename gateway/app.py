@@ -1,7 +1,10 @@
 """Composition root of the HTTP process: the gateway's write routes and the projections' query
 routes under `/api/v1`, OpenAPI at `/openapi.json`, Prometheus metrics at `/metrics`.
 
-Run with `python -m gateway.app` (settings from the environment) or build with `create_app`.
+Run with `python -m gateway.app` (settings from the environment) or build with `create_app`. The
+read models are reached only through the read port (`projections.reads`): `create_app` builds its
+SQL implementation at start-up and hands it to every route through one dependency
+(`gateway.access.read_model`), which tests override with a fake.
 """
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 import structlog
 from fastapi import Depends, FastAPI, Request
 from prometheus_client import Counter, Histogram, make_asgi_app
@@ -19,11 +21,11 @@ from prometheus_client import Counter, Histogram, make_asgi_app
 from commands.publisher import Publisher
 
 from gateway import audit, credentials, failures, members, quotas, ratelimit, writes
-from gateway.access import tenants_of
+from gateway.access import Reads, tenants_of
 from gateway.auth import Authenticator, Identity, current_identity
 from gateway.guard import InputGuard
 from projections import api as queries
-from projections.settings import sqlalchemy_url
+from projections.reads import SqlReadModel
 from runtime.signing import Signer
 
 REQUESTS = Counter("dbaas_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -53,10 +55,10 @@ class GatewaySettings:
                    float(env.get("DBAAS_PUBLISH_TIMEOUT") or 10.0))
 
 
-def _scope(request: Request, identity: Identity = Depends(current_identity)) -> queries.Scope:
+def _scope(request: Request, reads: Reads, identity: Identity = Depends(current_identity)) -> queries.Scope:
     """The read models a caller sees: its organizations only."""
     ratelimit.charge(request, ratelimit.caller_bucket(identity.principal))
-    return queries.Scope(frozenset(tenants_of(request, identity)), identity.principal)
+    return queries.Scope(frozenset(tenants_of(reads, identity)), identity.principal)
 
 
 def create_app(settings: GatewaySettings | None = None, authenticator: Authenticator | None = None) -> FastAPI:
@@ -64,16 +66,12 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        engine = sa.create_engine(sqlalchemy_url(settings.database_url), pool_size=10, pool_pre_ping=True)
-        app.state.engine = engine
+        read_model = app.state.read_model = SqlReadModel.connect(settings.database_url)
         app.state.publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic,
                                         signer=settings.signer,
                                         extra={"message.timeout.ms": int(settings.publish_timeout * 1000)})
         app.state.publish_timeout = settings.publish_timeout
-        app.state.service_tenant = lambda service_id: _tenant_of(engine, "services", service_id)
-        app.state.operation_tenant = lambda operation_id: _tenant_of(engine, "operations", operation_id)
-        app.state.operation_fingerprint = lambda operation_id: _fingerprint_of(engine, operation_id)
-        app.dependency_overrides[queries.get_engine] = lambda: engine
+        app.dependency_overrides[queries.get_engine] = lambda: read_model.engine
         app.dependency_overrides[queries.get_scope] = _scope
         event_log = app.state.event_log = audit.EventLog(settings.kafka, settings.registry_url)
         app.dependency_overrides[queries.get_history] = lambda: event_log
@@ -81,7 +79,7 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         yield
         app.state.publisher.close()
         event_log.close()
-        engine.dispose()
+        read_model.close()
         log.info("gateway stopped")
 
     app = FastAPI(title="dbaas control plane", version="1", lifespan=lifespan,
@@ -117,19 +115,6 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         return response
 
     return app
-
-
-def _tenant_of(engine: sa.Engine, table: str, row_id: str) -> str | None:
-    with engine.connect() as conn:
-        return conn.execute(sa.text(f"select tenant_id from {table} where id = :id"), {"id": row_id}).scalar()
-
-
-def _fingerprint_of(engine: sa.Engine, operation_id: str) -> str | None:
-    from projections.queries import operation_fingerprint
-    from projections.tables import build_tables
-
-    with engine.connect() as conn:
-        return operation_fingerprint(conn, build_tables(), operation_id)
 
 
 def main() -> int:

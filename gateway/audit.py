@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
 from events import Envelope
-from gateway.access import require_read
+from gateway.access import Reads, require_read
 from gateway.auth import Identity, current_identity
 from projections import timetravel
 from runtime import kafka as kafka_reader
@@ -116,14 +116,14 @@ def _aware(value: datetime | None, name: str) -> datetime | None:
 
 
 @router.get("/organizations/{org}/audit", response_model=AuditPage)
-def get_audit(org: str, request: Request, identity: Identity = Depends(current_identity),
+def get_audit(org: str, request: Request, reads: Reads, identity: Identity = Depends(current_identity),
               since: Annotated[datetime | None, Query(description="ISO 8601; default 24 hours ago")] = None,
               until: Annotated[datetime | None, Query(description="ISO 8601; default now")] = None,
               actor: str | None = None, action: str | None = None,
               kind: Annotated[str | None, Query(pattern="^(command|event)$")] = None,
               outcome: Annotated[str | None, Query(pattern="^(accepted|rejected)$")] = None,
               limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100) -> AuditPage:
-    require_read(request, identity, org, "audit")
+    require_read(request, reads, identity, org, "audit")
     since = _aware(since, "since") or datetime.now(timezone.utc) - timedelta(hours=24)
     until = _aware(until, "until")
     wanted = {"actor": actor, "action": action, "kind": kind, "outcome": outcome}
@@ -141,9 +141,9 @@ def get_audit(org: str, request: Request, identity: Identity = Depends(current_i
 
 
 @router.get("/organizations/{org}/replay", response_model=Replay)
-def replay(org: str, request: Request, until: Annotated[datetime, Query(description="ISO 8601 with a zone")],
-           identity: Identity = Depends(current_identity)) -> Replay:
-    require_read(request, identity, org, "audit")
+def replay(org: str, request: Request, reads: Reads,
+           until: Annotated[datetime, Query(description="ISO 8601 with a zone")], identity: Identity = Depends(current_identity)) -> Replay:
+    require_read(request, reads, identity, org, "audit")
     until = _aware(until, "until")
     envelopes = request.app.state.event_log.tenant_events(org)
     rows = timetravel.replay(envelopes, until)

@@ -9,12 +9,11 @@ from __future__ import annotations
 import json
 import os
 
-import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 
-from gateway.access import require_read
+from gateway.access import Reads, require_read
 from gateway.auth import Identity, current_identity
 
 router = APIRouter()
@@ -32,22 +31,20 @@ class Credentials(BaseModel):
 
 @router.get("/services/{service_id}/credentials", response_model=Credentials, tags=["services"],
             responses={403: {"description": "not allowed"}, 404: {"description": "no credentials yet"}})
-def service_credentials(service_id: str, request: Request, response: Response,
+def service_credentials(service_id: str, request: Request, response: Response, reads: Reads,
                         identity: Identity = Depends(current_identity)) -> Credentials:
-    with request.app.state.engine.connect() as conn:
-        row = conn.execute(sa.text("select tenant_id, credentials from services where id = :id"),
-                           {"id": service_id}).first()
-    if row is None:
+    stored = reads.credentials(service_id)
+    if stored is None:
         raise HTTPException(404, f"no service {service_id}")
-    require_read(request, identity, row.tenant_id, "credentials", missing=f"no service {service_id}")
-    if row.credentials is None:
+    require_read(request, reads, identity, stored.tenant_id, "credentials", missing=f"no service {service_id}")
+    if stored.token is None:
         raise HTTPException(404, f"service {service_id} has no credentials: they exist once the service is "
                                  "Ready in a PoP that issues them (PoP local)")
     key = os.environ.get("DBAAS_CREDENTIALS_KEY")
     if not key:
         raise HTTPException(503, "this API process has no credentials key (DBAAS_CREDENTIALS_KEY)")
     try:
-        values = json.loads(Fernet(key).decrypt(row.credentials.encode()))
+        values = json.loads(Fernet(key).decrypt(stored.token.encode()))
     except InvalidToken:
         raise HTTPException(500, "the stored credentials cannot be decrypted with this key") from None
     response.headers["Cache-Control"] = "no-store"

@@ -3,13 +3,12 @@ models) or Kafka / the schema registry (publishing) unreachable or timing out is
 `Retry-After`, never a 500; a command too large for the broker is a 413; a value PostgreSQL refuses
 to store is the request's fault (422). `install(app)` registers the handlers.
 
-Imports fastapi, sqlalchemy, psycopg, confluent-kafka and the error types of `commands.publisher`
-and `schemas.registry`; knows no route.
+Imports fastapi, confluent-kafka and the error types of `commands.publisher`, `schemas.registry` and
+`projections.reads` (the read port's errors and the database driver's, listed there, so that the
+gateway imports no database library); knows no route.
 """
 from __future__ import annotations
 
-import psycopg
-import sqlalchemy.exc
 import structlog
 from confluent_kafka import KafkaException
 from fastapi import FastAPI, Request
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
 from commands.publisher import CommandTooLarge, PublishError
+from projections.reads import DATABASE_REFUSED, DATABASE_UNAVAILABLE
 from schemas.registry import RegistryUnavailable
 
 RETRY_AFTER_SECONDS = 5
@@ -68,10 +68,9 @@ def _first_line(exc: Exception) -> str:
 
 
 def install(app: FastAPI) -> None:
-    for kind in (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
-                 psycopg.OperationalError, psycopg.InterfaceError):
+    for kind in DATABASE_UNAVAILABLE:
         app.add_exception_handler(kind, database_down)
-    for kind in (sqlalchemy.exc.DataError, psycopg.DataError):
+    for kind in DATABASE_REFUSED:
         app.add_exception_handler(kind, unstorable)
     app.add_exception_handler(CommandTooLarge, command_too_large)
     app.add_exception_handler(PublishError, broker_down)

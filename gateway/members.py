@@ -17,13 +17,10 @@ from pydantic import BaseModel, Field
 
 from commands import AddMember, ChangeMemberRole, RemoveMember, principal, split_principal
 from gateway import ratelimit, writes
-from gateway.access import require_command, require_read, tenants_of
+from gateway.access import Reads, require_command, require_read, tenants_of
 from gateway.auth import Identity, current_identity
-from projections import queries
-from projections.tables import build_tables
 
 router = APIRouter(tags=["members"])
-TABLES = build_tables()
 IdemKey, CorrId = writes.IdemKey, writes.CorrId
 
 
@@ -59,10 +56,11 @@ class Me(BaseModel):
 
 
 @router.get("/organizations/{org}/members", response_model=list[Member])
-def list_members(org: str, request: Request, identity: Identity = Depends(current_identity)) -> list[Member]:
-    require_read(request, identity, org, "members")
-    with request.app.state.engine.connect() as conn:
-        return [Member(**{**m, **_named(m["subject"])}) for m in queries.members(conn, TABLES, org)]
+def list_members(org: str, request: Request, reads: Reads,
+                 identity: Identity = Depends(current_identity)) -> list[Member]:
+    require_read(request, reads, identity, org, "members")
+    return [Member(**_named(m.subject), role=m.role, created_at=m.created_at, updated_at=m.updated_at)
+            for m in reads.members(org)]
 
 
 def _named(value: str) -> dict[str, str | None]:
@@ -82,32 +80,32 @@ def _principal(request: Request, subject: str, issuer: str | None) -> str:
 
 
 @router.post("/organizations/{org}/members", status_code=202, response_model=writes.Accepted)
-async def add_member(org: str, body: MemberIn, request: Request, response: Response,
+async def add_member(org: str, body: MemberIn, request: Request, response: Response, reads: Reads,
                      identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                      correlation_id: CorrId = None) -> writes.Accepted:
-    require_read(request, identity, org, "members")
-    actor = require_command(request, identity, org, "AddMember")
-    return await writes.publish(request, response, org, actor, AddMember(_principal(request, body.subject, body.issuer), body.role),
+    require_read(request, reads, identity, org, "members")
+    actor = require_command(request, reads, identity, org, "AddMember")
+    return await writes.publish(request, reads, response, org, actor, AddMember(_principal(request, body.subject, body.issuer), body.role),
                                 writes.command_id(idempotency_key), correlation_id)
 
 
 @router.put("/organizations/{org}/members/{subject}", status_code=202, response_model=writes.Accepted)
 async def change_role(org: str, subject: str, body: RoleIn, request: Request, response: Response,
-                      identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
+                      reads: Reads, identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                       correlation_id: CorrId = None, issuer: Issuer = None) -> writes.Accepted:
-    require_read(request, identity, org, "members")
-    actor = require_command(request, identity, org, "ChangeMemberRole")
-    return await writes.publish(request, response, org, actor, ChangeMemberRole(_principal(request, subject, issuer), body.role),
+    require_read(request, reads, identity, org, "members")
+    actor = require_command(request, reads, identity, org, "ChangeMemberRole")
+    return await writes.publish(request, reads, response, org, actor, ChangeMemberRole(_principal(request, subject, issuer), body.role),
                                 writes.command_id(idempotency_key), correlation_id)
 
 
 @router.delete("/organizations/{org}/members/{subject}", status_code=202, response_model=writes.Accepted)
 async def remove_member(org: str, subject: str, request: Request, response: Response,
-                        identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
+                        reads: Reads, identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                         correlation_id: CorrId = None, issuer: Issuer = None) -> writes.Accepted:
-    require_read(request, identity, org, "members")
-    actor = require_command(request, identity, org, "RemoveMember")
-    return await writes.publish(request, response, org, actor, RemoveMember(_principal(request, subject, issuer)),
+    require_read(request, reads, identity, org, "members")
+    actor = require_command(request, reads, identity, org, "RemoveMember")
+    return await writes.publish(request, reads, response, org, actor, RemoveMember(_principal(request, subject, issuer)),
                                 writes.command_id(idempotency_key), correlation_id)
 
 
@@ -118,24 +116,22 @@ class User(BaseModel):
 
 
 @router.get("/users", response_model=list[User], tags=["users"])
-def list_users(request: Request, identity: Identity = Depends(current_identity)) -> list[User]:
+def list_users(request: Request, reads: Reads, identity: Identity = Depends(current_identity)) -> list[User]:
     """The members of the organizations the caller belongs to, with their roles there."""
     ratelimit.charge(request, ratelimit.caller_bucket(identity.principal))
-    mine = tenants_of(request, identity)
+    mine = tenants_of(reads, identity)
     people: dict[str, dict[str, set[str]]] = {}
-    with request.app.state.engine.connect() as conn:
-        for org in sorted(mine):
-            for m in queries.members(conn, TABLES, org):
-                people.setdefault(m["subject"], {}).setdefault(org, set()).add(m["role"])
+    for org in sorted(mine):
+        for m in reads.members(org):
+            people.setdefault(m.subject, {}).setdefault(org, set()).add(m.role)
     return [User(**_named(s), organizations=[Membership(organization=o, roles=sorted(r)) for o, r in sorted(orgs.items())])
             for s, orgs in sorted(people.items())]
 
 
 @router.get("/users/me", response_model=Me, tags=["users"])
-def me(request: Request, identity: Identity = Depends(current_identity)) -> Me:
+def me(request: Request, reads: Reads, identity: Identity = Depends(current_identity)) -> Me:
     ratelimit.charge(request, ratelimit.caller_bucket(identity.principal))
-    with request.app.state.engine.connect() as conn:
-        held = {m["tenant_id"]: {m["role"]} for m in queries.memberships(conn, TABLES, identity.principal)}
+    held = {m.tenant_id: {m.role} for m in reads.memberships(identity.principal)}
     for org, roles in identity.org_roles.items():
         held.setdefault(org, set()).update(roles)
     return Me(subject=identity.subject, issuer=identity.issuer, development_token=identity.development,

@@ -12,17 +12,13 @@ from pydantic import BaseModel, Field
 
 from commands import SetQuota
 from commands.catalog import DEFAULT_QUOTA
-from events import Quota, ResourceLimit, quota_from_avro
+from events import Quota, ResourceLimit
 from gateway import writes
-from gateway.access import require_command, require_read
+from gateway.access import Reads, require_command, require_read
 from gateway.auth import Identity, current_identity
-from projections import queries
-from projections.errors import NotFound
-from projections.tables import build_tables
 from schemas import as_record
 
 router = APIRouter(tags=["organizations"])
-TABLES = build_tables()
 
 
 class Limit(BaseModel):
@@ -58,39 +54,35 @@ def _limit(cpu: float, memory: int, storage: int) -> Limit:
 
 @router.get("/organizations/{org}/quotas", response_model=Quotas,
             responses={404: {"description": "no such organization"}})
-def get_quotas(org: str, request: Request, identity: Identity = Depends(current_identity)) -> Quotas:
-    require_read(request, identity, org, "quotas")
-    with request.app.state.engine.connect() as conn:
-        try:
-            row = queries.get_organization(conn, TABLES, org)
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        groups = queries.usage(conn, TABLES, org)
-    quota = quota_from_avro(row["quota"]) if row["quota"] else DEFAULT_QUOTA
+def get_quotas(org: str, request: Request, reads: Reads,
+               identity: Identity = Depends(current_identity)) -> Quotas:
+    require_read(request, reads, identity, org, "quotas")
+    reading = reads.quotas(org)
+    if reading is None:
+        raise HTTPException(404, f"organization {org} not found")
     sums: dict[str, dict[str, list[float]]] = {"engines": {}, "pops": {}}
     total = [0.0, 0.0, 0.0]
-    for g in groups:
-        amounts = (float(g["cpu"] or 0), float(g["memory_gb"] or 0), float(g["storage_gb"] or 0))
-        for bucket in (total, sums["engines"].setdefault(g["engine"], [0.0] * 3),
-                       sums["pops"].setdefault(g["pop"], [0.0] * 3)):
-            for i, amount in enumerate(amounts):
+    for g in reading.usage:
+        for bucket in (total, sums["engines"].setdefault(g.engine, [0.0] * 3),
+                       sums["pops"].setdefault(g.pop, [0.0] * 3)):
+            for i, amount in enumerate((g.cpu, g.memory_gb, g.storage_gb)):
                 bucket[i] += amount
-    usage = Usage(services=sum(g["services"] for g in groups), total=_limit(*total),
+    usage = Usage(services=sum(g.services for g in reading.usage), total=_limit(*total),
                   engines={k: _limit(*v) for k, v in sums["engines"].items()},
                   pops={k: _limit(*v) for k, v in sums["pops"].items()})
-    return Quotas(organization=org, default=row["quota"] is None,
-                  quota=QuotaBody.model_validate(as_record(quota)), usage=usage)
+    return Quotas(organization=org, default=reading.quota is None,
+                  quota=QuotaBody.model_validate(as_record(reading.quota or DEFAULT_QUOTA)), usage=usage)
 
 
 @router.put("/organizations/{org}/quotas", status_code=202, response_model=writes.Accepted,
             responses={403: {"description": "only an org-owner sets quotas"}})
-async def put_quotas(org: str, body: QuotaBody, request: Request, response: Response,
+async def put_quotas(org: str, body: QuotaBody, request: Request, response: Response, reads: Reads,
                      identity: Identity = Depends(current_identity),
                      idempotency_key: writes.IdemKey = None, correlation_id: writes.CorrId = None,
                      ) -> writes.Accepted:
-    actor = require_command(request, identity, org, "SetQuota")
+    actor = require_command(request, reads, identity, org, "SetQuota")
     quota = Quota(body.max_services, ResourceLimit(**body.total.model_dump()),
                   {k: ResourceLimit(**v.model_dump()) for k, v in body.engines.items()},
                   {k: ResourceLimit(**v.model_dump()) for k, v in body.pops.items()})
-    return await writes.publish(request, response, org, actor, SetQuota(quota),
+    return await writes.publish(request, reads, response, org, actor, SetQuota(quota),
                                 writes.command_id(idempotency_key), correlation_id)

@@ -27,8 +27,9 @@ from commands import (
     SetDeletionProtection,
 )
 from commands.publisher import PublishError
-from gateway.access import require_command, roles_in
+from gateway.access import Reads, require_command, roles_in
 from gateway.auth import Identity, current_identity
+from projections.reads import ReadModel
 
 SERVICE_ID_NAMESPACE = uuid.UUID("5d1c8c59-3c8e-4b7e-9a43-0b4f3f0c6a11")
 
@@ -90,14 +91,14 @@ def _check(payload) -> None:
             for p in problems])
 
 
-async def publish(request: Request, response: Response, tenant: str, actor: Actor, payload,
-                   command_id: str, correlation: str | None, service_id: str | None = None) -> Accepted:
+async def publish(request: Request, reads: ReadModel, response: Response, tenant: str, actor: Actor, payload,
+                  command_id: str, correlation: str | None, service_id: str | None = None) -> Accepted:
     _check(payload)
     envelope = CommandEnvelope(
         command_id=command_id, tenant_id=tenant, actor=actor, issued_at=datetime.now(timezone.utc),
         correlation_id=correlation or str(uuid.uuid4()), payload=payload)
     operation = commands.operation_id(tenant, command_id)
-    known = request.app.state.operation_fingerprint(operation)
+    known = reads.operation_fingerprint(operation)
     if known is not None and known != commands.fingerprint_of(payload):
         raise HTTPException(409, f"Idempotency-Key {command_id} was already used for a different request "
                                  f"(operation {operation}); send a new key for a new request")
@@ -121,17 +122,17 @@ CorrId = Annotated[str | None, Header(alias="X-Correlation-Id")]
 
 
 @router.post("/organizations", status_code=202, response_model=Accepted, tags=["organizations"])
-async def create_organization(body: OrganizationIn, request: Request, response: Response,
+async def create_organization(body: OrganizationIn, request: Request, response: Response, reads: Reads,
                               identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                               correlation_id: CorrId = None) -> Accepted:
     payload = CreateOrganization(body.slug, body.display_name or body.slug)
-    actor = require_command(request, identity, body.slug, "CreateOrganization")
-    return await publish(request, response, body.slug, actor, payload, command_id(idempotency_key),
+    actor = require_command(request, reads, identity, body.slug, "CreateOrganization")
+    return await publish(request, reads, response, body.slug, actor, payload, command_id(idempotency_key),
                           correlation_id)
 
 
 @router.post("/services", status_code=202, response_model=Accepted, tags=["services"])
-async def create_service(body: ServiceIn, request: Request, response: Response,
+async def create_service(body: ServiceIn, request: Request, response: Response, reads: Reads,
                          identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                          correlation_id: CorrId = None) -> Accepted:
     op_id = command_id(idempotency_key)
@@ -140,70 +141,71 @@ async def create_service(body: ServiceIn, request: Request, response: Response,
     fields = body.model_dump(exclude={"org"})
     payload = CreateService(service_id=service_id, **fields)
     _check(payload)  # a malformed request is a 422 whoever sends it
-    _visible(request, identity, body.org, f"no organization {body.org} among yours")
-    actor = require_command(request, identity, body.org, "CreateService")
-    return await publish(request, response, body.org, actor, payload, op_id, correlation_id,
+    _visible(request, reads, identity, body.org, f"no organization {body.org} among yours")
+    actor = require_command(request, reads, identity, body.org, "CreateService")
+    return await publish(request, reads, response, body.org, actor, payload, op_id, correlation_id,
                          service_id=service_id)
 
 
-def _visible(request: Request, identity: Identity, tenant: str | None, missing: str) -> str:
+def _visible(request: Request, reads: ReadModel, identity: Identity, tenant: str | None, missing: str) -> str:
     """`tenant` when the caller holds a role in it; 404 otherwise — what belongs to organizations
     the caller is not part of does not exist for it."""
-    if tenant is None or not roles_in(request, identity, tenant):
+    if tenant is None or not roles_in(request, reads, identity, tenant):
         raise HTTPException(404, missing)
     return tenant
 
 
-def _tenant_of(request: Request, identity: Identity, service_id: str) -> str:
-    return _visible(request, identity, request.app.state.service_tenant(service_id), f"no service {service_id}")
+def _tenant_of(request: Request, reads: ReadModel, identity: Identity, service_id: str) -> str:
+    return _visible(request, reads, identity, reads.service_tenant(service_id), f"no service {service_id}")
 
 
 @router.post("/services/{service_id}/scale", status_code=202, response_model=Accepted, tags=["services"])
-async def scale_service(service_id: str, body: ScaleIn, request: Request, response: Response,
+async def scale_service(service_id: str, body: ScaleIn, request: Request, response: Response, reads: Reads,
                         identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                         correlation_id: CorrId = None) -> Accepted:
     payload = ScaleService(service_id=service_id, **body.model_dump())
-    tenant = _tenant_of(request, identity, service_id)
-    actor = require_command(request, identity, tenant, "ScaleService")
-    return await publish(request, response, tenant, actor, payload,
+    tenant = _tenant_of(request, reads, identity, service_id)
+    actor = require_command(request, reads, identity, tenant, "ScaleService")
+    return await publish(request, reads, response, tenant, actor, payload,
                          command_id(idempotency_key), correlation_id, service_id=service_id)
 
 
 @router.put("/services/{service_id}/deletion-protection", status_code=202, response_model=Accepted,
             tags=["services"])
 async def set_deletion_protection(service_id: str, body: ProtectionIn, request: Request, response: Response,
+                                  reads: Reads,
                                   identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                                   correlation_id: CorrId = None) -> Accepted:
     """Turn deletion protection on or off. The setting holds once accepted; the service's manifests
     are rendered and committed again (an operation, queued like a scale), so a deletion sent after
     turning it off runs once the PoP has the unprotected manifests."""
-    tenant = _tenant_of(request, identity, service_id)
-    actor = require_command(request, identity, tenant, "SetDeletionProtection")
-    return await publish(request, response, tenant, actor, SetDeletionProtection(service_id, body.enabled),
+    tenant = _tenant_of(request, reads, identity, service_id)
+    actor = require_command(request, reads, identity, tenant, "SetDeletionProtection")
+    return await publish(request, reads, response, tenant, actor, SetDeletionProtection(service_id, body.enabled),
                          command_id(idempotency_key), correlation_id, service_id=service_id)
 
 
 @router.delete("/services/{service_id}", status_code=202, response_model=Accepted, tags=["services"])
-async def delete_service(service_id: str, request: Request, response: Response,
+async def delete_service(service_id: str, request: Request, response: Response, reads: Reads,
                          identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                          correlation_id: CorrId = None) -> Accepted:
-    tenant = _tenant_of(request, identity, service_id)
-    actor = require_command(request, identity, tenant, "DeleteService")
-    return await publish(request, response, tenant, actor,
+    tenant = _tenant_of(request, reads, identity, service_id)
+    actor = require_command(request, reads, identity, tenant, "DeleteService")
+    return await publish(request, reads, response, tenant, actor,
                          DeleteService(service_id), command_id(idempotency_key), correlation_id,
                          service_id=service_id)
 
 
 @router.post("/operations/{operation_id}/cancel", status_code=202, response_model=Accepted, tags=["operations"],
              responses={404: {"description": "no such operation"}})
-async def cancel_operation(operation_id: str, request: Request, response: Response,
+async def cancel_operation(operation_id: str, request: Request, response: Response, reads: Reads,
                            identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                            correlation_id: CorrId = None) -> Accepted:
     """Cancel an operation that is queued behind another on its service (dropped), or that awaits
     its PoP (its GitOps commit is reverted). The answer is the cancellation's own operation; the
     cancelled operation's state becomes Cancelled, or the cancellation is rejected with the reason."""
-    tenant = _visible(request, identity, request.app.state.operation_tenant(operation_id),
+    tenant = _visible(request, reads, identity, reads.operation_tenant(operation_id),
                       f"no operation {operation_id}")
-    actor = require_command(request, identity, tenant, "CancelOperation")
-    return await publish(request, response, tenant, actor, CancelOperation(operation_id),
+    actor = require_command(request, reads, identity, tenant, "CancelOperation")
+    return await publish(request, reads, response, tenant, actor, CancelOperation(operation_id),
                          command_id(idempotency_key), correlation_id)

@@ -100,6 +100,11 @@ def get_service(conn: Connection, tables: Tables, service_id: str) -> dict[str, 
     return dict(row._mapping)
 
 
+def tenant_of(conn: Connection, table: Table, row_id: str) -> str | None:
+    """The organization of the row `row_id` of `table` (a service or an operation); None when unknown."""
+    return conn.execute(select(table.c.tenant_id).where(table.c.id == row_id)).scalar()
+
+
 def operation_fingerprint(conn: Connection, tables: Tables, operation_id: str) -> str | None:
     """The payload fingerprint of the command that started `operation_id`; None when unknown."""
     t = tables.operations

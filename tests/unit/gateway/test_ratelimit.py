@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
-import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from gateway import ratelimit
-from gateway.access import roles_in
+from gateway.access import Reads, roles_in
 from gateway.auth import Identity, current_identity
+from tests.unit.gateway.fake_reads import FakeReadModel
 
 
 class Clock:
@@ -64,22 +64,19 @@ def test_members_are_charged_to_the_organization_and_others_to_themselves():
 
 @pytest.fixture
 def client():
-    """A route that looks up the caller's roles in `{org}` as every gateway route does, over a
-    members table in SQLite; the caller is named by the test's `X-Who` header."""
-    engine = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False})
-    with engine.begin() as conn:
-        conn.execute(sa.text("create table members (tenant_id text, subject text, role text)"))
-        conn.execute(sa.text("insert into members values ('acme', 'iss#alice', 'org-owner')"))
+    """A route that looks up the caller's roles in `{org}` as every gateway route does, over an
+    in-memory read port; the caller is named by the test's `X-Who` header."""
     app = FastAPI()
-    app.state.engine = engine
+    app.state.read_model = FakeReadModel(roles={("acme", "iss#alice"): "org-owner"})
     app.state.limiter = ratelimit.RateLimiter(ratelimit.parse("*=1/5"), Clock())
 
     def who(request: Request) -> Identity:
         return Identity(request.headers["x-who"], "iss")
 
     @app.get("/organizations/{org}")
-    def organization(org: str, request: Request, identity: Annotated[Identity, Depends(current_identity)]) -> list[str]:
-        return sorted(roles_in(request, identity, org))
+    def organization(org: str, request: Request, reads: Reads,
+                     identity: Annotated[Identity, Depends(current_identity)]) -> list[str]:
+        return sorted(roles_in(request, reads, identity, org))
 
     app.dependency_overrides[current_identity] = who
     with TestClient(app) as c:

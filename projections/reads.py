@@ -1,0 +1,208 @@
+"""The read port of the HTTP process: every question the gateway asks the read models, as one typed
+interface (`ReadModel`) with frozen-dataclass answers, and its implementation over the live tables
+in PostgreSQL (`SqlReadModel`).
+
+The gateway knows only `ReadModel`, its answers and its two errors: a database that does not answer
+is `ReadModelUnavailable` (transient: the caller may retry), a value the database refuses is
+`ReadModelRefused` (the request's fault). `DATABASE_UNAVAILABLE` and `DATABASE_REFUSED` also list
+the driver's own errors, which the query router (`projections.api`) lets through, so the HTTP
+process maps both without importing the driver. Connects nothing at import time.
+Imports SQLAlchemy, psycopg, `events` (quota records) and `projections.queries`/`.tables`/`.settings`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import psycopg
+import sqlalchemy as sa
+import sqlalchemy.exc
+
+from events import Quota, quota_from_avro
+from projections import queries
+from projections.errors import NotFound, ProjectionError, TransientError
+from projections.settings import sqlalchemy_url
+from projections.tables import Tables, build_tables
+
+
+class ReadModelUnavailable(TransientError):
+    """The read models' database did not answer (down, unreachable, timed out): retry later."""
+
+
+class ReadModelRefused(ProjectionError):
+    """The database refused a value of the question (the caller's input, not the platform)."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member of an organization: its principal (`<issuer>#<sub>`) and role there."""
+
+    subject: str
+    role: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Membership:
+    """An organization a principal is a member of, with its role there."""
+
+    tenant_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class StoredCredentials:
+    """A service's tenant and its credentials as the PoP reported them: a Fernet token, or None
+    while the service has none."""
+
+    tenant_id: str
+    token: str | None
+
+
+@dataclass(frozen=True)
+class UsageGroup:
+    """What an organization's services hold in one (engine, PoP): resources times replicas, over
+    services neither deleted nor failed."""
+
+    engine: str
+    pop: str
+    services: int
+    cpu: float
+    memory_gb: float
+    storage_gb: float
+
+
+@dataclass(frozen=True)
+class QuotaReading:
+    """An organization's quota (None: none set, the platform default applies) and its usage."""
+
+    tenant_id: str
+    quota: Quota | None
+    usage: tuple[UsageGroup, ...]
+
+
+@runtime_checkable
+class ReadModel(Protocol):
+    """What the HTTP process reads. Every method may raise `ReadModelUnavailable` or
+    `ReadModelRefused`; "not there" is None (or empty), never an exception."""
+
+    def member_role(self, tenant: str, subject: str) -> str | None:
+        """`subject`'s membership role in `tenant`; None when it is not a member."""
+        ...
+
+    def memberships(self, subject: str) -> list[Membership]:
+        """The organizations `subject` is a member of, by organization."""
+        ...
+
+    def members(self, tenant: str) -> list[Member]:
+        """The members of `tenant`, by subject."""
+        ...
+
+    def service_tenant(self, service_id: str) -> str | None:
+        """The organization of a service; None when there is no such service."""
+        ...
+
+    def operation_tenant(self, operation_id: str) -> str | None:
+        """The organization of an operation; None when there is no such operation."""
+        ...
+
+    def operation_fingerprint(self, operation_id: str) -> str | None:
+        """The payload fingerprint of the command that started the operation; None when unknown."""
+        ...
+
+    def credentials(self, service_id: str) -> StoredCredentials | None:
+        """A service's stored (encrypted) credentials; None when there is no such service."""
+        ...
+
+    def quotas(self, tenant: str) -> QuotaReading | None:
+        """An organization's quota and usage; None when there is no such organization."""
+        ...
+
+
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    ReadModelUnavailable, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError, psycopg.OperationalError, psycopg.InterfaceError)
+DATABASE_REFUSED: tuple[type[Exception], ...] = (ReadModelRefused, sqlalchemy.exc.DataError, psycopg.DataError)
+_UNAVAILABLE = DATABASE_UNAVAILABLE[1:]
+_REFUSED = DATABASE_REFUSED[1:]
+
+
+class SqlReadModel:
+    """`ReadModel` over the live read-model tables, through a pooled SQLAlchemy engine.
+
+    `engine` is also what the query router (`projections.api.get_engine`) reads with."""
+
+    def __init__(self, engine: sa.Engine, tables: Tables | None = None) -> None:
+        self.engine = engine
+        self.tables = tables or build_tables()
+
+    @classmethod
+    def connect(cls, database_url: str) -> SqlReadModel:
+        """A read model over `database_url` (any postgresql:// DSN); connects on first use."""
+        return cls(sa.create_engine(sqlalchemy_url(database_url), pool_size=10, pool_pre_ping=True))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise ReadModelUnavailable(_first_line(exc)) from exc
+        except _REFUSED as exc:
+            raise ReadModelRefused(_first_line(exc)) from exc
+
+    def member_role(self, tenant: str, subject: str) -> str | None:
+        t = self.tables.members
+        with self._reading() as conn:
+            return conn.execute(sa.select(t.c.role).where(t.c.tenant_id == tenant, t.c.subject == subject)).scalar()
+
+    def memberships(self, subject: str) -> list[Membership]:
+        with self._reading() as conn:
+            return [Membership(r["tenant_id"], r["role"]) for r in queries.memberships(conn, self.tables, subject)]
+
+    def members(self, tenant: str) -> list[Member]:
+        with self._reading() as conn:
+            return [Member(**r) for r in queries.members(conn, self.tables, tenant)]
+
+    def service_tenant(self, service_id: str) -> str | None:
+        with self._reading() as conn:
+            return queries.tenant_of(conn, self.tables.services, service_id)
+
+    def operation_tenant(self, operation_id: str) -> str | None:
+        with self._reading() as conn:
+            return queries.tenant_of(conn, self.tables.operations, operation_id)
+
+    def operation_fingerprint(self, operation_id: str) -> str | None:
+        with self._reading() as conn:
+            return queries.operation_fingerprint(conn, self.tables, operation_id)
+
+    def credentials(self, service_id: str) -> StoredCredentials | None:
+        t = self.tables.services
+        with self._reading() as conn:
+            row = conn.execute(sa.select(t.c.tenant_id, t.c.credentials).where(t.c.id == service_id)).first()
+        return None if row is None else StoredCredentials(row.tenant_id, row.credentials)
+
+    def quotas(self, tenant: str) -> QuotaReading | None:
+        with self._reading() as conn:
+            try:
+                organization = queries.get_organization(conn, self.tables, tenant)
+            except NotFound:
+                return None
+            groups = queries.usage(conn, self.tables, tenant)
+        stored = organization["quota"]
+        return QuotaReading(tenant, quota_from_avro(stored) if stored else None, tuple(
+            UsageGroup(g["engine"], g["pop"], int(g["services"]), float(g["cpu"] or 0),
+                       float(g["memory_gb"] or 0), float(g["storage_gb"] or 0)) for g in groups))
+
+
+def _first_line(exc: BaseException) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    return (str(cause).splitlines() or [type(cause).__name__])[0][:300]
