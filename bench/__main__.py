@@ -22,7 +22,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.common import Endpoints, org, percentile, platform, progress, service, wait_visible
 from commands import to_avro
-from commands.publisher import Publisher
+from runtime.publisher import Publisher
 
 
 def _raw_topic(ep: Endpoints, partitions: int = 12) -> str:

@@ -16,8 +16,8 @@ import psycopg
 
 from bench.common import command, org, platform, progress, wait_visible
 from commands import CreateService
-from commands.publisher import Publisher
 from gitops import helm, manifests
+from runtime.publisher import Publisher
 
 
 def committed(dsn: str, ids: list[str], show) -> None:

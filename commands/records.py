@@ -231,6 +231,10 @@ class CommandEnvelope:
     def command_type(self) -> str:
         return type(self.payload).__name__
 
+    def to_avro(self) -> dict[str, Any]:
+        """The `CommandEnvelope` record the codec writes (what `runtime.publisher` publishes)."""
+        return to_avro(self)
+
 
 def payload_to_avro(command: Command) -> tuple[str, dict[str, Any]]:
     """Command -> the `(full record name, fields)` union branch the codec writes."""

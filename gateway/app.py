@@ -18,14 +18,13 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from prometheus_client import Counter, Histogram, make_asgi_app
 
-from commands.publisher import Publisher
-
 from gateway import audit, credentials, failures, members, quotas, ratelimit, writes
 from gateway.access import Reads, tenants_of
 from gateway.auth import Authenticator, Identity, current_identity
 from gateway.guard import InputGuard
 from projections import api as queries
 from projections.reads import SqlReadModel
+from runtime.publisher import Publisher
 from runtime.signing import Signer
 
 REQUESTS = Counter("dbaas_http_requests_total", "HTTP requests", ["method", "route", "status"])

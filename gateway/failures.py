@@ -3,7 +3,7 @@ models) or Kafka / the schema registry (publishing) unreachable or timing out is
 `Retry-After`, never a 500; a command too large for the broker is a 413; a value PostgreSQL refuses
 to store is the request's fault (422). `install(app)` registers the handlers.
 
-Imports fastapi, confluent-kafka and the error types of `commands.publisher`, `schemas.registry` and
+Imports fastapi, confluent-kafka and the error types of `runtime.publisher`, `schemas.registry` and
 `projections.reads` (the read port's errors and the database driver's, listed there, so that the
 gateway imports no database library); knows no route.
 """
@@ -15,8 +15,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 
-from commands.publisher import CommandTooLarge, PublishError
 from projections.reads import DATABASE_REFUSED, DATABASE_UNAVAILABLE
+from runtime.publisher import CommandTooLarge, PublishError
 from schemas.registry import RegistryUnavailable
 
 RETRY_AFTER_SECONDS = 5

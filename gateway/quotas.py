@@ -6,7 +6,6 @@ the services read model (what holds quota: services neither deleted nor failed).
 """
 from __future__ import annotations
 
-
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 

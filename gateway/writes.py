@@ -26,10 +26,10 @@ from commands import (
     ScaleService,
     SetDeletionProtection,
 )
-from commands.publisher import PublishError
 from gateway.access import Reads, require_command, roles_in
 from gateway.auth import Identity, current_identity
 from projections.reads import ReadModel
+from runtime.publisher import PublishError
 
 SERVICE_ID_NAMESPACE = uuid.UUID("5d1c8c59-3c8e-4b7e-9a43-0b4f3f0c6a11")
 

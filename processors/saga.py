@@ -31,7 +31,6 @@ from confluent_kafka import Consumer, Message
 
 import events
 from commands import CommandEnvelope
-from commands.publisher import Publisher
 from events import Envelope, OperationStarted
 from gitops import helm, layout, manifests
 from gitops.committer import GitOpsCommitter
@@ -47,6 +46,7 @@ from processors.sagas.service import (  # noqa: F401  (the saga's public names, 
 )
 from runtime import kafka
 from runtime.deadletter import dead_letter
+from runtime.publisher import Publisher
 from runtime.signing import Keyring, Signer
 from schemas.registry import EVENTS_SUBJECT, POP_STATUS_SUBJECT, Registry, Serde
 

@@ -74,7 +74,7 @@ class Stack:
 
     def publisher(self, topic: str = "dbaas.commands", holder: str = "gateway"):
         """A command publisher signing as `holder` (the gateway's key: its actors are believed)."""
-        from commands.publisher import Publisher
+        from runtime.publisher import Publisher
 
         return Publisher(self.kafka, self.registry, topic, signer=self.signer(holder))
 

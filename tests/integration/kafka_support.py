@@ -11,9 +11,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import events
 from commands import Actor, CommandEnvelope
-from commands.publisher import Publisher
 from processors.command_processor import CommandProcessor
 from processors.settings import ProcessorSettings
+from runtime.publisher import Publisher
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 OWNER = Actor("alice", ("org-owner",))

@@ -13,7 +13,6 @@ import pytest
 from tests.conftest import SINGAPORE_TIMEOUT, wait_for
 
 
-
 @pytest.fixture
 def api(stack):
     with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as client:

@@ -15,9 +15,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 
-from commands.publisher import Publisher
 from gateway.guard import MAX_BODY_BYTES
 from runtime import devissuer
+from runtime.publisher import Publisher
 from tests.conftest import RATE_LIMIT, wait_for
 from tests.integration.gateway_support import closed_port, gateway_app, serving
 

@@ -8,9 +8,9 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import httpx
 import psycopg
 import pymysql
-import httpx
 import pytest
 import redis
 from confluent_kafka import Consumer, KafkaError, TopicPartition

@@ -10,7 +10,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-
 import psycopg
 
 from commands import CreateOrganization, CreateService, DeleteService, ScaleService, operation_id

@@ -1,22 +1,35 @@
 """Publishing commands to `dbaas.commands`: the contract every publisher follows.
 
-Key = tenant id (bytes, UTF-8), value = `CommandEnvelope` in the Confluent wire format under the
+Key = tenant id (bytes, UTF-8), value = `Envelope` in the Confluent wire format under the
 subject `dbaas.commands-value`, partitioner murmur2 (the Java client's default) so that Java and
 Python publishers place a tenant's commands in the same partition. The producer is idempotent
 with `acks=all`; `publish` returns once the broker has the command, or raises. Each command is
 signed with the publishing process's key (`runtime.signing`): the command processor judges only
 commands whose signature a key of the platform's keyring verifies.
+
+It knows a command only by what it publishes (`Envelope` below: `commands.CommandEnvelope` is one),
+so the domain stays free of Kafka clients.
 """
 from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from commands.records import CommandEnvelope, to_avro
 from runtime.signing import Signer
 from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
+
+
+class Envelope(Protocol):
+    """What the publisher needs of a command envelope."""
+
+    command_id: str
+    tenant_id: str
+    correlation_id: str
+
+    def to_avro(self) -> dict[str, Any]: ...
 
 
 class PublishError(Exception):
@@ -53,7 +66,7 @@ class Publisher:
         while not self._stop.is_set():
             self.producer.poll(0.05)
 
-    def publish_async(self, envelope: CommandEnvelope) -> Future:
+    def publish_async(self, envelope: Envelope) -> Future:
         """Hand the command to the producer; the future resolves to (partition, offset)."""
         future: Future = Future()
 
@@ -63,7 +76,7 @@ class Publisher:
             else:
                 future.set_result((msg.partition(), msg.offset()))
 
-        key, value = envelope.tenant_id.encode(), self.serde.encode(to_avro(envelope))
+        key, value = envelope.tenant_id.encode(), self.serde.encode(envelope.to_avro())
         headers = [("correlation-id", envelope.correlation_id.encode())]
         if self.signer is not None:
             headers += self.signer.headers(self.topic, key, value)
@@ -73,7 +86,7 @@ class Publisher:
             future.set_exception(_refused(envelope.command_id, exc))
         return future
 
-    def publish(self, envelope: CommandEnvelope, timeout: float = 30.0) -> tuple[int, int]:
+    def publish(self, envelope: Envelope, timeout: float = 30.0) -> tuple[int, int]:
         return self.publish_async(envelope).result(timeout)
 
     def close(self) -> None:
