@@ -266,15 +266,21 @@ def to_avro(envelope: CommandEnvelope) -> dict[str, Any]:
 
 
 def from_avro(record: Mapping[str, Any]) -> CommandEnvelope:
-    """CommandEnvelope record dict from `schemas.codec.decode` -> CommandEnvelope."""
-    actor = record["actor"]
-    return CommandEnvelope(
-        **{
-            **record,
-            "actor": Actor(actor["subject"], tuple(actor["roles"])),
-            "payload": payload_from_avro(record["payload"]),
-        }
-    )
+    """CommandEnvelope record dict from `schemas.codec.decode` -> CommandEnvelope; a record that is
+    no command this platform knows raises `CommandError` (only)."""
+    try:
+        actor = record["actor"]
+        return CommandEnvelope(
+            **{
+                **record,
+                "actor": Actor(actor["subject"], tuple(actor["roles"])),
+                "payload": payload_from_avro(record["payload"]),
+            }
+        )
+    except CommandError:
+        raise
+    except (TypeError, KeyError, ValueError) as exc:
+        raise CommandError(f"{type(exc).__name__}: {exc}") from exc
 
 
 def fingerprint(payload: tuple[str, Mapping[str, Any]]) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from events.lifecycle import Step
-from schemas import as_record, full_name, short_name
+from schemas import PoisonMessage, as_record, full_name, short_name
 
 
 class EventError(Exception):
@@ -348,6 +348,17 @@ def from_avro(record: Mapping[str, Any]) -> Envelope:
         actor = record.get("actor_subject")
         record = {**record, "actor_subject": legacy_principal(actor) if actor else actor}
     return Envelope(**{**record, "payload": payload})
+
+
+def decode(read: Callable[[bytes], Mapping[str, Any]], data: bytes | None) -> Envelope:
+    """Bytes of `dbaas.events` -> Envelope, with `read` the topic's Avro decoder (`Serde.decode`).
+    Raises only `PoisonMessage` (saying why) for anything that is not an event this platform
+    knows; a registry that does not answer is the decoder's own, transient, error."""
+    record = read(data or b"")
+    try:
+        return from_avro(record)
+    except (EventError, TypeError, KeyError, ValueError) as exc:
+        raise PoisonMessage(f"not an event record: {type(exc).__name__}: {exc}") from exc
 
 
 def legacy_principal(subject: str) -> str:

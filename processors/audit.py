@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter, Gauge
 
+from events import legacy_principal
 from runtime import kafka
 from runtime import topics as topic_spec
 from runtime.deadletter import dead_letter
@@ -48,10 +50,23 @@ def _redact(value: Any) -> Any:
     return value
 
 
+def decode(read: Callable[[bytes], dict[str, Any]], data: bytes | None) -> dict[str, Any]:
+    """Bytes of `dbaas.events` -> the audit record of the event; raises only `PoisonMessage`."""
+    event = read(data or b"")
+    try:
+        return record_of(event)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise PoisonMessage(f"not an event record: {type(exc).__name__}: {exc}") from exc
+
+
 def record_of(event: dict[str, Any]) -> dict[str, Any]:
     """The audit record of one event, from its decoded Avro record (no domain objects are built:
-    the writer reads every event of the platform, so it stays on the plain dicts)."""
+    the writer reads every event of the platform, so it stays on the plain dicts). Envelopes of
+    version 1 named bare subjects: the actor is the principal it was (`events.legacy_principal`)."""
     name, fields = event["payload"]
+    actor = event.get("actor_subject")
+    if actor and event.get("schema_version", 1) < 2:
+        actor = legacy_principal(actor)
     action = short_name(name)
     kind, outcome, reason, message = "event", None, None, None
     if action == "OperationAccepted":
@@ -61,7 +76,7 @@ def record_of(event: dict[str, Any]) -> dict[str, Any]:
         reason, message = fields["reason_code"], fields["message"]
     return {
         "audit_id": event["event_id"], "tenant_id": event["tenant_id"], "occurred_at": event["occurred_at"],
-        "kind": kind, "action": action, "outcome": outcome, "actor": event.get("actor_subject"),
+        "kind": kind, "action": action, "outcome": outcome, "actor": actor,
         "reason_code": reason, "message": message, "correlation_id": event["correlation_id"],
         "command_id": event["command_id"], "operation_id": fields.get("operation_id") or event.get("operation_id") or event["command_id"],
         "aggregate_type": event["aggregate_type"], "aggregate_id": event["aggregate_id"],
@@ -97,12 +112,9 @@ class AuditWriter:
         self.audit = Serde(registry, AUDIT_SUBJECT)
         self.admin = AdminClient({"bootstrap.servers": settings.kafka})
         self.known: set[str] = set()
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka, "group.id": settings.group_id,
-            "isolation.level": "read_committed", "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-        self.producer = Producer({
-            "bootstrap.servers": settings.kafka, "transactional.id": settings.transactional_id,
-            "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+        self.consumer = Consumer(kafka.consumer_config(settings.kafka, settings.group_id))
+        self.producer = Producer(kafka.transactional_config(settings.kafka, settings.transactional_id,
+                                                            **{"linger.ms": 5}))
 
     def run(self, stop) -> None:
         self.producer.init_transactions(30)
@@ -123,8 +135,8 @@ class AuditWriter:
         decoded: list[tuple[Message, dict[str, Any] | str]] = []
         for msg in batch:
             try:
-                decoded.append((msg, record_of(self.events.decode(msg.value()))))
-            except (PoisonMessage, TypeError, KeyError, ValueError) as exc:
+                decoded.append((msg, decode(self.events.decode, msg.value())))
+            except PoisonMessage as exc:
                 decoded.append((msg, str(exc)))
         self._ensure_topics({r["tenant_id"] for _, r in decoded if isinstance(r, dict)})
         self.producer.begin_transaction()

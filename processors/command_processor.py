@@ -65,15 +65,10 @@ class CommandProcessor:
         self.partitions: dict[int, PartitionState] = {}
         self.keyring = Keyring(settings.keyring)
         self.partition_count = 0  # of the commands topic; read at each assignment
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka, "group.id": settings.group_id,
-            "isolation.level": "read_committed", "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "partition.assignment.strategy": "cooperative-sticky",
-        })
-        self.producer = Producer({
-            "bootstrap.servers": settings.kafka, "transactional.id": settings.transactional_id,
-            "enable.idempotence": True, "acks": "all", "linger.ms": 2, "transaction.timeout.ms": 30000,
-        })
+        self.consumer = Consumer(kafka.consumer_config(
+            settings.kafka, settings.group_id, **{"partition.assignment.strategy": "cooperative-sticky"}))
+        self.producer = Producer(kafka.transactional_config(
+            settings.kafka, settings.transactional_id, **{"linger.ms": 2, "transaction.timeout.ms": 30000}))
 
     # -- lifecycle -----------------------------------------------------------------------
     def run(self, stop) -> None:
@@ -165,8 +160,6 @@ class CommandProcessor:
                 raw = replace(raw, record=self.commands.decode(value))
             except PoisonMessage as exc:
                 raw = replace(raw, poison=exc.reason)
-            except (TypeError, KeyError, ValueError) as exc:
-                raw = replace(raw, poison=f"not a valid command: {exc}")
             else:
                 raw = replace(raw, proof=self._proof(msg))
         partition = self.partitions.setdefault(msg.partition(), PartitionState())

@@ -122,11 +122,7 @@ class KafkaSource:
     def __init__(self, settings: SagaSettings):
         self.settings = settings
         self.events_topic = settings.events_topic
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka, "group.id": settings.group_id,
-            "isolation.level": "read_committed", "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        })
+        self.consumer = Consumer(kafka.consumer_config(settings.kafka, settings.group_id))
 
     def replay(self) -> Iterator[Message]:
         reader = kafka.reader(self.settings.kafka, f"{self.settings.group_id}-scan")
@@ -155,7 +151,7 @@ class SerdeDecoder:
         self.reports = Serde(registry, POP_STATUS_SUBJECT)
 
     def event(self, value: bytes | None) -> Envelope:
-        return events.from_avro(self.events.decode(value))
+        return events.decode(self.events.decode, value)
 
     def report(self, value: bytes | None) -> Mapping[str, Any]:
         return self.reports.decode(value)

@@ -23,30 +23,22 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from events import Envelope, EventError, from_avro
+from events import Envelope, decode
 from projections.errors import TopicNotFound, TransientError
 from projections.settings import Settings
-from runtime import deadletter
+from runtime import deadletter, kafka
 from schemas import PoisonMessage
 from schemas.registry import RegistryUnavailable, Serde
 
 
 def consumer_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
     """A consumer that is only ever `assign`ed: no group membership, no offsets stored in Kafka."""
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "group.id": group or settings.consumer_group,
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-    }
+    return kafka.consumer_config(settings.kafka_bootstrap, group or settings.consumer_group,
+                                 **{"enable.auto.offset.store": False, "enable.partition.eof": True})
 
 
 def dlq_producer(settings: Settings) -> Producer:
-    return Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True,
-                     "acks": "all", "linger.ms": 5})
+    return Producer(kafka.producer_config(settings.kafka_bootstrap, **{"linger.ms": 5}))
 
 
 def topic_partitions(bootstrap: str, topic: str, timeout: float = 30.0) -> list[int]:
@@ -80,13 +72,11 @@ class Decoder:
 
     def __call__(self, msg: Message) -> Item:
         try:
-            envelope = from_avro(self.serde.decode(msg.value() or b""))
+            envelope = decode(self.serde.decode, msg.value())
         except RegistryUnavailable as exc:
             raise TransientError(str(exc)) from exc
         except PoisonMessage as exc:
             return Item(msg.partition(), msg.offset(), None, exc.reason, msg)
-        except (EventError, TypeError, ValueError) as exc:  # decodes, but is no event this code knows
-            return Item(msg.partition(), msg.offset(), None, f"not an event record: {type(exc).__name__}: {exc}", msg)
         return Item(msg.partition(), msg.offset(), envelope, None, msg)
 
 

@@ -10,12 +10,29 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 log = structlog.get_logger("kafka")
 
 
+# Presets: every platform client starts from one of these and adds only what is its own.
+def consumer_config(kafka: str, group: str, **extra: object) -> dict[str, object]:
+    """A consumer of committed data only (read_committed), committing its offsets itself (or in a
+    transaction), starting from the beginning of what it has never read."""
+    return {"bootstrap.servers": kafka, "group.id": group, "isolation.level": "read_committed",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest", **extra}
+
+
+def producer_config(kafka: str, **extra: object) -> dict[str, object]:
+    """An idempotent producer waiting for every in-sync replica (`acks=all`)."""
+    return {"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all", **extra}
+
+
+def transactional_config(kafka: str, transactional_id: str, **extra: object) -> dict[str, object]:
+    """A transactional producer: events and consumer offsets committed together (exactly once). The
+    id is stable per instance, so a restarted instance fences its predecessor's open transaction."""
+    return producer_config(kafka, **{"transactional.id": transactional_id, **extra})
+
+
 def reader(kafka: str, group: str) -> Consumer:
     """A consumer for `read_to_end`: read_committed, end-of-partition events, no offset commits; an
     offset below the log's start (retention removed it) reads from the start."""
-    return Consumer({"bootstrap.servers": kafka, "group.id": group, "enable.auto.commit": False,
-                     "isolation.level": "read_committed", "enable.partition.eof": True,
-                     "auto.offset.reset": "earliest"})
+    return Consumer(consumer_config(kafka, group, **{"enable.partition.eof": True}))
 
 
 def whole_topic(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:

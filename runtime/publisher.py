@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from runtime.kafka import producer_config
 from runtime.signing import Signer
 from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
 
@@ -54,10 +55,8 @@ class Publisher:
         self.topic = topic
         self.signer = signer
         self.serde = Serde(Registry(registry_url), COMMANDS_SUBJECT)
-        self.producer = Producer({
-            "bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 2, "partitioner": "murmur2_random", **(extra or {}),
-        })
+        self.producer = Producer(producer_config(kafka, **{
+            "linger.ms": 2, "partitioner": "murmur2_random", **(extra or {})}))
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="publisher-poll", daemon=True)
         self._poller.start()

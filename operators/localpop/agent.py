@@ -60,6 +60,7 @@ from operators.localpop.provisioners import (
     RedisProvisioner,
     ServerUnavailable,
 )
+from runtime import kafka
 from runtime.signing import Signer
 from schemas.errors import SchemaError
 from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
@@ -205,11 +206,9 @@ class Reporter:
         self._signer = settings.signer
         self._registry_url = settings.registry_url
         self._serde: Serde | None = None
-        self._producer = Producer({
-            "bootstrap.servers": settings.kafka, "acks": "all", "enable.idempotence": True,
+        self._producer = Producer(kafka.producer_config(settings.kafka, **{
             "linger.ms": 5, "message.timeout.ms": settings.message_timeout_ms,
-            "client.id": f"dbaas-localpop-agent-{settings.pop}",
-        })
+            "client.id": f"dbaas-localpop-agent-{settings.pop}"}))
         self._in_flight: set[str] = set()
         self._acked: set[str] = set()
 

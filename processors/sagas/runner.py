@@ -28,7 +28,6 @@ from typing import Any, Protocol
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
 
-import events
 from commands.records import CommandEnvelope, RecordPopReport, RecordStepTimedOut
 from events import Envelope, OperationStarted
 from processors.sagas import service
@@ -71,7 +70,7 @@ REFUSED_COMPENSATIONS = Counter("dbaas_saga_compensations_refused_total",
 AWAITING = Gauge("dbaas_saga_operations_awaiting_pop", "Committed operations awaiting their PoP's report")
 
 # What a message that is no event or report raises while decoding.
-UNDECODABLE = (PoisonMessage, events.EventError, TypeError, KeyError)
+UNDECODABLE = PoisonMessage
 FIRST_DELAY, MAX_DELAY = 0.5, 30.0  # seconds between retries of a transient failure
 
 log = structlog.get_logger("saga")

@@ -60,6 +60,7 @@ from processors.sagas.service import (
     step_command_id,
 )
 from runtime.signing import Keyring, Signer, TrustedKey
+from schemas import PoisonMessage
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 OP, SVC, TENANT, CORR = "op-1", "svc-1", "acme", "corr-1"
@@ -351,7 +352,7 @@ class FakeDecoder:
     def event(self, value):
         obj = pickle.loads(value) if value.startswith(b"\x80") else None
         if not isinstance(obj, Envelope):
-            raise KeyError("not an event")
+            raise PoisonMessage("not an event")  # what the real decoder raises, and only that
         return obj
 
     def report(self, value):
