@@ -25,6 +25,7 @@ from gateway.guard import InputGuard
 from projections import api as queries
 from projections.reads import SqlReadModel
 from runtime.publisher import Publisher
+from runtime.settings import env, read
 from runtime.signing import Signer
 
 REQUESTS = Counter("dbaas_http_requests_total", "HTTP requests", ["method", "route", "status"])
@@ -34,24 +35,20 @@ log = structlog.get_logger("gateway")
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    kafka: str
-    registry_url: str
-    database_url: str
-    commands_topic: str = "dbaas.commands"
-    signer: Signer | None = None  # the gateway's key: the processor believes the actors it signs
+    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    registry_url: str = env("DBAAS_REGISTRY_URL")
+    database_url: str = env("DBAAS_DATABASE_URL", repr=False)
+    commands_topic: str = env("DBAAS_COMMANDS_TOPIC", "dbaas.commands")
+    # the gateway's key: the processor believes the actors it signs
+    signer: Signer | None = env("DBAAS_SIGNING_KEY", None, compose=Signer.from_env, required=True, repr=False,
+                                hint="the gateway signs the commands it publishes")
     # Seconds a command may wait for the broker before the request is answered 503 (and the
     # producer drops it): a caller is not held for librdkafka's default of five minutes.
-    publish_timeout: float = 10.0
+    publish_timeout: float = env("DBAAS_PUBLISH_TIMEOUT", 10.0)
 
     @classmethod
-    def from_env(cls) -> "GatewaySettings":
-        env = os.environ
-        signer = Signer.from_env()
-        if signer is None:
-            raise KeyError("DBAAS_SIGNING_KEY (the gateway signs the commands it publishes)")
-        return cls(env["DBAAS_KAFKA_BOOTSTRAP"], env["DBAAS_REGISTRY_URL"], env["DBAAS_DATABASE_URL"],
-                   env.get("DBAAS_COMMANDS_TOPIC", "dbaas.commands"), signer,
-                   float(env.get("DBAAS_PUBLISH_TIMEOUT") or 10.0))
+    def from_env(cls) -> GatewaySettings:
+        return read(cls)
 
 
 def _scope(request: Request, reads: Reads, identity: Identity = Depends(current_identity)) -> queries.Scope:

@@ -14,7 +14,6 @@ never see a record twice.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ from events import legacy_principal
 from runtime import kafka
 from runtime import topics as topic_spec
 from runtime.deadletter import dead_letter
+from runtime.settings import env, read
 from schemas import AUDIT_TOPIC_PATTERN as AUDIT_PATTERN
 from schemas import audit_topic, short_name
 from schemas.errors import PoisonMessage
@@ -87,21 +87,17 @@ def record_of(event: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class AuditSettings:
-    kafka: str
-    registry_url: str
-    events_topic: str = "dbaas.events"
-    group_id: str = "dbaas-audit"
-    transactional_id: str = "dbaas-audit-0"
-    profile: str = "local"
-    metrics_port: int = 0
+    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    registry_url: str = env("DBAAS_REGISTRY_URL")
+    events_topic: str = env("DBAAS_EVENTS_TOPIC", "dbaas.events")
+    group_id: str = env("DBAAS_AUDIT_GROUP", "dbaas-audit")
+    transactional_id: str = env("DBAAS_AUDIT_TXN_ID", "dbaas-audit-0")
+    profile: str = env("DBAAS_TOPIC_PROFILE", "local")
+    metrics_port: int = env("DBAAS_METRICS_PORT", 0)
 
     @classmethod
     def from_env(cls) -> AuditSettings:
-        env = os.environ
-        return cls(env["DBAAS_KAFKA_BOOTSTRAP"], env["DBAAS_REGISTRY_URL"],
-                   env.get("DBAAS_EVENTS_TOPIC", cls.events_topic), env.get("DBAAS_AUDIT_GROUP", cls.group_id),
-                   env.get("DBAAS_AUDIT_TXN_ID", cls.transactional_id), env.get("DBAAS_TOPIC_PROFILE", "local"),
-                   int(env.get("DBAAS_METRICS_PORT", "0")))
+        return read(cls)
 
 
 class AuditWriter:

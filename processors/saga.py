@@ -18,10 +18,9 @@ stay in `processors.sagas.service`.
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,6 +46,7 @@ from processors.sagas.service import (  # noqa: F401  (the saga's public names, 
 from runtime import kafka
 from runtime.deadletter import dead_letter
 from runtime.publisher import Publisher
+from runtime.settings import env, read
 from runtime.signing import Keyring, Signer
 from schemas.registry import EVENTS_SUBJECT, POP_STATUS_SUBJECT, Registry, Serde
 
@@ -68,34 +68,29 @@ def parse_timeouts(text: str | None) -> dict[str, int]:
     return timeouts
 
 
+def _workdir(environ) -> Path:
+    return Path(environ.get("DBAAS_STATE_DIR") or "/tmp/dbaas-saga") / "gitops-work"
+
+
 @dataclass(frozen=True)
 class SagaSettings:
-    kafka: str
-    registry_url: str
-    gitops_remote: str
-    workdir: Path
-    events_topic: str = "dbaas.events"
-    commands_topic: str = "dbaas.commands"
-    pop_status_topic: str = "dbaas.pop.status"
-    group_id: str = "dbaas-service-saga"
-    metrics_port: int = 0
-    timeouts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
-    signer: Signer | None = None  # the platform key its commands are signed with
-    keyring: Path | None = None  # the PoPs' public keys, to verify their reports
+    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    registry_url: str = env("DBAAS_REGISTRY_URL")
+    gitops_remote: str = env("DBAAS_GITOPS_REMOTE")
+    workdir: Path = env("DBAAS_STATE_DIR", compose=_workdir)  # its clone of the GitOps repository
+    # the platform key its commands are signed with
+    signer: Signer = env("DBAAS_SIGNING_KEY", compose=Signer.from_env, hint="the platform's key", repr=False)
+    keyring: Path = env("DBAAS_KEYRING", parse=Path)  # the PoPs' public keys, to verify their reports
+    events_topic: str = env("DBAAS_EVENTS_TOPIC", "dbaas.events")
+    commands_topic: str = env("DBAAS_COMMANDS_TOPIC", "dbaas.commands")
+    pop_status_topic: str = env("DBAAS_POP_STATUS_TOPIC", "dbaas.pop.status")
+    group_id: str = env("DBAAS_SAGA_GROUP", "dbaas-service-saga")
+    metrics_port: int = env("DBAAS_METRICS_PORT", 0)
+    timeouts: dict[str, int] = env("DBAAS_SAGA_STEP_TIMEOUTS", dict(DEFAULT_TIMEOUTS), parse=parse_timeouts)
 
     @classmethod
     def from_env(cls) -> SagaSettings:
-        env = os.environ
-        state = Path(env.get("DBAAS_STATE_DIR", "/tmp/dbaas-saga"))
-        signer = Signer.from_env()
-        if signer is None:
-            raise KeyError("DBAAS_SIGNING_KEY")
-        return cls(env["DBAAS_KAFKA_BOOTSTRAP"], env["DBAAS_REGISTRY_URL"], env["DBAAS_GITOPS_REMOTE"],
-                   state / "gitops-work", env.get("DBAAS_EVENTS_TOPIC", cls.events_topic),
-                   env.get("DBAAS_COMMANDS_TOPIC", cls.commands_topic),
-                   env.get("DBAAS_POP_STATUS_TOPIC", cls.pop_status_topic),
-                   env.get("DBAAS_SAGA_GROUP", cls.group_id), int(env.get("DBAAS_METRICS_PORT", "0")),
-                   parse_timeouts(env.get("DBAAS_SAGA_STEP_TIMEOUTS")), signer, Path(env["DBAAS_KEYRING"]))
+        return read(cls)
 
 
 # -- the real ports --------------------------------------------------------------------------

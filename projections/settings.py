@@ -8,11 +8,11 @@ Imports `projections.errors` only.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from projections.errors import ConfigurationError
+from runtime.settings import SettingsError, env, read
 
 DEFAULT_TOPIC = "dbaas.events"
 
@@ -30,15 +30,25 @@ def sqlalchemy_url(dsn: str) -> str:
     raise ConfigurationError(f"database URL scheme {scheme!r} is not PostgreSQL; expected postgresql://")
 
 
+def _count(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("is not an integer") from None
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
-    kafka_bootstrap: str
-    registry_url: str
-    database_url: str  # any postgresql:// DSN; see `sqlalchemy_url`
-    events_topic: str = DEFAULT_TOPIC
-    dlq_topic: str | None = None  # None: `<events_topic>.dlq`
-    metrics_port: int = 0  # 0: no metrics endpoint
-    batch_size: int = 500  # messages per transaction at most
+    kafka_bootstrap: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    registry_url: str = env("DBAAS_REGISTRY_URL")
+    database_url: str = env("DBAAS_DATABASE_URL", repr=False)  # any postgresql:// DSN; see `sqlalchemy_url`
+    events_topic: str = env("DBAAS_EVENTS_TOPIC", DEFAULT_TOPIC)
+    dlq_topic: str | None = env("DBAAS_EVENTS_DLQ_TOPIC", None, parse=str)  # None: `<events_topic>.dlq`
+    metrics_port: int = env("DBAAS_METRICS_PORT", 0, parse=_count)  # 0: no metrics endpoint
+    batch_size: int = env("DBAAS_PROJECTIONS_BATCH_SIZE", 500, parse=_count)  # messages per transaction at most
     batch_timeout: float = 0.05  # seconds to wait for a batch to fill
     consumer_group: str = "dbaas-projections"  # never joined nor committed: positions live in PostgreSQL
 
@@ -52,31 +62,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        missing = [n for n in ("DBAAS_KAFKA_BOOTSTRAP", "DBAAS_REGISTRY_URL", "DBAAS_DATABASE_URL")
-                   if not env.get(n)]
-        if missing:
-            raise ConfigurationError(f"set {', '.join(missing)}: the projector needs Kafka, the schema "
-                                     "registry and PostgreSQL (see `dbaas stack status --json`)")
-        return cls(
-            kafka_bootstrap=env["DBAAS_KAFKA_BOOTSTRAP"],
-            registry_url=env["DBAAS_REGISTRY_URL"],
-            database_url=env["DBAAS_DATABASE_URL"],
-            events_topic=env.get("DBAAS_EVENTS_TOPIC") or DEFAULT_TOPIC,
-            dlq_topic=env.get("DBAAS_EVENTS_DLQ_TOPIC") or None,
-            metrics_port=_int(env, "DBAAS_METRICS_PORT", 0),
-            batch_size=_int(env, "DBAAS_PROJECTIONS_BATCH_SIZE", 500),
-        )
-
-
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not an integer") from None
-    if value < 0:
-        raise ConfigurationError(f"{name}={raw!r} must not be negative")
-    return value
+        try:
+            return read(cls, environ)
+        except SettingsError as exc:
+            raise ConfigurationError(str(exc)) from None
