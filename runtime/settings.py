@@ -81,7 +81,7 @@ def read(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
             # a secret (a field kept out of repr) is never printed
             shown = f"={environ.get(spec.name, '')!r}" if f.repr else ""
             why = str(exc) if spec.parse or spec.compose else f"is not {_kind(f)}"
-            wrong.append(f"{spec.name}{shown} {why}")
+            wrong.append(why if why.startswith(spec.name) else f"{spec.name}{shown} {why}")
     problems = ([f"set {', '.join(missing)}"] if missing else []) + wrong
     if problems:
         raise SettingsError(f"{cls.__name__}: {'; '.join(problems)}")

@@ -30,11 +30,10 @@ May import: ``runtime``, ``gitops``, ``schemas``, ``operators.localpop`` and the
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from operators.localpop.provisioners import (
     ServerUnavailable,
 )
 from runtime import kafka
+from runtime.settings import SettingsError, env, read
 from runtime.signing import Signer
 from schemas.errors import SchemaError
 from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
@@ -83,81 +83,74 @@ SYNC_ERRORS = Counter("dbaas_localpop_sync_errors_total", "Syncs that could not 
                       ["error"])
 
 
-class SettingsError(Exception):
-    """The agent's configuration is missing or malformed; the message names the variable."""
-
-
 # -- settings ----------------------------------------------------------------------------------
+def _fernet_key(raw: str) -> str:
+    try:
+        Fernet(raw)
+    except ValueError:
+        raise SettingsError("is not a Fernet key (32 url-safe base64-encoded bytes); make one with "
+                            "cryptography.fernet.Fernet.generate_key()") from None
+    return raw
+
+
+def _server(variable: str, default_port: int, fallback: str | None = None):
+    """The admin endpoint a server URL variable names, or None when it is unset."""
+    def compose(environ: Mapping[str, str]) -> AdminEndpoint | None:
+        url = environ.get(variable) or (environ.get(fallback) if fallback else None)
+        return parse_admin_url(url, variable, default_port)[0] if url else None
+    return compose
+
+
+def _postgres_database(environ: Mapping[str, str]) -> str | None:
+    """The database the PostgreSQL admin URL names (its endpoint's errors are reported once, there)."""
+    url = environ.get("DBAAS_LOCALPOP_POSTGRES_URL") or environ.get("DBAAS_DATABASE_URL")
+    try:
+        return (parse_admin_url(url, "DBAAS_LOCALPOP_POSTGRES_URL", 5432)[1] or None) if url else None
+    except SettingsError:
+        return None
+
+
+def _signer(environ: Mapping[str, str]) -> Signer | None:
+    try:
+        return Signer.from_env(dict(environ))
+    except ValueError as exc:
+        raise SettingsError(f"is not an Ed25519 key: {exc}") from None
+
+
 @dataclass(frozen=True)
 class AgentSettings:
-    """Everything the agent needs, as plain values. Servers left None are not offered: claims
-    for their engine are reported Failed, naming the setting to add."""
+    """Everything the agent needs, as plain values, read with `runtime.settings`. Servers left None
+    are not offered: claims for their engine are reported Failed, naming the setting to add."""
 
-    kafka: str
-    registry_url: str
-    gitops_remote: str
-    state_dir: Path
-    credentials_key: str = field(repr=False)
-    password_key: bytes = field(repr=False)
-    postgres: AdminEndpoint | None = None
-    postgres_admin_database: str = "postgres"
-    mariadb: AdminEndpoint | None = None
-    redis: AdminEndpoint | None = None
-    pop_status_topic: str = "dbaas.pop.status"
+    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    registry_url: str = env("DBAAS_REGISTRY_URL")
+    gitops_remote: str = env("DBAAS_GITOPS_REMOTE")
+    credentials_key: str = env("DBAAS_CREDENTIALS_KEY", parse=_fernet_key, repr=False)
+    password_key: bytes = env("DBAAS_LOCALPOP_PASSWORD_KEY", parse=str.encode, repr=False)
+    # the PoP's own key: its reports are signed (the launcher passes it; the control plane trusts
+    # its public half)
+    signer: Signer | None = env("DBAAS_SIGNING_KEY", None, compose=_signer, required=True, repr=False,
+                                hint="the PoP signs its reports with its own key")
+    state_dir: Path = env("DBAAS_STATE_DIR", Path("/tmp/dbaas-localpop-agent"))
+    postgres: AdminEndpoint | None = env(
+        "DBAAS_LOCALPOP_POSTGRES_URL", None, compose=_server("DBAAS_LOCALPOP_POSTGRES_URL", 5432, "DBAAS_DATABASE_URL"),
+        repr=False)
+    postgres_admin_database: str = env("DBAAS_LOCALPOP_POSTGRES_URL", "postgres", compose=_postgres_database)
+    mariadb: AdminEndpoint | None = env(
+        "DBAAS_LOCALPOP_MARIADB_URL", None, compose=_server("DBAAS_LOCALPOP_MARIADB_URL", 3306), repr=False)
+    redis: AdminEndpoint | None = env(
+        "DBAAS_LOCALPOP_REDIS_URL", None, compose=_server("DBAAS_LOCALPOP_REDIS_URL", 6379), repr=False)
+    pop_status_topic: str = env("DBAAS_POP_STATUS_TOPIC", "dbaas.pop.status")
     pop: str = POP
     branch: str = "main"
-    interval: float = 1.0
-    metrics_port: int = 0
+    interval: float = env("DBAAS_LOCALPOP_SYNC_INTERVAL", 1.0)
+    metrics_port: int = env("DBAAS_METRICS_PORT", 0)
     flush_timeout: float = 5.0
     message_timeout_ms: int = 30_000
-    signer: Signer | None = field(default=None, repr=False)  # this PoP's key: its reports are signed
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
-        env = os.environ if env is None else env
-
-        def need(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise SettingsError(f"{name} is not set; the launcher passes it (see deploy/stack/components.py)")
-            return value
-
-        credentials_key = need("DBAAS_CREDENTIALS_KEY")
-        try:
-            Fernet(credentials_key)
-        except ValueError:
-            raise SettingsError("DBAAS_CREDENTIALS_KEY is not a Fernet key (32 url-safe base64-encoded bytes); "
-                                "make one with cryptography.fernet.Fernet.generate_key()") from None
-        pg_url = env.get("DBAAS_LOCALPOP_POSTGRES_URL") or env.get("DBAAS_DATABASE_URL")
-        postgres, pg_db = parse_admin_url(pg_url, "DBAAS_LOCALPOP_POSTGRES_URL", 5432) if pg_url else (None, "")
-        mariadb = (parse_admin_url(env["DBAAS_LOCALPOP_MARIADB_URL"], "DBAAS_LOCALPOP_MARIADB_URL", 3306)[0]
-                   if env.get("DBAAS_LOCALPOP_MARIADB_URL") else None)
-        redis = (parse_admin_url(env["DBAAS_LOCALPOP_REDIS_URL"], "DBAAS_LOCALPOP_REDIS_URL", 6379)[0]
-                 if env.get("DBAAS_LOCALPOP_REDIS_URL") else None)
-        try:
-            interval = float(env.get("DBAAS_LOCALPOP_SYNC_INTERVAL", "1.0"))
-            metrics_port = int(env.get("DBAAS_METRICS_PORT", "0"))
-        except ValueError as exc:
-            raise SettingsError(f"DBAAS_LOCALPOP_SYNC_INTERVAL / DBAAS_METRICS_PORT must be numbers: {exc}") from None
-        return cls(
-            kafka=need("DBAAS_KAFKA_BOOTSTRAP"), registry_url=need("DBAAS_REGISTRY_URL"),
-            gitops_remote=need("DBAAS_GITOPS_REMOTE"),
-            state_dir=Path(env.get("DBAAS_STATE_DIR") or "/tmp/dbaas-localpop-agent"),
-            credentials_key=credentials_key, password_key=need("DBAAS_LOCALPOP_PASSWORD_KEY").encode(),
-            postgres=postgres, postgres_admin_database=pg_db or "postgres", mariadb=mariadb, redis=redis,
-            pop_status_topic=env.get("DBAAS_POP_STATUS_TOPIC") or cls.pop_status_topic,
-            interval=interval, metrics_port=metrics_port, signer=_signer(env))
-
-
-def _signer(env: Mapping[str, str]) -> Signer:
-    try:
-        signer = Signer.from_env(dict(env))
-    except ValueError as exc:
-        raise SettingsError(f"DBAAS_SIGNING_KEY is not an Ed25519 key: {exc}") from None
-    if signer is None:
-        raise SettingsError("DBAAS_SIGNING_KEY is not set: the PoP signs its reports with its own key "
-                            "(the launcher passes it; the control plane trusts its public half)")
-    return signer
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentSettings:
+        return read(cls, environ)
 
 
 def parse_admin_url(url: str, name: str, default_port: int) -> tuple[AdminEndpoint, str]:

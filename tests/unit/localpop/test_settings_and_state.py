@@ -45,17 +45,19 @@ def test_settings_come_from_the_environment_and_hide_their_secrets():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"DBAAS_CREDENTIALS_KEY": ""}, "DBAAS_CREDENTIALS_KEY is not set"),
+    ({"DBAAS_CREDENTIALS_KEY": ""}, "set DBAAS_CREDENTIALS_KEY"),
     ({"DBAAS_CREDENTIALS_KEY": "short"}, "not a Fernet key"),
-    ({"DBAAS_LOCALPOP_PASSWORD_KEY": ""}, "DBAAS_LOCALPOP_PASSWORD_KEY is not set"),
-    ({"DBAAS_LOCALPOP_REDIS_URL": "redis://127.0.0.1:1"}, "must name a user and a host"),
-    ({"DBAAS_LOCALPOP_SYNC_INTERVAL": "soon"}, "must be numbers"),
-    ({"DBAAS_SIGNING_KEY": ""}, "DBAAS_SIGNING_KEY is not set"),
-    ({"DBAAS_SIGNING_KEY": "bm90IGEga2V5"}, "not an Ed25519 key"),
+    ({"DBAAS_LOCALPOP_PASSWORD_KEY": ""}, "set DBAAS_LOCALPOP_PASSWORD_KEY"),
+    ({"DBAAS_LOCALPOP_REDIS_URL": "redis://127.0.0.1:1"}, "DBAAS_LOCALPOP_REDIS_URL must name a user and a host"),
+    ({"DBAAS_LOCALPOP_SYNC_INTERVAL": "soon"}, "DBAAS_LOCALPOP_SYNC_INTERVAL='soon' is not a number"),
+    ({"DBAAS_SIGNING_KEY": ""}, r"set DBAAS_SIGNING_KEY \(the PoP signs its reports"),
+    ({"DBAAS_SIGNING_KEY": "bm90IGEga2V5"}, "DBAAS_SIGNING_KEY is not an Ed25519 key"),
+    ({"DBAAS_LOCALPOP_REDIS_URL": "redis://:hunter2@"}, "DBAAS_LOCALPOP_REDIS_URL must name"),
 ])
 def test_bad_settings_name_the_variable_to_fix(change, message):
-    with pytest.raises(SettingsError, match=message):
+    with pytest.raises(SettingsError, match=message) as exc:
         AgentSettings.from_env(ENV | change)
+    assert "hunter2" not in str(exc.value) and SIGNING_KEY not in str(exc.value)  # never a secret
 
 
 def test_servers_left_out_are_simply_not_configured():
