@@ -164,8 +164,12 @@ def test_claimed_identity_is_believed_only_as_far_as_the_signing_key_allows(lane
                         command_id=tampered.command_id, actor=stranger)))
     _produce(stack, topic, key, forged, headers, config={"partitioner": "murmur2_random"})  # signature of another body
     _produce(stack, topic, *_signed(stack, topic, other_tenant, outsider), config={"partitioner": "murmur2_random"})
-    stack.publisher(topic, "platform").publish(platform_creates)
-    stack.publisher(topic, "gateway").publish(gateway_reports)
+    for holder, forged_command in (("platform", platform_creates), ("gateway", gateway_reports)):
+        signed_by = stack.publisher(topic, holder)
+        try:
+            signed_by.publish(forged_command)
+        finally:
+            signed_by.close()
     # The refusals do not take the command id: its rightful sender may still use it.
     rightful = command(victim, service, command_id=unsigned.command_id)
     pub.publish(rightful)
