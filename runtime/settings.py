@@ -64,28 +64,29 @@ def read(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
         if spec is None or f.name in overrides:
             continue
         try:
-            if spec.compose is not None:
-                value = spec.compose(environ)
-                if value is not None:
-                    values[f.name] = value
-                elif spec.required:
-                    missing.append(spec.name + (f" ({spec.hint})" if spec.hint else ""))
-                continue
-            raw = (environ.get(spec.name) or "").strip()
-            if not raw:
-                if spec.required:
-                    missing.append(spec.name + (f" ({spec.hint})" if spec.hint else ""))
-                continue
-            values[f.name] = (spec.parse or _parser(f))(raw)
+            value = _value(spec, f, environ)
         except (ValueError, TypeError) as exc:
             # a secret (a field kept out of repr) is never printed
             shown = f"={environ.get(spec.name, '')!r}" if f.repr else ""
             why = str(exc) if spec.parse or spec.compose else f"is not {_kind(f)}"
             wrong.append(why if why.startswith(spec.name) else f"{spec.name}{shown} {why}")
+            continue
+        if value is not None:
+            values[f.name] = value
+        elif spec.required:
+            missing.append(spec.name + (f" ({spec.hint})" if spec.hint else ""))
     problems = ([f"set {', '.join(missing)}"] if missing else []) + wrong
     if problems:
         raise SettingsError(f"{cls.__name__}: {'; '.join(problems)}")
     return cls(**values, **overrides)
+
+
+def _value(spec: _Env, f: dataclasses.Field, environ: Mapping[str, str]) -> Any:
+    """The field's value from the environment, or None when its variable is unset (or empty)."""
+    if spec.compose is not None:
+        return spec.compose(environ)
+    raw = (environ.get(spec.name) or "").strip()
+    return (spec.parse or _parser(f))(raw) if raw else None
 
 
 def _parser(f: dataclasses.Field) -> Callable[[str], Any]:
