@@ -21,10 +21,11 @@ import re
 from pathlib import Path
 
 from commands import publisher_principal
-from commands.catalog import ORG_ROLES, POPS
+from commands.catalog import ORG_ROLES
 from deploy.stack import config as stack_config
 from deploy.stack.base import SIGNING_KEYS
 from runtime.signing import Keyring, Signer, TrustedKey, write_keyring
+from schemas.catalog import POPS
 
 NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 

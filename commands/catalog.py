@@ -8,7 +8,7 @@ may ask. Imports `events` (for `Resources`) and `schemas.catalog`.
 from __future__ import annotations
 
 from events import Quota, ResourceLimit, Resources
-from schemas.catalog import DEFAULT_ENGINE_VERSIONS, ENGINES, POP_ENGINES, POPS, SIZES
+from schemas.catalog import SIZES
 
 SIZE_PLANS = dict(zip(SIZES, (
     Resources(cpu=1.0, memory_gb=2, storage_gb=10, replicas=1),
@@ -31,6 +31,10 @@ RESOURCE_FIELDS = tuple(LIMITS)
 DEFAULT_QUOTA = Quota(max_services=25, total=ResourceLimit(cpu=64.0, memory_gb=256, storage_gb=10240))
 QUOTA_SERVICES_RANGE = (0, 10000)
 QUOTA_RESOURCE_MAX = 1_000_000
+
+# A command is a few hundred bytes; a request body or an encoded command over this is a mistake or
+# an attack: the gateway answers 413, the command processor dead-letters it (`oversized`).
+MAX_COMMAND_BYTES = 64 * 1024
 
 # The roles a member of an organization holds (one per member). What each may do is below (commands)
 # and in `READ_PERMISSIONS` (the gateway's reads).

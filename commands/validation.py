@@ -13,14 +13,10 @@ import uuid
 from dataclasses import dataclass
 
 from commands.catalog import (
-    DEFAULT_ENGINE_VERSIONS,
-    ENGINES,
     LIMITS,
     ORG_ROLES,
     PERMISSIONS,
-    POP_ENGINES,
     POP_REPORT_PHASES,
-    POPS,
     QUOTA_RESOURCE_MAX,
     QUOTA_SERVICES_RANGE,
     RESOURCE_FIELDS,
@@ -49,6 +45,7 @@ from commands.records import (
     SetQuota,
 )
 from events import STEPS, Quota, Resources
+from schemas.catalog import DEFAULT_ENGINE_VERSIONS, ENGINES, POP_ENGINES, POPS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@ from urllib.parse import parse_qsl
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MAX_BODY_BYTES = 64 * 1024
+from commands.catalog import MAX_COMMAND_BYTES
+
+MAX_BODY_BYTES = MAX_COMMAND_BYTES
 NUL = "\x00"
 NUL_MESSAGE = "holds a NUL character (\\u0000); remove it: no name, id, filter or text of this API contains one"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from commands.catalog import MAX_COMMAND_BYTES
 from runtime.settings import env, read
 
 
@@ -25,9 +26,8 @@ class ProcessorSettings:
     # How long to wait for a batch to fill: the latency floor at low rates, the per-transaction
     # overhead at high ones.
     batch_timeout: float = 0.02
-    # A command is a few hundred bytes; anything this big is a mistake or an attack, dead-lettered
-    # before it is decoded.
-    max_command_bytes: int = env("DBAAS_MAX_COMMAND_BYTES", 64 * 1024)
+    # dead-lettered before it is decoded
+    max_command_bytes: int = env("DBAAS_MAX_COMMAND_BYTES", MAX_COMMAND_BYTES)
 
     @classmethod
     def from_env(cls, **overrides) -> ProcessorSettings:

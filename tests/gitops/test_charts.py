@@ -40,7 +40,7 @@ from gitops.helm import (
 
 ENGINES = ("yugabyte", "vitess", "scylla", "dragonfly", "aerospike", "mongodb")
 POPS = ("lagos", "johannesburg", "frankfurt", "ashburn", "singapore", "local")
-# Versions as commands.catalog.DEFAULT_ENGINE_VERSIONS hands them to the saga.
+# Versions as schemas.catalog.DEFAULT_ENGINE_VERSIONS hands them to the saga.
 ENGINE_VERSIONS = {
     "yugabyte": "2024.2.0.0-b145",
     "vitess": "v24.0.0-rc1-mysql80",

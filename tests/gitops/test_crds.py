@@ -222,7 +222,7 @@ def test_platform_enums_match_between_crd_and_chart_schema() -> None:
 
 def test_platform_enums_match_the_domain_catalog() -> None:
     """The CRD offers exactly the engines and PoPs the command side offers."""
-    catalog = pytest.importorskip("commands.catalog")
+    catalog = pytest.importorskip("schemas.catalog")
     spec = next(iter_crd_versions(PLATFORM_CRD_FILES["serviceclaim"][0])).openapi["properties"]["spec"]
     assert tuple(spec["properties"]["engine"]["enum"]) == tuple(catalog.ENGINES)
     assert tuple(spec["properties"]["pop"]["enum"]) == tuple(catalog.POPS)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import fastavro
 import pytest
-from domain_builders import op, DB1, OWNER, T0, TENANT, cmd, ev, reverted, saga, trusted
+from domain_builders import DB1, OWNER, T0, TENANT, cmd, ev, op, reverted, saga, trusted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +33,7 @@ from commands import (
     SetDeletionProtection,
     SetQuota,
 )
-from commands.catalog import LIMITS, POP_ENGINES, SIZE_PLANS
+from commands.catalog import LIMITS, SIZE_PLANS
 from commands.validation import DNS_LABEL, LABEL_PART, VERSION
 from events import (
     CommandRejected,
@@ -61,6 +61,7 @@ from events import (
     ServiceScaleRequested,
 )
 from schemas import EncodeError, PoisonMessage, load_schema, parsed_schema, short_name
+from schemas.catalog import POP_ENGINES
 from schemas.codec import decode, encode
 
 COMMANDS_ID, EVENTS_ID = 11, 12
