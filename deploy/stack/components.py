@@ -27,7 +27,7 @@ from deploy.stack.base import (
     port_open,
     traversable_by_others,
 )
-from deploy.stack.config import HOST
+from deploy.stack.config import HOST, REPO_ROOT
 from deploy.stack.engines import MariaDB, Redis
 from runtime import devissuer, signing
 
@@ -393,6 +393,20 @@ INFRASTRUCTURE: tuple[Component, ...] = (Postgres(), Kafka(), GitRemote(), Regis
 
 
 # --------------------------------------------------------------------------------------------
+# The platform's own code: what its control-plane processes import (and the schemas they register).
+CONTROL_PLANE_CODE = ("commands", "events", "schemas", "processors", "projections", "gateway", "operators",
+                      "runtime", "gitops")
+
+
+def code_stamp() -> list[tuple[str, int, int]]:
+    """Path, size and modification time of every source file of the control plane: a stat each,
+    no reading; any edit, checkout or pull changes it."""
+    root = REPO_ROOT
+    return sorted((str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns)
+                  for package in CONTROL_PLANE_CODE for f in (root / package).rglob("*")
+                  if f.suffix in (".py", ".avsc", ".yaml") and "__pycache__" not in f.parts)
+
+
 class ControlPlaneProcess(Component):
     """One of the control plane's own Python processes, kept alive by `runtime.supervise` and
     configured through the environment with the stack's endpoints."""
@@ -433,8 +447,9 @@ class ControlPlaneProcess(Component):
         } | (self.extra_env(ctx) if self.extra_env else {})
 
     def settings_fingerprint(self, ctx: Context) -> str:
-        """Its whole environment (issuers, keys, endpoints): a process reads it only at start."""
-        return hashlib.sha256(json.dumps(self.env(ctx), sort_keys=True).encode()).hexdigest()
+        """Its whole environment (issuers, keys, endpoints) and the code it runs: a process reads
+        both only at start, so `up` after either changed starts it anew."""
+        return hashlib.sha256(json.dumps([self.env(ctx), code_stamp()], sort_keys=True).encode()).hexdigest()
 
     def probe_url(self, ctx: Context) -> str:
         if self.port_name:

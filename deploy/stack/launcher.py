@@ -166,7 +166,7 @@ class Launcher:
                 return
             # A process reads its settings once, at start: changed settings (sign-in issuers, keys,
             # endpoints) need a new process, or the old ones would silently stay in force.
-            self.say(f"        {comp.name:<9} settings changed: restarting…")
+            self.say(f"        {comp.name:<9} settings changed: restarting… (its environment or its code)")
             stop(self.pidfile(comp), comp.stop_signal)
         else:
             self.say(f"        {comp.name:<9} starting…")

@@ -5,58 +5,17 @@ An operation the saga can never carry out (the chart refuses its values, git ref
 fails with the reason, and the saga goes on with the operations behind it."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from confluent_kafka.admin import AdminClient
 
 from runtime.kafka import partition_for
-from tests.conftest import REPO, wait_for
-
-# The code the saga and the command processor run: a change to it needs new processes.
-CODE = ("processors", "commands", "events", "schemas", "gitops", "runtime")
-
-
-def _child_pid(stack, name: str) -> int:
-    return int(Path(stack.home, "run", f"{name}.child.pid").read_text())
-
-
-def _restart_if_older_than_code(stack, name: str) -> None:
-    """The supervisor records its child's pid when it starts it; a child started before the newest
-    change to the code is stopped (SIGTERM), and its supervisor starts it again from this code."""
-    pidfile = Path(stack.home, "run", f"{name}.child.pid")
-    newest = max(f.stat().st_mtime for d in CODE for f in (REPO / d).rglob("*") if f.suffix in (".py", ".avsc"))
-    if pidfile.stat().st_mtime >= newest:
-        return
-    pid = _child_pid(stack, name)
-    os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: _child_pid(stack, name) != pid, timeout=90, what=f"{name} to be restarted")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def current_code(stack):
-    """The platform's saga and command processor run this checkout's code."""
-    for name in ("command-processor", "saga"):
-        _restart_if_older_than_code(stack, name)
-
-
-@pytest.fixture
-def api(stack):
-    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as client:
-        yield client
-
-
-def _op(api, op_id: str, predicate, what: str) -> dict:
-    def get():
-        r = api.get(f"/operations/{op_id}")
-        return r.json() if r.status_code == 200 and predicate(r.json()) else None
-    return wait_for(get, timeout=120, what=what)
+from tests.conftest import wait_for
+from tests.integration.conftest import operation
 
 
 def _git(stack, *args: str) -> str:
@@ -78,7 +37,7 @@ def test_kubernetes_pop_operation_commits_then_waits_for_the_pop(api, stack):
                                           "pop": "frankfurt", "size": "medium"}).json()
     op_id, service_id = created["operation_id"], created["service_id"]
 
-    op = _op(api, op_id, lambda o: o["done_steps"] == 2, "committed, awaiting the PoP")
+    op = operation(api, op_id, lambda o: o["done_steps"] == 2, "committed, awaiting the PoP")
     assert op["state"] == "Running" and op["total_steps"] == 3
     commit_step = next(s for s in op["steps"] if s["name"] == "commit")
     sha = commit_step["ref"]
@@ -94,16 +53,16 @@ def test_kubernetes_pop_operation_commits_then_waits_for_the_pop(api, stack):
 
     # A scale queues behind the create: accepted, not started, nothing committed for it yet.
     scale = api.post(f"/services/{service_id}/scale", json={"replicas": 5}).json()
-    _op(api, scale["operation_id"], lambda o: o["state"] == "Accepted", "the queued scale")
+    operation(api, scale["operation_id"], lambda o: o["state"] == "Accepted", "the queued scale")
     def commits_of(operation_id: str) -> int:
         trailers = _git(stack, "log", "--format=%(trailers:key=Operation-Id,valueonly)", "main").split()
         return trailers.count(operation_id)
     assert commits_of(scale["operation_id"]) == 0
 
     _report(stack, org, service_id, op_id, "Ready", endpoint="orders.tenant-x.svc:5433")
-    done = _op(api, op_id, lambda o: o["state"] == "Succeeded", "the create to succeed on the PoP's report")
+    done = operation(api, op_id, lambda o: o["state"] == "Succeeded", "the create to succeed on the PoP's report")
     assert done["done_steps"] == 3
-    scaled = _op(api, scale["operation_id"], lambda o: o["done_steps"] == 2, "the scale to start and commit")
+    scaled = operation(api, scale["operation_id"], lambda o: o["done_steps"] == 2, "the scale to start and commit")
     assert commits_of(scale["operation_id"]) == 1
     after = list(yaml.safe_load_all(_git(stack, "show", f"main:{path}")))
     universe = next(d for d in after if d and d["kind"] == "YBUniverse")
@@ -111,14 +70,14 @@ def test_kubernetes_pop_operation_commits_then_waits_for_the_pop(api, stack):
     assert scaled["state"] == "Running"
 
     _report(stack, org, service_id, scale["operation_id"], "Ready")
-    _op(api, scale["operation_id"], lambda o: o["state"] == "Succeeded", "the scale to succeed")
+    operation(api, scale["operation_id"], lambda o: o["state"] == "Succeeded", "the scale to succeed")
     assert api.get(f"/services/{service_id}").json()["status"] == "Ready"
 
     deleted = api.delete(f"/services/{service_id}").json()
-    _op(api, deleted["operation_id"], lambda o: o["done_steps"] == 2, "the delete to be committed")
+    operation(api, deleted["operation_id"], lambda o: o["done_steps"] == 2, "the delete to be committed")
     assert path not in _git(stack, "ls-tree", "-r", "--name-only", "main").split()
     _report(stack, org, service_id, deleted["operation_id"], "Deleted")
-    _op(api, deleted["operation_id"], lambda o: o["state"] == "Succeeded", "the delete to succeed")
+    operation(api, deleted["operation_id"], lambda o: o["state"] == "Succeeded", "the delete to succeed")
     assert wait_for(lambda: api.get(f"/services/{service_id}").json()["status"] == "Deleted")
 
 
@@ -143,7 +102,7 @@ def _organization(api, stack, prefix: str, partition: int | None = None, length:
     if length is not None and created.status_code == 422:
         return None
     assert created.status_code == 202, created.text
-    _op(api, created.json()["operation_id"], lambda o: o["state"] == "Succeeded", f"organization {org}")
+    operation(api, created.json()["operation_id"], lambda o: o["state"] == "Succeeded", f"organization {org}")
     return org
 
 
@@ -177,12 +136,12 @@ def test_an_operation_the_chart_refuses_fails_with_the_reason_and_the_saga_moves
     # saga's input, so it is carried out only if the saga got past the refused operation.
     good_org = _organization(api, stack, "sagafine", partition=_partition(stack, bad_org))
     assert good_org is not None
-    _op(api, refused["operation_id"], lambda o: o["state"] in ("Accepted", "Running", "Failed"),
+    operation(api, refused["operation_id"], lambda o: o["state"] in ("Accepted", "Running", "Failed"),
         "the refused operation to be in the log")
     good = api.post("/services", json={"org": good_org, "name": "orders", "engine": "yugabyte",
                                        "pop": "frankfurt", "size": "small"}).json()
 
-    failed = _op(api, refused["operation_id"], lambda o: o["state"] == "Failed", f"the create with {what} to fail")
+    failed = operation(api, refused["operation_id"], lambda o: o["state"] == "Failed", f"the create with {what} to fail")
     assert failed["reason_code"] == "render_failed", failed
     assert says in failed["message"] and "nothing was committed" in failed["message"], failed["message"]
     render = next(s for s in failed["steps"] if s["name"] == "render")
@@ -191,9 +150,9 @@ def test_an_operation_the_chart_refuses_fails_with_the_reason_and_the_saga_moves
     assert refused["operation_id"] not in _git(stack, "log", "--format=%(trailers:key=Operation-Id,valueonly)",
                                                "main").split()
 
-    _op(api, good["operation_id"], lambda o: o["done_steps"] == 2, "the other organization's create to be committed")
+    operation(api, good["operation_id"], lambda o: o["done_steps"] == 2, "the other organization's create to be committed")
     _report(stack, good_org, good["service_id"], good["operation_id"], "Ready", endpoint="orders.svc:5433")
-    _op(api, good["operation_id"], lambda o: o["state"] == "Succeeded", "the other organization's create to succeed")
+    operation(api, good["operation_id"], lambda o: o["state"] == "Succeeded", "the other organization's create to succeed")
     assert api.get(f"/services/{good['service_id']}").json()["status"] == "Ready"
     assert 'dbaas_saga_steps_failed_total{error="RenderFailed",step="render"}' in stack.metrics("saga")
 
@@ -220,7 +179,7 @@ def test_an_operation_git_refuses_to_commit_fails_with_the_reason_and_nothing_is
     _push_folder(stack, tmp_path, f"tenants/{org}/frankfurt/orders.yaml")
     created = api.post("/services", json={"org": org, "name": "orders", "engine": "yugabyte",
                                           "pop": "frankfurt", "size": "small"}).json()
-    failed = _op(api, created["operation_id"], lambda o: o["state"] == "Failed", "the create to fail at its commit")
+    failed = operation(api, created["operation_id"], lambda o: o["state"] == "Failed", "the create to fail at its commit")
     assert failed["reason_code"] == "commit_failed", failed
     assert "a folder of that name exists" in failed["message"], failed["message"]
     assert [s["state"] for s in failed["steps"]][:2] == ["Done", "Failed"], failed["steps"]
@@ -229,4 +188,4 @@ def test_an_operation_git_refuses_to_commit_fails_with_the_reason_and_nothing_is
     # The organization's next create, at another path, goes through.
     other = api.post("/services", json={"org": org, "name": "billing", "engine": "yugabyte",
                                         "pop": "frankfurt", "size": "small"}).json()
-    _op(api, other["operation_id"], lambda o: o["done_steps"] == 2, "the next create to be committed")
+    operation(api, other["operation_id"], lambda o: o["done_steps"] == 2, "the next create to be committed")

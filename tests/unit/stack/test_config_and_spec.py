@@ -104,3 +104,19 @@ def test_pidfile_ignores_a_recycled_pid(tmp_path):
         assert pidfile.pid() is None
     finally:
         proc.kill()
+
+
+def test_a_control_plane_process_is_started_anew_when_its_code_changes(tmp_path, monkeypatch):
+    """`up` compares the fingerprint of a running process's settings and code with the recorded one:
+    an edit to the code it imports (or a pull) changes it; compiled files do not."""
+    from deploy.stack import components
+
+    package = tmp_path / "processors"
+    (package / "__pycache__").mkdir(parents=True)
+    (package / "saga.py").write_text("A = 1\n")
+    monkeypatch.setattr(components, "REPO_ROOT", tmp_path)
+    before = components.code_stamp()
+    (package / "__pycache__" / "saga.cpython-311.pyc").write_bytes(b"compiled")
+    assert components.code_stamp() == before
+    (package / "saga.py").write_text("A = 22\n")
+    assert components.code_stamp() != before
