@@ -97,6 +97,18 @@ def read_events(stack, topic: str, partitions: int) -> list[events.Envelope]:
     return out
 
 
+def events_until(stack, topics: Topics, predicate, what: str) -> list[events.Envelope]:
+    """Every event on `topics.events`, once `predicate` holds for them."""
+    from tests.conftest import wait_for
+
+    return wait_for(lambda: (lambda evs: evs if predicate(evs) else None)(
+        read_events(stack, topics.events, topics.partitions)), timeout=60, what=what)
+
+
+def by_command(evs: list[events.Envelope], command_id: str) -> list[events.Envelope]:
+    return [e for e in evs if e.command_id == command_id]
+
+
 def event_record(tenant: str) -> dict:
     """An event envelope record: valid Avro, but an event, not a command."""
     env = events.Envelope(event_id=str(uuid.uuid4()), tenant_id=tenant, aggregate_type="organization",

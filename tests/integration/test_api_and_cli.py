@@ -14,12 +14,6 @@ from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
 from tests.conftest import wait_for
 
 
-@pytest.fixture
-def api(stack):
-    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as client:
-        yield client
-
-
 def _operation(api, op_id: str, states=("Accepted", "Running", "Succeeded", "Failed")) -> dict:
     def get():
         r = api.get(f"/operations/{op_id}")

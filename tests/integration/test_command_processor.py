@@ -11,26 +11,14 @@ from commands import Actor, CreateOrganization, CreateService, DeleteService, Sc
 from events import CommandRejected, OperationAccepted, OrganizationCreated, ServiceRequested
 from processors.command_processor import CommandProcessor
 from tests.conftest import wait_for
-from tests.integration.kafka_support import RunningProcessor, Topics, command, publisher, read_events
-
-
-@pytest.fixture
-def lane(stack):
-    topics = Topics.create(stack.kafka)
-    proc = RunningProcessor(CommandProcessor(topics.settings(stack))).start()
-    pub = publisher(stack, topics)
-    yield stack, topics, pub
-    pub.close()
-    proc.close()
-
-
-def _events_until(stack, topics, predicate, what):
-    return wait_for(lambda: (lambda evs: evs if predicate(evs) else None)(
-        read_events(stack, topics.events, topics.partitions)), timeout=60, what=what)
-
-
-def _by_command(evs, command_id):
-    return [e for e in evs if e.command_id == command_id]
+from tests.integration.kafka_support import (
+    RunningProcessor,
+    Topics,
+    by_command,
+    command,
+    events_until,
+    publisher,
+)
 
 
 def test_commands_become_events_with_gap_free_sequences(lane):
@@ -42,7 +30,7 @@ def test_commands_become_events_with_gap_free_sequences(lane):
     scale = command(tenant, ScaleService(sid, replicas=5))
     for c in (org, svc, scale):
         pub.publish(c)
-    evs = _events_until(stack, topics, lambda e: len(_by_command(e, scale.command_id)) >= 2, "scale events")
+    evs = events_until(stack, topics, lambda e: len(by_command(e, scale.command_id)) >= 2, "scale events")
     mine = [e for e in evs if e.tenant_id == tenant]
     kinds = [type(e.payload).__name__ for e in mine]
     # The scale queues behind the create (no PoP reports here), so it starts no operation yet.
@@ -66,8 +54,8 @@ def test_repeated_command_id_is_judged_once_and_reuse_with_other_payload_is_a_co
     pub.publish(clash)
     marker = command(tenant, DeleteService(str(uuid.uuid4())))  # not_found, but proves ordering
     pub.publish(marker)
-    evs = _events_until(stack, topics, lambda e: _by_command(e, marker.command_id), "the marker's rejection")
-    for_org = _by_command(evs, org.command_id)
+    evs = events_until(stack, topics, lambda e: by_command(e, marker.command_id), "the marker's rejection")
+    for_org = by_command(evs, org.command_id)
     created = [e for e in for_org if isinstance(e.payload, OrganizationCreated)]
     conflicts = [e for e in for_org if isinstance(e.payload, CommandRejected)]
     assert len(created) == 1
@@ -88,8 +76,8 @@ def test_bad_commands_are_rejected_with_an_actionable_reason(lane, payload, acto
     pub.publish(command(tenant, CreateOrganization(tenant, "Rej")))
     bad = command(tenant, payload, actor=actor or Actor("alice", ("org-owner",)))
     pub.publish(bad)
-    evs = _events_until(stack, topics, lambda e: _by_command(e, bad.command_id), "the rejection")
-    (rejection,) = [e.payload for e in _by_command(evs, bad.command_id)]
+    evs = events_until(stack, topics, lambda e: by_command(e, bad.command_id), "the rejection")
+    (rejection,) = [e.payload for e in by_command(evs, bad.command_id)]
     assert isinstance(rejection, CommandRejected)
     assert rejection.reason_code == reason and rejection.field == field
     assert rejection.message and "Traceback" not in rejection.message
@@ -108,7 +96,7 @@ def test_poison_messages_are_dead_lettered_and_processing_goes_on(lane):
     raw.flush(10)
     good = command(tenant, CreateOrganization(tenant, "After poison"))
     pub.publish(good)
-    _events_until(stack, topics, lambda e: _by_command(e, good.command_id), "the good command's events")
+    events_until(stack, topics, lambda e: by_command(e, good.command_id), "the good command's events")
     consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": str(uuid.uuid4()),
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
     consumer.subscribe([topics.dlq])
@@ -132,16 +120,16 @@ def test_state_is_rebuilt_from_the_log_after_a_restart(stack):
     sid = str(uuid.uuid4())
     create = command(tenant, CreateService(sid, "db", "vitess", "lagos", "small"))
     pub.publish(create)
-    _events_until(stack, topics, lambda e: _by_command(e, create.command_id), "the create")
+    events_until(stack, topics, lambda e: by_command(e, create.command_id), "the create")
     first.close()
     second = RunningProcessor(CommandProcessor(topics.settings(stack))).start()
     try:
         dup = command(tenant, CreateService(str(uuid.uuid4()), "db", "vitess", "lagos", "small"))
         pub.publish(create)  # judged before the restart: no new events
         pub.publish(dup)     # a second live "db": the rebuilt state knows the first
-        evs = _events_until(stack, topics, lambda e: _by_command(e, dup.command_id), "the duplicate's rejection")
-        assert [type(e.payload) for e in _by_command(evs, create.command_id)].count(OperationAccepted) == 1
-        (rej,) = [e.payload for e in _by_command(evs, dup.command_id)]
+        evs = events_until(stack, topics, lambda e: by_command(e, dup.command_id), "the duplicate's rejection")
+        assert [type(e.payload) for e in by_command(evs, create.command_id)].count(OperationAccepted) == 1
+        (rej,) = [e.payload for e in by_command(evs, dup.command_id)]
         assert isinstance(rej, CommandRejected) and rej.reason_code == "conflict" and rej.field == "name"
     finally:
         pub.close()
@@ -169,11 +157,11 @@ def test_malformed_oversized_and_wrongly_typed_commands_are_dead_lettered_withou
     after = command(victim, CreateOrganization(victim, "After the poison"))
     pub.publish(after)
 
-    evs = _events_until(stack, topics, lambda e: _by_command(e, after.command_id)
-                        and all(_by_command(e, c.command_id) for c in bystander_cmds), "every good command judged")
+    evs = events_until(stack, topics, lambda e: by_command(e, after.command_id)
+                        and all(by_command(e, c.command_id) for c in bystander_cmds), "every good command judged")
     for c in bystander_cmds:
-        assert any(isinstance(e.payload, OperationAccepted) for e in _by_command(evs, c.command_id))
-    assert not _by_command(evs, huge.command_id)
+        assert any(isinstance(e.payload, OperationAccepted) for e in by_command(evs, c.command_id))
+    assert not by_command(evs, huge.command_id)
     consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": str(uuid.uuid4()),
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
     consumer.subscribe([topics.dlq])

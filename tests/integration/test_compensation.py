@@ -8,30 +8,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
 from tests.conftest import SINGAPORE_TIMEOUT, wait_for
-
-
-@pytest.fixture
-def api(stack):
-    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def org(api):
-    slug = f"comp-{uuid.uuid4().hex[:8]}"
-    assert api.post("/organizations", json={"slug": slug}).status_code == 202
-    wait_for(lambda: api.get(f"/organizations/{slug}/quotas").status_code == 200, what="the organization")
-    return slug
-
-
-def _op(api, op_id: str, predicate, what: str, timeout: float = 120) -> dict:
-    def get():
-        r = api.get(f"/operations/{op_id}")
-        return r.json() if r.status_code == 200 and predicate(r.json()) else None
-    return wait_for(get, timeout=timeout, what=what)
+from tests.integration.conftest import operation
 
 
 def _service(api, service_id: str) -> dict:
@@ -56,7 +35,7 @@ def _create(api, org: str, name: str, pop: str, engine: str = "scylla", **more) 
 
 
 def _committed(api, op_id: str) -> dict:
-    return _op(api, op_id, lambda o: o["done_steps"] >= 2, "the operation committed, awaiting its PoP")
+    return operation(api, op_id, lambda o: o["done_steps"] >= 2, "the operation committed, awaiting its PoP")
 
 
 def _report_failed(stack, tenant, service_id, op_id, reason):
@@ -70,7 +49,7 @@ def test_a_pop_failure_reverts_the_commit_and_releases_the_quota(api, stack, org
     assert _file_at_tip(stack, path)
 
     _report_failed(stack, org, service_id, op_id, "ScyllaCluster: insufficient nodes")
-    op = _op(api, op_id, lambda o: (o["compensation"] or {}).get("state") == "Done", "the revert")
+    op = operation(api, op_id, lambda o: (o["compensation"] or {}).get("state") == "Done", "the revert")
 
     assert (op["state"], op["reason_code"]) == ("Failed", "pop_failed")
     assert "insufficient nodes" in op["message"]
@@ -93,9 +72,9 @@ def test_cancelling_a_creation_awaiting_its_pop_reverts_it(api, stack, org):
 
     r = api.post(f"/operations/{op_id}/cancel")
     assert r.status_code == 202
-    cancel = _op(api, r.json()["operation_id"], lambda o: o["state"] in ("Succeeded", "Failed"), "the cancel")
+    cancel = operation(api, r.json()["operation_id"], lambda o: o["state"] in ("Succeeded", "Failed"), "the cancel")
     assert cancel["state"] == "Succeeded", cancel
-    op = _op(api, op_id, lambda o: (o["compensation"] or {}).get("state") == "Done", "the revert")
+    op = operation(api, op_id, lambda o: (o["compensation"] or {}).get("state") == "Done", "the revert")
 
     assert op["state"] == "Cancelled"
     assert not _file_at_tip(stack, path)
@@ -105,16 +84,16 @@ def test_cancelling_a_creation_awaiting_its_pop_reverts_it(api, stack, org):
 def test_cancelling_a_queued_scale_drops_it_and_a_running_render_cannot_be_cancelled(api, stack, org):
     op_id, service_id = _create(api, org, "events", "frankfurt", size="small")
     scale = api.post(f"/services/{service_id}/scale", json={"cpu": 2}).json()["operation_id"]
-    _op(api, scale, lambda o: o["state"] == "Accepted", "the scale, queued")
+    operation(api, scale, lambda o: o["state"] == "Accepted", "the scale, queued")
 
     cancel = api.post(f"/operations/{scale}/cancel").json()["operation_id"]
-    assert _op(api, cancel, lambda o: o["state"] != "Accepted", "the cancel")["state"] == "Succeeded"
-    dropped = _op(api, scale, lambda o: o["state"] == "Cancelled", "the scale cancelled")
+    assert operation(api, cancel, lambda o: o["state"] != "Accepted", "the cancel")["state"] == "Succeeded"
+    dropped = operation(api, scale, lambda o: o["state"] == "Cancelled", "the scale cancelled")
     assert dropped["compensation"] is None  # nothing was committed for it
     assert _service(api, service_id)["resources"]["cpu"] == 1.0
 
     again = api.post(f"/operations/{scale}/cancel").json()["operation_id"]
-    refused = _op(api, again, lambda o: o["state"] == "Failed", "the second cancel refused")
+    refused = operation(api, again, lambda o: o["state"] == "Failed", "the second cancel refused")
     assert refused["reason_code"] == "conflict" and "nothing to cancel" in refused["message"]
     assert api.post(f"/operations/{uuid.uuid4()}/cancel").status_code == 404
 
@@ -125,7 +104,7 @@ def test_no_report_from_the_pop_in_time_fails_and_reverts(api, stack, org):
     path = f"tenants/{org}/singapore/ledger.yaml"
     assert _file_at_tip(stack, path)
 
-    op = _op(api, op_id, lambda o: (o["compensation"] or {}).get("state") == "Done",
+    op = operation(api, op_id, lambda o: (o["compensation"] or {}).get("state") == "Done",
              "the timeout and its revert", timeout=SINGAPORE_TIMEOUT + 90)
 
     assert (op["state"], op["reason_code"]) == ("Failed", "timed_out")
@@ -138,7 +117,7 @@ def test_concurrent_creates_never_exceed_the_quota(api, stack, org):
     r = api.put(f"/organizations/{org}/quotas", json={
         "max_services": 4, "total": {"cpu": 100, "memory_gb": 1000, "storage_gb": 10000}})
     assert r.status_code == 202
-    _op(api, r.json()["operation_id"], lambda o: o["state"] == "Succeeded", "the quota")
+    operation(api, r.json()["operation_id"], lambda o: o["state"] == "Succeeded", "the quota")
     assert api.get(f"/organizations/{org}/quotas").json()["quota"]["max_services"] == 4
 
     def create(i: int) -> str:
@@ -149,7 +128,7 @@ def test_concurrent_creates_never_exceed_the_quota(api, stack, org):
 
     with ThreadPoolExecutor(12) as pool:
         ops = list(pool.map(create, range(12)))
-    outcomes = [_op(api, op, lambda o: o["state"] != "Accepted", "judged") for op in ops]
+    outcomes = [operation(api, op, lambda o: o["state"] != "Accepted", "judged") for op in ops]
 
     accepted = [o for o in outcomes if o["state"] != "Failed"]
     refused = [o for o in outcomes if o["state"] == "Failed"]

@@ -22,7 +22,6 @@ from threading import Thread
 import fastavro
 import httpx
 import jwt
-import pytest
 from confluent_kafka import Consumer, Producer
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -39,33 +38,13 @@ from commands import (
     refused_operation_id,
 )
 from commands.records import to_avro
-from events import CommandRejected, OperationAccepted, Quota, ResourceLimit
-from processors.command_processor import CommandProcessor
+from events import CommandRejected, MemberAdded, OperationAccepted, OrganizationCreated, Quota, ResourceLimit
 from runtime.kafka import partition_for
 from runtime.signing import Signer
 from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
 from tests.conftest import SINGAPORE_TIMEOUT, wait_for
-from tests.integration.kafka_support import RunningProcessor, Topics, command, publisher, read_events
-
-
-@pytest.fixture
-def lane(stack):
-    """A command processor of its own on topics of its own, trusting the platform's keyring."""
-    topics = Topics.create(stack.kafka)
-    proc = RunningProcessor(CommandProcessor(topics.settings(stack))).start()
-    pub = publisher(stack, topics)
-    yield stack, topics, pub
-    pub.close()
-    proc.close()
-
-
-def _events_until(stack, topics, predicate, what: str):
-    return wait_for(lambda: (lambda evs: evs if predicate(evs) else None)(
-        read_events(stack, topics.events, topics.partitions)), timeout=60, what=what)
-
-
-def _of(evs, command_id: str):
-    return [e for e in evs if e.command_id == command_id]
+from tests.integration.conftest import operation
+from tests.integration.kafka_support import by_command, command, events_until
 
 
 def _dead_letters(stack, topic: str, count: int, match=lambda m: True) -> list:
@@ -120,10 +99,12 @@ def test_a_command_off_its_keys_partition_is_dead_lettered_and_forks_no_state(la
     after = command(victim, SetQuota(Quota(3, ResourceLimit(8, 16, 100))))
     pub.publish(after)
 
-    evs = _events_until(stack, topics, lambda e: _of(e, after.command_id), "the victim's next command judged")
-    assert not _of(evs, by_default.command_id) and not _of(evs, explicit.command_id)
-    assert {e.tenant_id for e in evs if e.tenant_id == victim} == {victim}
-    assert [type(e.payload) for e in _of(evs, after.command_id)].count(OperationAccepted) == 1
+    evs = events_until(stack, topics, lambda e: by_command(e, after.command_id), "the victim's next command judged")
+    assert not by_command(evs, by_default.command_id) and not by_command(evs, explicit.command_id)
+    victims = [e.payload for e in evs if e.tenant_id == victim]
+    assert [o.owner for o in victims if isinstance(o, OrganizationCreated)] == ["alice"], "no second creation"
+    assert not [m for m in victims if isinstance(m, MemberAdded)], "nobody made a member"
+    assert [type(e.payload) for e in by_command(evs, after.command_id)].count(OperationAccepted) == 1
     dead = _dead_letters(stack, topics.dlq, 2)
     by_id = {_headers(m)["dbaas-command-id"]: _headers(m) for m in dead}
     assert set(by_id) == {by_default.command_id, explicit.command_id}
@@ -151,10 +132,9 @@ def test_claimed_identity_is_believed_only_as_far_as_the_signing_key_allows(lane
     platform_creates = command(victim, service, actor=Actor("system:saga", ("system",)))
     gateway_reports = command(victim, RecordPopReport(service.service_id, str(uuid.uuid4()), "lagos", "Ready",
                                                       "evil.example:5432", None), actor=Actor("x", ("system",)))
-    attacks = {unsigned.command_id: ("unauthenticated", None), unknown_key.command_id: ("unauthenticated", None),
-               tampered.command_id: ("unauthenticated", None), other_tenant.command_id: ("forbidden", None),
-               platform_creates.command_id: ("forbidden", "platform"),
-               gateway_reports.command_id: ("forbidden", None)}
+    attacks = {unsigned.command_id: "unauthenticated", unknown_key.command_id: "unauthenticated",
+               tampered.command_id: "unauthenticated", other_tenant.command_id: "forbidden",
+               platform_creates.command_id: "forbidden", gateway_reports.command_id: "forbidden"}
     topic = topics.commands
     _produce(stack, topic, *_signed(stack, topic, unsigned, None), config={"partitioner": "murmur2_random"})
     _produce(stack, topic, *_signed(stack, topic, unknown_key, stranger_key), config={"partitioner": "murmur2_random"})
@@ -174,15 +154,15 @@ def test_claimed_identity_is_believed_only_as_far_as_the_signing_key_allows(lane
     rightful = command(victim, service, command_id=unsigned.command_id)
     pub.publish(rightful)
 
-    evs = _events_until(stack, topics, lambda e: all(_of(e, c) for c in attacks)
-                        and len(_of(e, unsigned.command_id)) > 1, "every forged command judged")
-    for command_id, (code, _who) in attacks.items():
-        rejections = [e.payload for e in _of(evs, command_id) if isinstance(e.payload, CommandRejected)]
+    evs = events_until(stack, topics, lambda e: all(by_command(e, c) for c in attacks)
+                        and len(by_command(e, unsigned.command_id)) > 1, "every forged command judged")
+    for command_id, code in attacks.items():
+        rejections = [e.payload for e in by_command(evs, command_id) if isinstance(e.payload, CommandRejected)]
         assert rejections, command_id
         rejection = rejections[0]
         assert (rejection.reason_code, rejection.refused) == (code, True), rejection
         assert rejection.operation_id == refused_operation_id(victim, command_id, rejection.command_fingerprint)
-    accepted = [e.payload for e in _of(evs, unsigned.command_id) if isinstance(e.payload, OperationAccepted)]
+    accepted = [e.payload for e in by_command(evs, unsigned.command_id) if isinstance(e.payload, OperationAccepted)]
     assert [a.operation_id for a in accepted] == [operation_id(victim, unsigned.command_id)]
     created = [e for e in evs if e.tenant_id == victim and e.aggregate_type == "service"]
     assert {e.command_id for e in created} == {unsigned.command_id}, "only the rightful create made a service"
@@ -190,27 +170,6 @@ def test_claimed_identity_is_believed_only_as_far_as_the_signing_key_allows(lane
     assert any("cannot be verified" in m for m in messages)
     assert any(f'publisher "{name}" may act only in the organizations it is registered for' in m for m in messages)
     assert any("reserved to the platform" in m for m in messages)
-
-
-@pytest.fixture
-def api(stack):
-    with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(), timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def org(api):
-    slug = f"trust-{uuid.uuid4().hex[:8]}"
-    assert api.post("/organizations", json={"slug": slug}).status_code == 202
-    wait_for(lambda: api.get(f"/organizations/{slug}/quotas").status_code == 200, what="the organization")
-    return slug
-
-
-def _op(api, op_id: str, predicate, what: str, timeout: float = 120) -> dict:
-    def get():
-        r = api.get(f"/operations/{op_id}")
-        return r.json() if r.status_code == 200 and predicate(r.json()) else None
-    return wait_for(get, timeout=timeout, what=what)
 
 
 def _create(api, org: str, name: str, pop: str, **headers) -> dict:
@@ -223,7 +182,7 @@ def _create(api, org: str, name: str, pop: str, **headers) -> dict:
 def test_a_pop_reports_only_on_its_own_services_and_only_with_its_key(stack, api, org):
     created = _create(api, org, "orders", "frankfurt")
     sid, op = created["service_id"], created["operation_id"]
-    _op(api, op, lambda o: o["done_steps"] >= 2, "the create committed, awaiting frankfurt")
+    operation(api, op, lambda o: o["done_steps"] >= 2, "the create committed, awaiting frankfurt")
 
     # Unsigned, and signed by singapore's key while naming frankfurt: dead-lettered by the saga.
     record = {"report_id": str(uuid.uuid4()), "pop": "frankfurt", "tenant_id": org, "service_id": sid,
@@ -238,7 +197,7 @@ def test_a_pop_reports_only_on_its_own_services_and_only_with_its_key(stack, api
     stack.report("singapore", org, sid, op, "Ready", endpoint="evil.example:5432")
     stack.report("frankfurt", org, sid, op, "Ready", endpoint="orders.frankfurt.example:5432")
 
-    done = _op(api, op, lambda o: o["state"] == "Succeeded", "the create succeeded on frankfurt's report")
+    done = operation(api, op, lambda o: o["state"] == "Succeeded", "the create succeeded on frankfurt's report")
     assert api.get(f"/services/{sid}").json()["status"] == "Ready"
     assert "evil" not in json.dumps(done)
     dead = _dead_letters(stack, "dbaas.pop.status.dlq", 2, match=lambda m: m.key() == org.encode())
@@ -250,7 +209,7 @@ def test_an_operation_id_reused_by_another_tenant_touches_nothing_of_the_first(s
     that never answers: her operation times out and is compensated; alice's stays as it was."""
     key = str(uuid.uuid4())
     victim = _create(api, org, "orders", "frankfurt", **{"Idempotency-Key": key})
-    _op(api, victim["operation_id"], lambda o: o["done_steps"] >= 2, "alice's create committed")
+    operation(api, victim["operation_id"], lambda o: o["done_steps"] >= 2, "alice's create committed")
     squatter = f"squatter-{uuid.uuid4().hex[:6]}"  # a caller of its own: other tests count mallory's services
     with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(squatter), timeout=30) as mallory:
         theirs = f"squat-{uuid.uuid4().hex[:8]}"
@@ -258,7 +217,7 @@ def test_an_operation_id_reused_by_another_tenant_touches_nothing_of_the_first(s
         wait_for(lambda: mallory.get(f"/organizations/{theirs}/quotas").status_code == 200, what="mallory's org")
         attack = _create(mallory, theirs, "orders", "singapore", **{"Idempotency-Key": key})
         assert attack["operation_id"] != victim["operation_id"]
-        failed = _op(mallory, attack["operation_id"],
+        failed = operation(mallory, attack["operation_id"],
                      lambda o: (o["compensation"] or {}).get("state") == "Done",
                      "mallory's create timed out and was compensated", timeout=SINGAPORE_TIMEOUT + 90)
         assert (failed["state"], failed["reason_code"]) == ("Failed", "timed_out"), failed
@@ -270,7 +229,7 @@ def test_an_operation_id_reused_by_another_tenant_touches_nothing_of_the_first(s
                          capture_output=True, text=True, check=True).stdout
     assert tip.strip(), "alice's manifest is still committed"
     stack.report("frankfurt", org, victim["service_id"], victim["operation_id"], "Ready", endpoint="db:5432")
-    _op(api, victim["operation_id"], lambda o: o["state"] == "Succeeded", "alice's create succeeded")
+    operation(api, victim["operation_id"], lambda o: o["state"] == "Succeeded", "alice's create succeeded")
 
 
 def test_a_development_token_never_acts_as_another_issuers_subject(stack, api, org):
@@ -313,7 +272,7 @@ def test_a_development_token_never_acts_as_another_issuers_subject(stack, api, o
 
     added = api.post(f"/organizations/{org}/members", json={"subject": user, "issuer": issuer, "role": "org-admin"})
     assert added.status_code == 202, added.text
-    _op(api, added.json()["operation_id"], lambda o: o["state"] == "Succeeded", "the Keycloak user added")
+    operation(api, added.json()["operation_id"], lambda o: o["state"] == "Succeeded", "the Keycloak user added")
     members = {(m["subject"], m.get("issuer")) for m in api.get(f"/organizations/{org}/members").json()}
     assert (user, issuer) in members
     with httpx.Client(base_url=stack.api + "/api/v1", headers=stack.auth(user), timeout=30) as dev:
@@ -354,7 +313,7 @@ def test_an_outside_publisher_following_the_readme_contract_is_accepted(stack, a
 
     scoped = str(uuid.uuid5(uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:operation"), f"{org}/{command_id}"))
     assert scoped == operation_id(org, command_id)
-    op = _op(api, scoped, lambda o: o["state"] != "Accepted", "the publisher's command judged")
+    op = operation(api, scoped, lambda o: o["state"] != "Accepted", "the publisher's command judged")
     assert op["state"] in ("Running", "Succeeded"), op
     service = api.get(f"/services/{service_id}").json()
     assert service["name"] == "from-billing"
