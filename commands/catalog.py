@@ -50,6 +50,7 @@ READ_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "members": ORG_ROLES,
     "quotas": ("org-owner", "org-admin"),
     "audit": ("org-owner", "org-admin"),
+    "backups": ORG_ROLES,
 }
 SYSTEM_ROLE = "system"
 ANY_SUBJECT: tuple[str, ...] = ()
@@ -66,6 +67,10 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "AddMember": MEMBER_ADMIN_ROLES,
     "ChangeMemberRole": MEMBER_ADMIN_ROLES,
     "RemoveMember": MEMBER_ADMIN_ROLES,
+    "BackupService": SERVICE_ROLES,
+    "SetBackupPolicy": SERVICE_ROLES,
+    "DeleteBackup": SERVICE_ROLES,
+    "RestoreService": SERVICE_ROLES,
     # Reports of the platform's own processes (sagas, PoP status bridge): never a tenant's.
     "RecordServiceClaimRendered": (SYSTEM_ROLE,),
     "RecordServiceClaimCommitted": (SYSTEM_ROLE,),
@@ -73,6 +78,10 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "RecordStepTimedOut": (SYSTEM_ROLE,),
     "RecordStepFailed": (SYSTEM_ROLE,),
     "RecordServiceClaimReverted": (SYSTEM_ROLE,),
+    "RecordBackupRendered": (SYSTEM_ROLE,),
+    "RecordBackupCommitted": (SYSTEM_ROLE,),
+    "RecordBackupReport": (SYSTEM_ROLE,),
+    "RecordBackupStepFailed": (SYSTEM_ROLE,),
 }
 
 # Command type -> steps its operation has after acceptance (0 = done once accepted).
@@ -88,12 +97,28 @@ OPERATION_STEPS = {
     "AddMember": 0,
     "ChangeMemberRole": 0,
     "RemoveMember": 0,
+    # Backups and their deletion: render the DatabaseBackup claim, commit it (or its removal), see
+    # the PoP report. A restore is a creation. A policy holds once accepted.
+    "BackupService": 3,
+    "DeleteBackup": 3,
+    "RestoreService": 3,
+    "SetBackupPolicy": 0,
 }
 
 # Commands that report a step of an operation already running: they start no operation of their own.
 STEP_REPORTS = ("RecordServiceClaimRendered", "RecordServiceClaimCommitted", "RecordPopReport",
-                "RecordStepTimedOut", "RecordStepFailed", "RecordServiceClaimReverted")
+                "RecordStepTimedOut", "RecordStepFailed", "RecordServiceClaimReverted",
+                "RecordBackupRendered", "RecordBackupCommitted", "RecordBackupReport", "RecordBackupStepFailed")
 # The steps the saga itself carries out, so the ones it can report as failed (the PoP's report is
 # the PoP's to fail).
 SAGA_STEPS = ("render", "commit")
 POP_REPORT_PHASES = ("Ready", "Failed", "Deleted")
+BACKUP_REPORT_PHASES = ("Completed", "Failed", "Deleted")
+BACKUP_STEP_CODES = ("failed", "timed_out")
+
+# Engines whose log is archived, so that a service restores to any time of its recovery window
+# (PostgreSQL WAL for yugabyte, binlog for vitess); the others restore backup instants only.
+PITR_ENGINES = ("yugabyte", "vitess")
+# Retention bounds of a backup policy (0 = no limit of that kind).
+RETAIN_COUNT_MAX = 1000
+RETAIN_DAYS_MAX = 3650

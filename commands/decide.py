@@ -8,22 +8,30 @@ Imports `commands.*` and `events`.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from commands.authority import Proof, believed_actor
-from commands.catalog import DEFAULT_QUOTA, OPERATION_STEPS, RESOURCE_FIELDS, STEP_REPORTS
+from commands.catalog import DEFAULT_QUOTA, OPERATION_STEPS, PITR_ENGINES, RESOURCE_FIELDS, SIZE_PLANS, STEP_REPORTS
 from commands.records import (
     Actor,
     AddMember,
+    BackupService,
     CancelOperation,
     ChangeMemberRole,
     CommandEnvelope,
     CommandError,
     CreateOrganization,
     CreateService,
+    DeleteBackup,
     DeleteService,
+    RecordBackupCommitted,
+    RecordBackupRendered,
+    RecordBackupReport,
+    RecordBackupStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
@@ -31,13 +39,16 @@ from commands.records import (
     RecordStepFailed,
     RecordStepTimedOut,
     RemoveMember,
+    RestoreService,
     ScaleService,
+    SetBackupPolicy,
     SetDeletionProtection,
     SetQuota,
 )
 from commands.validation import (
     Problem,
     authorize,
+    engine_in_pop,
     format_number,
     resolve_engine_version,
     resolve_resources,
@@ -46,6 +57,16 @@ from commands.validation import (
 from events import (
     STEPS,
     Accepted,
+    Backup,
+    BackupClaimCommitted,
+    BackupClaimRendered,
+    BackupCompleted,
+    BackupDeleted,
+    BackupDeletionRequested,
+    BackupFailed,
+    BackupPolicySet,
+    BackupRequested,
+    BackupStatus,
     Action,
     CommandRecord,
     CommandRejected,
@@ -65,6 +86,7 @@ from events import (
     QuotaSet,
     Rejected,
     Resources,
+    RestoreSource,
     Service,
     ServiceClaimCommitted,
     ServiceClaimRendered,
@@ -83,6 +105,7 @@ from events import (
     lifecycle,
     next_sequence,
 )
+from events.backups import Restorable, Window, window
 
 EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:event")
 REUSE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:command-id-reuse")
@@ -189,6 +212,23 @@ def _changes(state: TenantState, cmd: CommandEnvelope, op: str) -> list[Change] 
             return _cancel(state, c)
         case AddMember() | ChangeMemberRole() | RemoveMember() as c:
             return _membership(state, cmd.actor, c)
+        case BackupService() as c:
+            return _backup_service(state, c, op)
+        case SetBackupPolicy() as c:
+            return _set_backup_policy(state, c)
+        case DeleteBackup() as c:
+            return _delete_backup(state, c, op, cmd.actor)
+        case RestoreService() as c:
+            return _restore_service(state, c, op, cmd.issued_at)
+        case RecordBackupRendered() as c:
+            return _backup_step(state, c.backup_id, c.operation_id, 1,
+                                BackupClaimRendered(c.backup_id, c.operation_id, c.digest))
+        case RecordBackupCommitted() as c:
+            return _backup_committed(state, c)
+        case RecordBackupReport() as c:
+            return _backup_report(state, c)
+        case RecordBackupStepFailed() as c:
+            return _backup_step_failed(state, c)
         case SetQuota() as c:
             if state.organization is None:
                 return _no_organization(state)
@@ -327,10 +367,13 @@ def _requested(service: Service, request: Event, cmd_id: str, action: Action, sp
 
 
 def _started(spec: Service | ServiceRequested, operation_id: str, action: Action) -> OperationStarted:
-    """The start of `operation_id` with the service's desired spec."""
+    """The start of `operation_id` with the service's desired spec. A restored service's data is
+    loaded by its creation: until the PoP has run it once, every attempt carries the source."""
+    provisioned = getattr(spec, "provisioned", False)
+    restore = spec.restore if action is Action.APPLY and not provisioned else None
     return OperationStarted(
         operation_id, spec.service_id, action, spec.name, spec.engine, spec.engine_version, spec.pop,
-        spec.size, spec.resources, spec.deletion_protection, dict(spec.labels),
+        spec.size, spec.resources, spec.deletion_protection, dict(spec.labels), restore=restore,
     )
 
 
@@ -489,6 +532,186 @@ def _cancel(state: TenantState, c: CancelOperation) -> list[Change] | Problem:
                        "is not an operation on a service); there is nothing to cancel")
     return Problem("not_found", "operation_id",
                    f'operation {c.operation_id} does not exist in organization "{state.tenant_id}"')
+
+
+# -- backups ------------------------------------------------------------------------------------
+def _backup_service(state: TenantState, c: BackupService, op: str) -> list[Change] | Problem:
+    if (service := _live_service(state, c.service_id)) is None:
+        return _not_found(state, c.service_id)
+    if (taken := state.backups.get(c.backup_id)) is not None:
+        return Problem("conflict", "backup_id", f"backup id {c.backup_id} is already used by a backup of service "
+                       f"{taken.service_id}; generate a new backup id")
+    if not service.provisioned or service.status in (ServiceStatus.DELETING, ServiceStatus.FAILED):
+        return Problem("conflict", "service_id", f'service "{service.name}" is {service.status.value}: it can be '
+                       "backed up once it runs (Ready)")
+    running = next((b for b in state.backups.values() if b.service_id == c.service_id
+                    and b.status in (BackupStatus.REQUESTED, BackupStatus.RUNNING)), None)
+    if running is not None:
+        return Problem("conflict", "service_id", f'backup {running.backup_id} of service "{service.name}" is '
+                       "still running; one backup of a service runs at a time, ask again when it ends")
+    pitr = bool(service.backup_policy and service.backup_policy.pitr)
+    return [("backup", c.backup_id, BackupRequested(c.backup_id, op, c.service_id, service.name, service.engine,
+                                                    service.pop, c.slot, pitr))]
+
+
+def _set_backup_policy(state: TenantState, c: SetBackupPolicy) -> list[Change] | Problem:
+    if (service := _live_service(state, c.service_id)) is None:
+        return _not_found(state, c.service_id)
+    if c.pitr and service.engine not in PITR_ENGINES:
+        return Problem("unsupported", "pitr", f'engine {service.engine} restores backup instants only: '
+                       f"point-in-time recovery is offered for {', '.join(PITR_ENGINES)}; set pitr false")
+    return [("service", c.service_id, BackupPolicySet(c.service_id, c.schedule, c.retain_count, c.retain_days,
+                                                      c.pitr))]
+
+
+def _delete_backup(state: TenantState, c: DeleteBackup, op: str, actor: Actor) -> list[Change] | Problem:
+    backup = state.backups.get(c.backup_id)
+    if backup is None or backup.status is BackupStatus.DELETED:
+        return Problem("not_found", "backup_id", f'backup {c.backup_id} does not exist in organization '
+                       f'"{state.tenant_id}"')
+    if backup.status is not BackupStatus.COMPLETED:
+        why = {BackupStatus.FAILED: "it failed and holds nothing",
+               BackupStatus.DELETING: f"it is being deleted by operation {backup.operation_id}"}.get(
+            backup.status, "it is still running; delete it once it completed")
+        return Problem("conflict", "backup_id", f"backup {c.backup_id} cannot be deleted: {why}")
+    reason = "expired" if "system" in actor.roles else "requested"
+    return [("backup", c.backup_id, BackupDeletionRequested(c.backup_id, op, backup.service_id, backup.pop, reason))]
+
+
+def recovery_window(state: TenantState, service: Service, now: datetime) -> Window:
+    """What `service` can be restored to (`events.backups.window` over its completed backups)."""
+    policy = service.backup_policy
+    done = [Restorable(b.backup_id, b.taken_at, b.pitr_from) for b in state.backups.values()
+            if b.service_id == service.service_id and b.status is BackupStatus.COMPLETED and b.taken_at]
+    return window(done, pitr_on=bool(policy and policy.pitr),
+                  pitr_off_at=policy.set_at if policy and not policy.pitr else None,
+                  deleted_at=service.deleted_at, now=now)
+
+
+def _restore_service(state: TenantState, c: RestoreService, op: str, now: datetime) -> list[Change] | Problem:
+    if state.organization is None:
+        return _no_organization(state)
+    source = state.services.get(c.source_service_id)
+    if source is None:
+        return Problem("not_found", "source_service_id", f"service {c.source_service_id} does not exist in "
+                       f'organization "{state.tenant_id}"; a restore copies a service of the same organization')
+    pop, size = c.pop or source.pop, c.size or source.size
+    if (problem := engine_in_pop(source.engine, pop)) is not None:
+        return problem
+    if c.backup_id is not None:
+        backup = state.backups.get(c.backup_id)
+        if backup is None or backup.service_id != source.service_id:
+            return Problem("not_found", "backup_id", f'backup {c.backup_id} of service "{source.name}" does not exist')
+        if backup.status is not BackupStatus.COMPLETED:
+            return Problem("conflict", "backup_id", f"backup {c.backup_id} is {backup.status.value}: only a "
+                           "completed backup can be restored")
+    else:
+        assert c.to_time is not None
+        if source.engine not in PITR_ENGINES:
+            return Problem("unsupported", "to_time", f"engine {source.engine} restores backup instants only; "
+                           "restore one of its backups (backup_id) instead")
+        span = recovery_window(state, source, now)
+        if not span.covers(c.to_time):
+            return Problem("invalid", "to_time", f'{c.to_time.isoformat()} is outside the recovery window of '
+                           f'service "{source.name}", which is {span.describe()}; choose a time within it')
+    resources = source.resources if size == source.size else SIZE_PLANS[size]
+    create = CreateService(c.service_id, c.name, source.engine, pop, size, source.engine_version,
+                           resources.cpu, resources.memory_gb, resources.storage_gb, resources.replicas,
+                           c.deletion_protection, dict(c.labels))
+    changes = _create_service(state, create, op)
+    if isinstance(changes, Problem):
+        return changes
+    restore = RestoreSource(source.service_id, source.engine, c.backup_id, c.to_time)
+    return [(kind, aid, replace(event, restore=restore)) for kind, aid, event in changes]
+
+
+def _backup_running(state: TenantState, backup_id: str, operation_id: str) -> Backup | None:
+    backup = state.backups.get(backup_id)
+    if backup is None or backup.operation_id != operation_id or not backup.in_flight:
+        return None
+    return backup
+
+
+def _backup_step(state: TenantState, backup_id: str, operation_id: str, step: int,
+                 event: Event) -> list[Change] | Problem:
+    if backup_id not in state.backups:
+        return Problem("not_found", "backup_id", f"backup {backup_id} does not exist")
+    backup = _backup_running(state, backup_id, operation_id)
+    if backup is None or backup.step >= step:
+        return []
+    if backup.step != step - 1:
+        return Problem("conflict", None, f"operation {operation_id} reports step {step} before step {step - 1}")
+    return [("backup", backup_id, event)]
+
+
+def _backup_committed(state: TenantState, c: RecordBackupCommitted) -> list[Change] | Problem:
+    """Recorded once. A deletion whose file was already gone is done: no PoP will report on it."""
+    changes = _backup_step(state, c.backup_id, c.operation_id, 2,
+                           BackupClaimCommitted(c.backup_id, c.operation_id, c.path, c.sha, c.changed))
+    if isinstance(changes, Problem) or not changes or c.changed:
+        return changes
+    backup = state.backups[c.backup_id]
+    if backup.status is BackupStatus.DELETING:
+        return [*changes, ("backup", c.backup_id, BackupDeleted(c.backup_id, c.operation_id, backup.service_id))]
+    return changes
+
+
+def _backup_report(state: TenantState, c: RecordBackupReport) -> list[Change] | Problem:
+    if c.backup_id not in state.backups:
+        return Problem("not_found", "backup_id", f"backup {c.backup_id} does not exist")
+    if c.pop != state.backups[c.backup_id].pop:
+        return Problem("forbidden", "pop", f"PoP {c.pop} reported on backup {c.backup_id}, which is taken in PoP "
+                       f"{state.backups[c.backup_id].pop}: a PoP reports only on its own backups")
+    backup = _backup_running(state, c.backup_id, c.operation_id)
+    if backup is None or backup.step < 2:
+        return []
+    deleting = backup.status is BackupStatus.DELETING
+    match c.phase:
+        case "Completed" if not deleting:
+            completed = _completed(backup, c)
+            if isinstance(completed, BackupFailed):
+                return [("backup", c.backup_id, completed)]
+            return [("backup", c.backup_id, completed)]
+        case "Deleted" if deleting:
+            return [("backup", c.backup_id, BackupDeleted(c.backup_id, c.operation_id, backup.service_id))]
+        case "Failed":
+            reason = f"the PoP {c.pop} reported: {c.reason or 'a failure without a reason'}"
+            return [("backup", c.backup_id, _backup_failed(backup, reason, "pop_failed", "pop-report"))]
+    return []  # a report of the other kind (e.g. Deleted while backing up) is not about this operation
+
+
+def _completed(backup: Backup, c: RecordBackupReport) -> BackupCompleted | BackupFailed:
+    """The PoP's account of a stored backup; one that cannot be read makes the backup fail (its
+    objects are removed with its claim): a backup nobody can locate is not restorable."""
+    try:
+        d = json.loads(c.details or "")
+        pitr_from = d.get("pitr_from")
+        return BackupCompleted(
+            c.backup_id, c.operation_id, backup.service_id, datetime.fromisoformat(d["taken_at"]),
+            int(d["size_bytes"]), str(d["location"]), str(d["dek_id"]), str(d["kek_id"]),
+            datetime.fromisoformat(pitr_from) if pitr_from else None,
+            json.dumps(d.get("consistency", {}), sort_keys=True), json.dumps(d.get("tables", {}), sort_keys=True))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return _backup_failed(backup, f"the PoP {c.pop} reported the backup completed, but its details cannot "
+                              f"be read ({type(exc).__name__}: {exc})", "pop_failed", "pop-report")
+
+
+def _backup_failed(backup: Backup, reason: str, code: str, step: str) -> BackupFailed:
+    """A backup operation failed; once its claim change was committed that commit is reverted. A
+    failed deletion leaves the backup as it was: Completed."""
+    status = BackupStatus.COMPLETED if backup.status is BackupStatus.DELETING else BackupStatus.FAILED
+    return BackupFailed(backup.backup_id, backup.operation_id, backup.service_id, reason, code, step,
+                        compensate=backup.step >= 2, status=status.value)
+
+
+def _backup_step_failed(state: TenantState, c: RecordBackupStepFailed) -> list[Change] | Problem:
+    if c.backup_id not in state.backups:
+        return Problem("not_found", "backup_id", f"backup {c.backup_id} does not exist")
+    backup = _backup_running(state, c.backup_id, c.operation_id)
+    if backup is None or STEPS.index(c.step) != backup.step:
+        return []
+    code = "timed_out" if c.code == "timed_out" else f"{c.step}_failed"
+    return [("backup", c.backup_id, _backup_failed(backup, c.reason, code, c.step))]
 
 
 def _membership(state: TenantState, actor: Actor, c: AddMember | ChangeMemberRole | RemoveMember) -> list[Change] | Problem:

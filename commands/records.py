@@ -173,6 +173,89 @@ class RemoveMember:
     subject: str
 
 
+@dataclass(frozen=True)
+class BackupService:
+    """Back up a service now (`slot` None) or for a schedule slot (sent by the scheduler)."""
+
+    service_id: str
+    backup_id: str
+    slot: str | None = None  # RFC 3339 time of the schedule slot
+
+
+@dataclass(frozen=True)
+class SetBackupPolicy:
+    """Replace a service's backup policy (schedule None: no scheduled backups; 0: no limit)."""
+
+    service_id: str
+    schedule: str | None
+    retain_count: int
+    retain_days: int
+    pitr: bool
+
+
+@dataclass(frozen=True)
+class DeleteBackup:
+    backup_id: str
+
+
+@dataclass(frozen=True)
+class RestoreService:
+    """Create a new service from a backup (`backup_id`) or a point in time (`to_time`) of another."""
+
+    service_id: str
+    name: str
+    source_service_id: str
+    backup_id: str | None = None
+    to_time: datetime | None = None
+    pop: str | None = None  # None: the source's
+    size: str | None = None  # None: the source's
+    deletion_protection: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordBackupRendered:
+    """System (saga): a backup's claim was rendered."""
+
+    backup_id: str
+    operation_id: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class RecordBackupCommitted:
+    """System (saga): a backup's claim change was committed to GitOps."""
+
+    backup_id: str
+    operation_id: str
+    path: str
+    sha: str
+    changed: bool = True
+
+
+@dataclass(frozen=True)
+class RecordBackupReport:
+    """System (PoP status bridge): what the PoP reported about a backup."""
+
+    backup_id: str
+    operation_id: str
+    pop: str
+    phase: str  # Completed | Failed | Deleted
+    reason: str | None = None
+    details: str | None = None  # JSON of a completed backup
+
+
+@dataclass(frozen=True)
+class RecordBackupStepFailed:
+    """System (saga): a step of a backup operation failed for good or timed out."""
+
+    backup_id: str
+    operation_id: str
+    step: str  # render | commit | pop-report
+    reason: str
+    code: str  # failed | timed_out
+
+
 Command = (
     CreateOrganization
     | CreateService
@@ -190,6 +273,14 @@ Command = (
     | RemoveMember
     | SetDeletionProtection
     | RecordStepFailed
+    | BackupService
+    | SetBackupPolicy
+    | DeleteBackup
+    | RestoreService
+    | RecordBackupRendered
+    | RecordBackupCommitted
+    | RecordBackupReport
+    | RecordBackupStepFailed
 )
 
 # Record name -> class. New commands: add the class here and a branch in the .avsc.
@@ -212,6 +303,14 @@ COMMAND_TYPES: dict[str, type] = {
         RemoveMember,
         SetDeletionProtection,
         RecordStepFailed,
+        BackupService,
+        SetBackupPolicy,
+        DeleteBackup,
+        RestoreService,
+        RecordBackupRendered,
+        RecordBackupCommitted,
+        RecordBackupReport,
+        RecordBackupStepFailed,
     )
 }
 
@@ -310,6 +409,8 @@ def _canonical(value: Any) -> Any:
             return repr(value)  # JSON has no NaN; validation rejects it, the fingerprint must still exist
         case float() if value.is_integer():
             return int(value)
+        case datetime():  # as Avro keeps it: milliseconds since the epoch
+            return {"timestamp_ms": int(value.timestamp() * 1000)}
         case Mapping():
             return {k: _canonical(v) for k, v in value.items() if v is not None}
         case list() | tuple():

@@ -11,8 +11,11 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from commands.catalog import (
+    BACKUP_REPORT_PHASES,
+    BACKUP_STEP_CODES,
     LIMITS,
     ORG_ROLES,
     PERMISSIONS,
@@ -20,19 +23,27 @@ from commands.catalog import (
     QUOTA_RESOURCE_MAX,
     QUOTA_SERVICES_RANGE,
     RESOURCE_FIELDS,
+    RETAIN_COUNT_MAX,
+    RETAIN_DAYS_MAX,
     SAGA_STEPS,
     SIZE_PLANS,
 )
 from commands.records import (
     Actor,
     AddMember,
+    BackupService,
     CancelOperation,
     ChangeMemberRole,
     Command,
     CommandError,
     CreateOrganization,
     CreateService,
+    DeleteBackup,
     DeleteService,
+    RecordBackupCommitted,
+    RecordBackupRendered,
+    RecordBackupReport,
+    RecordBackupStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
@@ -40,7 +51,9 @@ from commands.records import (
     RecordStepFailed,
     RecordStepTimedOut,
     RemoveMember,
+    RestoreService,
     ScaleService,
+    SetBackupPolicy,
     SetDeletionProtection,
     SetQuota,
 )
@@ -107,7 +120,7 @@ def validate(command: Command) -> list[Problem]:
                 _choice("engine", command.engine, ENGINES),
                 _engine_version(command),
                 _choice("pop", command.pop, POPS),
-                _engine_in_pop(command.engine, command.pop),
+                engine_in_pop(command.engine, command.pop),
                 _choice("size", command.size, tuple(SIZE_PLANS)),
                 *(_in_range(name, getattr(command, name)) for name in RESOURCE_FIELDS),
                 *_labels(command.labels),
@@ -145,6 +158,33 @@ def validate(command: Command) -> list[Problem]:
             )
         case RecordServiceClaimReverted():
             return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id))
+        case BackupService():
+            return _collect(_uuid("service_id", command.service_id), _uuid("backup_id", command.backup_id),
+                            _slot(command.slot))
+        case SetBackupPolicy():
+            return _collect(_uuid("service_id", command.service_id), _cron(command.schedule),
+                            _whole("retain_count", command.retain_count, RETAIN_COUNT_MAX),
+                            _whole("retain_days", command.retain_days, RETAIN_DAYS_MAX))
+        case DeleteBackup():
+            return _collect(_uuid("backup_id", command.backup_id))
+        case RestoreService():
+            return _collect(
+                _uuid("service_id", command.service_id),
+                _service_name(command.name),
+                _uuid("source_service_id", command.source_service_id),
+                _restore_point(command.backup_id, command.to_time),
+                _choice("pop", command.pop, POPS) if command.pop is not None else None,
+                _choice("size", command.size, tuple(SIZE_PLANS)) if command.size is not None else None,
+                *_labels(command.labels),
+            )
+        case RecordBackupRendered() | RecordBackupCommitted():
+            return _collect(_uuid("backup_id", command.backup_id), _uuid("operation_id", command.operation_id))
+        case RecordBackupReport():
+            return _collect(_uuid("backup_id", command.backup_id), _uuid("operation_id", command.operation_id),
+                            _choice("phase", command.phase, BACKUP_REPORT_PHASES))
+        case RecordBackupStepFailed():
+            return _collect(_uuid("backup_id", command.backup_id), _uuid("operation_id", command.operation_id),
+                            _choice("step", command.step, STEPS), _choice("code", command.code, BACKUP_STEP_CODES))
         case SetQuota():
             return _quota(command.quota)
         case AddMember() | ChangeMemberRole():
@@ -204,6 +244,43 @@ def _quota(quota: Quota) -> list[Problem]:
                 problems.append(Problem("invalid", f"{where}.{name}",
                                         f"{where}.{name} {value} is out of range; choose 0 to {QUOTA_RESOURCE_MAX}"))
     return problems
+
+
+def _slot(value: str | None) -> Problem | None:
+    if value is None:
+        return None
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return Problem("invalid", "slot", f"slot {_shown(value)!r} is not an RFC 3339 time")
+    return None
+
+
+def _cron(value: str | None) -> Problem | None:
+    """A five-field cron expression (UTC), or None for no schedule."""
+    if value is None:
+        return None
+    from croniter import croniter
+
+    if len(value.split()) == 5 and value.isprintable() and croniter.is_valid(value):
+        return None
+    return Problem("invalid", "schedule", f"schedule {_shown(value)!r} is not a five-field cron expression "
+                   "(minute hour day-of-month month day-of-week, UTC), e.g. \"0 3 * * *\" for 03:00 daily")
+
+
+def _whole(field: str, value: int, high: int) -> Problem | None:
+    if isinstance(value, int) and 0 <= value <= high:
+        return None
+    return Problem("invalid", field, f"{field} {value!r} is out of range; choose 0 (no limit) to {high}")
+
+
+def _restore_point(backup_id: str | None, to_time: datetime | None) -> Problem | None:
+    if (backup_id is None) == (to_time is None):
+        return Problem("invalid", "backup_id", "give exactly one of backup_id (restore that backup) or to_time "
+                       "(restore to that point in time)")
+    if backup_id is not None:
+        return _uuid("backup_id", backup_id)
+    return None
 
 
 def _collect(*problems: Problem | None) -> list[Problem]:
@@ -279,7 +356,7 @@ def _choice(field: str, value: str, allowed: tuple[str, ...]) -> Problem | None:
     return Problem("invalid", field, f'{field} "{_shown(value)}" is not offered; choose one of: {", ".join(allowed)}')
 
 
-def _engine_in_pop(engine: str, pop: str) -> Problem | None:
+def engine_in_pop(engine: str, pop: str) -> Problem | None:
     if engine not in ENGINES or pop not in POPS or engine in POP_ENGINES[pop]:
         return None
     offering = [p for p, engines in POP_ENGINES.items() if engine in engines]

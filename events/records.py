@@ -57,6 +57,17 @@ class OrganizationCreated:
 
 
 @dataclass(frozen=True)
+class RestoreSource:
+    """Where a restored service's data comes from: a backup of another service of the
+    organization (`backup_id`), or a point in time of it (`to_time`)."""
+
+    source_service_id: str
+    source_engine: str
+    backup_id: str | None = None
+    to_time: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ServiceRequested:
     service_id: str
     name: str
@@ -68,6 +79,7 @@ class ServiceRequested:
     deletion_protection: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
+    restore: RestoreSource | None = None  # a restored service's source
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,7 @@ class OperationStarted:
     deletion_protection: bool = False
     labels: dict[str, str] = field(default_factory=dict)
     status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
+    restore: RestoreSource | None = None  # a restored service's source (its creation loads the data)
 
 
 @dataclass(frozen=True)
@@ -223,6 +236,90 @@ class DeletionProtectionSet:
     status: str | None = None  # the service's status after this event (`events.lifecycle`); None before
 
 
+@dataclass(frozen=True)
+class BackupRequested:
+    """A backup operation was accepted and starts (render the claim, commit it, the PoP reports)."""
+
+    backup_id: str
+    operation_id: str
+    service_id: str
+    service_name: str
+    engine: str
+    pop: str
+    slot: str | None = None  # the schedule slot it fills; None: on demand
+    pitr: bool = False  # the service's policy archives its log: the PoP keeps a base for PITR
+
+
+@dataclass(frozen=True)
+class BackupPolicySet:
+    service_id: str
+    schedule: str | None  # cron (UTC); None: no scheduled backups
+    retain_count: int  # 0: no limit by count
+    retain_days: int  # 0: no limit by age
+    pitr: bool
+
+
+@dataclass(frozen=True)
+class BackupClaimRendered:
+    backup_id: str
+    operation_id: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class BackupClaimCommitted:
+    backup_id: str
+    operation_id: str
+    path: str
+    sha: str
+    changed: bool = True
+
+
+@dataclass(frozen=True)
+class BackupCompleted:
+    """Stored and verified by the PoP: restorable until deleted."""
+
+    backup_id: str
+    operation_id: str
+    service_id: str
+    taken_at: datetime
+    size_bytes: int
+    location: str
+    dek_id: str  # the tenant's data key the objects are sealed with
+    kek_id: str  # the platform key that wraps it
+    pitr_from: datetime | None = None  # with the archived log, restorable to any time from here on
+    consistency: str = "{}"  # JSON: the consistency point
+    tables: str = "{}"  # JSON: table -> {rows, checksum}
+
+
+@dataclass(frozen=True)
+class BackupFailed:
+    backup_id: str
+    operation_id: str
+    service_id: str
+    reason: str
+    code: str  # pop_failed | timed_out | render_failed | commit_failed
+    step: str  # render | commit | pop-report
+    compensate: bool = False  # its claim change was committed: that commit is reverted next
+    status: str = "Failed"  # the backup's after this event: Completed when a deletion failed
+
+
+@dataclass(frozen=True)
+class BackupDeletionRequested:
+    backup_id: str
+    operation_id: str
+    service_id: str
+    pop: str
+    reason: str  # requested | expired
+
+
+@dataclass(frozen=True)
+class BackupDeleted:
+    backup_id: str
+    operation_id: str
+    service_id: str
+
+
 Event = (
     OrganizationCreated
     | ServiceRequested
@@ -243,6 +340,14 @@ Event = (
     | MemberRoleChanged
     | MemberRemoved
     | DeletionProtectionSet
+    | BackupRequested
+    | BackupPolicySet
+    | BackupClaimRendered
+    | BackupClaimCommitted
+    | BackupCompleted
+    | BackupFailed
+    | BackupDeletionRequested
+    | BackupDeleted
 )
 
 # The steps of a service operation after acceptance, in order.
@@ -282,7 +387,12 @@ class Envelope:
 
 
 def _with_resources(cls: Callable[..., Event], *names: str) -> Callable[[dict[str, Any]], Event]:
-    return lambda d: cls(**{**d, **{n: Resources(**d[n]) for n in names if d.get(n) is not None}})
+    def build(d: dict[str, Any]) -> Event:
+        d = {**d, **{n: Resources(**d[n]) for n in names if d.get(n) is not None}}
+        if d.get("restore") is not None:
+            d["restore"] = RestoreSource(**d["restore"])
+        return cls(**d)
+    return build
 
 
 def quota_from_avro(d: Mapping[str, Any]) -> Quota:
@@ -312,6 +422,14 @@ EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
     "MemberRoleChanged": lambda d: MemberRoleChanged(**d),
     "MemberRemoved": lambda d: MemberRemoved(**d),
     "DeletionProtectionSet": lambda d: DeletionProtectionSet(**d),
+    "BackupRequested": lambda d: BackupRequested(**d),
+    "BackupPolicySet": lambda d: BackupPolicySet(**d),
+    "BackupClaimRendered": lambda d: BackupClaimRendered(**d),
+    "BackupClaimCommitted": lambda d: BackupClaimCommitted(**d),
+    "BackupCompleted": lambda d: BackupCompleted(**d),
+    "BackupFailed": lambda d: BackupFailed(**d),
+    "BackupDeletionRequested": lambda d: BackupDeletionRequested(**d),
+    "BackupDeleted": lambda d: BackupDeleted(**d),
 }
 
 

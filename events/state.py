@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from events import lifecycle
 from events.lifecycle import Action, Compensation, Status
 from events.records import (
+    BackupClaimCommitted,
+    BackupClaimRendered,
+    BackupCompleted,
+    BackupDeleted,
+    BackupDeletionRequested,
+    BackupFailed,
+    BackupPolicySet,
+    BackupRequested,
     CommandRejected,
     DeletionProtectionSet,
     Envelope,
@@ -29,6 +39,7 @@ from events.records import (
     Quota,
     QuotaSet,
     Resources,
+    RestoreSource,
     ServiceClaimCommitted,
     ServiceClaimRendered,
     ServiceClaimReverted,
@@ -79,6 +90,47 @@ class Queued:
 
 
 @dataclass(frozen=True)
+class BackupPolicy:
+    schedule: str | None  # cron (UTC); None: no scheduled backups
+    retain_count: int  # 0: no limit by count
+    retain_days: int  # 0: no limit by age
+    pitr: bool
+    set_at: datetime
+
+
+class BackupStatus(StrEnum):
+    REQUESTED = "Requested"  # accepted, its claim not rendered yet
+    RUNNING = "Running"  # rendered, committed, awaiting the PoP
+    COMPLETED = "Completed"  # restorable
+    FAILED = "Failed"  # never restorable
+    DELETING = "Deleting"  # its file is being removed from GitOps; the PoP deletes the objects
+    DELETED = "Deleted"
+
+
+@dataclass(frozen=True)
+class Backup:
+    backup_id: str
+    service_id: str
+    engine: str
+    pop: str
+    status: BackupStatus
+    operation_id: str  # the operation in flight on it (the backup's, then its deletion's)
+    requested_at: datetime
+    step: int = 0  # of `operation_id`: 1 rendered, 2 committed
+    slot: str | None = None
+    pitr: bool = False
+    taken_at: datetime | None = None
+    pitr_from: datetime | None = None
+    size_bytes: int = 0
+    dek_id: str | None = None
+    kek_id: str | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in (BackupStatus.REQUESTED, BackupStatus.RUNNING, BackupStatus.DELETING)
+
+
+@dataclass(frozen=True)
 class Service:
     service_id: str
     name: str
@@ -99,6 +151,9 @@ class Service:
     compensating: Compensation | None = None  # the revert of `running`'s commit is pending
     provisioned: bool = False  # the PoP reported it Ready at least once
     applied: Resources | None = None  # the resources of the last Ready report
+    restore: RestoreSource | None = None  # a restored service's source
+    backup_policy: BackupPolicy | None = None
+    deleted_at: datetime | None = None
 
     @property
     def idle(self) -> bool:
@@ -202,6 +257,7 @@ class TenantState:
     usage: Usage = field(default_factory=Usage)  # of the quota, by the services above
     live_names: dict[str, str] = field(default_factory=dict)  # name -> id of the live service so named
     sequences: dict[AggregateKey, int] = field(default_factory=dict)  # last applied, per aggregate
+    backups: dict[str, Backup] = field(default_factory=dict)  # by backup id, of live and deleted services
 
 
 def next_sequence(state: TenantState, aggregate_type: str, aggregate_id: str) -> int:
@@ -287,7 +343,7 @@ def _member_removed(state: TenantState, env: Envelope, e: MemberRemoved) -> Tena
 def _service_requested(state: TenantState, env: Envelope, e: ServiceRequested) -> TenantState:
     return _put_service(state, Service(
         e.service_id, e.name, e.engine, e.engine_version, e.pop, e.size, e.resources, e.deletion_protection,
-        dict(e.labels), _status(None, env, "ServiceRequested"), env.operation,
+        dict(e.labels), _status(None, env, "ServiceRequested"), env.operation, restore=e.restore,
     ))
 
 
@@ -368,7 +424,7 @@ def _reverted(state: TenantState, env: Envelope, e: ServiceClaimReverted) -> Ten
 def _deleted(state: TenantState, env: Envelope, e: ServiceDeleted) -> TenantState:
     service = _service(state, e.service_id)
     return _put_service(state, replace(service, running=None, queued=(),
-                                       status=_status(service, env, "ServiceDeleted")))
+                                       status=_status(service, env, "ServiceDeleted"), deleted_at=env.occurred_at))
 
 
 def _quota_set(state: TenantState, env: Envelope, e: QuotaSet) -> TenantState:
@@ -384,6 +440,46 @@ def _command_rejected(state: TenantState, env: Envelope, e: CommandRejected) -> 
         return state
     outcome = Rejected(e.operation_id, e.reason_code, e.field, e.message)
     return _record(state, env.command_id, CommandRecord(e.command_fingerprint, outcome))
+
+
+def _policy_set(state: TenantState, env: Envelope, e: BackupPolicySet) -> TenantState:
+    policy = BackupPolicy(e.schedule, e.retain_count, e.retain_days, e.pitr, env.occurred_at)
+    return _put_service(state, replace(_service(state, e.service_id), backup_policy=policy))
+
+
+def _backup_requested(state: TenantState, env: Envelope, e: BackupRequested) -> TenantState:
+    return _put_backup(state, Backup(e.backup_id, e.service_id, e.engine, e.pop, BackupStatus.REQUESTED,
+                                     e.operation_id, env.occurred_at, slot=e.slot, pitr=e.pitr))
+
+
+def _backup_rendered(state: TenantState, env: Envelope, e: BackupClaimRendered) -> TenantState:
+    backup = _backup(state, e.backup_id)
+    status = BackupStatus.RUNNING if backup.status is BackupStatus.REQUESTED else backup.status
+    return _put_backup(state, replace(backup, step=1, status=status))
+
+
+def _backup_committed(state: TenantState, env: Envelope, e: BackupClaimCommitted) -> TenantState:
+    return _put_backup(state, replace(_backup(state, e.backup_id), step=2))
+
+
+def _backup_completed(state: TenantState, env: Envelope, e: BackupCompleted) -> TenantState:
+    return _put_backup(state, replace(_backup(state, e.backup_id), step=3, status=BackupStatus.COMPLETED,
+                                      taken_at=e.taken_at, pitr_from=e.pitr_from, size_bytes=e.size_bytes,
+                                      dek_id=e.dek_id, kek_id=e.kek_id))
+
+
+def _backup_failed(state: TenantState, env: Envelope, e: BackupFailed) -> TenantState:
+    backup = _backup(state, e.backup_id)
+    return _put_backup(state, replace(backup, status=BackupStatus(e.status), step=3))
+
+
+def _backup_deletion_requested(state: TenantState, env: Envelope, e: BackupDeletionRequested) -> TenantState:
+    return _put_backup(state, replace(_backup(state, e.backup_id), status=BackupStatus.DELETING, step=0,
+                                      operation_id=e.operation_id))
+
+
+def _backup_deleted(state: TenantState, env: Envelope, e: BackupDeleted) -> TenantState:
+    return _put_backup(state, replace(_backup(state, e.backup_id), status=BackupStatus.DELETED, step=3))
 
 
 Applier = Callable[[TenantState, Envelope, Any], TenantState]
@@ -408,6 +504,14 @@ APPLIERS: dict[type, Applier] = {
     ServiceDeleted: _deleted,
     OperationAccepted: _operation_accepted,
     CommandRejected: _command_rejected,
+    BackupPolicySet: _policy_set,
+    BackupRequested: _backup_requested,
+    BackupClaimRendered: _backup_rendered,
+    BackupClaimCommitted: _backup_committed,
+    BackupCompleted: _backup_completed,
+    BackupFailed: _backup_failed,
+    BackupDeletionRequested: _backup_deletion_requested,
+    BackupDeleted: _backup_deleted,
 }
 
 
@@ -431,6 +535,17 @@ def _put_service(state: TenantState, service: Service) -> TenantState:
         names = {**names, service.name: service.service_id}
     return replace(state, services={**state.services, service.service_id: service},
                    usage=usage, live_names=names)
+
+
+def _backup(state: TenantState, backup_id: str) -> Backup:
+    try:
+        return state.backups[backup_id]
+    except KeyError:
+        raise InconsistentLog(f"tenant {state.tenant_id!r} has no backup {backup_id}") from None
+
+
+def _put_backup(state: TenantState, backup: Backup) -> TenantState:
+    return replace(state, backups={**state.backups, backup.backup_id: backup})
 
 
 def _record(state: TenantState, command_id: str, record: CommandRecord) -> TenantState:

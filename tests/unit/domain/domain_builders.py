@@ -148,3 +148,27 @@ def ev(
         causation_id=command_id,
         payload=payload,
     )
+
+
+def backup_saga(backup_id: str, operation_id: str, phase: str = "Completed", *, pop: str = "local",
+                details: str | None = None, reason: str | None = None) -> list[CommandEnvelope]:
+    """The three steps of a backup operation (or a backup's deletion) as the saga and the PoP
+    report them: rendered, committed, `phase`."""
+    from commands import RecordBackupCommitted, RecordBackupRendered, RecordBackupReport
+
+    path = f"tenants/{TENANT}/{pop}/backups/{backup_id}.yaml"
+    return [
+        cmd(RecordBackupRendered(backup_id, operation_id, "ab" * 32), actor=SYSTEM),
+        cmd(RecordBackupCommitted(backup_id, operation_id, path, "c0ffee"), actor=SYSTEM),
+        cmd(RecordBackupReport(backup_id, operation_id, pop, phase, reason, details), actor=SYSTEM),
+    ]
+
+
+def backup_details(taken_at: datetime, *, pitr_from: datetime | None = None, size: int = 4096) -> str:
+    """The JSON a PoP reports for a completed backup."""
+    import json
+
+    return json.dumps({"taken_at": taken_at.isoformat(), "size_bytes": size,
+                       "location": "s3://dbaas-backups/tenants/acme/backups/b", "dek_id": "dek1", "kek_id": "kek1",
+                       "pitr_from": pitr_from.isoformat() if pitr_from else None,
+                       "consistency": {"lsn": "0/3000060"}, "tables": {"orders": {"rows": 2, "checksum": "x"}}})

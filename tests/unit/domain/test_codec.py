@@ -7,7 +7,20 @@ from datetime import UTC, datetime, timedelta
 
 import fastavro
 import pytest
-from domain_builders import DB1, OWNER, T0, TENANT, cmd, ev, op, reverted, saga, trusted
+from domain_builders import (
+    DB1,
+    OWNER,
+    T0,
+    TENANT,
+    backup_details,
+    backup_saga,
+    cmd,
+    ev,
+    op,
+    reverted,
+    saga,
+    trusted,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,12 +29,18 @@ import events
 from commands import (
     Actor,
     AddMember,
+    BackupService,
     CancelOperation,
     ChangeMemberRole,
     CommandEnvelope,
     CreateOrganization,
     CreateService,
+    DeleteBackup,
     DeleteService,
+    RecordBackupCommitted,
+    RecordBackupRendered,
+    RecordBackupReport,
+    RecordBackupStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
@@ -29,13 +48,23 @@ from commands import (
     RecordStepFailed,
     RecordStepTimedOut,
     RemoveMember,
+    RestoreService,
     ScaleService,
+    SetBackupPolicy,
     SetDeletionProtection,
     SetQuota,
 )
 from commands.catalog import LIMITS, SIZE_PLANS
 from commands.validation import DNS_LABEL, LABEL_PART, VERSION
 from events import (
+    BackupClaimCommitted,
+    BackupClaimRendered,
+    BackupCompleted,
+    BackupDeleted,
+    BackupDeletionRequested,
+    BackupFailed,
+    BackupPolicySet,
+    BackupRequested,
     CommandRejected,
     DeletionProtectionSet,
     Envelope,
@@ -50,6 +79,7 @@ from events import (
     QuotaSet,
     ResourceLimit,
     Resources,
+    RestoreSource,
     ServiceClaimCommitted,
     ServiceClaimRendered,
     ServiceClaimReverted,
@@ -68,6 +98,9 @@ COMMANDS_ID, EVENTS_ID = 11, 12
 REGISTRY = {COMMANDS_ID: parsed_schema("command_envelope"), EVENTS_ID: parsed_schema("event_envelope")}
 
 OP = "7f3e2d1c-0b9a-4876-a543-210fedcba987"  # an operation id
+DB2 = "5b9e4c7a-2d1f-4e8b-9a6c-3f0d2e1b7c84"  # a restored service
+BK1 = "9c2d7e4f-1a3b-4c5d-8e6f-7a8b9c0d1e2f"  # a backup
+BK2 = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 COMMAND_SAMPLES = [
     CreateOrganization(TENANT, "Acme Inc. — Zürich"),
     CreateService(
@@ -104,6 +137,18 @@ COMMAND_SAMPLES = [
     AddMember("auth0|5f7c2b", "service-admin"),
     ChangeMemberRole("bob@example.com", "org-member"),
     RemoveMember("bob@example.com"),
+    BackupService(DB1, BK1),
+    BackupService(DB1, BK1, slot="2026-12-03T10:00:00+00:00"),
+    SetBackupPolicy(DB1, "*/5 * * * *", 7, 30, True),
+    SetBackupPolicy(DB1, None, 0, 0, False),
+    DeleteBackup(BK1),
+    RestoreService(DB2, "orders-copy", DB1, backup_id=BK1, pop="frankfurt", size="medium", labels={"a": "b"}),
+    RestoreService(DB2, "orders-copy", DB1, to_time=T0 + timedelta(minutes=3)),
+    RecordBackupRendered(BK1, OP, "ab" * 32),
+    RecordBackupCommitted(BK1, OP, "tenants/acme/local/backups/x.yaml", "c0ffee" * 6, False),
+    RecordBackupReport(BK1, OP, "local", "Completed", details='{"size_bytes": 1}'),
+    RecordBackupReport(BK1, OP, "local", "Failed", reason="disk full"),
+    RecordBackupStepFailed(BK1, OP, "pop-report", "no report in 3600 s", "timed_out"),
 ]
 SMALL, BIG = Resources(1.0, 2, 10, 1), Resources(4.0, 16, 500, 3)
 EVENT_SAMPLES = [
@@ -164,6 +209,20 @@ EVENT_SAMPLES = [
     ev(MemberRoleChanged("bob", "org-admin", "service-viewer"), "organization", TENANT, 4),
     ev(MemberRemoved("bob", "service-viewer"), "organization", TENANT, 5),
     ev(DeletionProtectionSet(DB1, True), "service", DB1, 9),
+    ev(ServiceRequested(DB2, "copy", "yugabyte", "2.25", "local", "small", SMALL,
+                        restore=RestoreSource(DB1, "yugabyte", None, T0)), "service", DB2),
+    ev(OperationStarted(OP, DB2, "apply", "copy", "yugabyte", "2.25", "local", "small", SMALL,
+                        restore=RestoreSource(DB1, "yugabyte", BK1, None)), "service", DB2, 2),
+    ev(BackupPolicySet(DB1, "0 3 * * *", 7, 0, True), "service", DB1, 18),
+    ev(BackupRequested(BK1, OP, DB1, "orders", "yugabyte", "local", None, True), "backup", BK1),
+    ev(BackupClaimRendered(BK1, OP, "ab" * 32), "backup", BK1, 2),
+    ev(BackupClaimCommitted(BK1, OP, "tenants/acme/local/backups/x.yaml", "c0ffee" * 6), "backup", BK1, 3),
+    ev(BackupCompleted(BK1, OP, DB1, T0, 1234, "s3://dbaas-backups/tenants/acme/backups/x", "dek1", "kek1",
+                       T0 - timedelta(minutes=1), '{"lsn": "0/16B3748"}', '{"orders": {"rows": 2}}'),
+       "backup", BK1, 4),
+    ev(BackupFailed(BK1, OP, DB1, "disk full", "pop_failed", "pop-report", True), "backup", BK1, 5),
+    ev(BackupDeletionRequested(BK1, OP, DB1, "local", "expired"), "backup", BK1, 6),
+    ev(BackupDeleted(BK1, OP, DB1), "backup", BK1, 7),
 ]
 
 
@@ -214,6 +273,9 @@ def test_decided_events_round_trip() -> None:
     protect = cmd(SetDeletionProtection(DB1, True))
     unprotect = cmd(SetDeletionProtection(DB1, False))
     delete = cmd(DeleteService(DB1))
+    backup, failing = cmd(BackupService(DB1, BK1)), cmd(BackupService(DB1, BK2))
+    restore = cmd(RestoreService(DB2, "db-copy", DB1, backup_id=BK1))
+    forget = cmd(DeleteBackup(BK1))
     state = events.TenantState(TENANT)
     decided: set[str] = set()
     for command in (
@@ -227,6 +289,14 @@ def test_decided_events_round_trip() -> None:
         scale_again,  # queued too, then cancelled
         cmd(CancelOperation(op(scale_again))),
         *saga(DB1, op(create), pop="local"),
+        cmd(SetBackupPolicy(DB1, "0 3 * * *", 3, 0, True)),
+        backup,
+        *backup_saga(BK1, op(backup), details=backup_details(T0, pitr_from=T0)),
+        restore,
+        failing,
+        *backup_saga(BK2, op(failing), "Failed", reason="disk full"),
+        forget,
+        *backup_saga(BK1, op(forget), "Deleted"),
         protect,  # queued behind the scale
         unprotect,
         delete,  # queued behind them
@@ -239,6 +309,7 @@ def test_decided_events_round_trip() -> None:
         for envelope in commands.decide(state, command, commands.fingerprint_of(command.payload), trusted(command)):
             data = encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(envelope))
             assert events.from_avro(decode(data, REGISTRY.__getitem__)) == envelope
+            assert not isinstance(envelope.payload, events.CommandRejected), envelope.payload.message
             state = events.evolve(state, envelope)
             decided.add(type(envelope.payload).__name__)
 

@@ -191,8 +191,8 @@ def test_the_event_envelope_evolves_by_new_branches_and_defaulted_fields() -> No
     old = load_schema("event_envelope")
     new = load_schema("event_envelope")
     [payload] = [field for field in new["fields"] if field["name"] == "payload"]
-    assert "BackupCompleted" not in {branch["name"] for branch in payload["type"]}  # a branch that is new
-    payload["type"].append(rec(f("service_id", "string"), name="BackupCompleted"))
+    assert "ReplicaPromoted" not in {branch["name"] for branch in payload["type"]}  # a branch that is new
+    payload["type"].append(rec(f("service_id", "string"), name="ReplicaPromoted"))
     payload_branch(new, "ServiceRequested")["fields"].append(f("zone", ["null", "string"], default=None))
 
     assert check_backward(new, old) == []

@@ -115,7 +115,12 @@ def test_a_service_operation_has_the_saga_steps() -> None:
         "RecordStepTimedOut",
         "RecordStepFailed",
         "RecordServiceClaimReverted",
+        "RecordBackupRendered",
+        "RecordBackupCommitted",
+        "RecordBackupReport",
+        "RecordBackupStepFailed",
     }
+    assert {OPERATION_STEPS[t] for t in ("BackupService", "DeleteBackup", "RestoreService")} == {len(STEPS)}
     assert not set(STEP_REPORTS) & set(OPERATION_STEPS)
 
 

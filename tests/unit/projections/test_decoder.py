@@ -76,6 +76,9 @@ def without_service_requested() -> dict[str, Any]:
     payload["type"].remove(requested)
     scale = next(b for b in payload["type"] if b["name"] == "ServiceScaleRequested")
     next(f for f in scale["fields"] if f["name"] == "old_resources")["type"] = resources
+    restore = next(f["type"] for f in requested["fields"] if f["name"] == "restore")  # so is RestoreSource
+    started = next(b for b in payload["type"] if b["name"] == "OperationStarted")
+    next(f for f in started["fields"] if f["name"] == "restore")["type"] = restore
     return schema
 
 
