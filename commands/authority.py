@@ -8,7 +8,8 @@ as the key allows:
 - `gateway`: the HTTP API, which verified the caller's OIDC token. Its actor (an issuer-bound
   principal and the roles the token grants) stands; it may never claim `system` nor send the
   platform's own `Record*` commands.
-- `platform`: the sagas. They send only the `Record*` commands, as `system`.
+- `platform`: the sagas and the backup scheduler. They send only the `Record*` commands and the
+  commands a platform process may start (scheduled backups, retention's deletions), as `system`.
 - `publisher`: an outside system registered by the platform operator with the organizations it may
   act in and its roles there. Its actor is the publisher itself (`urn:dbaas:publisher#<name>`) with
   the registered roles, whatever the command claims.
@@ -30,6 +31,9 @@ PUBLISHER_ISSUER = "urn:dbaas:publisher"
 PLATFORM_ISSUER = "urn:dbaas:platform"
 # Commands only the platform's own processes send (a step of an operation, as `system`).
 SYSTEM_COMMANDS = frozenset(t for t, roles in PERMISSIONS.items() if roles == (SYSTEM_ROLE,))
+# Commands the platform's processes may send as `system`: those, and the ones users send too that a
+# platform process also starts (a scheduled backup, a deletion by retention).
+PLATFORM_COMMANDS = frozenset(t for t, roles in PERMISSIONS.items() if SYSTEM_ROLE in roles)
 # Rejections that say who may not send a command: they do not take its command id (the rightful
 # sender may still use it) and get an operation id of their own.
 REFUSALS = ("unauthenticated", "forbidden")
@@ -77,7 +81,7 @@ def believed_actor(proof: Proof, cmd: CommandEnvelope) -> Actor | Problem:
         case Unverified(reason=reason):
             return Problem("unauthenticated", None, f"the command's publisher cannot be verified: {reason}")
         case Authority(kind="platform"):
-            if not system:
+            if cmd.command_type not in PLATFORM_COMMANDS:
                 return Problem("forbidden", None, f"the platform key sends only the platform's own commands; "
                                f"{cmd.command_type} must come from a user or a registered publisher")
             return Actor(cmd.actor.subject, (SYSTEM_ROLE,))

@@ -67,9 +67,10 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "AddMember": MEMBER_ADMIN_ROLES,
     "ChangeMemberRole": MEMBER_ADMIN_ROLES,
     "RemoveMember": MEMBER_ADMIN_ROLES,
-    "BackupService": SERVICE_ROLES,
+    # the scheduler (a platform process) starts scheduled backups and deletes expired ones
+    "BackupService": (*SERVICE_ROLES, SYSTEM_ROLE),
     "SetBackupPolicy": SERVICE_ROLES,
-    "DeleteBackup": SERVICE_ROLES,
+    "DeleteBackup": (*SERVICE_ROLES, SYSTEM_ROLE),
     "RestoreService": SERVICE_ROLES,
     # Reports of the platform's own processes (sagas, PoP status bridge): never a tenant's.
     "RecordServiceClaimRendered": (SYSTEM_ROLE,),
