@@ -18,7 +18,7 @@ import structlog
 from fastapi import Depends, FastAPI, Request
 from prometheus_client import Counter, Histogram, make_asgi_app
 
-from gateway import audit, credentials, failures, members, quotas, ratelimit, writes
+from gateway import audit, backups, credentials, failures, members, quotas, ratelimit, writes
 from gateway.access import Reads, tenants_of
 from gateway.auth import Authenticator, Identity, current_identity
 from gateway.guard import InputGuard
@@ -85,6 +85,7 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
     app.include_router(quotas.router, prefix="/api/v1")
     app.include_router(members.router, prefix="/api/v1")
     app.include_router(audit.router, prefix="/api/v1")
+    app.include_router(backups.router, prefix="/api/v1")
     app.state.limiter = ratelimit.RateLimiter.from_env()
     app.state.authenticator = authenticator or Authenticator.from_env()
     app.include_router(queries.router, prefix="/api/v1")

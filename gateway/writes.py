@@ -71,6 +71,7 @@ class Accepted(BaseModel):
     operation_id: str
     status_url: str
     service_id: str | None = None
+    backup_id: str | None = None
 
 
 def command_id(key: str | None) -> str:
@@ -83,7 +84,7 @@ def command_id(key: str | None) -> str:
                                        "msg": "Idempotency-Key must be a UUID"}]) from None
 
 
-def _check(payload) -> None:
+def check(payload) -> None:
     problems = commands.validate(payload)
     if problems:
         raise RequestValidationError([
@@ -93,7 +94,7 @@ def _check(payload) -> None:
 
 async def publish(request: Request, reads: ReadModel, response: Response, tenant: str, actor: Actor, payload,
                   command_id: str, correlation: str | None, service_id: str | None = None) -> Accepted:
-    _check(payload)
+    check(payload)
     envelope = CommandEnvelope(
         command_id=command_id, tenant_id=tenant, actor=actor, issued_at=datetime.now(timezone.utc),
         correlation_id=correlation or str(uuid.uuid4()), payload=payload)
@@ -140,14 +141,14 @@ async def create_service(body: ServiceIn, request: Request, response: Response, 
     service_id = str(uuid.uuid5(SERVICE_ID_NAMESPACE, f"{body.org}/{op_id}"))
     fields = body.model_dump(exclude={"org"})
     payload = CreateService(service_id=service_id, **fields)
-    _check(payload)  # a malformed request is a 422 whoever sends it
-    _visible(request, reads, identity, body.org, f"no organization {body.org} among yours")
+    check(payload)  # a malformed request is a 422 whoever sends it
+    visible(request, reads, identity, body.org, f"no organization {body.org} among yours")
     actor = require_command(request, reads, identity, body.org, "CreateService")
     return await publish(request, reads, response, body.org, actor, payload, op_id, correlation_id,
                          service_id=service_id)
 
 
-def _visible(request: Request, reads: ReadModel, identity: Identity, tenant: str | None, missing: str) -> str:
+def visible(request: Request, reads: ReadModel, identity: Identity, tenant: str | None, missing: str) -> str:
     """`tenant` when the caller holds a role in it; 404 otherwise — what belongs to organizations
     the caller is not part of does not exist for it."""
     if tenant is None or not roles_in(request, reads, identity, tenant):
@@ -155,8 +156,8 @@ def _visible(request: Request, reads: ReadModel, identity: Identity, tenant: str
     return tenant
 
 
-def _tenant_of(request: Request, reads: ReadModel, identity: Identity, service_id: str) -> str:
-    return _visible(request, reads, identity, reads.service_tenant(service_id), f"no service {service_id}")
+def tenant_of(request: Request, reads: ReadModel, identity: Identity, service_id: str) -> str:
+    return visible(request, reads, identity, reads.service_tenant(service_id), f"no service {service_id}")
 
 
 @router.post("/services/{service_id}/scale", status_code=202, response_model=Accepted, tags=["services"])
@@ -164,7 +165,7 @@ async def scale_service(service_id: str, body: ScaleIn, request: Request, respon
                         identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                         correlation_id: CorrId = None) -> Accepted:
     payload = ScaleService(service_id=service_id, **body.model_dump())
-    tenant = _tenant_of(request, reads, identity, service_id)
+    tenant = tenant_of(request, reads, identity, service_id)
     actor = require_command(request, reads, identity, tenant, "ScaleService")
     return await publish(request, reads, response, tenant, actor, payload,
                          command_id(idempotency_key), correlation_id, service_id=service_id)
@@ -179,7 +180,7 @@ async def set_deletion_protection(service_id: str, body: ProtectionIn, request: 
     """Turn deletion protection on or off. The setting holds once accepted; the service's manifests
     are rendered and committed again (an operation, queued like a scale), so a deletion sent after
     turning it off runs once the PoP has the unprotected manifests."""
-    tenant = _tenant_of(request, reads, identity, service_id)
+    tenant = tenant_of(request, reads, identity, service_id)
     actor = require_command(request, reads, identity, tenant, "SetDeletionProtection")
     return await publish(request, reads, response, tenant, actor, SetDeletionProtection(service_id, body.enabled),
                          command_id(idempotency_key), correlation_id, service_id=service_id)
@@ -189,7 +190,7 @@ async def set_deletion_protection(service_id: str, body: ProtectionIn, request: 
 async def delete_service(service_id: str, request: Request, response: Response, reads: Reads,
                          identity: Identity = Depends(current_identity), idempotency_key: IdemKey = None,
                          correlation_id: CorrId = None) -> Accepted:
-    tenant = _tenant_of(request, reads, identity, service_id)
+    tenant = tenant_of(request, reads, identity, service_id)
     actor = require_command(request, reads, identity, tenant, "DeleteService")
     return await publish(request, reads, response, tenant, actor,
                          DeleteService(service_id), command_id(idempotency_key), correlation_id,
@@ -204,7 +205,7 @@ async def cancel_operation(operation_id: str, request: Request, response: Respon
     """Cancel an operation that is queued behind another on its service (dropped), or that awaits
     its PoP (its GitOps commit is reverted). The answer is the cancellation's own operation; the
     cancelled operation's state becomes Cancelled, or the cancellation is rejected with the reason."""
-    tenant = _visible(request, reads, identity, reads.operation_tenant(operation_id),
+    tenant = visible(request, reads, identity, reads.operation_tenant(operation_id),
                       f"no operation {operation_id}")
     actor = require_command(request, reads, identity, tenant, "CancelOperation")
     return await publish(request, reads, response, tenant, actor, CancelOperation(operation_id),

@@ -40,6 +40,21 @@ class Resources(BaseModel):
     replicas: int
 
 
+class BackupPolicy(BaseModel):
+    schedule: str | None = Field(description="five-field cron (UTC); null: no scheduled backups")
+    retain_count: int = Field(description="backups kept; 0: no limit by count")
+    retain_days: int = Field(description="days a backup is kept; 0: no limit by age")
+    pitr: bool = Field(description="the log is archived: restorable to any time of the recovery window")
+    set_at: datetime
+
+
+class RestoreOrigin(BaseModel):
+    source_service_id: str
+    source_engine: str
+    backup_id: str | None = Field(None, description="the backup restored; null for a point in time")
+    to_time: datetime | None = Field(None, description="the point in time restored; null for a backup")
+
+
 class Service(BaseModel):
     id: str
     tenant_id: str
@@ -55,6 +70,9 @@ class Service(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_operation_id: str
+    backup_policy: BackupPolicy | None = Field(None, description="null: none set (no scheduled backups)")
+    restored_from: RestoreOrigin | None = Field(None, description="where a restored service's data came from")
+    deleted_at: datetime | None = None
 
 
 class OperationStep(BaseModel):
@@ -136,7 +154,8 @@ def get_engine() -> Engine:
 
 def _service(row: dict[str, Any]) -> Service:
     resources = Resources(**{k: row[k] for k in ("cpu", "memory_gb", "storage_gb", "replicas")})
-    return Service(resources=resources, **{k: v for k, v in row.items() if k in Service.model_fields})
+    return Service(resources=resources, restored_from=row.get("restore"),
+                   **{k: v for k, v in row.items() if k in Service.model_fields and k != "restored_from"})
 
 
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="page size")]

@@ -159,3 +159,64 @@ def usage(conn: Connection, tables: Tables, tenant: str) -> list[dict[str, Any]]
         .where(t.c.tenant_id == tenant, t.c.status.not_in(("Deleted", "Failed")))
         .group_by(t.c.engine, t.c.pop))
     return [dict(r._mapping) for r in rows]
+
+
+# -- backups ------------------------------------------------------------------------------------
+RUNNING = "Running"
+REQUESTED = "Requested"
+BACKUP_STATUSES = ("Requested", "Running", "Completed", "Failed", "Deleting", "Deleted")
+
+
+def backup_status(stored: str, step: int) -> str:
+    """A backup's status as read: a Requested backup whose claim was rendered is Running (the
+    events of a backup's render and of its deletion's render are the same, so it is not stored)."""
+    return RUNNING if stored == REQUESTED and step >= 1 else stored
+
+
+def _backup(row: Any) -> dict[str, Any]:
+    values = dict(row._mapping)
+    values["status"] = backup_status(values["status"], values.pop("step"))
+    return values
+
+
+def list_backups(conn: Connection, tables: Tables, service_id: str, status: str | None = None,
+                 limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    """A service's backups, newest first: those of `status`, or every one but the deleted ones."""
+    t = tables.backups
+    query = select(t).where(t.c.service_id == service_id)
+    match status:
+        case None:
+            query = query.where(t.c.status != "Deleted")
+        case "Running":
+            query = query.where(t.c.status == REQUESTED, t.c.step >= 1)
+        case "Requested":
+            query = query.where(t.c.status == REQUESTED, t.c.step == 0)
+        case _:
+            query = query.where(t.c.status == status)
+    rows = conn.execute(query.order_by(t.c.requested_at.desc(), t.c.id.desc()).limit(limit))
+    return [_backup(r) for r in rows]
+
+
+def get_backup(conn: Connection, tables: Tables, backup_id: str) -> dict[str, Any] | None:
+    t = tables.backups
+    row = conn.execute(select(t).where(t.c.id == backup_id)).first()
+    return None if row is None else _backup(row)
+
+
+def restorable_backups(conn: Connection, tables: Tables, service_id: str) -> list[dict[str, Any]]:
+    """A service's completed backups (what its recovery window is made of), oldest first."""
+    t = tables.backups
+    rows = conn.execute(select(t.c.id, t.c.taken_at, t.c.pitr_from)
+                        .where(t.c.service_id == service_id, t.c.status == "Completed", t.c.taken_at.is_not(None))
+                        .order_by(t.c.taken_at, t.c.id))
+    return [dict(r._mapping) for r in rows]
+
+
+def failed_scheduled_backups(conn: Connection, tables: Tables, service_id: str,
+                             limit: int = 100) -> list[dict[str, Any]]:
+    """A service's scheduled backups that failed (the schedule's gaps), newest first."""
+    t = tables.backups
+    rows = conn.execute(select(t.c.id, t.c.slot, t.c.reason, t.c.requested_at)
+                        .where(t.c.service_id == service_id, t.c.status == "Failed", t.c.slot.is_not(None))
+                        .order_by(t.c.requested_at.desc(), t.c.id.desc()).limit(limit))
+    return [dict(r._mapping) for r in rows]

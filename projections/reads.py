@@ -2,12 +2,17 @@
 interface (`ReadModel`) with frozen-dataclass answers, and its implementation over the live tables
 in PostgreSQL (`SqlReadModel`).
 
+Backups are read here too: a service's backups, one backup, a service's backup policy, and its
+recovery window — worked out with the rule `decide` judges restores by (`events.backups.window`),
+over the completed backups, the policy and the service's deletion, at the moment the caller gives.
+
 The gateway knows only `ReadModel`, its answers and its two errors: a database that does not answer
 is `ReadModelUnavailable` (transient: the caller may retry), a value the database refuses is
 `ReadModelRefused` (the request's fault). `DATABASE_UNAVAILABLE` and `DATABASE_REFUSED` also list
 the driver's own errors, which the query router (`projections.api`) lets through, so the HTTP
 process maps both without importing the driver. Connects nothing at import time.
-Imports SQLAlchemy, psycopg, `events` (quota records) and `projections.queries`/`.tables`/`.settings`.
+Imports SQLAlchemy, psycopg, `events` (quota records, the recovery-window rule) and
+`projections.queries`/`.tables`/`.settings`.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 import sqlalchemy as sa
 import sqlalchemy.exc
 
 from events import Quota, quota_from_avro
+from events.backups import Restorable, Window, window
 from projections import queries
 from projections.errors import NotFound, ProjectionError, TransientError
 from projections.settings import sqlalchemy_url
@@ -86,6 +92,81 @@ class QuotaReading:
     usage: tuple[UsageGroup, ...]
 
 
+@dataclass(frozen=True)
+class BackupReading:
+    """One backup as the `backups` read model holds it. `status`: Requested, Running, Completed,
+    Failed, Deleting or Deleted; the manifest fields are None until it completed."""
+
+    backup_id: str
+    tenant_id: str
+    service_id: str
+    service_name: str
+    engine: str
+    pop: str
+    status: str
+    slot: str | None
+    pitr: bool
+    operation_id: str
+    deletion_operation_id: str | None
+    requested_at: datetime
+    taken_at: datetime | None
+    pitr_from: datetime | None
+    size_bytes: int | None
+    location: str | None
+    dek_id: str | None
+    kek_id: str | None
+    consistency: Any
+    tables: Any
+    reason: str | None
+    deletion_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class BackupPolicyReading:
+    schedule: str | None  # cron (UTC); None: no scheduled backups
+    retain_count: int  # 0: no limit by count
+    retain_days: int  # 0: no limit by age
+    pitr: bool
+    set_at: datetime
+
+
+@dataclass(frozen=True)
+class ServiceBackupFacts:
+    """What the backup questions need of a service: its organization, engine, status, backup
+    policy (None: never set), deletion time and restore source (None: not a restore)."""
+
+    service_id: str
+    tenant_id: str
+    name: str
+    engine: str
+    status: str
+    policy: BackupPolicyReading | None
+    deleted_at: datetime | None
+    restore: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ScheduleGap:
+    """A scheduled backup that failed: its slot holds no restorable instant."""
+
+    backup_id: str
+    slot: str
+    reason: str | None
+    requested_at: datetime
+
+
+@dataclass(frozen=True)
+class RecoveryReading:
+    """A service's recovery window at a moment (`events.backups.Window`: its restorable instants
+    and point-in-time span) and the gaps of its schedule."""
+
+    service: ServiceBackupFacts
+    window: Window
+    gaps: tuple[ScheduleGap, ...]
+
+
 @runtime_checkable
 class ReadModel(Protocol):
     """What the HTTP process reads. Every method may raise `ReadModelUnavailable` or
@@ -121,6 +202,22 @@ class ReadModel(Protocol):
 
     def quotas(self, tenant: str) -> QuotaReading | None:
         """An organization's quota and usage; None when there is no such organization."""
+        ...
+
+    def backups(self, service_id: str, status: str | None = None, limit: int = 100) -> list[BackupReading]:
+        """A service's backups, newest first: those in `status`, or all but the deleted ones."""
+        ...
+
+    def backup(self, backup_id: str) -> BackupReading | None:
+        """One backup; None when there is no such backup."""
+        ...
+
+    def backup_facts(self, service_id: str) -> ServiceBackupFacts | None:
+        """A service's backup policy and what backups need of it; None when there is no such service."""
+        ...
+
+    def recovery_window(self, service_id: str, now: datetime) -> RecoveryReading | None:
+        """What a service can be restored to at `now`; None when there is no such service."""
         ...
 
 
@@ -201,6 +298,64 @@ class SqlReadModel:
         return QuotaReading(tenant, quota_from_avro(stored) if stored else None, tuple(
             UsageGroup(g["engine"], g["pop"], int(g["services"]), float(g["cpu"] or 0),
                        float(g["memory_gb"] or 0), float(g["storage_gb"] or 0)) for g in groups))
+
+
+    def backups(self, service_id: str, status: str | None = None, limit: int = 100) -> list[BackupReading]:
+        with self._reading() as conn:
+            return [_backup(r) for r in queries.list_backups(conn, self.tables, service_id, status, limit)]
+
+    def backup(self, backup_id: str) -> BackupReading | None:
+        with self._reading() as conn:
+            row = queries.get_backup(conn, self.tables, backup_id)
+        return None if row is None else _backup(row)
+
+    def backup_facts(self, service_id: str) -> ServiceBackupFacts | None:
+        with self._reading() as conn:
+            return self._facts(conn, service_id)
+
+    def _facts(self, conn: sa.Connection, service_id: str) -> ServiceBackupFacts | None:
+        t = self.tables.services
+        row = conn.execute(sa.select(t.c.id, t.c.tenant_id, t.c.name, t.c.engine, t.c.status, t.c.backup_policy,
+                                     t.c.deleted_at, t.c.restore).where(t.c.id == service_id)).first()
+        if row is None:
+            return None
+        return ServiceBackupFacts(row.id, row.tenant_id, row.name, row.engine, row.status, _policy(row.backup_policy),
+                                  row.deleted_at, row.restore)
+
+    def recovery_window(self, service_id: str, now: datetime) -> RecoveryReading | None:
+        with self._reading() as conn:
+            facts = self._facts(conn, service_id)
+            if facts is None:
+                return None
+            done = queries.restorable_backups(conn, self.tables, service_id)
+            failed = queries.failed_scheduled_backups(conn, self.tables, service_id)
+        return recovery(facts, [Restorable(r["id"], r["taken_at"], r["pitr_from"]) for r in done],
+                        [ScheduleGap(r["id"], r["slot"], r["reason"], r["requested_at"]) for r in failed], now)
+
+
+def recovery(facts: ServiceBackupFacts, completed: list[Restorable], failed: list[ScheduleGap],
+             now: datetime) -> RecoveryReading:
+    """The recovery window of a service, by the rule `decide` judges restores with; the gaps are the
+    failed scheduled backups since its oldest restorable instant (all of them when it has none)."""
+    policy = facts.policy
+    span = window(completed, pitr_on=bool(policy and policy.pitr),
+                  pitr_off_at=policy.set_at if policy and not policy.pitr else None,
+                  deleted_at=facts.deleted_at, now=now)
+    oldest = span.instants[0].taken_at if span.instants else None
+    gaps = tuple(g for g in failed if oldest is None or g.requested_at >= oldest)
+    return RecoveryReading(facts, span, gaps)
+
+
+def _policy(stored: dict[str, Any] | None) -> BackupPolicyReading | None:
+    if not stored:
+        return None
+    return BackupPolicyReading(stored.get("schedule"), int(stored.get("retain_count", 0)),
+                               int(stored.get("retain_days", 0)), bool(stored.get("pitr")),
+                               datetime.fromisoformat(stored["set_at"]))
+
+
+def _backup(row: dict[str, Any]) -> BackupReading:
+    return BackupReading(backup_id=row["id"], **{k: v for k, v in row.items() if k not in ("id", "version")})
 
 
 def _first_line(exc: BaseException) -> str:

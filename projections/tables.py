@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-READ_MODELS = ("organizations", "services", "operations", "members")
+READ_MODELS = ("organizations", "services", "operations", "members", "backups")
 POSITIONS = "projection_positions"
 REBUILD_SUFFIX = "__rebuild"
 _CREATE_LOCK = 0x64626161_7370  # pg advisory lock key: one create_all at a time per database
@@ -44,11 +44,12 @@ class Tables:
     services: Table
     operations: Table
     members: Table
+    backups: Table
     positions: Table  # never suffixed: one tracking table per database
 
     def read_model(self, name: str) -> Table:
         return {"organizations": self.organizations, "services": self.services,
-                "operations": self.operations, "members": self.members}[name]
+                "operations": self.operations, "members": self.members, "backups": self.backups}[name]
 
 
 def build_tables(suffix: str = "") -> Tables:
@@ -60,6 +61,7 @@ def build_tables(suffix: str = "") -> Tables:
         _services(metadata, f"services{suffix}"),
         _operations(metadata, f"operations{suffix}"),
         _members(metadata, f"members{suffix}"),
+        _backups(metadata, f"backups{suffix}"),
         _positions(MetaData()),
     )
 
@@ -103,6 +105,12 @@ def _services(metadata: MetaData, name: str) -> Table:
         _ts("created_at"),
         _ts("updated_at"),
         Column("last_operation_id", Text, nullable=False),
+        # {schedule, retain_count, retain_days, pitr, set_at}; NULL: no policy was ever set
+        Column("backup_policy", JSONB),
+        # {source_service_id, source_engine, backup_id, to_time}: where a restored service's data
+        # came from; NULL: not a restore
+        Column("restore", JSONB),
+        Column("deleted_at", DateTime(timezone=True)),  # when ServiceDeleted was recorded
         Column("version", BigInteger, nullable=False),
         PrimaryKeyConstraint("id", name=f"{name}_pkey"),
     )
@@ -158,6 +166,46 @@ def _members(metadata: MetaData, name: str) -> Table:
     )
     Index(f"ix_{name}_subject", table.c.subject)
     Index(f"ix_{name}_tenant", table.c.tenant_id, table.c.subject)
+    return table
+
+
+def _backups(metadata: MetaData, name: str) -> Table:
+    """One row per backup (`id` is the backup id). `status` is the backup's lifecycle status as its
+    events say it (Requested, Completed, Failed, Deleting, Deleted); `step` counts the steps done of
+    the operation in flight on it (1 rendered, 2 committed, 3 ended), so a Requested backup whose
+    claim was rendered reads as Running (`projections.queries.backup_status`)."""
+    table = Table(
+        name, metadata,
+        Column("id", Text, nullable=False),  # the backup id
+        Column("tenant_id", Text, nullable=False),
+        Column("service_id", Text, nullable=False),
+        Column("service_name", Text, nullable=False),
+        Column("engine", Text, nullable=False),
+        Column("pop", Text, nullable=False),
+        Column("status", Text, nullable=False),
+        Column("step", Integer, nullable=False),
+        Column("slot", Text),  # the schedule slot it fills (RFC 3339); NULL: on demand
+        Column("pitr", Boolean, nullable=False),
+        Column("operation_id", Text, nullable=False),  # the operation that took it
+        Column("deletion_operation_id", Text),  # the operation deleting it (the last one asked)
+        Column("requested_at", DateTime(timezone=True), nullable=False),
+        Column("taken_at", DateTime(timezone=True)),
+        Column("pitr_from", DateTime(timezone=True)),
+        Column("size_bytes", BigInteger),
+        Column("location", Text),
+        Column("dek_id", Text),
+        Column("kek_id", Text),
+        Column("consistency", JSONB),
+        Column("tables", JSONB),  # table -> {rows, checksum}
+        Column("reason", Text),  # why its last operation failed (a failed deletion leaves it Completed)
+        Column("deletion_reason", Text),  # requested | expired (retention); NULL: never asked
+        _ts("created_at"),
+        _ts("updated_at"),
+        Column("version", BigInteger, nullable=False),
+        PrimaryKeyConstraint("id", name=f"{name}_pkey"),
+    )
+    Index(f"ix_{name}_service", table.c.service_id, table.c.requested_at)
+    Index(f"ix_{name}_tenant", table.c.tenant_id)
     return table
 
 

@@ -90,10 +90,10 @@ def update_if_newer(conn: Connection, table: Table, row_id: str, version: int, v
 
 
 def _registry() -> dict[str, Projection]:
-    from projections.projectors import members, operations, organizations, services
+    from projections.projectors import backups, members, operations, organizations, services
 
     return {module.NAME: Projection(module.NAME, module.HANDLERS)
-            for module in (organizations, services, operations, members)}
+            for module in (organizations, services, operations, members, backups)}
 
 
 PROJECTIONS: dict[str, Projection] = _registry()

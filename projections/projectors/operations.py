@@ -3,7 +3,10 @@
 OperationAccepted starts an operation in state Accepted (Succeeded at once when it has no steps,
 e.g. CreateOrganization); CommandRejected records a Failed operation with the reason code, field
 and message (its id is the payload's `operation_id`; its target aggregate is unknown, so
-`aggregate_id` stays NULL). `requested_by` is the envelope's `actor_subject`.
+`aggregate_id` stays NULL). `requested_by` is the envelope's `actor_subject`. A backup and a
+backup's deletion are operations with the same three steps as a service's, reported on the
+backup's events (`BackupClaimRendered`, `BackupClaimCommitted`, then `BackupCompleted` or
+`BackupDeleted`, or `BackupFailed` at the step that failed); a restore is a service creation.
 Imports `events` and `projections.projectors`.
 """
 
@@ -13,6 +16,11 @@ from typing import Any
 
 from events import (
     STEPS,
+    BackupClaimCommitted,
+    BackupClaimRendered,
+    BackupCompleted,
+    BackupDeleted,
+    BackupFailed,
     CommandRejected,
     Envelope,
     OperationAccepted,
@@ -93,12 +101,12 @@ def _operation_started(env: Envelope) -> Change:
 
 
 def _rendered(env: Envelope) -> Change:
-    e: ServiceClaimRendered = env.payload  # type: ignore[assignment]
+    e: ServiceClaimRendered | BackupClaimRendered = env.payload  # type: ignore[assignment]
     return _step(env, 1, "render_step", e.digest)
 
 
 def _committed(env: Envelope) -> Change:
-    e: ServiceClaimCommitted = env.payload  # type: ignore[assignment]
+    e: ServiceClaimCommitted | BackupClaimCommitted = env.payload  # type: ignore[assignment]
     return _step(env, 2, "commit_step", e.sha)
 
 
@@ -111,9 +119,15 @@ def _deleted(env: Envelope) -> Change:
     return _step(env, 3, "report_step", None, state=SUCCEEDED)
 
 
+def _backup_completed(env: Envelope) -> Change:
+    e: BackupCompleted = env.payload  # type: ignore[assignment]
+    return _step(env, 3, "report_step", e.location, state=SUCCEEDED)
+
+
 def _failed(env: Envelope) -> Change:
-    """The failed step is marked Failed; the steps before it are done."""
-    e: ServiceFailed = env.payload  # type: ignore[assignment]
+    """The failed step is marked Failed; the steps before it are done. A service's or a backup's
+    failure alike (both carry the step, the code, the reason and whether a commit is reverted)."""
+    e: ServiceFailed | BackupFailed = env.payload  # type: ignore[assignment]
     failed_step = FAILED_STEP[e.step]
     done = STEP_COLUMNS.index(failed_step)
     more = {"compensation": {"state": "Pending", "ref": None, "at": env.occurred_at.isoformat()}} \
@@ -150,4 +164,9 @@ HANDLERS: dict[type, Handler] = {
     ServiceFailed: _failed,
     OperationCancelled: _cancelled,
     ServiceClaimReverted: _reverted,
+    BackupClaimRendered: _rendered,
+    BackupClaimCommitted: _committed,
+    BackupCompleted: _backup_completed,
+    BackupDeleted: _deleted,
+    BackupFailed: _failed,
 }

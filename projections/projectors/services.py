@@ -4,7 +4,10 @@ The status is the one the event carries (`events.lifecycle`, stamped by `decide`
 recorded before events carried it falls back to what the lifecycle table says that event means on
 its own (`lifecycle.implied`), and an event that says nothing leaves the status as it is. This
 module never works a status out itself. `last_operation_id` is the operation of the request event,
-as in `events.state`. Imports `events` and `projections.projectors`.
+as in `events.state`. A service also keeps its backup policy (`BackupPolicySet`, with the time it
+was set: the recovery window ends there when point-in-time recovery was turned off), where a
+restored service's data came from (`restore`) and when it was deleted (`deleted_at`, the time of
+`ServiceDeleted`, where its recovery window ends). Imports `events` and `projections.projectors`.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from events import (
+    BackupPolicySet,
     DeletionProtectionSet,
     Envelope,
     OperationCancelled,
     OperationStarted,
     Resources,
+    RestoreSource,
     ServiceClaimRendered,
     ServiceClaimReverted,
     ServiceDeleted,
@@ -52,6 +57,13 @@ def _changed(env: Envelope, status: str | None) -> dict[str, Any]:
     return {"status": status, "updated_at": env.occurred_at, "last_operation_id": env.operation}
 
 
+def _restore(r: RestoreSource | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"source_service_id": r.source_service_id, "source_engine": r.source_engine, "backup_id": r.backup_id,
+            "to_time": r.to_time.isoformat() if r.to_time is not None else None}
+
+
 def _requested(env: Envelope) -> Change:
     e: ServiceRequested = env.payload  # type: ignore[assignment]
     return Change(e.service_id, env.sequence, {
@@ -67,6 +79,9 @@ def _requested(env: Envelope) -> Change:
         "credentials": None,
         "created_at": env.occurred_at,
         **_changed(env, _status(env, "ServiceRequested")),
+        "backup_policy": None,
+        "restore": _restore(e.restore),
+        "deleted_at": None,
     }, creates=True)
 
 
@@ -123,8 +138,16 @@ def _settled(env: Envelope) -> Change:
 
 def _deleted(env: Envelope) -> Change:
     e: ServiceDeleted = env.payload  # type: ignore[assignment]
-    return Change(e.service_id, env.sequence,
-                  {"status": _status(env, "ServiceDeleted"), "updated_at": env.occurred_at, "credentials": None})
+    return Change(e.service_id, env.sequence, {"status": _status(env, "ServiceDeleted"), "updated_at": env.occurred_at,
+                                                "credentials": None, "deleted_at": env.occurred_at})
+
+
+def _policy_set(env: Envelope) -> Change:
+    """A policy holds once accepted; it changes neither the status nor the service's last operation."""
+    e: BackupPolicySet = env.payload  # type: ignore[assignment]
+    return Change(e.service_id, env.sequence, {"updated_at": env.occurred_at, "backup_policy": {
+        "schedule": e.schedule, "retain_count": e.retain_count, "retain_days": e.retain_days, "pitr": e.pitr,
+        "set_at": env.occurred_at.isoformat()}})
 
 
 HANDLERS: dict[type, Handler] = {
@@ -139,4 +162,5 @@ HANDLERS: dict[type, Handler] = {
     OperationCancelled: _settled,
     ServiceClaimReverted: _settled,
     ServiceDeleted: _deleted,
+    BackupPolicySet: _policy_set,
 }

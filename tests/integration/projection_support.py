@@ -20,12 +20,18 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import ProgrammingError
 
 from events import (
+    BackupClaimCommitted,
+    BackupClaimRendered,
+    BackupDeletionRequested,
+    BackupPolicySet,
+    BackupRequested,
     CommandRejected,
     Envelope,
     Event,
     OperationAccepted,
     OrganizationCreated,
     Resources,
+    ServiceDeleted,
     ServiceDeletionRequested,
     ServiceRequested,
     ServiceScaleRequested,
@@ -48,7 +54,8 @@ class EventLog:
     sequences: dict[tuple[str, str, str], int] = field(default_factory=dict)
     clock: int = 0
 
-    def _emit(self, tenant: str, command_id: str, changes: list[tuple[str, str, Event]], actor: str) -> None:
+    def _emit(self, tenant: str, command_id: str, changes: list[tuple[str, str, Event]], actor: str,
+              operation_id: str | None = None) -> None:
         for aggregate_type, aggregate_id, payload in changes:
             key = (tenant, aggregate_type, aggregate_id)
             self.sequences[key] = self.sequences.get(key, 0) + 1
@@ -58,7 +65,7 @@ class EventLog:
                 tenant_id=tenant, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
                 sequence=self.sequences[key], occurred_at=T0 + timedelta(seconds=self.clock),
                 command_id=command_id, correlation_id=f"corr-{command_id}", causation_id=command_id,
-                payload=payload, actor_subject=actor))
+                payload=payload, actor_subject=actor, operation_id=operation_id))
 
     def _accepted(self, tenant: str, change: tuple[str, str, Event], command_type: str, steps: int,
                   actor: str) -> str:
@@ -84,6 +91,46 @@ class EventLog:
     def delete(self, tenant: str, service_id: str, actor: str = "alice") -> str:
         return self._accepted(tenant, ("service", service_id, ServiceDeletionRequested(service_id)),
                               "DeleteService", 2, actor)
+
+    def service_deleted(self, tenant: str, service_id: str, operation_id: str) -> None:
+        """The PoP reported the deletion `operation_id` done."""
+        self._emit(tenant, str(uuid.uuid4()), [("service", service_id, ServiceDeleted(operation_id, service_id))],
+                   "system:saga", operation_id)
+
+    def backup_policy(self, tenant: str, service_id: str, *, schedule: str | None = "0 3 * * *",
+                      retain_count: int = 7, retain_days: int = 30, pitr: bool = True, actor: str = "alice") -> str:
+        policy = BackupPolicySet(service_id, schedule, retain_count, retain_days, pitr)
+        return self._accepted(tenant, ("service", service_id, policy), "SetBackupPolicy", 0, actor)
+
+    def backup(self, tenant: str, service_id: str, backup_id: str, *, name: str = "orders",
+               engine: str = "yugabyte", pop: str = "local", slot: str | None = None, pitr: bool = False,
+               actor: str = "alice") -> str:
+        """A backup accepted (the scheduler's when `slot` is given); the operation id."""
+        command_id = str(uuid.uuid4())
+        requested = BackupRequested(backup_id, command_id, service_id, name, engine, pop, slot, pitr)
+        start = OperationAccepted(command_id, "BackupService", backup_id, 3, f"fp-{command_id[:8]}")
+        self._emit(tenant, command_id, [("backup", backup_id, requested), ("operation", command_id, start)], actor,
+                   command_id)
+        return command_id
+
+    def delete_backup(self, tenant: str, backup_id: str, service_id: str, *, pop: str = "local",
+                      reason: str = "requested", actor: str = "alice") -> str:
+        command_id = str(uuid.uuid4())
+        requested = BackupDeletionRequested(backup_id, command_id, service_id, pop, reason)
+        start = OperationAccepted(command_id, "DeleteBackup", backup_id, 3, f"fp-{command_id[:8]}")
+        self._emit(tenant, command_id, [("backup", backup_id, requested), ("operation", command_id, start)], actor,
+                   command_id)
+        return command_id
+
+    def backup_steps(self, tenant: str, backup_id: str, operation_id: str, *ends: Event,
+                     rendered: bool = True, committed: bool = True) -> None:
+        """The saga's and the PoP's reports on a backup operation: rendered, committed, then `ends`."""
+        steps: list[Event] = [BackupClaimRendered(backup_id, operation_id, "ab" * 32)] if rendered else []
+        if committed:
+            steps.append(BackupClaimCommitted(backup_id, operation_id, f"tenants/{tenant}/local/backups/{backup_id}.yaml",
+                                              "c0ffee"))
+        for event in [*steps, *ends]:
+            self._emit(tenant, str(uuid.uuid4()), [("backup", backup_id, event)], "system:saga", operation_id)
 
     def reject(self, tenant: str, command_type: str, reason_code: str, field_name: str | None, message: str,
                actor: str = "bob") -> str:
@@ -195,7 +242,8 @@ def positions_of(engine: Engine, topic: str) -> dict[tuple[str, int], int]:
 
 
 def caught_up(engine: Engine, topic: str, ends: dict[int, int],
-              projections: tuple[str, ...] = ("organizations", "services", "operations", "members")) -> bool:
+              projections: tuple[str, ...] = ("organizations", "services", "operations", "members", "backups"),
+              ) -> bool:
     try:
         stored = positions_of(engine, topic)
     except ProgrammingError:  # the runner has not created its tables yet

@@ -7,7 +7,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from events import Quota
-from projections.reads import Member, Membership, QuotaReading, StoredCredentials, UsageGroup
+from events.backups import Restorable
+from projections.reads import (
+    BackupReading,
+    Member,
+    Membership,
+    QuotaReading,
+    RecoveryReading,
+    ScheduleGap,
+    ServiceBackupFacts,
+    StoredCredentials,
+    UsageGroup,
+    recovery,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -19,6 +31,8 @@ class FakeReadModel:
     operations: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (tenant, fingerprint)
     organizations: dict[str, Quota | None] = field(default_factory=dict)  # slug -> quota set (None: default)
     usage: dict[str, list[UsageGroup]] = field(default_factory=dict)
+    backup_rows: dict[str, BackupReading] = field(default_factory=dict)  # backup id -> row
+    facts: dict[str, ServiceBackupFacts] = field(default_factory=dict)  # service id -> its backup facts
     failing: Exception | None = None
     asked: list[str] = field(default_factory=list)
 
@@ -64,3 +78,28 @@ class FakeReadModel:
         if tenant not in self.organizations:
             return None
         return QuotaReading(tenant, self.organizations[tenant], tuple(self.usage.get(tenant, ())))
+
+    def backups(self, service_id: str, status: str | None = None, limit: int = 100) -> list[BackupReading]:
+        self._ask("backups")
+        rows = [b for b in self.backup_rows.values() if b.service_id == service_id
+                and (b.status == status if status else b.status != "Deleted")]
+        return sorted(rows, key=lambda b: b.requested_at, reverse=True)[:limit]
+
+    def backup(self, backup_id: str) -> BackupReading | None:
+        self._ask("backup")
+        return self.backup_rows.get(backup_id)
+
+    def backup_facts(self, service_id: str) -> ServiceBackupFacts | None:
+        self._ask("backup_facts")
+        return self.facts.get(service_id)
+
+    def recovery_window(self, service_id: str, now: datetime) -> RecoveryReading | None:
+        self._ask("recovery_window")
+        if (facts := self.facts.get(service_id)) is None:
+            return None
+        mine = [b for b in self.backup_rows.values() if b.service_id == service_id]
+        done = [Restorable(b.backup_id, b.taken_at, b.pitr_from) for b in mine
+                if b.status == "Completed" and b.taken_at is not None]
+        failed = [ScheduleGap(b.backup_id, b.slot, b.reason, b.requested_at) for b in mine
+                  if b.status == "Failed" and b.slot is not None]
+        return recovery(facts, done, sorted(failed, key=lambda g: g.requested_at, reverse=True), now)

@@ -11,7 +11,7 @@ import pytest
 from events import EVENT_TYPES
 from projections import positions
 from projections.errors import ConfigurationError, InvalidCursor
-from projections.projectors import PROJECTIONS, Projection, operations, organizations, services
+from projections.projectors import PROJECTIONS, Projection, backups, operations, organizations, services
 from projections.queries import decode_cursor, encode_cursor
 from projections.rebuild import select
 from projections.settings import Settings, sqlalchemy_url
@@ -113,7 +113,7 @@ def test_rebuild_refuses_an_unknown_read_model():
 
 def test_every_handled_type_is_an_event_record_and_projections_are_registered():
     assert set(PROJECTIONS) == set(READ_MODELS)
-    for module in (organizations, services, operations):
+    for module in (organizations, services, operations, backups):
         assert {t.__name__ for t in module.HANDLERS} <= set(EVENT_TYPES)
 
 

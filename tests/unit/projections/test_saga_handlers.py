@@ -34,7 +34,8 @@ def change(projection: str, payload):
      {"status": "Deleting", "updated_at": T, "last_operation_id": "c1"}),
     (ServiceReady("op", "s1", "h:1", "token"), "services", {"status": "Ready", "updated_at": T, "credentials": "token"}),
     (ServiceReady("op", "s1", None), "services", {"status": "Ready", "updated_at": T}),
-    (ServiceDeleted("op", "s1"), "services", {"status": "Deleted", "updated_at": T, "credentials": None}),
+    (ServiceDeleted("op", "s1"), "services", {"status": "Deleted", "updated_at": T, "credentials": None,
+                                                 "deleted_at": T}),
     (ServiceFailed("op", "s1", "no room"), "services", {"status": "Failed", "updated_at": T}),
 ], ids=["apply-start-keeps-status", "delete-start", "ready-keeps-encrypted-credentials",
         "ready-without-credentials-keeps-the-old", "deleted-forgets-credentials", "failed"])
