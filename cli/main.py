@@ -4,14 +4,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import audit, auth, keys, readmodels, stack, tenant
+from cli import audit, auth, backups, keys, readmodels, stack, tenant
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbaas", description="Control plane for a multi-engine DBaaS")
     sub = parser.add_subparsers(dest="group", required=True)
     stack.register(sub)
-    tenant.register(sub)
+    groups = tenant.register(sub)
+    backups.register(sub, groups["service"])
     auth.register(sub)
     audit.register(sub)
     readmodels.register(sub)

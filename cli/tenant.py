@@ -237,7 +237,8 @@ def member_change(args) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> dict[str, argparse._SubParsersAction]:
+    """The tenant-facing groups; answers their subcommand sets, for groups other modules extend."""
     def common(p, wait: bool = False):
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.add_argument("--api-url", help="control plane API (default: the local platform, or $DBAAS_API_URL)")
@@ -335,6 +336,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("id")
     common(p, wait=True)
     p.set_defaults(func=operation_cancel)
+    return {"org": org, "service": svc, "member": mem, "operation": op}
 
 
 ERRORS = (ApiError,)
