@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -22,14 +23,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DataError
 
-from events import OperationAccepted, OrganizationCreated
+from events import BackupCompleted, BackupFailed, OperationAccepted, OrganizationCreated
 from projections import api
 from projections.batch import apply_batch
 from projections.projectors import PROJECTIONS, upsert
+from projections.reads import SqlReadModel
 from projections.rebuild import Progress, rebuild
 from projections.settings import Settings
 from projections.stream import Item
-from projections.tables import REBUILD_SUFFIX, build_tables, create_all
+from projections.tables import READ_MODELS, REBUILD_SUFFIX, build_tables, create_all
 from runtime.deadletter import REASON as REASON_HEADER
 from tests.conftest import REPO, wait_for
 from tests.integration.projection_support import (
@@ -51,8 +53,6 @@ from tests.integration.projection_support import (
     produce_raw,
     running,
 )
-
-READ_MODELS = ("organizations", "services", "operations", "members")
 
 
 @pytest.fixture
@@ -85,7 +85,8 @@ def settings(stack, database, topics):
 
 
 def _two_tenants(log: EventLog, suffix: str) -> dict[str, str]:
-    """acme-* creates, scales and deletes a service and has a command rejected; globex-* creates one."""
+    """acme-* creates, scales and deletes a service, backs one up (a completed backup, a failed
+    scheduled one, a deletion that failed) and has a command rejected; globex-* creates one."""
     acme, globex = f"acme-{suffix}", f"globex-{suffix}"
     ids = {"acme": acme, "globex": globex, "db1": f"db1-{suffix}", "db2": f"db2-{suffix}",
            "db3": f"db3-{suffix}"}
@@ -96,6 +97,19 @@ def _two_tenants(log: EventLog, suffix: str) -> dict[str, str]:
     log.service(globex, ids["db3"], "ledger", engine="vitess", pop="frankfurt", actor="hank")
     ids["scale"] = log.scale(acme, ids["db1"], SMALL, LARGE)
     ids["delete"] = log.delete(acme, ids["db2"])
+    log.service_deleted(acme, ids["db2"], ids["delete"])
+    ids["bk1"], ids["bk2"] = f"bk1-{suffix}", f"bk2-{suffix}"
+    ids["policy"] = log.backup_policy(acme, ids["db1"])
+    ids["backup"] = log.backup(acme, ids["db1"], ids["bk1"], pitr=True)
+    log.backup_steps(acme, ids["bk1"], ids["backup"], BackupCompleted(
+        ids["bk1"], ids["backup"], ids["db1"], T0 + timedelta(minutes=1), 4096, f"s3://backups/{ids['bk1']}",
+        "dek1", "kek1", T0, '{"lsn": "0/3000060"}', '{"orders": {"rows": 2, "checksum": "x"}}'))
+    ids["scheduled"] = log.backup(acme, ids["db1"], ids["bk2"], slot=T0.isoformat(), actor="system:scheduler")
+    log.backup_steps(acme, ids["bk2"], ids["scheduled"], BackupFailed(
+        ids["bk2"], ids["scheduled"], ids["db1"], "disk full", "pop_failed", "pop-report", True))
+    ids["forget"] = log.delete_backup(acme, ids["bk1"], ids["db1"])
+    log.backup_steps(acme, ids["bk1"], ids["forget"], BackupFailed(
+        ids["bk1"], ids["forget"], ids["db1"], "store down", "pop_failed", "pop-report", True, "Completed"))
     ids["reject"] = log.reject(acme, "CreateService", "invalid", "engine",
                                'engine "mysql" is not offered; choose one of: yugabyte, vitess')
     return ids
@@ -130,13 +144,19 @@ def test_events_of_two_tenants_land_in_the_three_read_models(stack, settings, da
         "engine_version": "2.25", "pop": "local", "size": "small", "cpu": 2.0, "memory_gb": 8,
         "storage_gb": 50, "replicas": 3, "status": "Scaling", "deletion_protection": False,
         "labels": {"team": "shop"}, "credentials": None, "created_at": None, "updated_at": None,
-        "last_operation_id": ids["scale"], "version": 2}
+        "last_operation_id": ids["scale"], "version": 3, "restore": None, "deleted_at": None,
+        "backup_policy": db1["backup_policy"]}
     assert db1["updated_at"] > db1["created_at"]
-    assert (services[ids["db2"]]["status"], services[ids["db2"]]["last_operation_id"]) == ("Deleting", ids["delete"])
+    assert {k: v for k, v in db1["backup_policy"].items() if k != "set_at"} == {
+        "schedule": "0 3 * * *", "retain_count": 7, "retain_days": 30, "pitr": True}
+    db2 = services[ids["db2"]]
+    assert (db2["status"], db2["last_operation_id"]) == ("Deleted", ids["delete"])
+    assert db2["deleted_at"] > db2["created_at"]
     assert (services[ids["db3"]]["tenant_id"], services[ids["db3"]]["status"]) == (ids["globex"], "Requested")
 
     operations = {r["id"]: r for r in dump(engine, "operations")}
-    assert len(operations) == 8  # 2 organizations, 3 services, 1 scale, 1 deletion, 1 rejection
+    # 2 organizations, 3 services, 1 scale, 1 deletion, 1 rejection, 1 policy, 2 backups, 1 backup deletion
+    assert len(operations) == 12
     org_op, create_op, rejected = operations[ids["org"]], operations[ids["create"]], operations[ids["reject"]]
     assert (org_op["type"], org_op["state"], org_op["total_steps"], org_op["aggregate_id"]) == (
         "CreateOrganization", "Succeeded", 0, ids["acme"])
@@ -148,6 +168,21 @@ def test_events_of_two_tenants_land_in_the_three_read_models(stack, settings, da
     assert (rejected["state"], rejected["reason_code"], rejected["field"], rejected["requested_by"],
             rejected["tenant_id"]) == ("Failed", "invalid", "engine", "bob", ids["acme"])
     assert rejected["message"].startswith('engine "mysql" is not offered')
+    backup, scheduled, forget = operations[ids["backup"]], operations[ids["scheduled"]], operations[ids["forget"]]
+    assert (backup["type"], backup["aggregate_id"], backup["state"], backup["done_steps"]) == (
+        "BackupService", ids["bk1"], "Succeeded", 3)
+    assert (scheduled["state"], scheduled["reason_code"], scheduled["compensation"]["state"]) == (
+        "Failed", "pop_failed", "Pending")
+    assert (forget["type"], forget["state"], forget["report_step"]["state"]) == ("DeleteBackup", "Failed", "Failed")
+
+    backups = {r["id"]: r for r in dump(engine, "backups")}
+    bk1, bk2 = backups[ids["bk1"]], backups[ids["bk2"]]
+    assert (bk1["status"], bk1["step"], bk1["taken_at"], bk1["pitr_from"], bk1["size_bytes"], bk1["pitr"]) == (
+        "Completed", 3, T0 + timedelta(minutes=1), T0, 4096, True)
+    assert (bk1["reason"], bk1["deletion_operation_id"], bk1["consistency"]) == (
+        "store down", ids["forget"], {"lsn": "0/3000060"})
+    assert (bk2["status"], bk2["slot"], bk2["reason"], bk2["tenant_id"]) == (
+        "Failed", T0.isoformat(), "disk full", ids["acme"])
 
     stored = positions_of(engine, settings.events_topic)
     assert stored == {(name, p): end for name in READ_MODELS for p, end in ends.items() if end}
@@ -253,7 +288,7 @@ def test_rebuild_swaps_in_tables_equal_row_for_row(stack, settings, database):
     result = rebuild(settings, [], seen.append)
 
     assert _tables(engine) == live
-    assert result.projections == READ_MODELS and result.replayed == sum(ends.values())
+    assert result.projections == READ_MODELS and "backups" in READ_MODELS and result.replayed == sum(ends.values())
     assert (seen[-2].phase, seen[-1].phase) == ("replayed", "swapped")
     assert seen[-1].replayed == seen[-1].total == sum(ends.values())
     assert _index_names(engine) == indexes  # the twins' indexes took the live names
@@ -305,6 +340,74 @@ def test_rebuild_keeps_events_the_live_runner_applied_while_it_ran(stack, settin
         expected = _tables(reference)
         reference.dispose()
     assert _tables(engine) == expected
+
+
+def test_an_existing_database_gains_the_backups_table_and_the_services_new_columns(database):
+    """A platform whose read models predate backups: the projector's start creates the backups table
+    and adds the services' new columns in place (NULL in the rows there are, until events set them
+    or a rebuild fills them); the rows stay."""
+    _dsn, engine = database
+    suffix = uuid.uuid4().hex[:6]
+    log = EventLog()
+    log.organization(f"acme-{suffix}", "Acme")
+    log.service(f"acme-{suffix}", f"db1-{suffix}", "orders")
+    tables = create_all(engine)
+    with engine.begin() as conn:
+        for envelope in log.envelopes:
+            for projection in PROJECTIONS.values():
+                projection.apply(conn, tables, envelope)
+        conn.execute(text('DROP TABLE "backups"'))
+        for column in ("backup_policy", "restore", "deleted_at"):
+            conn.execute(text(f'ALTER TABLE "services" DROP COLUMN "{column}"'))
+    before = {k: v for k, v in dump(engine, "services")[0].items()}
+
+    create_all(engine)
+    create_all(engine)  # and again: nothing left to do
+    [row] = dump(engine, "services")
+    assert row == {**before, "backup_policy": None, "restore": None, "deleted_at": None}
+    assert dump(engine, "backups") == []
+    log.backup_policy(f"acme-{suffix}", f"db1-{suffix}", pitr=False)
+    with engine.begin() as conn:
+        assert PROJECTIONS["services"].apply(conn, build_tables(), log.envelopes[-2])
+    assert dump(engine, "services")[0]["backup_policy"]["pitr"] is False
+
+
+def test_the_read_port_answers_backups_policies_and_windows_from_the_tables(database):
+    """`SqlReadModel` over the projected rows: a service's backups newest first (a Running one read
+    from its step, deleted ones only when asked), one backup, the policy, and the recovery window."""
+    _dsn, engine = database
+    suffix = uuid.uuid4().hex[:6]
+    log = EventLog()
+    ids = _two_tenants(log, suffix)
+    ids["bk3"] = f"bk3-{suffix}"
+    running_op = log.backup(ids["acme"], ids["db1"], ids["bk3"])
+    log.backup_steps(ids["acme"], ids["bk3"], running_op, committed=False)
+    tables = create_all(engine)
+    with engine.begin() as conn:
+        for envelope in log.envelopes:
+            for projection in PROJECTIONS.values():
+                projection.apply(conn, tables, envelope)
+    reads = SqlReadModel(engine)
+    listed = reads.backups(ids["db1"])
+    assert [(b.backup_id, b.status) for b in listed] == [
+        (ids["bk3"], "Running"), (ids["bk2"], "Failed"), (ids["bk1"], "Completed")]
+    assert [b.backup_id for b in reads.backups(ids["db1"], "Running")] == [ids["bk3"]]
+    assert reads.backups(ids["db1"], "Requested") == [] and reads.backups(ids["db1"], "Deleted") == []
+    one = reads.backup(ids["bk1"])
+    assert one is not None and (one.tenant_id, one.size_bytes, one.tables) == (
+        ids["acme"], 4096, {"orders": {"rows": 2, "checksum": "x"}})
+    assert reads.backup("nope") is None and reads.backup_facts("nope") is None
+    facts = reads.backup_facts(ids["db1"])
+    assert facts is not None and facts.policy is not None
+    assert (facts.engine, facts.policy.schedule, facts.policy.pitr, facts.deleted_at) == (
+        "yugabyte", "0 3 * * *", True, None)
+    now = datetime.now(UTC)
+    reading = reads.recovery_window(ids["db1"], now)
+    assert reading is not None and reading.window.pitr
+    assert (reading.window.earliest, reading.window.latest) == (T0, now)
+    assert [i.backup_id for i in reading.window.instants] == [ids["bk1"]]
+    assert reading.gaps == ()  # the failed scheduled backup was asked before the oldest instant was taken
+    reads.close()
 
 
 # --- batches written set-wise against event-by-event writes, on PostgreSQL only --------------------
