@@ -24,6 +24,7 @@ def rebuild(args) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     proj = sub.add_parser("projections", help="read models").add_subparsers(dest="action", required=True)
     p = proj.add_parser("rebuild", help="rebuild read models from the event log and swap them in")
-    p.add_argument("names", nargs="*", metavar="NAME", help="organizations, services, operations (default all)")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="organizations, services, operations, members, backups (default all)")
     p.add_argument("--home", help="platform instance (default .data/stack); ignored when DBAAS_DATABASE_URL is set")
     p.set_defaults(func=rebuild)
