@@ -154,7 +154,7 @@ def recovery_window(args) -> int:
     if w["pitr"]:
         print(f"  any time from {w['earliest']} to {w['latest']}")
     else:
-        print(f"  no point-in-time recovery: {w['reason']}")
+        print(f"  {w['reason']}")
     print(f"  backup instants: {len(w['instants']) or 'none'}")
     for i in w["instants"]:
         print(f"    {i['taken_at']}  {i['backup_id']}")

@@ -193,10 +193,11 @@ async def delete_backup(backup_id: str, request: Request, response: Response, re
                         correlation_id: writes.CorrId = None) -> writes.Accepted:
     """Delete a completed backup: its claim is removed from GitOps and the PoP deletes the stored
     objects. Refused (the operation says why) while it runs, or once it failed or is deleted."""
+    missing = f"no backup {backup_id}"
     backup = reads.backup(backup_id)
-    tenant = writes.visible(request, reads, identity, backup.tenant_id if backup else None,
-                             f"no backup {backup_id}")
-    assert backup is not None
+    if backup is None:
+        raise HTTPException(404, missing)
+    tenant = writes.visible(request, reads, identity, backup.tenant_id, missing)
     actor = require_command(request, reads, identity, tenant, "DeleteBackup")
     accepted = await writes.publish(request, reads, response, tenant, actor, DeleteBackup(backup_id),
                                     writes.command_id(idempotency_key), correlation_id,

@@ -164,7 +164,6 @@ def usage(conn: Connection, tables: Tables, tenant: str) -> list[dict[str, Any]]
 # -- backups ------------------------------------------------------------------------------------
 RUNNING = "Running"
 REQUESTED = "Requested"
-BACKUP_STATUSES = ("Requested", "Running", "Completed", "Failed", "Deleting", "Deleted")
 
 
 def backup_status(stored: str, step: int) -> str:
