@@ -121,8 +121,10 @@ DATABASE_BACKUP: dict[str, Any] = {
         "serviceClaimRef": {"name": "orders-db-b6743252"},
         "tenant": "acme",
         "backupId": "bk-0001",
+        "engine": "yugabyte",
+        "pitr": True,
         "destination": {"bucket": "dbaas-backups-lagos", "prefix": "tenants/acme/orders-db/"},
-        "encryptionKeyRef": {"name": "acme-backup-key", "key": "key"},
+        "encryption": {"keyId": "dek-acme-0001", "kekId": "kek-2026-01"},
     },
     "status": {
         "phase": "Completed",
@@ -490,9 +492,9 @@ PLATFORM_CASES = [
     ),
     pytest.param(
         DATABASE_BACKUP,
-        "spec.encryptionKeyRef",
+        "spec.encryption",
         DELETE,
-        "'encryptionKeyRef' is a required property",
+        "'encryption' is a required property",
         id="backup-unencrypted",
     ),
     pytest.param(DATABASE_BACKUP, "status.sizeBytes", -1, "less than the minimum", id="backup-negative-size"),
