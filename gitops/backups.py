@@ -21,6 +21,7 @@ May import only the standard library and ``gitops``: plain values in, text out.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from gitops import helm as _helm
@@ -47,8 +48,8 @@ def backup_values(
     service_name: str,
     backup_id: str,
     destination: Mapping[str, str],
-    encryption_key_id: str,
-    kek_id: str,
+    encryption_key_id: str | None,
+    kek_id: str | None,
     pitr: bool,
     labels: Mapping[str, str] | None = None,
     object_store: Mapping[str, str] | None = None,
@@ -56,7 +57,9 @@ def backup_values(
     """The dbaas-backup chart's values for one backup (validated by the chart, not here).
 
     ``destination``: ``{bucket, prefix?, endpoint?, region?}`` (every Kubernetes PoP), or
-    ``{path}`` (PoP local only). ``object_store``: how engine operators reach the bucket,
+    ``{path}`` (PoP local only). ``encryption_key_id`` and ``kek_id``: the data key and the
+    key-encryption key to seal with, both or neither (None: the PoP's current ones, which it
+    reports with the outcome). ``object_store``: how engine operators reach the bucket,
     ``{accessKeyId, secretName}``; absent means their own workload identity (IAM).
     """
     values: dict[str, Any] = {
@@ -68,8 +71,9 @@ def backup_values(
         "backupId": backup_id,
         "pitr": bool(pitr),
         "destination": dict(destination),
-        "encryption": {"keyId": encryption_key_id, "kekId": kek_id},
     }
+    if encryption_key_id is not None or kek_id is not None:
+        values["encryption"] = {"keyId": encryption_key_id or "", "kekId": kek_id or ""}
     if labels:
         values["labels"] = dict(labels)
     if object_store:
@@ -87,8 +91,8 @@ def render_backup(
     service_name: str,
     backup_id: str,
     destination: Mapping[str, str],
-    encryption_key_id: str,
-    kek_id: str,
+    encryption_key_id: str | None,
+    kek_id: str | None,
     pitr: bool,
     labels: Mapping[str, str] | None = None,
     object_store: Mapping[str, str] | None = None,
@@ -99,7 +103,8 @@ def render_backup(
 
     ``helm`` is the Helm binary (None: :func:`gitops.helm.find_helm`). ``service_id`` and
     ``service_name`` are the service's, as its own render got them (the objects point at its
-    ServiceClaim and engine CR by the name the service chart derives from both).
+    ServiceClaim and engine CR by the name the service chart derives from both). The other
+    arguments are :func:`backup_values`'.
     Raises RenderError when the chart refuses the values (Helm's message names the key) or
     renders something that is not this backup.
     """
@@ -120,15 +125,16 @@ def restore_values(
     source_service_id: str,
     source_engine: str,
     backup_id: str | None = None,
-    target_time: str | None = None,
+    target_time: str | datetime | None = None,
     source_service_name: str | None = None,
     source_pop: str | None = None,
     location: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The dbaas-service chart's ``restore`` value (the ServiceClaim's ``spec.restore``).
 
-    Exactly one of ``backup_id`` or ``target_time`` (RFC 3339 with a zone, e.g.
-    ``2026-01-31T12:00:00Z``); the chart refuses anything else. ``source_service_name`` and
+    Exactly one of ``backup_id`` or ``target_time`` (RFC 3339 text with a zone, e.g.
+    ``2026-01-31T12:00:00Z``, or an aware datetime, written in UTC); the chart refuses anything
+    else. ``source_service_name`` and
     ``source_pop`` let the chart name the source backup's engine objects (YugabyteDB's
     RestoreJob needs both); ``location`` is where the source's backups are.
     """
@@ -141,11 +147,19 @@ def restore_values(
         "sourceServiceName": source_service_name,
         "sourcePop": source_pop,
         "backupId": backup_id,
-        "targetTime": target_time,
+        "targetTime": rfc3339(target_time) if isinstance(target_time, datetime) else target_time,
         "location": dict(location) if location else None,
     }
     restore.update({key: value for key, value in optional.items() if value is not None})
     return restore
+
+
+def rfc3339(instant: datetime) -> str:
+    """``2026-01-31T12:00:00Z`` (microseconds when it has them), in UTC; a naive datetime is
+    refused rather than guessed."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"{instant!r} has no time zone; give an aware datetime")
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _check_backup(docs: list[dict[str, Any]], *, backup_id: str, namespace: str) -> None:

@@ -154,6 +154,13 @@ def test_backup_renders_valid_objects_per_engine(
     assert spec["engine"] == claim["spec"]["engine"]
 
 
+def test_backup_without_key_ids_leaves_the_keys_to_the_pop(helm_bin: str, crd_index: CrdIndex) -> None:
+    args = backup_args("scylla", encryption_key_id=None, kek_id=None)
+    [claim] = manifests.parse_all(backups.render_backup(helm_bin, **args))
+    crd_index.validate(claim)
+    assert "encryption" not in claim["spec"]  # the PoP seals with the tenant's current key, reports its ids
+
+
 def test_yugabyte_backup_points_at_the_universe_and_its_storage(helm_bin: str, services) -> None:
     docs = by_kind(manifests.parse_all(backups.render_backup(helm_bin, **backup_args("yugabyte"))))
     universe = services["yugabyte"]["YBUniverse"]
@@ -233,6 +240,7 @@ def test_backup_file_goes_to_the_pops_backups_folder() -> None:
                      id="path-in-a-kubernetes-pop"),
         pytest.param({"encryption_key_id": ""}, "at '/encryption/keyId'", id="no-data-key"),
         pytest.param({"kek_id": "kek 1"}, "at '/encryption/kekId'", id="bad-kek-id"),
+        pytest.param({"kek_id": None}, "at '/encryption/kekId'", id="data-key-without-its-kek"),
         pytest.param({"labels": {"dbaas.io/backup-id": "x"}}, "reserved for the platform", id="reserved-label"),
         pytest.param({"object_store": {"accessKeyId": "AKIAEXAMPLE"}},
                      "objectStore: set both accessKeyId and secretName", id="half-an-access-key"),
@@ -356,6 +364,18 @@ def test_restore_values_the_chart_refuses(helm_bin: str, overrides: dict[str, An
         render_restore(helm_bin, "yugabyte", restore("yugabyte", **overrides))
     assert message in str(caught.value)
     assert caught.value.reason == "RenderFailed" and not caught.value.transient
+
+
+def test_restore_values_write_an_instant_in_utc() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    lagos = timezone(timedelta(hours=1))
+    value = backups.restore_values(source_tenant="acme", source_service_id="s-1", source_engine="vitess",
+                                   target_time=datetime(2026, 1, 31, 13, 0, tzinfo=lagos))
+    assert value["targetTime"] == "2026-01-31T12:00:00Z"
+    assert backups.rfc3339(datetime(2026, 1, 31, 12, 0, 0, 250000, tzinfo=UTC)) == "2026-01-31T12:00:00.250000Z"
+    with pytest.raises(ValueError, match="no time zone"):
+        backups.rfc3339(datetime(2026, 1, 31, 12, 0))
 
 
 def test_restore_values_leave_out_what_is_not_given() -> None:

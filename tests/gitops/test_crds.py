@@ -493,9 +493,9 @@ PLATFORM_CASES = [
     pytest.param(
         DATABASE_BACKUP,
         "spec.encryption",
-        DELETE,
-        "'encryption' is a required property",
-        id="backup-unencrypted",
+        {"keyId": "dek-acme-0001"},
+        "'kekId' is a required property",
+        id="backup-data-key-without-its-kek",
     ),
     pytest.param(DATABASE_BACKUP, "status.sizeBytes", -1, "less than the minimum", id="backup-negative-size"),
 ]
