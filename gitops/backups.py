@@ -134,9 +134,9 @@ def restore_values(
 
     Exactly one of ``backup_id`` or ``target_time`` (RFC 3339 text with a zone, e.g.
     ``2026-01-31T12:00:00Z``, or an aware datetime, written in UTC); the chart refuses anything
-    else. ``source_service_name`` and
-    ``source_pop`` let the chart name the source backup's engine objects (YugabyteDB's
-    RestoreJob needs both); ``location`` is where the source's backups are.
+    else. ``source_service_name`` and ``source_pop`` let the chart name the source backup's
+    engine objects (YugabyteDB's RestoreJob needs both); ``location`` is where the source's
+    backups are.
     """
     restore: dict[str, Any] = {
         "sourceTenant": source_tenant,
