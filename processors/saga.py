@@ -30,8 +30,8 @@ from confluent_kafka import Consumer, Message
 
 import events
 from commands import CommandEnvelope
-from events import Envelope, OperationStarted
-from gitops import helm, layout, manifests
+from events import BackupDeletionRequested, BackupRequested, Envelope, OperationStarted
+from gitops import backups, helm, layout, manifests
 from gitops.committer import GitOpsCommitter
 from processors.sagas.errors import REASON_MAX, Verdict, classify, error_name, refusal_reason  # noqa: F401
 from processors.sagas.runner import SagaRunner
@@ -87,6 +87,7 @@ class SagaSettings:
     group_id: str = env("DBAAS_SAGA_GROUP", "dbaas-service-saga")
     metrics_port: int = env("DBAAS_METRICS_PORT", 0)
     timeouts: dict[str, int] = env("DBAAS_SAGA_STEP_TIMEOUTS", dict(DEFAULT_TIMEOUTS), parse=parse_timeouts)
+    backup_bucket: str = env("DBAAS_S3_BUCKET", "dbaas-backups")  # where the PoPs store backups
 
     @classmethod
     def from_env(cls) -> SagaSettings:
@@ -94,21 +95,43 @@ class SagaSettings:
 
 
 # -- the real ports --------------------------------------------------------------------------
-def chart_values(e: OperationStarted, tenant: str) -> dict:
-    return {"tenant": tenant, "serviceId": e.service_id, "name": e.name, "engine": e.engine,
-            "engineVersion": e.engine_version, "pop": e.pop, "cpu": e.resources.cpu,
-            "memoryGi": e.resources.memory_gb, "storageGi": e.resources.storage_gb,
-            "replicas": e.resources.replicas, "deletionProtection": e.deletion_protection,
-            "labels": dict(e.labels)}
+def chart_values(e: OperationStarted, tenant: str, bucket: str = "dbaas-backups") -> dict:
+    values = {"tenant": tenant, "serviceId": e.service_id, "name": e.name, "engine": e.engine,
+              "engineVersion": e.engine_version, "pop": e.pop, "cpu": e.resources.cpu,
+              "memoryGi": e.resources.memory_gb, "storageGi": e.resources.storage_gb,
+              "replicas": e.resources.replicas, "deletionProtection": e.deletion_protection,
+              "labels": dict(e.labels)}
+    if e.restore is not None:  # only a creation carries it (`decide`): a restore never runs twice
+        r = e.restore
+        values["restore"] = backups.restore_values(
+            source_tenant=tenant, source_service_id=r.source_service_id, source_engine=r.source_engine,
+            backup_id=r.backup_id, target_time=r.to_time,
+            location={"bucket": bucket, "prefix": f"tenants/{tenant}/backups"})
+    return values
 
 
 class HelmRenderer:
+    def __init__(self, bucket: str = "dbaas-backups"):
+        self.bucket = bucket
+
+    def render_backup(self, tenant_id: str, e: BackupRequested | BackupDeletionRequested) -> tuple[str, str | None]:
+        """A backup's claim path and manifests (None: remove them, for a deletion)."""
+        path = layout.backup_path(tenant_id, e.pop, e.backup_id)
+        if isinstance(e, BackupDeletionRequested):
+            return path, None
+        content = backups.render_backup(
+            None, tenant=tenant_id, pop=e.pop, engine=e.engine, service_id=e.service_id,
+            service_name=e.service_name, backup_id=e.backup_id,
+            destination={"bucket": self.bucket, "prefix": f"tenants/{tenant_id}/backups/{e.backup_id}"},
+            encryption_key_id=None, kek_id=None, pitr=e.pitr)
+        return path, content
+
     def render(self, tenant_id: str, e: OperationStarted) -> tuple[str, str | None]:
         """The service's path in the repository and its manifests (None: remove them)."""
         path = layout.pop_service_path(tenant_id, e.pop, e.name)
         if e.action == "delete":
             return path, None
-        docs = helm.render(helm.SERVICE_CHART, chart_values(e, tenant_id), release_name=e.name,
+        docs = helm.render(helm.SERVICE_CHART, chart_values(e, tenant_id, self.bucket), release_name=e.name,
                            namespace=f"tenant-{tenant_id}")
         return path, manifests.dump_all(docs)
 
@@ -187,7 +210,7 @@ def run(settings: SagaSettings, stop: threading.Event) -> None:
     publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic, signer=settings.signer)
     source = KafkaSource(settings)
     runner = SagaRunner(SagaState.start(settings.timeouts), source=source, decoder=SerdeDecoder(settings.registry_url),
-                        git=committer, renderer=HelmRenderer(), commands=PublishedCommands(publisher),
+                        git=committer, renderer=HelmRenderer(settings.backup_bucket), commands=PublishedCommands(publisher),
                         dead_letters=KafkaDeadLetters(publisher), keys=Keyring(settings.keyring), clock=WallClock(),
                         pop_status_topic=settings.pop_status_topic)
     try:

@@ -41,6 +41,7 @@ from processors.sagas.service import (
     EventReplayed,
     PopReport,
     Render,
+    RenderBackup,
     Rendered,
     Revert,
     Reverted,
@@ -110,6 +111,7 @@ class Git(Protocol):
 
 class Renderer(Protocol):
     def render(self, tenant_id: str, started: OperationStarted) -> tuple[str, str | None]: ...
+    def render_backup(self, tenant_id: str, request: Any) -> tuple[str, str | None]: ...
 
 
 class CommandSink(Protocol):
@@ -212,7 +214,8 @@ class SagaRunner:
         """A report with what its signature proves (the policy decides whether that is enough)."""
         r = self.decoder.report(msg.value())
         report = PopReport(r["tenant_id"], r["service_id"], r["operation_id"], r["pop"], r["phase"], r["endpoint"],
-                           r["reason"], r.get("credentials"), r["report_id"], now)
+                           r["reason"], r.get("credentials"), r["report_id"], now,
+                           backup_id=r.get("backup_id"), details=r.get("details"))
         try:
             self.keys.refresh()
             key = self.keys.verify(msg.topic(), msg.key(), msg.value(), msg.headers())
@@ -239,6 +242,10 @@ class SagaRunner:
                 self._started = time.perf_counter()
                 return self._retrying(e.operation_id, "render", deadline, stop, lambda: Rendered(
                     e.operation_id, *self.renderer.render(tenant, e), self.clock.now()))
+            case RenderBackup(tenant_id=tenant, request=e, deadline=deadline):
+                self._started = time.perf_counter()
+                return self._retrying(e.operation_id, "render", deadline, stop, lambda: Rendered(
+                    e.operation_id, *self.renderer.render_backup(tenant, e), self.clock.now()))
             case Commit():
                 return self._retrying(effect.operation_id, "commit", effect.deadline, stop,
                                       lambda: self._commit(effect))

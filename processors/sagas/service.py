@@ -321,7 +321,7 @@ def observe(state: SagaState, env: Envelope) -> SagaState:
                                env.occurred_at + timedelta(seconds=seconds))
             return replace(state, awaiting=MappingProxyType({**state.awaiting, e.operation_id: waiting}))
         case BackupClaimCommitted(changed=True) as e:
-            seconds = state.timeouts["backup-report"]
+            seconds = state.timeouts.get("backup-report", DEFAULT_TIMEOUTS["backup-report"])
             waiting = Awaiting(env.tenant_id, "", env.correlation_id, seconds,
                                env.occurred_at + timedelta(seconds=seconds), backup_id=e.backup_id)
             return replace(state, awaiting=MappingProxyType({**state.awaiting, e.operation_id: waiting}))
