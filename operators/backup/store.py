@@ -23,7 +23,7 @@ import secrets
 import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -115,11 +115,11 @@ def _translate(exc: Exception, what: str) -> StoreError:
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
-        ConnectionError as BotoConnectionError,
         HTTPClientError,
         NoCredentialsError,
         PartialCredentialsError,
     )
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     for cause in _causes(exc):
         if isinstance(cause, ClientError):
@@ -359,14 +359,10 @@ class DirectoryStore:
     def download_file(self, key: str, path: str | os.PathLike) -> None:
         source, target = self._path(key), Path(path)
         tmp = target.with_name(f".{target.name}.part-{secrets.token_hex(4)}")
+        if not source.is_file():
+            raise ObjectMissing(f"download {key}: no such object")
         try:
-            try:
-                src = open(source, "rb")
-            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-                raise ObjectMissing(f"download {key}: no such object") from None
-            except OSError as exc:
-                raise self._unavailable(f"download {key}", exc) from exc
-            with src, open(tmp, "wb") as dst:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1024 * 1024)
             os.replace(tmp, target)
         finally:
@@ -390,7 +386,7 @@ class DirectoryStore:
                     if key.startswith(prefix):
                         st = full.stat()
                         found.append(ObjectInfo(key, st.st_size,
-                                                datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+                                                datetime.fromtimestamp(st.st_mtime, UTC)))
         except OSError as exc:
             raise self._unavailable(f"list {prefix or '/'}", exc) from exc
         return sorted(found, key=lambda o: o.key)

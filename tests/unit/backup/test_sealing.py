@@ -63,10 +63,10 @@ def test_bytes_round_trip_across_chunk_boundaries(key, size):
     data = os.urandom(size)
     blob = seal_bytes(data, key, b"ctx", chunk_size=CHUNK)
     assert open_bytes(blob, key, b"ctx") == data
-    raw, chunks = _chunks(blob)
+    _raw, chunks = _chunks(blob)
     # a last chunk always exists, even for empty data or data ending on a boundary
     assert len(chunks) == max(1, -(-size // CHUNK))
-    if size:
+    if size >= 16:
         assert data not in blob
 
 
