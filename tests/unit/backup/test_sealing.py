@@ -92,6 +92,23 @@ def test_the_default_chunk_size_round_trips_a_file_of_a_few_chunks(tmp_path, key
     assert opened.read_bytes() == data
 
 
+def test_sealing_and_opening_a_large_file_keep_memory_bounded(tmp_path, key):
+    import tracemalloc
+
+    src, sealed, opened = tmp_path / "plain", tmp_path / "sealed", tmp_path / "opened"
+    with open(src, "wb") as fh:
+        fh.truncate(48 * CHUNK_SIZE + 3)  # sparse: 48 MiB of zeros without writing them
+    tracemalloc.start()
+    try:
+        digest = seal_file(src, sealed, key)
+        open_file(sealed, opened, key)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * CHUNK_SIZE  # a few chunks, not the file
+    assert digest.size == opened.stat().st_size == 48 * CHUNK_SIZE + 3
+
+
 def _refused(blob: bytes, key: DataKey, aad: bytes = b"ctx") -> None:
     with pytest.raises(SealError):
         open_bytes(blob, key, aad)
