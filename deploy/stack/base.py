@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import socket
+import string
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,9 @@ SIGNING_KEYS: dict[str, tuple[str, str | None]] = {
     "platform": ("platform", None),  # the sagas' system commands
     "pop-local": ("pop", "local"),  # PoP local's status reports
 }
+
+_UPPER_DIGITS = string.ascii_uppercase + string.digits
+_LETTERS_DIGITS = string.ascii_letters + string.digits
 
 
 class StackError(Exception):
@@ -52,7 +56,8 @@ class Context:
 
     SECRET_NAMES = ("postgres_superuser_password", "dbaas_password", "mariadb_root_password",
                     "redis_admin_password", "credentials_key", "localpop_password_key",
-                    devissuer.SECRET_NAME, *(f"signing_key_{holder}" for holder in SIGNING_KEYS))
+                    devissuer.SECRET_NAME, *(f"signing_key_{holder}" for holder in SIGNING_KEYS),
+                    "s3_access_key", "s3_secret_key", "backup_kek")
     # Secrets that are keys rather than passwords: the format their user expects.
     SECRET_FORMATS: ClassVar[dict[str, Callable[[], str]]] = {
         # A Fernet key (32 random bytes, url-safe base64): PoP reports encrypt credentials with it.
@@ -62,6 +67,11 @@ class Context:
         # Each publishing process's message-signing key (Ed25519, base64 of the raw private bytes).
         **{f"signing_key_{holder}": (lambda h=holder: signing.Signer.generate(h).private_text())
            for holder in SIGNING_KEYS},
+        # The object storage's S3 credentials: letters and digits, as S3 tools expect.
+        "s3_access_key": lambda: "DBAAS" + "".join(secrets.choice(_UPPER_DIGITS) for _ in range(15)),
+        "s3_secret_key": lambda: "".join(secrets.choice(_LETTERS_DIGITS) for _ in range(40)),
+        # The backups' key-encryption key: <kek_id>:<base64 of 32 random bytes> (operators.backup.sealing).
+        "backup_kek": lambda: f"kek-{secrets.token_hex(4)}:{base64.b64encode(secrets.token_bytes(32)).decode()}",
     }
 
     def secrets(self) -> dict[str, str]:
@@ -157,6 +167,10 @@ class Component:
 
     def endpoint(self, ctx: Context) -> str | None:
         return None
+
+    def extra_ports(self, ctx: Context) -> list[int]:
+        """Ports it binds besides ``port_name``'s: ``up`` checks they are free before starting it."""
+        return []
 
     def settings_fingerprint(self, ctx: Context) -> str | None:
         """A digest of the settings the running process was started with; when it differs from

@@ -29,6 +29,7 @@ from deploy.stack.base import (
 )
 from deploy.stack.config import HOST, REPO_ROOT
 from deploy.stack.engines import MariaDB, Redis
+from deploy.stack.objectstore import ObjectStorage, backup_env
 from runtime import devissuer, signing
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +390,7 @@ class GitRemote(Component):
 # Imported here, not at the top: the engines build on the classes above.
 
 INFRASTRUCTURE: tuple[Component, ...] = (Postgres(), Kafka(), GitRemote(), Registry(), Connect(), MariaDB(),
-                                         Redis())
+                                         Redis(), ObjectStorage())
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,13 +521,14 @@ def api_env(ctx: Context) -> dict[str, str]:
 
 
 def localpop_agent_env(ctx: Context) -> dict[str, str]:
-    """The local PoP agent's admin access to the engine servers and its keys."""
+    """The local PoP agent's admin access to the engine servers, its keys, and where backups go
+    (object storage and the backups' key-encryption key)."""
     from urllib.parse import quote
 
     values = ctx.secrets()
     mariadb = f"{quote(MariaDB.ADMIN_USER)}:{quote(values[MariaDB.SECRET], safe='')}"
     redis = f"{quote(Redis.ADMIN_USER)}:{quote(values[Redis.SECRET], safe='')}"
-    return credentials_key_env(ctx) | signing_env("pop-local")(ctx) | {
+    return credentials_key_env(ctx) | signing_env("pop-local")(ctx) | backup_env(ctx) | {
         "DBAAS_LOCALPOP_MARIADB_URL": f"mysql://{mariadb}@{HOST}:{ctx.config.port('mariadb')}",
         "DBAAS_LOCALPOP_REDIS_URL": f"redis://{redis}@{HOST}:{ctx.config.port('redis')}",
         "DBAAS_LOCALPOP_PASSWORD_KEY": values["localpop_password_key"],
@@ -541,5 +543,5 @@ CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("audit", "processors.audit", metrics_slot=4),
     ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=api_env),
     ControlPlaneProcess("localpop-agent", "operators.localpop.agent", metrics_slot=3,
-                        extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis")),
+                        extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis", "s3")),
 )

@@ -84,6 +84,12 @@ class Launcher:
                     raise StackError(
                         f"port {port} ({comp.name}) is taken by another process; stop it, or pick other "
                         f"ports with --port-offset N or DBAAS_{comp.port_name.upper()}_PORT")
+        for comp in self.components:
+            if self.pidfile(comp).pid() is None:
+                for port in comp.extra_ports(self.ctx):
+                    if port_open(port):
+                        raise StackError(f"port {port} ({comp.name}) is taken by another process; pick other "
+                                         "ports with --port-offset N")
         for owner, extra in (("kafka", "controller"), ("registry", "registry_management")):
             pidfile = self.pidfile_by_name(owner)
             if pidfile and pidfile.pid() is None and port_open(self.config.port(extra)):
