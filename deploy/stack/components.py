@@ -467,6 +467,15 @@ class ControlPlaneProcess(Component):
             return f"http://{HOST}:{ctx.config.port(self.port_name)}"
         return self.probe_url(ctx)
 
+    def metrics_url(self, ctx: Context) -> str | None:
+        """Its metrics port's /metrics; a process with a port of its own (the API) serves them there
+        (at /metrics/, where the API mounts them)."""
+        if self.metrics_slot is not None:
+            return f"http://{HOST}:{self.metrics_port(ctx)}/metrics"
+        if self.port_name:
+            return f"http://{HOST}:{ctx.config.port(self.port_name)}/metrics/"
+        return None
+
 
 def credentials_key_env(ctx: Context) -> dict[str, str]:
     """The Fernet key of PoP credentials: for the agent that encrypts them and the process that

@@ -36,6 +36,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "mariadb": 13306,  # local PoP: Vitess services
     "redis": 16379,  # local PoP: DragonflyDB services
     "metrics": 19400,  # first of a small range: each control-plane process takes the next one
+    "prometheus": 19090,
 }
 
 
