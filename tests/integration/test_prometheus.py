@@ -1,0 +1,121 @@
+"""The platform watched as in production: the test platform's Prometheus scrapes every process that
+serves metrics (each one up), has loaded every alerting rule, and every panel of the Grafana
+dashboards finds data once the platform has done its usual work — organizations created and
+refused, a service provisioned in PoP local, one timed out in PoP singapore and reverted, a request
+with a bad token."""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from deploy.stack import config as stack_config
+from deploy.stack.launcher import Launcher
+from tests.conftest import REPO, SINGAPORE_TIMEOUT, wait_for
+from tests.integration.conftest import operation
+
+DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
+RULES = sorted((REPO / "deploy" / "prometheus" / "rules").glob("*.yml"))
+# Components that serve no Prometheus metrics of their own (an exporter would be one more process).
+UNSCRAPED = {"postgres", "kafka", "gitops", "registry", "connect", "mariadb", "redis"}
+# What Grafana puts into a query: its rate window is at least four scrape intervals.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "15m"}
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack) -> httpx.Client:
+    url = stack.status["endpoints"]["prometheus_url"]
+    assert url and url.startswith("http://127.0.0.1:")
+    with httpx.Client(base_url=url + "/api/v1", timeout=30) as client:
+        yield client
+
+
+def _query(prometheus: httpx.Client, expr: str) -> list[dict]:
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    body = prometheus.get("/query", params={"query": expr}).json()
+    assert body["status"] == "success", f"{expr}: {body}"
+    return body["data"]["result"]
+
+
+def test_every_process_that_serves_metrics_is_scraped_and_up(stack, prometheus):
+    launcher = Launcher(stack_config.resolve(stack.home))
+    serving = {c.name for c in launcher.components if c.metrics_url(launcher.ctx)}
+    assert serving == {c.name for c in launcher.components if c.has_process} - UNSCRAPED
+    assert {"command-processor", "projector", "saga", "audit", "api", "localpop-agent", "prometheus"} <= serving
+
+    def targets_up():
+        active = prometheus.get("/targets").json()["data"]["activeTargets"]
+        health = {t["labels"]["job"]: t["health"] for t in active}
+        return health if all(health.get(name) == "up" for name in serving) else None
+
+    health = wait_for(targets_up, timeout=90, interval=1, what="every scrape target up")
+    assert set(health) == serving
+    up = {s["metric"]["job"]: (s["metric"]["instance"], s["value"][1]) for s in _query(prometheus, "up")}
+    assert up == {name: (name, "1") for name in serving}
+
+
+def test_prometheus_evaluates_every_alerting_rule(prometheus):
+    wanted = {rule["alert"] for path in RULES for group in yaml.safe_load(path.read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule}
+
+    def loaded():
+        groups = prometheus.get("/rules", params={"type": "alert"}).json()["data"]["groups"]
+        rules = {r["name"]: r for g in groups for r in g["rules"]}
+        evaluated = all(not r["lastEvaluation"].startswith("0001") for r in rules.values())  # zero time: not yet
+        return rules if set(rules) == wanted and evaluated else None
+
+    rules = wait_for(loaded, timeout=60, interval=1, what="every alerting rule loaded and evaluated")
+    assert {name: r["lastError"] for name, r in rules.items() if r["health"] != "ok"} == {}
+
+
+def _traffic(stack, api, org: str) -> None:
+    """The platform's usual work, of every kind a panel shows."""
+    # refused: another person cannot take an existing organization's slug
+    r = api.post("/organizations", json={"slug": org}, headers=stack.auth("bob"))
+    assert r.status_code == 202, r.text
+    operation(api, r.json()["operation_id"], lambda o: o["state"] == "Failed", "the refused organization",
+              timeout=60)
+    # a token no issuer signed
+    assert api.get("/organizations", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    # provisioned in PoP local (saga steps, PoP reports, the local PoP's calls) ...
+    local = api.post("/services", json={"org": org, "name": f"cache-{uuid.uuid4().hex[:6]}",
+                                        "engine": "dragonfly", "pop": "local"})
+    # ... and timed out in PoP singapore, where nothing reports, then reverted (compensation)
+    lost = api.post("/services", json={"org": org, "name": f"ledger-{uuid.uuid4().hex[:6]}",
+                                       "engine": "mongodb", "pop": "singapore"})
+    assert local.status_code == lost.status_code == 202, (local.text, lost.text)
+    operation(api, local.json()["operation_id"], lambda o: o["state"] == "Succeeded", "the local service",
+              timeout=120)
+    operation(api, lost.json()["operation_id"], lambda o: (o["compensation"] or {}).get("state") == "Done",
+              "the timed-out service reverted", timeout=SINGAPORE_TIMEOUT + 120)
+
+
+def _panels(path: Path) -> list[dict]:
+    return [p for p in json.loads(path.read_text())["panels"] if p["type"] != "row"]
+
+
+def test_every_dashboard_panel_finds_data(stack, api, org, prometheus):
+    _traffic(stack, api, org)
+    panels = [(path.name, panel) for path in DASHBOARDS for panel in _panels(path)]
+    assert len(panels) > 20
+
+    def empty() -> list[str]:
+        return [f"{board}: {panel['title']} ({'; '.join(t['expr'] for t in panel['targets'])})"
+                for board, panel in panels
+                if not any(_query(prometheus, t["expr"]) for t in panel["targets"])]
+
+    missing: list[str] = []
+
+    def all_found() -> bool:
+        missing[:] = empty()
+        return not missing
+
+    try:
+        wait_for(all_found, timeout=120, interval=5, what="data in every panel")
+    except AssertionError:
+        pytest.fail("panels without data:\n" + "\n".join(missing))
