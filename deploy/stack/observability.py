@@ -38,19 +38,25 @@ RETENTION = ("3d", "512MB")  # whichever is reached first: a local platform need
 
 def ensure_installed(ctx: Context) -> tuple[Path, Path]:
     """Prometheus and promtool, installed from Debian when missing (as root; otherwise the
-    message names the command to run). Without recommends: no node exporter comes along. Where
-    systemd runs, the package's own service (all interfaces, port 9090) is stopped and disabled
-    at once: the platform runs its own instance on loopback."""
+    message names the command to run). Without recommends: no node exporter comes along. The
+    package's own service (every interface, port 9090), if the init system started it, is stopped
+    and disabled at once: the platform runs its own instance on loopback."""
     if PROMETHEUS.exists() and PROMTOOL.exists():
         return PROMETHEUS, PROMTOOL
     apt_install(ctx, PACKAGE, "Prometheus", recommends=False)
     if Path("/run/systemd/system").is_dir():
-        subprocess.run(["systemctl", "disable", "--now", "prometheus.service"], capture_output=True,
-                       check=False)
+        _quietly("systemctl", "disable", "--now", "prometheus.service")
+    elif Path("/run/prometheus/prometheus.pid").exists():  # started by its SysV init script
+        _quietly("/etc/init.d/prometheus", "stop")
+        _quietly("update-rc.d", "prometheus", "disable")
     if not (PROMETHEUS.exists() and PROMTOOL.exists()):
         raise StackError(f"the {PACKAGE} package is installed but {PROMETHEUS} or {PROMTOOL} is missing; "
                          f"reinstall it with `apt-get install --reinstall -y {PACKAGE}`")
     return PROMETHEUS, PROMTOOL
+
+
+def _quietly(*argv: str) -> None:
+    subprocess.run(argv, capture_output=True, check=False)
 
 
 def scrape_jobs(ctx: Context) -> list[dict]:

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from sqlalchemy import create_engine
 
 from deploy.stack import config as stack_config
 from deploy.stack.launcher import Launcher
+from projections.runner import open_operations
+from projections.settings import sqlalchemy_url
+from projections.tables import build_tables
 from tests.conftest import REPO, SINGAPORE_TIMEOUT, wait_for
 from tests.integration.conftest import operation
 
@@ -119,3 +124,35 @@ def test_every_dashboard_panel_finds_data(stack, api, org, prometheus):
         wait_for(all_found, timeout=120, interval=5, what="data in every panel")
     except AssertionError:
         pytest.fail("panels without data:\n" + "\n".join(missing))
+
+
+def test_unfinished_operations_are_counted_by_phase_with_the_oldest_age(stack):
+    """What the projector gauges (dbaas_operations_open, dbaas_operations_oldest_open_seconds), on a
+    table of its own in the platform's PostgreSQL."""
+    table = build_tables(f"__gauge_{uuid.uuid4().hex[:8]}").operations
+    engine = create_engine(sqlalchemy_url(stack.postgres_dsn))
+    now = datetime.now(UTC)
+
+    def row(state: str, minutes_ago: float, compensation: dict | None = None) -> dict:
+        at = now - timedelta(minutes=minutes_ago)
+        return {"id": str(uuid.uuid4()), "tenant_id": "acme", "type": "CreateService", "state": state,
+                "done_steps": 0, "total_steps": 3, "compensation": compensation, "correlation_id": "c",
+                "created_at": at, "updated_at": at, "version": 1}
+
+    reverting = {"state": "Pending", "ref": None, "at": (now - timedelta(minutes=5)).isoformat()}
+    table.create(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [
+                row("Accepted", 10), row("Running", 20), row("Running", 1),
+                row("Failed", 30, reverting), row("Cancelled", 40, {**reverting, "state": "Done"}),
+                row("Failed", 50), row("Succeeded", 60)])
+        with engine.connect() as conn:
+            found = open_operations(conn, table)
+    finally:
+        table.drop(engine)
+        engine.dispose()
+    assert {phase: count for phase, (count, _) in found.items()} == {"accepted": 1, "running": 2, "compensating": 1}
+    ages = {phase: age for phase, (_, age) in found.items()}
+    assert ages["accepted"] == pytest.approx(600, abs=30) and ages["running"] == pytest.approx(1200, abs=30)
+    assert ages["compensating"] == pytest.approx(300, abs=30)  # since the compensation began
