@@ -9,7 +9,8 @@ keeps a short history in ``<home>/prometheus/data``. A changed configuration or 
 it anew (its settings fingerprint covers both).
 
 Owns: installing Prometheus and promtool, the generated ``prometheus.yml``, starting and probing
-Prometheus. Imports: ``deploy.stack.base`` (the ``Component`` contract) and ``config``.
+Prometheus. Imports: ``deploy.stack.base`` (the ``Component`` contract), ``config`` and
+``runtime.files``.
 """
 from __future__ import annotations
 
