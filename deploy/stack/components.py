@@ -362,6 +362,10 @@ class Registry(Component):
     def endpoint(self, ctx: Context) -> str:
         return f"http://{HOST}:{ctx.config.port('registry')}/apis/ccompat/v7"
 
+    def metrics_url(self, ctx: Context) -> str:
+        """Its management interface serves Prometheus metrics (JVM, requests, storage calls)."""
+        return f"http://{HOST}:{ctx.config.port('registry_management')}/metrics"
+
 
 # --------------------------------------------------------------------------------------------
 class GitRemote(Component):

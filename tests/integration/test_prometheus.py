@@ -26,7 +26,7 @@ from tests.integration.conftest import operation
 DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
 RULES = sorted((REPO / "deploy" / "prometheus" / "rules").glob("*.yml"))
 # Components that serve no Prometheus metrics of their own (an exporter would be one more process).
-UNSCRAPED = {"postgres", "kafka", "gitops", "registry", "connect", "mariadb", "redis"}
+UNSCRAPED = {"postgres", "kafka", "gitops", "connect", "mariadb", "redis"}
 # What Grafana puts into a query: its rate window is at least four scrape intervals.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "15s", "$__range": "15m"}
 
@@ -51,7 +51,8 @@ def test_every_process_that_serves_metrics_is_scraped_and_up(stack, prometheus):
     launcher = Launcher(stack_config.resolve(stack.home))
     serving = {c.name for c in launcher.components if c.metrics_url(launcher.ctx)}
     assert serving == {c.name for c in launcher.components if c.has_process} - UNSCRAPED
-    assert {"command-processor", "projector", "saga", "audit", "api", "localpop-agent", "prometheus"} <= serving
+    assert {"command-processor", "projector", "saga", "audit", "api", "localpop-agent", "registry",
+            "prometheus"} <= serving
 
     def targets_up():
         active = prometheus.get("/targets").json()["data"]["activeTargets"]

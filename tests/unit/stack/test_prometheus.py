@@ -46,7 +46,7 @@ def _promtool(promtool: Path, *args: str, cwd: Path = REPO) -> None:
 def test_the_generated_configuration_scrapes_every_process_that_serves_metrics(ctx):
     doc = yaml.safe_load(observability.config_text(ctx))
     jobs = {job["job_name"]: job for job in doc["scrape_configs"]}
-    assert set(jobs) == {c.name for c in CONTROL_PLANE} | {"prometheus"}
+    assert set(jobs) == {c.name for c in CONTROL_PLANE} | {"registry", "prometheus"}
     assert all(isinstance(c, ControlPlaneProcess) for c in CONTROL_PLANE)
     for name, job in jobs.items():
         [static] = job["static_configs"]
@@ -56,6 +56,7 @@ def test_the_generated_configuration_scrapes_every_process_that_serves_metrics(c
     assert jobs["saga"]["static_configs"][0]["targets"] == ["127.0.0.1:24402"]  # the offset applies
     assert jobs["api"]["static_configs"][0]["targets"] == ["127.0.0.1:23080"]
     assert jobs["api"]["metrics_path"] == "/metrics/"
+    assert jobs["registry"]["static_configs"][0]["targets"] == ["127.0.0.1:23082"]  # its management port
     assert jobs["prometheus"]["static_configs"][0]["targets"] == [f"127.0.0.1:{ctx.config.port('prometheus')}"]
     assert doc["rule_files"] == [str(RULES_DIR / "*.yml")]
 
