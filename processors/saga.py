@@ -34,7 +34,7 @@ from events import BackupDeletionRequested, BackupRequested, Envelope, Operation
 from gitops import backups, helm, layout, manifests
 from gitops.committer import GitOpsCommitter
 from processors.sagas.errors import REASON_MAX, Verdict, classify, error_name, refusal_reason  # noqa: F401
-from processors.sagas.runner import SagaRunner
+from processors.sagas.runner import LAG, SagaRunner
 from processors.sagas.service import (  # noqa: F401  (the saga's public names, as before)
     DEFAULT_TIMEOUTS,
     SAGA_ACTOR,
@@ -153,7 +153,16 @@ class KafkaSource:
         self.consumer.subscribe([self.settings.events_topic, self.settings.pop_status_topic])
 
     def poll(self) -> list[Message]:
-        return kafka.messages(self.consumer.consume(100, timeout=0.2))
+        messages = kafka.messages(self.consumer.consume(100, timeout=0.2))
+        self._observe_lag()
+        return messages
+
+    def _observe_lag(self) -> None:
+        """Messages behind per assigned partition of both inputs (cached watermarks: no round trip)."""
+        for tp in self.consumer.position(self.consumer.assignment()):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            if tp.offset >= 0 and high is not None and high >= 0:
+                LAG.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
 
     def commit(self, msg: Message) -> None:
         self.consumer.commit(message=msg, asynchronous=False)

@@ -46,6 +46,8 @@ class Context:
     artifacts_loader: Callable[[], Artifacts]
     say: Callable[[str], None] = print
     topic_report: object = None
+    # Every component this launcher runs (what Prometheus scrapes is generated from them).
+    components: tuple[Component, ...] = ()
     _artifacts: Artifacts | None = field(default=None, repr=False)
 
     @property
@@ -100,22 +102,23 @@ class Context:
 # lock: wait for it, up to ten minutes, instead of failing at once.
 APT_LOCK_TIMEOUT = 600
 # Every Debian package the launcher may install (the README lists them too).
-DEBIAN_PACKAGES = ("postgresql-15", "mariadb-server", "redis-server")
+DEBIAN_PACKAGES = ("postgresql-15", "mariadb-server", "redis-server", "prometheus")
 
 
-def apt_commands(package: str) -> list[list[str]]:
+def apt_commands(package: str, recommends: bool = True) -> list[list[str]]:
     """The apt-get calls that install ``package``, each waiting for a held dpkg/apt lock."""
     wait = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT}"]
-    return [["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", package]]
+    extra = [] if recommends else ["--no-install-recommends"]
+    return [["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", *extra, package]]
 
 
-def apt_install(ctx: Context, package: str, what: str) -> None:
+def apt_install(ctx: Context, package: str, what: str, recommends: bool = True) -> None:
     """Install a Debian package as root, or say what to install when not root."""
     if os.geteuid() != 0:
         raise StackError(f"{what} is not installed: run `sudo apt-get install -y {package}` and start again")
     ctx.say(f"installing {what} from Debian (first run only; waits for another apt to finish)…")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in apt_commands(package):
+    for cmd in apt_commands(package, recommends):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             raise StackError(f"`{' '.join(cmd)}` failed; is the Debian mirror reachable, and did no other "
@@ -171,6 +174,10 @@ class Component:
     def extra_ports(self, ctx: Context) -> list[int]:
         """Ports it binds besides ``port_name``'s: ``up`` checks they are free before starting it."""
         return []
+
+    def metrics_url(self, ctx: Context) -> str | None:
+        """Where it serves Prometheus metrics (scraped by the platform's Prometheus); None: nowhere."""
+        return None
 
     def settings_fingerprint(self, ctx: Context) -> str | None:
         """A digest of the settings the running process was started with; when it differs from

@@ -363,6 +363,10 @@ class Registry(Component):
     def endpoint(self, ctx: Context) -> str:
         return f"http://{HOST}:{ctx.config.port('registry')}/apis/ccompat/v7"
 
+    def metrics_url(self, ctx: Context) -> str:
+        """Its management interface serves Prometheus metrics (JVM, requests, storage calls)."""
+        return f"http://{HOST}:{ctx.config.port('registry_management')}/metrics"
+
 
 # --------------------------------------------------------------------------------------------
 class GitRemote(Component):
@@ -467,6 +471,15 @@ class ControlPlaneProcess(Component):
         if self.port_name:
             return f"http://{HOST}:{ctx.config.port(self.port_name)}"
         return self.probe_url(ctx)
+
+    def metrics_url(self, ctx: Context) -> str | None:
+        """Its metrics port's /metrics; a process with a port of its own (the API) serves them there
+        (at /metrics/, where the API mounts them)."""
+        if self.metrics_slot is not None:
+            return f"http://{HOST}:{self.metrics_port(ctx)}/metrics"
+        if self.port_name:
+            return f"http://{HOST}:{ctx.config.port(self.port_name)}/metrics/"
+        return None
 
 
 def credentials_key_env(ctx: Context) -> dict[str, str]:

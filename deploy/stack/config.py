@@ -38,6 +38,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "metrics": 19400,  # first of a small range: each control-plane process takes the next one
     "s3": 18333,  # object storage (SeaweedFS's S3 gateway)
     "s3_internal": 18334,  # first of seven: SeaweedFS's master, volume server, filer and gRPC ports
+    "prometheus": 19090,
 }
 
 

@@ -26,6 +26,7 @@ from deploy.stack import artifacts
 from deploy.stack import config as stack_config
 from deploy.stack.base import Component, Context, StackError, java_major, port_open
 from deploy.stack.components import CONTROL_PLANE, INFRASTRUCTURE
+from deploy.stack.observability import OBSERVABILITY
 from deploy.stack.processes import PidFile, spawn, stop
 from deploy.stack.redact import redact_dsn, redact_text
 from runtime import files
@@ -44,13 +45,14 @@ class ComponentStatus:
 
 class Launcher:
     def __init__(self, config: stack_config.StackConfig, say: Callable[[str], None] = print,
-                 components: Iterable[Component] = INFRASTRUCTURE + CONTROL_PLANE):
+                 components: Iterable[Component] = INFRASTRUCTURE + CONTROL_PLANE + OBSERVABILITY):
         self.config = config
         self.say = lambda msg: say(self.redact(msg))
         # DBAAS_STACK_WITHOUT=saga,localpop-agent leaves components out (benchmarks of one part).
         left_out = {n.strip() for n in os.environ.get("DBAAS_STACK_WITHOUT", "").split(",") if n.strip()}
         self.components = [c for c in components if c.name not in left_out]
-        self.ctx = Context(config, lambda: artifacts.ensure(config.cache, self.say), self.say)
+        self.ctx = Context(config, lambda: artifacts.ensure(config.cache, self.say), self.say,
+                           components=tuple(self.components))
 
     # -- helpers ---------------------------------------------------------------------------
     def redact(self, text: str) -> str:

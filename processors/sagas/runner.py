@@ -69,6 +69,11 @@ FAILED_STEPS = Counter("dbaas_saga_steps_failed_total",
 REFUSED_COMPENSATIONS = Counter("dbaas_saga_compensations_refused_total",
                                 "Compensations refused for good, their event dead-lettered", ["error"])
 AWAITING = Gauge("dbaas_saga_operations_awaiting_pop", "Committed operations awaiting their PoP's report")
+DEAD_LETTERED = Counter("dbaas_saga_dead_lettered_total",
+                        "Inputs (events, PoP reports) sent to their dead-letter topic")
+LAG = Gauge("dbaas_saga_lag", "Input messages not yet handled", ["topic", "partition"])
+for _step in ("render", "commit", "pop-report"):  # at zero from the start: a first timeout is an increase
+    TIMEOUTS.labels(_step)
 
 # What a message that is no event or report raises while decoding.
 UNDECODABLE = PoisonMessage
@@ -237,6 +242,7 @@ class SagaRunner:
                     REJECTED_REPORTS.inc()
                 log.warning("input dead-lettered", code=code, reason=reason, topic=msg.topic())
                 self.dead_letters.send(msg, reason, code)
+                DEAD_LETTERED.inc()
                 return None
             case Render(tenant_id=tenant, started=e, deadline=deadline):
                 self._started = time.perf_counter()
