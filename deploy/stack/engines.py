@@ -142,6 +142,9 @@ class MariaDB(Component):
                 # for Debezium's MySQL connector and point-in-time recovery
                 "--server-id=1", "--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL",
                 "--sync-binlog=1", f"--max-binlog-size={self.BINLOG_FILE_BYTES}",
+                # Tenants create their own triggers and functions; row-based logging makes that
+                # safe for replay, so no SUPER is needed for it.
+                "--log-bin-trust-function-creators=1",
                 f"--binlog-expire-logs-seconds={self.BINLOG_KEEP_SECONDS}"]
 
     def _connect(self, ctx: Context):
