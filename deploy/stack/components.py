@@ -206,9 +206,12 @@ shared_buffers = 128MB
             conn.execute("revoke connect, temporary on database dbaas, registry, postgres, template1 "
                          "from public")
             conn.execute("grant connect on database postgres, template1 to dbaas")
-            # Backups (operators.backup.postgres) end the current WAL segment so that the archive
-            # covers "now"; the platform role does it without being a superuser.
-            conn.execute("grant execute on function pg_switch_wal() to dbaas")
+        # Backups (operators.backup.postgres) end the current WAL segment so that the archive
+        # covers "now"; the platform role does it without being a superuser, from either of the
+        # databases it connects to (a function's grants are kept per database).
+        for db in ("postgres", "dbaas"):
+            with self._connect(ctx, db) as conn:
+                conn.execute("grant execute on function pg_switch_wal() to dbaas")
 
     def endpoint(self, ctx: Context) -> str:
         return (f"postgresql://dbaas:{ctx.secrets()['dbaas_password']}@{HOST}:"

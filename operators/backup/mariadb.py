@@ -162,7 +162,7 @@ class MariaDBBackups:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)
                 try:
-                    poll(lambda: self._dump_started(lock, proc, database, own_id, locker.thread_id()),
+                    poll(lambda: self._dump_started(lock, proc, database, (own_id, locker.thread_id())),
                          timeout=self.lock_timeout, interval=0.02, what="the dump to start its snapshot")
                 finally:
                     lock.execute("UNLOCK TABLES")
@@ -185,14 +185,14 @@ class MariaDBBackups:
                         consistency={"binlog_file": binlog_file, "binlog_pos": binlog_pos, "gtid": gtid or ""},
                         tables=stats, files={"data": DUMP_FILE}, pitr_base=pitr_base)
 
-    @staticmethod
-    def _dump_started(cur, proc: subprocess.Popen, database: str, *ours: int) -> bool | None:
+    def _dump_started(self, cur, proc: subprocess.Popen, database: str, ours: tuple[int, ...]) -> bool | None:
         """The dump's session has its snapshot once it has selected the database (it starts the
-        transaction and reads the coordinates first), or it is already done."""
+        transaction and reads the coordinates first), or it is already done. Its session is the
+        admin's other one in that database (the tenant's own sessions use its own user)."""
         if proc.poll() is not None:
             return True
-        cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s AND ID NOT IN %s",
-                    (database, ours))
+        cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = %s AND USER = %s "
+                    "AND ID NOT IN %s", (database, self.admin.user, ours))
         return True if cur.fetchone()[0] else None
 
     def restore(self, manifest: Manifest, files_dir: Path, target_database: str, *,
