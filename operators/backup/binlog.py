@@ -18,6 +18,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 from pathlib import Path
 
 MAGIC = b"\xfebin"
@@ -60,7 +61,7 @@ def files_from(first: str, available: Iterable[str]) -> list[str]:
               if _NAME.match(n).group("base") == base.group("base") and index_of(n) >= index_of(first)]
     if not series or series[0] != first:
         raise ValueError(f"{first} is not among the binlog files")
-    for before, after in zip(series, series[1:]):
+    for before, after in pairwise(series):
         if index_of(after) != index_of(before) + 1:
             raise ValueError(f"binlog files missing between {before} and {after}")
     return series

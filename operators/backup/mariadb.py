@@ -60,7 +60,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -314,8 +314,7 @@ class MariaDBBackups:
                 path = binlog_dir / name
                 events = list(binlog.events(path))
                 begin = start if name == first else 4
-                dropped = {e.position for e in events if e.type == binlog.QUERY_EVENT and not e.delimits_transaction
-                           and (e.database == "" or _ADMIN_STATEMENT.match(e.query or b""))}
+                dropped = not_replayed(events)
                 events_read += sum(1 for e in events if e.position >= begin and e.timestamp < stop.timestamp())
                 replayed.append(name)
                 yield from self._binlog_sql(path, begin, stop, source, target_database, dropped)
@@ -338,13 +337,7 @@ class MariaDBBackups:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errors,
                                     env={**os.environ, "TZ": "UTC"})
             try:
-                skipping = False
-                for line in proc.stdout:
-                    if line.startswith(b"# at "):
-                        skipping = int(line[5:].strip() or 0) in dropped
-                    if skipping or _GTID_SEQ.match(line):
-                        continue
-                    yield line
+                yield from filter_binlog_sql(proc.stdout, dropped)
             finally:
                 proc.stdout.close()
                 code = proc.wait()
@@ -359,6 +352,27 @@ class MariaDBBackups:
             argv.append(f"--start-position={start}")
         return [*argv, f"--stop-datetime={_utc(stop).strftime('%Y-%m-%d %H:%M:%S')}", f"--database={source}",
                 f"--rewrite-db={source}->{target}", str(path)]
+
+
+def not_replayed(events: Iterable[binlog.Event]) -> set[int]:
+    """Positions of the statements a replay leaves out: those without a default database (the
+    ``--database`` filter passes them) and account or database statements, but for transaction
+    delimiters."""
+    return {e.position for e in events if e.type == binlog.QUERY_EVENT and not e.delimits_transaction
+            and (e.database == "" or _ADMIN_STATEMENT.match(e.query or b""))}
+
+
+def filter_binlog_sql(lines: Iterable[bytes], dropped: set[int]) -> Iterator[bytes]:
+    """``mariadb-binlog``'s output without the events at ``dropped`` positions (each event's
+    output starts with its ``# at <position>`` line) and without GTID sequence numbers."""
+    skipping = False
+    for line in lines:
+        if line.startswith(b"# at "):
+            position = line[5:].strip()
+            skipping = position.isdigit() and int(position) in dropped
+        if skipping or _GTID_SEQ.match(line):
+            continue
+        yield line
 
 
 def _q(name: str) -> str:

@@ -180,8 +180,8 @@ class BaseInfo:
 
 def parse_backup_label(text: str) -> tuple[str, int]:
     """(start LSN, timeline) from a base backup's ``backup_label``."""
-    lsn = re.search(r"^START WAL LOCATION: ([0-9A-Fa-f]+/[0-9A-Fa-f]+) \(file ([0-9A-F]{24})\)", text, re.M)
-    timeline = re.search(r"^START TIMELINE: (\d+)", text, re.M)
+    lsn = re.search(r"^START WAL LOCATION: ([0-9A-Fa-f]+/[0-9A-Fa-f]+) \(file ([0-9A-F]{24})\)", text, re.MULTILINE)
+    timeline = re.search(r"^START TIMELINE: (\d+)", text, re.MULTILINE)
     if not lsn:
         raise ValueError("backup_label has no START WAL LOCATION")
     return lsn.group(1), int(timeline.group(1)) if timeline else parse_segment(lsn.group(2)).timeline

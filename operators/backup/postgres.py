@@ -266,9 +266,8 @@ class PostgresBackups:
             target = pgwal.parse_segment(segment)
 
             def archived() -> bool | None:
-                done, last, failed, failed_at, reset = conn.execute(
-                    "SELECT archived_count, last_archived_wal, last_failed_wal, last_failed_time, stats_reset "
-                    "FROM pg_stat_archiver").fetchone()
+                last, failed, failed_at = conn.execute(
+                    "SELECT last_archived_wal, last_failed_wal, last_failed_time FROM pg_stat_archiver").fetchone()
                 if last and pgwal.is_segment(last[:24]):
                     got = pgwal.parse_segment(last[:24])
                     if (got.timeline, got.position()) >= (target.timeline, target.position()):

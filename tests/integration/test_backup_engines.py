@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 import pymysql
@@ -56,7 +57,7 @@ def admins(stack) -> dict[str, AdminEndpoint]:
 class Services:
     """New services of the test, each deprovisioned afterwards."""
 
-    KINDS = {"postgres": PostgresProvisioner, "mariadb": MariaDBProvisioner, "redis": RedisProvisioner}
+    KINDS: ClassVar[dict[str, type]] = {"postgres": PostgresProvisioner, "mariadb": MariaDBProvisioner, "redis": RedisProvisioner}
 
     def __init__(self, admins: dict[str, AdminEndpoint]):
         self.admins = admins
@@ -113,7 +114,7 @@ class Writer(threading.Thread):
                 while not self.stopping.is_set():
                     self.insert(conn, 100000 + self.count)
                     self.count += 1
-        except Exception as exc:  # reported by stop()
+        except Exception as exc:  # noqa: BLE001 - reported by stop()
             self.error = exc
 
     def stop(self) -> int:
