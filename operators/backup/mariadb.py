@@ -73,6 +73,7 @@ from operators.backup.tools import (
     RecoveryTargetNotReached,
     ServiceNotFound,
     ToolFailed,
+    engine_errors,
     poll,
     run,
     tail,
@@ -137,6 +138,7 @@ class MariaDBBackups:
         return str(self.bindir / name)
 
     # -- one service -----------------------------------------------------------------------------
+    @engine_errors
     def backup(self, tenant: str, service_id: str, backup_id: str, workdir: Path, *,
                pitr_base: str | None = None) -> Manifest:
         """Dump the service's database into ``workdir/data.sql``; its manifest (not written)."""
@@ -151,11 +153,12 @@ class MariaDBBackups:
             if tables:  # FLUSH TABLES WITH READ LOCK without names would lock the whole server
                 lock.execute("FLUSH TABLES " + ", ".join(f"{_q(database)}.{_q(t)}" for t in tables)
                              + " WITH READ LOCK")
+            proc: subprocess.Popen | None = None
             try:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                cur.execute("SELECT CONNECTION_ID(), NOW(6), UTC_TIMESTAMP(6)")
-                own_id, _, taken_at = cur.fetchone()
+                cur.execute("SELECT CONNECTION_ID(), UTC_TIMESTAMP(6)")
+                own_id, taken_at = cur.fetchone()
                 argv = [self._tool("mariadb-dump"), opts, "--single-transaction", "--master-data=2", "--gtid",
                         "--routines", "--triggers", "--events", "--hex-blob", "--default-character-set=utf8mb4",
                         "--tz-utc", f"--result-file={dump}", database]
@@ -170,7 +173,7 @@ class MariaDBBackups:
                 snap.rollback()
                 _, err = proc.communicate(timeout=self.tool_timeout)
             except BaseException:
-                if "proc" in locals() and proc.poll() is None:
+                if proc is not None and proc.poll() is None:
                     proc.kill()
                     proc.wait()
                 raise
@@ -195,6 +198,7 @@ class MariaDBBackups:
                     "AND ID NOT IN %s", (database, self.admin.user, ours))
         return True if cur.fetchone()[0] else None
 
+    @engine_errors
     def restore(self, manifest: Manifest, files_dir: Path, target_database: str, *,
                 target_user: str | None = None) -> None:
         """Load the backup's dump into ``target_database`` (provisioned, empty); definers of the
@@ -207,9 +211,11 @@ class MariaDBBackups:
         with self._option_file() as opts, open(dump, "rb") as source_file:
             self._feed([self._tool("mariadb"), opts, "--binary-mode", "--default-character-set=utf8mb4",
                         f"--database={target_database}"],
-                       (definer.sub(replacement, line) for line in source_file),
+                       (line if line.startswith(b"INSERT INTO ") else definer.sub(replacement, line)
+                        for line in source_file),  # rows (one INSERT a line) are data, left alone
                        what=f"restore of backup {manifest.backup_id} into {target_database}")
 
+    @engine_errors
     def verify(self, manifest: Manifest, target_database: str) -> list[str]:
         """What differs between the backup's tables and ``target_database``'s; empty: identical."""
         with self._connect(target_database, autocommit=False) as conn, conn.cursor() as cur:
@@ -244,6 +250,7 @@ class MariaDBBackups:
                 raise ToolFailed(f"{what}: mariadb exited with {code}:\n{tail(errors.read())}")
 
     # -- binary logs -----------------------------------------------------------------------------
+    @engine_errors
     def flush_and_list_closed_binlogs(self) -> list[str]:
         """Close the current binlog (``FLUSH BINARY LOGS``); the names of every closed one the
         server still has, oldest first."""
@@ -253,6 +260,7 @@ class MariaDBBackups:
             names = binlog.binlog_order(row[0] for row in cur.fetchall())
         return names[:-1]  # the newest one is open
 
+    @engine_errors
     def copy_binlogs(self, names: list[str], dest_dir: Path) -> list[Path]:
         """Copy closed binlog files, byte for byte, into ``dest_dir`` (each appears complete or
         not at all). Returns their paths."""
@@ -275,6 +283,7 @@ class MariaDBBackups:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    @engine_errors
     def replay_to_time(self, manifest: Manifest, binlog_dir: Path, target_time: datetime,
                        source_database: str | None = None, target_database: str | None = None) -> dict:
         """Apply to ``target_database`` (where the backup was restored) the changes made to

@@ -59,6 +59,7 @@ from operators.backup.tools import (
     RecoveryTargetNotReached,
     ServiceNotFound,
     ToolFailed,
+    engine_errors,
     poll,
     run,
     tail,
@@ -173,6 +174,7 @@ class PostgresBackups:
                 "PGAPPNAME": "dbaas-backup", "PGTZ": "UTC"}
 
     # -- one service -----------------------------------------------------------------------------
+    @engine_errors
     def backup(self, tenant: str, service_id: str, backup_id: str, workdir: Path, *,
                pitr_base: str | None = None) -> Manifest:
         """Dump the service's database into ``workdir/data.dump``; its manifest (not written)."""
@@ -206,6 +208,7 @@ class PostgresBackups:
                         taken_at=utc(at), consistency={"lsn": lsn, "snapshot_time": utc(at).isoformat()},
                         tables=tables, files={"data": DUMP_FILE}, pitr_base=pitr_base)
 
+    @engine_errors
     def restore(self, manifest: Manifest, files_dir: Path, target_database: str, *,
                 target_role: str | None = None) -> None:
         """Load the backup's dump into ``target_database`` (provisioned and empty), every object
@@ -219,6 +222,7 @@ class PostgresBackups:
             what=f"restore of backup {manifest.backup_id} into {target_database}", env=self._env(),
             timeout=self.tool_timeout)
 
+    @engine_errors
     def verify(self, manifest: Manifest, target_database: str) -> list[str]:
         """What differs between the backup's tables and ``target_database``'s; empty: identical."""
         with self._connect(target_database, autocommit=False) as conn:
@@ -231,6 +235,7 @@ class PostgresBackups:
         return diff_tables(manifest.tables, actual)
 
     # -- the cluster's WAL archive ---------------------------------------------------------------
+    @engine_errors
     def base_backup(self, dest_dir: Path) -> BaseInfo:
         """A base backup of the whole cluster into ``dest_dir`` (new or empty): ``base.tar`` and
         ``backup_manifest`` (plus one tar per tablespace, if any). Returns once the WAL it needs
@@ -252,6 +257,7 @@ class PostgresBackups:
                  for name in sorted(os.listdir(dest_dir))}
         return BaseInfo(start_lsn, end_lsn, timeline, start, end, files)
 
+    @engine_errors
     def switch_wal(self, *, timeout: float = 120.0) -> SwitchedWal:
         """Make the archive cover "now": commit a transaction (a timestamped WAL record recovery
         can stop after), end the current segment, and wait until the archiver has stored it.
@@ -280,6 +286,7 @@ class PostgresBackups:
             poll(archived, timeout=timeout, interval=0.1, what=f"WAL segment {segment} to be archived")
         return SwitchedWal(segment, lsn, utc(at))
 
+    @engine_errors
     def recover_database(self, base_dir: Path, wal_dir: Path, target_time: datetime, source_database: str,
                          dump_path: Path, *, timeout: float = 3600.0) -> RecoveryResult:
         """``source_database`` as it was at ``target_time``, dumped (``pg_dump -Fc``) to

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from operators.backup.manifest import Manifest, ManifestError, TableStat, diff_tables
-from operators.backup.tools import EngineError
+from operators.backup.tools import EngineError, engine_errors
 from operators.localpop.provisioners import AdminEndpoint, service_identifier
 
 DUMP_FILE = "data.rdbdump"
@@ -179,6 +179,7 @@ class RedisBackups:
             raise EngineError(f"Redis keys kept changing type while read: {[k for k, _ in pending][:5]}")
         return results
 
+    @engine_errors
     def backup(self, tenant: str, service_id: str, backup_id: str, workdir: Path, *,
                pitr_base: str | None = None) -> Manifest:
         """Every key of the service into ``workdir/data.rdbdump``; its manifest (not written)."""
@@ -206,6 +207,7 @@ class RedisBackups:
                         taken_at=started, consistency={"time": started.isoformat(), "keys": written},
                         tables=tally.tables(), files={"data": DUMP_FILE}, pitr_base=pitr_base)
 
+    @engine_errors
     def restore(self, manifest: Manifest, files_dir: Path, target_prefix: str) -> int:
         """Every key of the backup under ``target_prefix`` (the new service's ``<name>:``), in its
         logical database; returns the number of keys."""
@@ -229,12 +231,6 @@ class RedisBackups:
                     pipes[db].execute()
             for pipe in pipes.values():
                 pipe.execute()
-        except Exception as exc:
-            import redis
-
-            if isinstance(exc, redis.RedisError):
-                raise EngineError(f"restore of backup {manifest.backup_id}: Redis refused: {exc}") from None
-            raise
         finally:
             for client in clients.values():
                 client.close()
@@ -247,6 +243,7 @@ class RedisBackups:
                            password=self.admin.password, db=db, socket_timeout=max(self.connect_timeout, 30),
                            socket_connect_timeout=self.connect_timeout)
 
+    @engine_errors
     def stats(self, prefix: str) -> dict[str, TableStat]:
         """Key count and checksum per logical database of the keys under ``prefix``."""
         tally = _Tally()
@@ -257,6 +254,7 @@ class RedisBackups:
                         tally.add(db, key_digest(key[len(prefix):], kind, value))
         return tally.tables()
 
+    @engine_errors
     def verify(self, manifest: Manifest, target_prefix: str) -> list[str]:
         """What differs between the backup's keys and those under ``target_prefix``."""
         return diff_tables(manifest.tables, self.stats(target_prefix))

@@ -2,19 +2,20 @@
 (``pg_dump``, ``mariadb-dump``, …) with passwords kept off the command line and a failure told in
 the tool's own words.
 
-Errors: ``EngineError`` is the base; ``ToolFailed`` (a tool exited non-zero or timed out),
-``ArchiveError`` (the WAL archive does not cover what was asked), ``RecoveryTargetNotReached``
-(the archived WAL ends before the requested time) and ``ServiceNotFound`` (no such database or
-keys) are what callers tell apart.
+Errors: ``EngineError`` is the base (``engine_errors`` turns a database driver's error into
+one); ``ToolFailed`` (a tool exited non-zero or timed out), ``ArchiveError`` (the WAL archive does
+not cover what was asked), ``RecoveryTargetNotReached`` (the archived WAL ends before the
+requested time) and ``ServiceNotFound`` (no such database or keys) are what callers tell apart.
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -75,3 +76,23 @@ def poll(check: Callable[[], T | None], *, timeout: float, interval: float = 0.1
         if time.monotonic() > deadline:
             raise EngineError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+DRIVERS = ("psycopg", "pymysql", "redis")
+
+
+def engine_errors(method: Callable[..., T]) -> Callable[..., T]:
+    """A database driver's error escaping ``method`` becomes an ``EngineError`` naming the step
+    and the server's first line, so callers handle one family of errors."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except EngineError:
+            raise
+        except Exception as exc:
+            if type(exc).__module__.split(".")[0] not in DRIVERS:
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EngineError(f"{method.__name__.replace('_', ' ')}: the server refused: {first}") from exc
+    return wrapper
