@@ -1,13 +1,13 @@
 # The two commands of the README: `make up` runs the platform, `make test` runs the tests.
 # Both install what they need on first use (virtualenv, Python packages, PostgreSQL from Debian,
-# Kafka/Connect/Debezium/registry jars from Maven Central, helm) and nothing the second time.
+# Kafka/Connect/Debezium/registry jars from Maven Central, helm, SeaweedFS) and nothing the second time.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install up down status test test-unit lint bench helm clean
+.PHONY: install up down status test test-unit lint bench helm weed clean
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-up: install helm
+up: install helm weed
 	$(BIN)/dbaas stack up
 
 down:
@@ -30,16 +30,20 @@ status: install
 helm:
 	@deploy/scripts/ensure-helm.sh >/dev/null
 
+# SeaweedFS (object storage): built once per user into ~/.cache/dbaas/tools, shared by every clone.
+weed:
+	@deploy/scripts/ensure-seaweedfs.sh >/dev/null
+
 lint: install
 	$(BIN)/lint-imports
 
-test: install helm lint
+test: install helm weed lint
 	$(BIN)/python -m pytest
 
 test-unit: install
 	$(BIN)/python -m pytest tests -m "not integration"
 
-bench: install helm
+bench: install helm weed
 	$(BIN)/python -m bench.judge
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.gitops

@@ -34,7 +34,7 @@ def endpoints(launcher: Launcher, show_secrets: bool = False) -> dict[str, str |
 
     return {"kafka_bootstrap": ep("kafka"), "schema_registry_url": ep("registry"),
             "connect_url": ep("connect"), "postgres_dsn": ep("postgres"), "gitops_remote": ep("gitops"),
-            "api_url": ep("api")}
+            "api_url": ep("api"), "s3_endpoint": ep("s3"), "prometheus_url": ep("prometheus")}
 
 
 def _status_doc(launcher: Launcher, show_secrets: bool = False) -> dict:

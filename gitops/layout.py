@@ -4,11 +4,13 @@ Role: owns the path scheme of the GitOps repository (ARCHITECTURE.md section 3) 
 skeleton::
 
     base/{crds,operators,observability,kafka,infrastructure}/kustomization.yaml
-    overlays/{pop}/kustomization.yaml          pop in POPS
-    tenants/{tenant}/{service}.yaml            rendered ServiceClaim
-    tenants/{tenant}/backups/{backup}.yaml     rendered DatabaseBackup
-    argocd/applications/{name}.yaml            Argo CD Applications (children)
-    argocd/app-of-apps.yaml                    the root Application
+    overlays/{pop}/kustomization.yaml                pop in POPS
+    tenants/{tenant}/{pop}/{service}.yaml            rendered ServiceClaim + engine CR
+    tenants/{tenant}/{pop}/backups/{backup}.yaml     rendered DatabaseBackup (+ engine backup)
+    argocd/applications/{name}.yaml                  Argo CD Applications (children)
+    argocd/app-of-apps.yaml                          the root Application
+
+:func:`parse_tenant_path` tells which of the two a path under ``tenants/`` is.
 
 Every helper validates what it is given (DNS-1123 labels, known PoPs, safe relative paths) and
 raises :class:`gitops.errors.InvalidPath` with a message saying how to fix it. No I/O, no clock;
@@ -21,7 +23,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import yaml
 
@@ -149,14 +152,55 @@ def pop_service_path(tenant: str, pop: str, service: str) -> str:
     return f"{tenant_dir(tenant)}/{validate_pop(pop)}/{validate_name(service, 'service')}.yaml"
 
 
-def backups_dir(tenant: str) -> str:
-    """``tenants/{tenant}/backups``."""
-    return f"{tenant_dir(tenant)}/{BACKUPS_DIRNAME}"
+def backups_dir(tenant: str, pop: str) -> str:
+    """``tenants/{tenant}/{pop}/backups``: the backups of a tenant's services in one PoP.
+
+    Inside the PoP folder, so the PoP's Argo CD Application (path ``tenants/{tenant}/{pop}``,
+    recursive) applies them in the PoP that holds the data."""
+    return f"{tenant_dir(tenant)}/{validate_pop(pop)}/{BACKUPS_DIRNAME}"
 
 
-def backup_path(tenant: str, backup: str) -> str:
-    """``tenants/{tenant}/backups/{backup}.yaml``: the rendered DatabaseBackup."""
-    return f"{backups_dir(tenant)}/{validate_name(backup, 'backup')}.yaml"
+def backup_path(tenant: str, pop: str, backup_id: str) -> str:
+    """``tenants/{tenant}/{pop}/backups/{backup_id}.yaml``: one rendered backup (DatabaseBackup,
+    plus the engine's own backup resource where it has one). Kept while the backup is retained."""
+    return f"{backups_dir(tenant, pop)}/{validate_name(backup_id, 'backup id')}.yaml"
+
+
+@dataclass(frozen=True)
+class TenantPath:
+    """What a file under ``tenants/`` holds: ``kind`` "service" (``name`` is the service's name)
+    or "backup" (``name`` is the backup id), of ``tenant`` in ``pop``."""
+
+    kind: Literal["service", "backup"]
+    tenant: str
+    pop: str
+    name: str
+
+
+def parse_tenant_path(path: str) -> TenantPath | None:
+    """The service or backup file ``path`` is, as :func:`pop_service_path` and :func:`backup_path`
+    build them; None for any other path (READMEs, other folders, names that are not DNS-1123
+    labels, unknown PoPs). ``tenants/acme/lagos/backups.yaml`` is the service named "backups"."""
+    if not isinstance(path, str) or not path.endswith(".yaml"):
+        return None
+    parts = path[: -len(".yaml")].split("/")
+    if parts[0] != TENANTS_DIR or len(parts) not in (4, 5):
+        return None
+    if len(parts) == 4:
+        kind: Literal["service", "backup"] = "service"
+        _, tenant, pop, name = parts
+    elif parts[3] == BACKUPS_DIRNAME:
+        kind = "backup"
+        _, tenant, pop, _, name = parts
+    else:
+        return None
+    if pop not in POPS or not all(_is_label(v) for v in (tenant, name)):
+        return None
+    return TenantPath(kind, tenant, pop, name)
+
+
+def _is_label(value: str) -> bool:
+    return len(value) <= _DNS1123_MAX and bool(_DNS1123_LABEL.match(value))
 
 
 def application_path(name: str) -> str:
@@ -264,7 +308,8 @@ Written by the dbaas control plane; do not edit by hand (changes are overwritten
 
 - `base/` shared by every PoP: crds, operators, observability, kafka, infrastructure
 - `overlays/{pop}/` per-PoP customisation (lagos, johannesburg, frankfurt, ashburn, singapore, local)
-- `tenants/{tenant}/{service}.yaml` one ServiceClaim per service; `tenants/{tenant}/backups/`
+- `tenants/{tenant}/{pop}/{service}.yaml` one ServiceClaim (and engine resource) per service;
+  `tenants/{tenant}/{pop}/backups/{backup}.yaml` one DatabaseBackup per retained backup
 - `argocd/app-of-apps.yaml` root Application; children in `argocd/applications/`
 
 Every commit carries `Operation-Id:` and `Correlation-Id:` trailers.
@@ -273,6 +318,6 @@ Every commit carries `Operation-Id:` and `Correlation-Id:` trailers.
 _TENANTS_README = """\
 # tenants
 
-`{tenant}/{service}.yaml` holds the ServiceClaim of one service;
-`{tenant}/backups/{backup}.yaml` holds one DatabaseBackup.
+`{tenant}/{pop}/{service}.yaml` holds the ServiceClaim of one service in one PoP;
+`{tenant}/{pop}/backups/{backup}.yaml` holds one DatabaseBackup of a service in that PoP.
 """

@@ -39,6 +39,8 @@ SECRET_FIELDS = frozenset({"credentials", "password", "token"})
 RECORDS = Counter("dbaas_audit_records_total", "Audit records written", ["kind"])
 TOPICS = Counter("dbaas_audit_topics_created_total", "Per-tenant audit topics created")
 LAG = Gauge("dbaas_audit_lag", "Events not yet audited", ["partition"])
+DEAD_LETTERED = Counter("dbaas_audit_dead_lettered_total",
+                        "Messages of the event log that are no event, dead-lettered")
 log = structlog.get_logger("audit")
 
 
@@ -140,6 +142,7 @@ class AuditWriter:
             for msg, record in decoded:
                 if isinstance(record, str):
                     dead_letter(self.producer, f"{self.settings.events_topic}.dlq", msg, f"not an event: {record}")
+                    DEAD_LETTERED.inc()
                     continue
                 self.producer.produce(audit_topic(record["tenant_id"]), key=record["aggregate_id"].encode(),
                                       value=self.audit.encode(record),

@@ -37,6 +37,8 @@ from schemas.registry import COMMANDS_SUBJECT, EVENTS_SUBJECT, Registry, Serde
 
 JUDGED = Counter("dbaas_commands_judged_total", "Commands judged", ["outcome", "command_type"])
 DEAD = Counter("dbaas_commands_dead_lettered_total", "Commands sent to the dead-letter topic", ["code"])
+for _code in ("undecodable", "oversized", "wrong_key", "wrong_partition"):  # at zero from the start, so that
+    DEAD.labels(_code)  # a first dead letter is an increase
 LAG = Gauge("dbaas_command_processor_lag", "Commands not yet judged", ["partition"])
 BATCH = Histogram("dbaas_command_processor_batch_seconds", "Time to judge and commit one batch",
                   buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))

@@ -30,11 +30,11 @@ from confluent_kafka import Consumer, Message
 
 import events
 from commands import CommandEnvelope
-from events import Envelope, OperationStarted
-from gitops import helm, layout, manifests
+from events import BackupDeletionRequested, BackupRequested, Envelope, OperationStarted
+from gitops import backups, helm, layout, manifests
 from gitops.committer import GitOpsCommitter
 from processors.sagas.errors import REASON_MAX, Verdict, classify, error_name, refusal_reason  # noqa: F401
-from processors.sagas.runner import SagaRunner
+from processors.sagas.runner import LAG, SagaRunner
 from processors.sagas.service import (  # noqa: F401  (the saga's public names, as before)
     DEFAULT_TIMEOUTS,
     SAGA_ACTOR,
@@ -87,6 +87,7 @@ class SagaSettings:
     group_id: str = env("DBAAS_SAGA_GROUP", "dbaas-service-saga")
     metrics_port: int = env("DBAAS_METRICS_PORT", 0)
     timeouts: dict[str, int] = env("DBAAS_SAGA_STEP_TIMEOUTS", dict(DEFAULT_TIMEOUTS), parse=parse_timeouts)
+    backup_bucket: str = env("DBAAS_S3_BUCKET", "dbaas-backups")  # where the PoPs store backups
 
     @classmethod
     def from_env(cls) -> SagaSettings:
@@ -94,21 +95,43 @@ class SagaSettings:
 
 
 # -- the real ports --------------------------------------------------------------------------
-def chart_values(e: OperationStarted, tenant: str) -> dict:
-    return {"tenant": tenant, "serviceId": e.service_id, "name": e.name, "engine": e.engine,
-            "engineVersion": e.engine_version, "pop": e.pop, "cpu": e.resources.cpu,
-            "memoryGi": e.resources.memory_gb, "storageGi": e.resources.storage_gb,
-            "replicas": e.resources.replicas, "deletionProtection": e.deletion_protection,
-            "labels": dict(e.labels)}
+def chart_values(e: OperationStarted, tenant: str, bucket: str = "dbaas-backups") -> dict:
+    values = {"tenant": tenant, "serviceId": e.service_id, "name": e.name, "engine": e.engine,
+              "engineVersion": e.engine_version, "pop": e.pop, "cpu": e.resources.cpu,
+              "memoryGi": e.resources.memory_gb, "storageGi": e.resources.storage_gb,
+              "replicas": e.resources.replicas, "deletionProtection": e.deletion_protection,
+              "labels": dict(e.labels)}
+    if e.restore is not None:  # only a creation carries it (`decide`): a restore never runs twice
+        r = e.restore
+        values["restore"] = backups.restore_values(
+            source_tenant=tenant, source_service_id=r.source_service_id, source_engine=r.source_engine,
+            backup_id=r.backup_id, target_time=r.to_time,
+            location={"bucket": bucket, "prefix": f"tenants/{tenant}/backups"})
+    return values
 
 
 class HelmRenderer:
+    def __init__(self, bucket: str = "dbaas-backups"):
+        self.bucket = bucket
+
+    def render_backup(self, tenant_id: str, e: BackupRequested | BackupDeletionRequested) -> tuple[str, str | None]:
+        """A backup's claim path and manifests (None: remove them, for a deletion)."""
+        path = layout.backup_path(tenant_id, e.pop, e.backup_id)
+        if isinstance(e, BackupDeletionRequested):
+            return path, None
+        content = backups.render_backup(
+            None, tenant=tenant_id, pop=e.pop, engine=e.engine, service_id=e.service_id,
+            service_name=e.service_name, backup_id=e.backup_id,
+            destination={"bucket": self.bucket, "prefix": f"tenants/{tenant_id}/backups/{e.backup_id}"},
+            encryption_key_id=None, kek_id=None, pitr=e.pitr)
+        return path, content
+
     def render(self, tenant_id: str, e: OperationStarted) -> tuple[str, str | None]:
         """The service's path in the repository and its manifests (None: remove them)."""
         path = layout.pop_service_path(tenant_id, e.pop, e.name)
         if e.action == "delete":
             return path, None
-        docs = helm.render(helm.SERVICE_CHART, chart_values(e, tenant_id), release_name=e.name,
+        docs = helm.render(helm.SERVICE_CHART, chart_values(e, tenant_id, self.bucket), release_name=e.name,
                            namespace=f"tenant-{tenant_id}")
         return path, manifests.dump_all(docs)
 
@@ -130,7 +153,16 @@ class KafkaSource:
         self.consumer.subscribe([self.settings.events_topic, self.settings.pop_status_topic])
 
     def poll(self) -> list[Message]:
-        return kafka.messages(self.consumer.consume(100, timeout=0.2))
+        messages = kafka.messages(self.consumer.consume(100, timeout=0.2))
+        self._observe_lag()
+        return messages
+
+    def _observe_lag(self) -> None:
+        """Messages behind per assigned partition of both inputs (cached watermarks: no round trip)."""
+        for tp in self.consumer.position(self.consumer.assignment()):
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            if tp.offset >= 0 and high is not None and high >= 0:
+                LAG.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
 
     def commit(self, msg: Message) -> None:
         self.consumer.commit(message=msg, asynchronous=False)
@@ -187,7 +219,7 @@ def run(settings: SagaSettings, stop: threading.Event) -> None:
     publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic, signer=settings.signer)
     source = KafkaSource(settings)
     runner = SagaRunner(SagaState.start(settings.timeouts), source=source, decoder=SerdeDecoder(settings.registry_url),
-                        git=committer, renderer=HelmRenderer(), commands=PublishedCommands(publisher),
+                        git=committer, renderer=HelmRenderer(settings.backup_bucket), commands=PublishedCommands(publisher),
                         dead_letters=KafkaDeadLetters(publisher), keys=Keyring(settings.keyring), clock=WallClock(),
                         pop_status_topic=settings.pop_status_topic)
     try:

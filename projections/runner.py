@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,19 @@ from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Table,
+    case,
+    cast,
+    create_engine,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from projections import positions
@@ -35,6 +48,7 @@ from projections.batch import Outcome, apply_batch
 from projections.errors import ConfigurationError, TransientError
 from projections.metrics import Metrics
 from projections.projectors import PROJECTIONS
+from projections.projectors.operations import ACCEPTED, RUNNING
 from projections.settings import Settings
 from projections.stream import (
     Decoder,
@@ -53,6 +67,7 @@ from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 _TRANSIENT = (TransientError, OperationalError, InterfaceError)
 _MAX_BACKOFF = 10.0
+OPERATIONS_EVERY = 15.0  # seconds between two counts of the unfinished operations
 
 
 @dataclass
@@ -70,6 +85,7 @@ class Projector:
     next_offsets: dict[int, int]  # per partition: past everything committed or skipped
     log: Any = field(default_factory=lambda: structlog.get_logger("projections.runner"))
     on_commit: Callable[[Outcome], None] | None = None  # a hook for tests and tools
+    operations_due: float = 0.0  # monotonic time of the next count of unfinished operations
 
     @property
     def topic(self) -> str:
@@ -148,6 +164,30 @@ class Projector:
             if high >= 0:
                 self.metrics.lag.labels(self.topic, str(part)).set(max(0, high - next_offset))
 
+    def observe_operations(self) -> None:
+        """Count the unfinished operations of the read model, every `OPERATIONS_EVERY` seconds."""
+        now = time.monotonic()
+        if now < self.operations_due:
+            return
+        self.operations_due = now + OPERATIONS_EVERY
+        try:
+            with self.engine.connect() as conn:
+                self.metrics.operations(open_operations(conn, self.tables.operations))
+        except _TRANSIENT as exc:
+            self.log.warning("unfinished operations not counted", error=str(exc))
+
+
+def open_operations(conn: Connection, table: Table) -> dict[str, tuple[int, float]]:
+    """Phase (accepted, running, compensating) -> how many operations of `table` are in it and the
+    age in seconds of the oldest: since its acceptance, or since its compensation began."""
+    active = table.c.state.in_((ACCEPTED, RUNNING))
+    phase = case((active, func.lower(table.c.state)), else_=literal("compensating"))
+    since = case((active, table.c.created_at),
+                 else_=cast(table.c.compensation["at"].astext, DateTime(timezone=True)))
+    query = (select(phase, func.count(), func.extract("epoch", func.now() - func.min(since)))
+             .where(or_(active, table.c.compensation["state"].astext == "Pending")).group_by(phase))
+    return {name: (count, max(0.0, float(age or 0))) for name, count, age in conn.execute(query)}
+
 
 def run(settings: Settings, stop_event: threading.Event | None = None, *,
         on_commit: Callable[[Outcome], None] | None = None) -> None:
@@ -157,6 +197,7 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
     engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
     registry = Registry(settings.registry_url)
     metrics = Metrics()
+    metrics.dead_letters.labels(settings.events_topic)  # at zero from the start: a first one is an increase
     consumer: Consumer | None = None
     producer: Producer | None = None
     server = None
@@ -177,6 +218,7 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
                               {p: s or 0 for p, s in starts.items()}, log, on_commit)
         while not stop.is_set():
             projector.step()
+            projector.observe_operations()
         log.info("projector stopped")
     finally:
         if consumer is not None:

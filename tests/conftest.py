@@ -119,6 +119,14 @@ class Stack:
     def stack_cli(self, action: str, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.cli("stack", action, "--home", str(self.home), *args, **kw)
 
+    def backup_env(self) -> dict[str, str]:
+        """What the local PoP agent is given to keep backups: the object storage (DBAAS_S3_*) and the
+        backups' key-encryption key (DBAAS_BACKUP_KEK)."""
+        values = json.loads((self.home / "secrets.json").read_text())
+        return {"DBAAS_S3_ENDPOINT": self.status["endpoints"]["s3_endpoint"],
+                "DBAAS_S3_ACCESS_KEY": values["s3_access_key"], "DBAAS_S3_SECRET_KEY": values["s3_secret_key"],
+                "DBAAS_S3_BUCKET": "dbaas-backups", "DBAAS_BACKUP_KEK": values["backup_kek"]}
+
 
 _POP_KEYS: dict = {}  # (home, pop) -> the Signer registered for it in this run
 SINGAPORE_TIMEOUT = 12  # seconds the test platform's saga waits for a report from PoP singapore

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import socket
+import string
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ SIGNING_KEYS: dict[str, tuple[str, str | None]] = {
     "pop-local": ("pop", "local"),  # PoP local's status reports
 }
 
+_UPPER_DIGITS = string.ascii_uppercase + string.digits
+_LETTERS_DIGITS = string.ascii_letters + string.digits
+
 
 class StackError(Exception):
     """A component cannot be set up or started; the message says what to do."""
@@ -42,6 +46,8 @@ class Context:
     artifacts_loader: Callable[[], Artifacts]
     say: Callable[[str], None] = print
     topic_report: object = None
+    # Every component this launcher runs (what Prometheus scrapes is generated from them).
+    components: tuple[Component, ...] = ()
     _artifacts: Artifacts | None = field(default=None, repr=False)
 
     @property
@@ -52,7 +58,8 @@ class Context:
 
     SECRET_NAMES = ("postgres_superuser_password", "dbaas_password", "mariadb_root_password",
                     "redis_admin_password", "credentials_key", "localpop_password_key",
-                    devissuer.SECRET_NAME, *(f"signing_key_{holder}" for holder in SIGNING_KEYS))
+                    devissuer.SECRET_NAME, *(f"signing_key_{holder}" for holder in SIGNING_KEYS),
+                    "s3_access_key", "s3_secret_key", "backup_kek")
     # Secrets that are keys rather than passwords: the format their user expects.
     SECRET_FORMATS: ClassVar[dict[str, Callable[[], str]]] = {
         # A Fernet key (32 random bytes, url-safe base64): PoP reports encrypt credentials with it.
@@ -62,6 +69,11 @@ class Context:
         # Each publishing process's message-signing key (Ed25519, base64 of the raw private bytes).
         **{f"signing_key_{holder}": (lambda h=holder: signing.Signer.generate(h).private_text())
            for holder in SIGNING_KEYS},
+        # The object storage's S3 credentials: letters and digits, as S3 tools expect.
+        "s3_access_key": lambda: "DBAAS" + "".join(secrets.choice(_UPPER_DIGITS) for _ in range(15)),
+        "s3_secret_key": lambda: "".join(secrets.choice(_LETTERS_DIGITS) for _ in range(40)),
+        # The backups' key-encryption key: <kek_id>:<base64 of 32 random bytes> (operators.backup.sealing).
+        "backup_kek": lambda: f"kek-{secrets.token_hex(4)}:{base64.b64encode(secrets.token_bytes(32)).decode()}",
     }
 
     def secrets(self) -> dict[str, str]:
@@ -90,22 +102,23 @@ class Context:
 # lock: wait for it, up to ten minutes, instead of failing at once.
 APT_LOCK_TIMEOUT = 600
 # Every Debian package the launcher may install (the README lists them too).
-DEBIAN_PACKAGES = ("postgresql-15", "mariadb-server", "redis-server")
+DEBIAN_PACKAGES = ("postgresql-15", "mariadb-server", "redis-server", "prometheus")
 
 
-def apt_commands(package: str) -> list[list[str]]:
+def apt_commands(package: str, recommends: bool = True) -> list[list[str]]:
     """The apt-get calls that install ``package``, each waiting for a held dpkg/apt lock."""
     wait = ["-o", f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT}"]
-    return [["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", package]]
+    extra = [] if recommends else ["--no-install-recommends"]
+    return [["apt-get", *wait, "update", "-q"], ["apt-get", *wait, "install", "-y", "-q", *extra, package]]
 
 
-def apt_install(ctx: Context, package: str, what: str) -> None:
+def apt_install(ctx: Context, package: str, what: str, recommends: bool = True) -> None:
     """Install a Debian package as root, or say what to install when not root."""
     if os.geteuid() != 0:
         raise StackError(f"{what} is not installed: run `sudo apt-get install -y {package}` and start again")
     ctx.say(f"installing {what} from Debian (first run only; waits for another apt to finish)…")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in apt_commands(package):
+    for cmd in apt_commands(package, recommends):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
             raise StackError(f"`{' '.join(cmd)}` failed; is the Debian mirror reachable, and did no other "
@@ -156,6 +169,14 @@ class Component:
         """Idempotent set-up that needs the running component (databases, roles)."""
 
     def endpoint(self, ctx: Context) -> str | None:
+        return None
+
+    def extra_ports(self, ctx: Context) -> list[int]:
+        """Ports it binds besides ``port_name``'s: ``up`` checks they are free before starting it."""
+        return []
+
+    def metrics_url(self, ctx: Context) -> str | None:
+        """Where it serves Prometheus metrics (scraped by the platform's Prometheus); None: nowhere."""
         return None
 
     def settings_fingerprint(self, ctx: Context) -> str | None:

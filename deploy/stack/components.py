@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pwd
+import shlex
 import signal
 import subprocess
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from deploy.stack.base import (
 )
 from deploy.stack.config import HOST, REPO_ROOT
 from deploy.stack.engines import MariaDB, Redis
+from deploy.stack.objectstore import ObjectStorage, backup_env
 from runtime import devissuer, signing
 
 # --------------------------------------------------------------------------------------------
@@ -59,13 +61,23 @@ logger.reflections.level = ERROR
 
 # --------------------------------------------------------------------------------------------
 class Postgres(Component):
-    """PostgreSQL 15 in its own data folder: read models, the registry's storage, local PoP."""
+    """PostgreSQL 15 in its own data folder: read models, the registry's storage, local PoP.
+
+    Its WAL is archived for point-in-time recovery: ``archive_command`` runs ``archive-wal.sh``
+    (written by ``prepare``), which copies each finished segment into the spool folder
+    ``<cluster folder>/postgres-archive/wal`` — outside the data folder, so base backups never
+    carry the archive — atomically (copy to a temporary name, fsync, rename, fsync the folder),
+    succeeding again for an identical copy and refusing to overwrite a different one.
+    ``archive_timeout`` bounds how old the newest archived change can be. The local PoP agent gets
+    the spool's path (``DBAAS_LOCALPOP_PG_WAL_SPOOL``) and ships it. The archive settings are
+    command-line options: ``up`` restarts a cluster started without them (or with others)."""
 
     name = "postgres"
     port_name = "postgres"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back clients, checkpoint, exit
 
     BINDIR = Path("/usr/lib/postgresql/15/bin")
+    ARCHIVE_TIMEOUT = 60  # seconds: a segment is archived at least this often while anything is written
 
     def _bindir(self, ctx: Context) -> Path:
         if (self.BINDIR / "postgres").exists():
@@ -86,10 +98,35 @@ class Postgres(Component):
         digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
         return Path("/var/tmp/dbaas-stack") / digest / "postgres"
 
+    def archive_dir(self, ctx: Context) -> Path:
+        """The archiving script and the spool, next to (never inside) the data folder."""
+        return self.data_dir(ctx).parent / "postgres-archive"
+
+    def wal_spool(self, ctx: Context) -> Path:
+        """Where ``archive_command`` puts each finished WAL segment (and timeline history file)."""
+        return self.archive_dir(ctx) / "wal"
+
+    def _prepare_archive(self, ctx: Context) -> None:
+        base, spool, user = self.archive_dir(ctx), self.wal_spool(ctx), self.user(ctx)
+        spool.mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o755)
+        if user:
+            entry = pwd.getpwnam(user)
+            os.chown(spool, entry.pw_uid, entry.pw_gid)
+        os.chmod(spool, 0o750)  # PostgreSQL's user writes it; the launcher's (the agent's) reads it
+        script = base / "archive-wal.sh"
+        text = archive_script(spool)
+        if not script.exists() or script.read_text() != text:
+            tmp = script.with_name(script.name + ".tmp")
+            tmp.write_text(text)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, script)
+
     def prepare(self, ctx: Context) -> None:
         bindir = self._bindir(ctx)
         data = self.data_dir(ctx)
         if (data / "PG_VERSION").exists():
+            self._prepare_archive(ctx)
             return
         user = self.user(ctx)
         data.mkdir(parents=True, exist_ok=True)
@@ -125,9 +162,18 @@ shared_buffers = 128MB
             "local all all scram-sha-256\n"
             f"host all all {HOST}/32 scram-sha-256\n"
             f"host replication all {HOST}/32 scram-sha-256\n")
+        self._prepare_archive(ctx)
 
     def argv(self, ctx: Context) -> list[str]:
-        return [str(self._bindir(ctx) / "postgres"), "-D", str(self.data_dir(ctx))]
+        script = self.archive_dir(ctx) / "archive-wal.sh"
+        return [str(self._bindir(ctx) / "postgres"), "-D", str(self.data_dir(ctx)),
+                "-c", "archive_mode=on",
+                "-c", f"archive_command={shlex.quote(str(script))} \"%p\" \"%f\"",
+                "-c", f"archive_timeout={self.ARCHIVE_TIMEOUT}"]
+
+    def settings_fingerprint(self, ctx: Context) -> str:
+        """Its command line (the archive settings): a cluster started without them is restarted."""
+        return hashlib.sha256(json.dumps(self.argv(ctx)).encode()).hexdigest()
 
     def _connect(self, ctx: Context, dbname: str = "postgres"):
         import psycopg
@@ -161,6 +207,12 @@ shared_buffers = 128MB
             conn.execute("revoke connect, temporary on database dbaas, registry, postgres, template1 "
                          "from public")
             conn.execute("grant connect on database postgres, template1 to dbaas")
+        # Backups (operators.backup.postgres) end the current WAL segment so that the archive
+        # covers "now"; the platform role does it without being a superuser, from either of the
+        # databases it connects to (a function's grants are kept per database).
+        for db in ("postgres", "dbaas"):
+            with self._connect(ctx, db) as conn:
+                conn.execute("grant execute on function pg_switch_wal() to dbaas")
 
     def endpoint(self, ctx: Context) -> str:
         return (f"postgresql://dbaas:{ctx.secrets()['dbaas_password']}@{HOST}:"
@@ -170,6 +222,26 @@ shared_buffers = 128MB
         return [self.data_dir(ctx).parent] if self.data_dir(ctx).parent != ctx.config.home else []
 
 
+
+
+def archive_script(spool: Path) -> str:
+    """``archive_command``'s script: ``archive-wal.sh <path> <file name>`` (run by the archiver in
+    the data folder). Exit 0 only when the spool holds exactly this file under that name."""
+    return f"""#!/bin/sh
+# generated by the dbaas launcher on every start; edit deploy/stack/components.py instead
+# PostgreSQL's archive_command: copy a finished WAL segment into the spool, atomically.
+set -u
+src="$1"
+dest={shlex.quote(str(spool))}/"$2"
+if [ -e "$dest" ]; then
+    # archived before (a retry after a crash): fine when identical, never overwritten otherwise
+    if cmp -s "$src" "$dest"; then exit 0; fi
+    echo "archive-wal: $dest exists and differs from $src" >&2
+    exit 1
+fi
+tmp="$dest.tmp"
+cp "$src" "$tmp" && sync "$tmp" && mv "$tmp" "$dest" && sync {shlex.quote(str(spool))}
+"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,6 +434,10 @@ class Registry(Component):
     def endpoint(self, ctx: Context) -> str:
         return f"http://{HOST}:{ctx.config.port('registry')}/apis/ccompat/v7"
 
+    def metrics_url(self, ctx: Context) -> str:
+        """Its management interface serves Prometheus metrics (JVM, requests, storage calls)."""
+        return f"http://{HOST}:{ctx.config.port('registry_management')}/metrics"
+
 
 # --------------------------------------------------------------------------------------------
 class GitRemote(Component):
@@ -389,7 +465,7 @@ class GitRemote(Component):
 # Imported here, not at the top: the engines build on the classes above.
 
 INFRASTRUCTURE: tuple[Component, ...] = (Postgres(), Kafka(), GitRemote(), Registry(), Connect(), MariaDB(),
-                                         Redis())
+                                         Redis(), ObjectStorage())
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,6 +543,15 @@ class ControlPlaneProcess(Component):
             return f"http://{HOST}:{ctx.config.port(self.port_name)}"
         return self.probe_url(ctx)
 
+    def metrics_url(self, ctx: Context) -> str | None:
+        """Its metrics port's /metrics; a process with a port of its own (the API) serves them there
+        (at /metrics/, where the API mounts them)."""
+        if self.metrics_slot is not None:
+            return f"http://{HOST}:{self.metrics_port(ctx)}/metrics"
+        if self.port_name:
+            return f"http://{HOST}:{ctx.config.port(self.port_name)}/metrics/"
+        return None
+
 
 def credentials_key_env(ctx: Context) -> dict[str, str]:
     """The Fernet key of PoP credentials: for the agent that encrypts them and the process that
@@ -520,16 +605,19 @@ def api_env(ctx: Context) -> dict[str, str]:
 
 
 def localpop_agent_env(ctx: Context) -> dict[str, str]:
-    """The local PoP agent's admin access to the engine servers and its keys."""
+    """The local PoP agent's admin access to the engine servers, its keys, and where backups go
+    (object storage and the backups' key-encryption key)."""
     from urllib.parse import quote
 
     values = ctx.secrets()
     mariadb = f"{quote(MariaDB.ADMIN_USER)}:{quote(values[MariaDB.SECRET], safe='')}"
     redis = f"{quote(Redis.ADMIN_USER)}:{quote(values[Redis.SECRET], safe='')}"
-    return credentials_key_env(ctx) | signing_env("pop-local")(ctx) | {
+    return credentials_key_env(ctx) | signing_env("pop-local")(ctx) | backup_env(ctx) | {
         "DBAAS_LOCALPOP_MARIADB_URL": f"mysql://{mariadb}@{HOST}:{ctx.config.port('mariadb')}",
         "DBAAS_LOCALPOP_REDIS_URL": f"redis://{redis}@{HOST}:{ctx.config.port('redis')}",
         "DBAAS_LOCALPOP_PASSWORD_KEY": values["localpop_password_key"],
+        # PostgreSQL's archived WAL, for point-in-time recovery (operators.backup.postgres)
+        "DBAAS_LOCALPOP_PG_WAL_SPOOL": str(Postgres().wal_spool(ctx)),
     }
 
 
@@ -541,5 +629,5 @@ CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("audit", "processors.audit", metrics_slot=4),
     ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=api_env),
     ControlPlaneProcess("localpop-agent", "operators.localpop.agent", metrics_slot=3,
-                        extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis")),
+                        extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis", "s3")),
 )

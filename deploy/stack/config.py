@@ -23,7 +23,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
-# Chosen away from each component's usual default (9092, 8081, 8083, 5432, 8080, 3306, 6379) so that a
+# Chosen away from each component's usual default (9092, 8081, 8083, 5432, 8080, 3306, 6379, 8333) so that a
 # developer's own services keep their ports.
 DEFAULT_PORTS: dict[str, int] = {
     "kafka": 19092,
@@ -36,6 +36,9 @@ DEFAULT_PORTS: dict[str, int] = {
     "mariadb": 13306,  # local PoP: Vitess services
     "redis": 16379,  # local PoP: DragonflyDB services
     "metrics": 19400,  # first of a small range: each control-plane process takes the next one
+    "s3": 18333,  # object storage (SeaweedFS's S3 gateway)
+    "s3_internal": 18334,  # first of seven: SeaweedFS's master, volume server, filer and gRPC ports
+    "prometheus": 19090,
 }
 
 

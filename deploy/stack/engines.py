@@ -58,7 +58,11 @@ def mysql_native_hash(password: str) -> str:
 # --------------------------------------------------------------------------------------------
 class MariaDB(Component):
     """MariaDB (Debian's 10.11): the MySQL-protocol server behind Vitess services in PoP
-    ``local``. Row-based binlog on, so Debezium's MySQL connector can stream tenants' changes."""
+    ``local``. Row-based binlog on, so Debezium's MySQL connector can stream tenants' changes and
+    backups can replay them to a point in time (``operators.backup.mariadb``): every commit is
+    synced to the binlog, files rotate at 64 MiB (and whenever the backup job flushes them to ship
+    the closed ones), and are kept for a week, long after they are shipped. The server runs in
+    UTC, as the binlog tools are told to."""
 
     name = "mariadb"
     port_name = "mariadb"
@@ -67,6 +71,9 @@ class MariaDB(Component):
     SECRET = "mariadb_root_password"
     SERVER = Path("/usr/sbin/mariadbd")
     INSTALL_DB = Path("/usr/bin/mariadb-install-db")
+    BINLOG_FILE_BYTES = 64 * 1024**2
+    # Shipping copies closed binlogs within minutes; the server keeps them a week all the same.
+    BINLOG_KEEP_SECONDS = 7 * 24 * 3600
 
     def _installed(self, ctx: Context) -> None:
         if not (self.SERVER.exists() and self.INSTALL_DB.exists()):
@@ -131,9 +138,14 @@ class MariaDB(Component):
                 f"--pid-file={base / 'mariadbd.pid'}", "--skip-name-resolve",
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
                 "--innodb-buffer-pool-size=64M", "--max-connections=200",
-                # for Debezium's MySQL connector
+                "--default-time-zone=+00:00",
+                # for Debezium's MySQL connector and point-in-time recovery
                 "--server-id=1", "--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL",
-                "--binlog-expire-logs-seconds=259200"]
+                "--sync-binlog=1", f"--max-binlog-size={self.BINLOG_FILE_BYTES}",
+                # Tenants create their own triggers and functions; row-based logging makes that
+                # safe for replay, so no SUPER is needed for it.
+                "--log-bin-trust-function-creators=1",
+                f"--binlog-expire-logs-seconds={self.BINLOG_KEEP_SECONDS}"]
 
     def _connect(self, ctx: Context):
         import pymysql

@@ -26,6 +26,7 @@ from deploy.stack import artifacts
 from deploy.stack import config as stack_config
 from deploy.stack.base import Component, Context, StackError, java_major, port_open
 from deploy.stack.components import CONTROL_PLANE, INFRASTRUCTURE
+from deploy.stack.observability import OBSERVABILITY
 from deploy.stack.processes import PidFile, spawn, stop
 from deploy.stack.redact import redact_dsn, redact_text
 from runtime import files
@@ -44,13 +45,14 @@ class ComponentStatus:
 
 class Launcher:
     def __init__(self, config: stack_config.StackConfig, say: Callable[[str], None] = print,
-                 components: Iterable[Component] = INFRASTRUCTURE + CONTROL_PLANE):
+                 components: Iterable[Component] = INFRASTRUCTURE + CONTROL_PLANE + OBSERVABILITY):
         self.config = config
         self.say = lambda msg: say(self.redact(msg))
         # DBAAS_STACK_WITHOUT=saga,localpop-agent leaves components out (benchmarks of one part).
         left_out = {n.strip() for n in os.environ.get("DBAAS_STACK_WITHOUT", "").split(",") if n.strip()}
         self.components = [c for c in components if c.name not in left_out]
-        self.ctx = Context(config, lambda: artifacts.ensure(config.cache, self.say), self.say)
+        self.ctx = Context(config, lambda: artifacts.ensure(config.cache, self.say), self.say,
+                           components=tuple(self.components))
 
     # -- helpers ---------------------------------------------------------------------------
     def redact(self, text: str) -> str:
@@ -84,6 +86,12 @@ class Launcher:
                     raise StackError(
                         f"port {port} ({comp.name}) is taken by another process; stop it, or pick other "
                         f"ports with --port-offset N or DBAAS_{comp.port_name.upper()}_PORT")
+        for comp in self.components:
+            if self.pidfile(comp).pid() is None:
+                for port in comp.extra_ports(self.ctx):
+                    if port_open(port):
+                        raise StackError(f"port {port} ({comp.name}) is taken by another process; pick other "
+                                         "ports with --port-offset N")
         for owner, extra in (("kafka", "controller"), ("registry", "registry_management")):
             pidfile = self.pidfile_by_name(owner)
             if pidfile and pidfile.pid() is None and port_open(self.config.port(extra)):

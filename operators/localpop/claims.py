@@ -26,10 +26,24 @@ MESSAGE_END = "\x1f"
 LOG_FORMAT = "--format=%x1e%H%n%B%x1f"
 
 _PATH = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<pop>[^/]+)/(?P<name>[^/]+)\.yaml$")
+_BACKUP_PATH = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<pop>[^/]+)/backups/(?P<name>[^/]+)\.yaml$")
+BACKUP_KIND = "DatabaseBackup"
 
 
 class InvalidClaim(ValueError):
     """A file in a PoP's folder that is not a readable ServiceClaim; the message says why."""
+
+
+@dataclass(frozen=True)
+class Restore:
+    """A ServiceClaim's ``spec.restore``: load the new service from a backup (``backup_id``) or a
+    point in time (``target_time``, RFC 3339) of the source service."""
+
+    source_tenant: str
+    source_service_id: str
+    source_engine: str
+    backup_id: str | None = None
+    target_time: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,7 @@ class Claim:
     name: str
     engine: str
     pop: str
+    restore: Restore | None = None
 
     @property
     def key(self) -> str:
@@ -108,7 +123,68 @@ def parse_claim(text: str, path: str = "manifest") -> Claim:
     missing = [f for f in ("tenant", "serviceId") if not values[f]]
     if missing:
         raise InvalidClaim(f"{path}: the {CLAIM_KIND} spec has no {', '.join(missing)}")
-    return Claim(values["tenant"], values["serviceId"], values["name"], values["engine"], values["pop"])
+    restore = spec.get("restore")
+    if restore is not None:
+        if not isinstance(restore, dict) or not restore.get("sourceServiceId") or \
+                (restore.get("backupId") is None) == (restore.get("targetTime") is None):
+            raise InvalidClaim(f"{path}: spec.restore needs sourceServiceId and exactly one of backupId or "
+                               "targetTime")
+        restore = Restore(str(restore.get("sourceTenant") or values["tenant"]), str(restore["sourceServiceId"]),
+                          str(restore.get("sourceEngine") or values["engine"]),
+                          str(restore["backupId"]) if restore.get("backupId") else None,
+                          str(restore["targetTime"]) if restore.get("targetTime") else None)
+    return Claim(values["tenant"], values["serviceId"], values["name"], values["engine"], values["pop"], restore)
+
+
+@dataclass(frozen=True)
+class BackupClaim:
+    """The parts of a DatabaseBackup the local PoP acts on."""
+
+    tenant: str
+    backup_id: str
+    service_id: str
+    engine: str
+    pop: str
+    pitr: bool
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}/backup/{self.backup_id}"
+
+
+def pop_backup_path(path: str, pop: str) -> tuple[str, str] | None:
+    """``(tenant, backup id)`` when ``path`` is ``tenants/{tenant}/{pop}/backups/{id}.yaml``, else None."""
+    match = _BACKUP_PATH.match(path)
+    if match is None or match["pop"] != pop:
+        return None
+    return match["tenant"], match["name"]
+
+
+def pop_backup_pathspec(pop: str) -> str:
+    return f":(glob)tenants/*/{pop}/backups/*.yaml"
+
+
+def parse_backup_claim(text: str, path: str = "manifest") -> BackupClaim:
+    """The DatabaseBackup in a rendered backup file (it may also hold the engine's own resources)."""
+    try:
+        docs = parse_all(text, source=path)
+    except GitOpsError as exc:
+        raise InvalidClaim(str(exc)) from None
+    found = [d for d in docs if d.get("kind") == BACKUP_KIND
+             and str(d.get("apiVersion", "")).split("/", 1)[0] == CLAIM_API_GROUP]
+    if len(found) != 1:
+        raise InvalidClaim(f"{path} holds {len(found)} {BACKUP_KIND} objects; expected exactly one")
+    doc = found[0]
+    spec = doc.get("spec") if isinstance(doc.get("spec"), dict) else {}
+    labels = (doc.get("metadata") or {}).get("labels") or {}
+    values = {"tenant": spec.get("tenant"), "backupId": spec.get("backupId"),
+              "serviceId": labels.get("dbaas.io/service-id"), "engine": spec.get("engine") or labels.get("dbaas.io/engine"),
+              "pop": labels.get("dbaas.io/pop")}
+    missing = [k for k, v in values.items() if not v]
+    if missing:
+        raise InvalidClaim(f"{path}: the {BACKUP_KIND} has no {', '.join(missing)}")
+    return BackupClaim(str(values["tenant"]), str(values["backupId"]), str(values["serviceId"]),
+                       str(values["engine"]), str(values["pop"]), bool(spec.get("pitr", False)))
 
 
 def parse_trailers(message: str) -> tuple[str | None, str | None]:

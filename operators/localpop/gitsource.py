@@ -17,11 +17,15 @@ import structlog
 
 from operators.localpop.claims import (
     LOG_FORMAT,
+    BackupClaim,
     Claim,
     History,
     InvalidClaim,
+    parse_backup_claim,
     parse_claim,
     parse_history,
+    pop_backup_path,
+    pop_backup_pathspec,
     pop_claim_path,
     pop_pathspec,
 )
@@ -43,6 +47,7 @@ class Snapshot:
     claims: dict[str, Claim | str]
     tenants: dict[str, str]
     history: History
+    backups: dict[str, BackupClaim | str] | None = None  # path -> DatabaseBackup, or why unreadable
 
 
 class GitSource:
@@ -106,24 +111,30 @@ class GitSource:
         repo = self._open()
         listing = repo.git.ls_tree("-r", "--full-tree", tip, "--", "tenants/")
         blobs: dict[str, str] = {}
+        backup_blobs: dict[str, str] = {}
         tenants: dict[str, str] = {}
         for line in listing.splitlines():
             meta, _, path = line.partition("\t")
             parts = meta.split()
-            where = pop_claim_path(path, self.pop)
-            if where is None or len(parts) != 3 or parts[1] != "blob":
+            if len(parts) != 3 or parts[1] != "blob":
                 continue
-            blobs[path] = parts[2]
-            tenants[path] = where[0]
+            if (where := pop_claim_path(path, self.pop)) is not None:
+                blobs[path] = parts[2]
+                tenants[path] = where[0]
+            elif (where := pop_backup_path(path, self.pop)) is not None:
+                backup_blobs[path] = parts[2]
+                tenants[path] = where[0]
         claims = {path: self._claim(repo, path, blob) for path, blob in blobs.items()}
-        self._claims = {blob: self._claims[blob] for blob in blobs.values() if blob in self._claims}
-        return Snapshot(tip, claims, tenants, self._history_at(repo, tip))
+        backups = {path: self._claim(repo, path, blob, parse_backup_claim) for path, blob in backup_blobs.items()}
+        kept = {*blobs.values(), *backup_blobs.values()}
+        self._claims = {blob: self._claims[blob] for blob in kept if blob in self._claims}
+        return Snapshot(tip, claims, tenants, self._history_at(repo, tip), backups)
 
-    def _claim(self, repo: git.Repo, path: str, blob: str) -> Claim | str:
+    def _claim(self, repo: git.Repo, path: str, blob: str, parse=parse_claim) -> Claim | str:
         if blob not in self._claims:
             text = repo.git.cat_file("blob", blob, strip_newline_in_stdout=False)
             try:
-                self._claims[blob] = parse_claim(text, path)
+                self._claims[blob] = parse(text, path)
             except InvalidClaim as exc:  # the agent logs it and leaves what it applied alone
                 self._claims[blob] = str(exc)
         return self._claims[blob]
@@ -136,7 +147,8 @@ class GitSource:
             log.warning("the GitOps branch was rewritten: reading its whole history again", old_tip=since, tip=tip)
             since = None
         output = repo.git.log("--no-renames", "--name-status", LOG_FORMAT,
-                              f"{since}..{tip}" if since else tip, "--", pop_pathspec(self.pop))
+                              f"{since}..{tip}" if since else tip, "--", pop_pathspec(self.pop),
+                              pop_backup_pathspec(self.pop))
         newer = parse_history(output)
         self._history = self._history.then(newer) if since and self._history else newer
         self._history_tip = tip

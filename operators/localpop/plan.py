@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from operators.localpop.claims import Claim, CommitRef, History, service_key
+from operators.localpop.claims import Claim, CommitRef, History, Restore, service_key
 from schemas.catalog import ENGINES, KUBERNETES_POPS
 
 REPORT_NAMESPACE = uuid.UUID("0b6f3c2a-5d1e-4f7a-9c3b-7e2d8a41f905")
@@ -53,6 +53,7 @@ class Desired:
     commit: str
     reportable: bool = True
     problem: str | None = None
+    restore: Restore | None = None  # load the new service's data from this source once provisioned
 
     @property
     def key(self) -> str:
@@ -175,7 +176,7 @@ def desired_services(claims: Mapping[str, Claim | str], history: History, pop: s
         desired[claim.key] = Desired(
             path=path, tenant=claim.tenant, service_id=claim.service_id, name=claim.name, engine=claim.engine,
             operation_id=commit.operation_id or f"commit:{commit.sha}", correlation_id=commit.correlation_id,
-            commit=commit.sha, reportable=commit.operation_id is not None, problem=problem)
+            commit=commit.sha, reportable=commit.operation_id is not None, problem=problem, restore=claim.restore)
     return desired, unreadable, problems
 
 

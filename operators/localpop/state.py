@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from operators.localpop.backupplan import BackupRecord
 from operators.localpop.plan import Record
 
 VERSION = 1
@@ -40,11 +41,33 @@ def load(path: Path) -> dict[str, Record]:
         raise StateError(f"the state file {path} has a malformed service entry: {exc}") from None
 
 
+def load_backups(path: Path) -> dict[str, BackupRecord]:
+    """The backup records in ``path`` by backup key (none when the file does not exist)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise StateError(f"the backup state file {path} cannot be read ({exc}); move it away to start afresh "
+                         "(backups in GitOps are then taken again and re-reported)") from None
+    try:
+        return {key: BackupRecord.from_json(value) for key, value in data.get("backups", {}).items()}
+    except (TypeError, AttributeError) as exc:
+        raise StateError(f"the backup state file {path} has a malformed entry: {exc}") from None
+
+
+def save_backups(path: Path, records: Mapping[str, BackupRecord], **meta: str) -> None:
+    _write(path, {"version": VERSION, **meta, "backups": {k: records[k].to_json() for k in sorted(records)}})
+
+
 def save(path: Path, records: Mapping[str, Record], **meta: str) -> None:
     """Replace ``path`` with ``records`` atomically."""
+    _write(path, {"version": VERSION, **meta,
+                  "services": {key: records[key].to_json() for key in sorted(records)}})
+
+
+def _write(path: Path, body: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"version": VERSION, **meta,
-            "services": {key: records[key].to_json() for key in sorted(records)}}
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:

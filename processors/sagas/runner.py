@@ -41,6 +41,7 @@ from processors.sagas.service import (
     EventReplayed,
     PopReport,
     Render,
+    RenderBackup,
     Rendered,
     Revert,
     Reverted,
@@ -68,6 +69,11 @@ FAILED_STEPS = Counter("dbaas_saga_steps_failed_total",
 REFUSED_COMPENSATIONS = Counter("dbaas_saga_compensations_refused_total",
                                 "Compensations refused for good, their event dead-lettered", ["error"])
 AWAITING = Gauge("dbaas_saga_operations_awaiting_pop", "Committed operations awaiting their PoP's report")
+DEAD_LETTERED = Counter("dbaas_saga_dead_lettered_total",
+                        "Inputs (events, PoP reports) sent to their dead-letter topic")
+LAG = Gauge("dbaas_saga_lag", "Input messages not yet handled", ["topic", "partition"])
+for _step in ("render", "commit", "pop-report"):  # at zero from the start: a first timeout is an increase
+    TIMEOUTS.labels(_step)
 
 # What a message that is no event or report raises while decoding.
 UNDECODABLE = PoisonMessage
@@ -110,6 +116,7 @@ class Git(Protocol):
 
 class Renderer(Protocol):
     def render(self, tenant_id: str, started: OperationStarted) -> tuple[str, str | None]: ...
+    def render_backup(self, tenant_id: str, request: Any) -> tuple[str, str | None]: ...
 
 
 class CommandSink(Protocol):
@@ -212,7 +219,8 @@ class SagaRunner:
         """A report with what its signature proves (the policy decides whether that is enough)."""
         r = self.decoder.report(msg.value())
         report = PopReport(r["tenant_id"], r["service_id"], r["operation_id"], r["pop"], r["phase"], r["endpoint"],
-                           r["reason"], r.get("credentials"), r["report_id"], now)
+                           r["reason"], r.get("credentials"), r["report_id"], now,
+                           backup_id=r.get("backup_id"), details=r.get("details"))
         try:
             self.keys.refresh()
             key = self.keys.verify(msg.topic(), msg.key(), msg.value(), msg.headers())
@@ -234,11 +242,16 @@ class SagaRunner:
                     REJECTED_REPORTS.inc()
                 log.warning("input dead-lettered", code=code, reason=reason, topic=msg.topic())
                 self.dead_letters.send(msg, reason, code)
+                DEAD_LETTERED.inc()
                 return None
             case Render(tenant_id=tenant, started=e, deadline=deadline):
                 self._started = time.perf_counter()
                 return self._retrying(e.operation_id, "render", deadline, stop, lambda: Rendered(
                     e.operation_id, *self.renderer.render(tenant, e), self.clock.now()))
+            case RenderBackup(tenant_id=tenant, request=e, deadline=deadline):
+                self._started = time.perf_counter()
+                return self._retrying(e.operation_id, "render", deadline, stop, lambda: Rendered(
+                    e.operation_id, *self.renderer.render_backup(tenant, e), self.clock.now()))
             case Commit():
                 return self._retrying(effect.operation_id, "commit", effect.deadline, stop,
                                       lambda: self._commit(effect))

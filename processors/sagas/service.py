@@ -36,6 +36,10 @@ from typing import Literal
 from commands.records import (
     Actor,
     CommandEnvelope,
+    RecordBackupCommitted,
+    RecordBackupRendered,
+    RecordBackupReport,
+    RecordBackupStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
@@ -44,6 +48,12 @@ from commands.records import (
     RecordStepTimedOut,
 )
 from events import (
+    BackupClaimCommitted,
+    BackupCompleted,
+    BackupDeleted,
+    BackupDeletionRequested,
+    BackupFailed,
+    BackupRequested,
     Envelope,
     OperationCancelled,
     OperationStarted,
@@ -56,7 +66,8 @@ from events import (
 
 SAGA_ACTOR = Actor("system:saga", ("system",))
 STEP_NAMESPACE = uuid.UUID("8f4c2b1e-7d3a-4e55-9b61-2a0c9e7d4f10")
-DEFAULT_TIMEOUTS = {"render": 120, "commit": 300, "pop-report": 1800}  # seconds
+# seconds; `backup-report`: how long the PoP may take to store a backup (or delete one)
+DEFAULT_TIMEOUTS = {"render": 120, "commit": 300, "pop-report": 1800, "backup-report": 3600}
 
 Step = Literal["render", "commit", "revert"]
 
@@ -86,6 +97,7 @@ class Awaiting:
     correlation_id: str
     seconds: int
     deadline: datetime
+    backup_id: str | None = None  # the operation is a backup's (or its deletion's)
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,8 @@ class PopReport:
     key_kind: str | None = None
     key_pop: str | None = None
     unverified: str | None = None
+    backup_id: str | None = None  # the report is about this backup (phase Completed | Failed | Deleted)
+    details: str | None = None  # JSON of a completed backup
 
 
 @dataclass(frozen=True)
@@ -220,6 +234,16 @@ class Render:
 
 
 @dataclass(frozen=True)
+class RenderBackup:
+    """Render a backup's claim (a deletion: plan the file's removal) by `deadline`; answer
+    `Rendered`, `StepRefused` or `StepTimedOut`."""
+
+    tenant_id: str
+    request: BackupRequested | BackupDeletionRequested
+    deadline: datetime
+
+
+@dataclass(frozen=True)
 class Commit:
     """Make the repository hold `content` at `path` (None: no file) in a commit with these
     trailers — unless a commit with this `operation_id` exists already — by `deadline`; answer
@@ -262,7 +286,7 @@ class DeadLetter:
     code: str | None = None
 
 
-Effect = Render | Commit | Revert | Send | DeadLetter
+Effect = Render | RenderBackup | Commit | Revert | Send | DeadLetter
 Reaction = tuple[SagaState, list[Effect]]
 
 
@@ -296,8 +320,14 @@ def observe(state: SagaState, env: Envelope) -> SagaState:
             waiting = Awaiting(env.tenant_id, e.service_id, env.correlation_id, seconds,
                                env.occurred_at + timedelta(seconds=seconds))
             return replace(state, awaiting=MappingProxyType({**state.awaiting, e.operation_id: waiting}))
+        case BackupClaimCommitted(changed=True) as e:
+            seconds = state.timeouts.get("backup-report", DEFAULT_TIMEOUTS["backup-report"])
+            waiting = Awaiting(env.tenant_id, "", env.correlation_id, seconds,
+                               env.occurred_at + timedelta(seconds=seconds), backup_id=e.backup_id)
+            return replace(state, awaiting=MappingProxyType({**state.awaiting, e.operation_id: waiting}))
         case ServiceReady() | ServiceFailed() | ServiceDeleted() | OperationCancelled(compensate=True) \
-                | ServiceClaimReverted() as e if e.operation_id in state.awaiting:
+                | ServiceClaimReverted() | BackupCompleted() | BackupFailed() | BackupDeleted() as e \
+                if e.operation_id in state.awaiting:
             rest = {op: a for op, a in state.awaiting.items() if op != e.operation_id}
             return replace(state, awaiting=MappingProxyType(rest))
     return state
@@ -308,16 +338,55 @@ def _event(state: SagaState, env: Envelope, now: datetime) -> Reaction:
         case OperationStarted() as e:
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"])
             return replace(state, in_flight=InFlight(env, "render")), [Render(env.tenant_id, e, deadline)]
-        case ServiceFailed(compensate=True) | OperationCancelled(compensate=True) as e:
+        case BackupRequested() | BackupDeletionRequested() as e:
+            deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"])
+            return replace(state, in_flight=InFlight(env, "render")), [RenderBackup(env.tenant_id, e, deadline)]
+        case ServiceFailed(compensate=True) | OperationCancelled(compensate=True) | BackupFailed(compensate=True) as e:
             revert = Revert(e.operation_id, revert_operation_id(e.operation_id),
                             f"Revert operation {e.operation_id} of {env.tenant_id}", env.correlation_id)
             return replace(state, in_flight=InFlight(env, "revert")), [revert]
     return state, []
 
 
+def _backup_result(state: SagaState, flight: InFlight, message: Message) -> Reaction:
+    """A step of a backup operation (or a backup's deletion) answered: record it, as for services."""
+    env = flight.env
+    e = env.payload
+    action = "backup" if isinstance(e, BackupRequested) else "delete-backup"
+    done = replace(state, in_flight=None)
+    match message:
+        case Rendered(path=path, content=content, now=now) if flight.step == "render":
+            digest = hashlib.sha256((content or "").encode()).hexdigest()
+            what = (f"Back up {env.tenant_id}/{e.service_name} in {e.pop}" if isinstance(e, BackupRequested)
+                    else f"Delete backup {e.backup_id} of {env.tenant_id} in {e.pop}")
+            deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"] + state.timeouts["commit"])
+            commit = Commit(path, content, what, e.operation_id, env.correlation_id, deadline)
+            return (replace(state, in_flight=replace(flight, step="commit", path=path, content=content)),
+                    [_send(env, "render", action, RecordBackupRendered(e.backup_id, e.operation_id, digest), now),
+                     commit])
+        case Committed(sha=sha, changed=changed, now=now) if flight.step == "commit":
+            recorded = RecordBackupCommitted(e.backup_id, e.operation_id, flight.path or "", sha, changed)
+            return done, [_send(env, "commit", action, recorded, now)]
+        case Reverted() if flight.step == "revert":
+            return done, []  # the failed backup's claim is gone: the PoP removes what it stored
+        case StepRefused(step="revert", reason=reason) if flight.step == "revert":
+            return done, [DeadLetter(f"the revert could not be committed to GitOps: {reason}",
+                                     "compensation_refused")]
+        case StepRefused(step=step, reason=reason, now=now) if step == flight.step:
+            return done, [_send(env, f"failed/{step}", action,
+                                RecordBackupStepFailed(e.backup_id, e.operation_id, step, reason, "failed"), now)]
+        case StepTimedOut(step=step, now=now) if step == flight.step and step != "revert":
+            reason = f"step {step} did not finish within {state.timeouts[step]} s"
+            return done, [_send(env, f"timeout/{step}", action,
+                                RecordBackupStepFailed(e.backup_id, e.operation_id, step, reason, "timed_out"), now)]
+    return state, []
+
+
 def _result(state: SagaState, flight: InFlight, message: Message) -> Reaction:
     env = flight.env
     e = env.payload
+    if hasattr(e, "backup_id"):
+        return _backup_result(state, flight, message)
     action = getattr(e, "action", "revert")
     done = replace(state, in_flight=None)
     match message:
@@ -366,9 +435,16 @@ def _expire(state: SagaState, now: datetime) -> Reaction:
     sends: list[Effect] = [Send(CommandEnvelope(
         command_id=step_command_id(op, "timeout/pop-report"), tenant_id=a.tenant_id, actor=SAGA_ACTOR,
         issued_at=now, correlation_id=a.correlation_id,
-        payload=RecordStepTimedOut(a.service_id, op, "pop-report", a.seconds)), "timeout/pop-report", "pop-report")
+        payload=_report_timed_out(op, a)), "timeout/pop-report", "pop-report")
         for op, a in due]
     return replace(state, awaiting=MappingProxyType(rest)), sends
+
+
+def _report_timed_out(op: str, a: Awaiting) -> RecordStepTimedOut | RecordBackupStepFailed:
+    if a.backup_id is None:
+        return RecordStepTimedOut(a.service_id, op, "pop-report", a.seconds)
+    return RecordBackupStepFailed(a.backup_id, op, "pop-report", f"the PoP did not report within {a.seconds} s",
+                                  "timed_out")
 
 
 def _relay(r: PopReport) -> Effect:
@@ -378,7 +454,11 @@ def _relay(r: PopReport) -> Effect:
         return DeadLetter(r.unverified, "unauthenticated")
     if r.key_kind != "pop" or r.key_pop != r.pop:
         return DeadLetter(f"key {r.key_id!r} does not speak for PoP {r.pop!r}", "unauthenticated")
-    payload = RecordPopReport(r.service_id, r.operation_id, r.pop, r.phase, r.endpoint, r.reason, r.credentials)
+    payload: RecordPopReport | RecordBackupReport
+    if r.backup_id is not None:
+        payload = RecordBackupReport(r.backup_id, r.operation_id, r.pop, r.phase, r.reason, r.details)
+    else:
+        payload = RecordPopReport(r.service_id, r.operation_id, r.pop, r.phase, r.endpoint, r.reason, r.credentials)
     return Send(CommandEnvelope(
         command_id=step_command_id(r.operation_id, f"report/{r.report_id}"), tenant_id=r.tenant_id,
         actor=Actor(f"system:pop:{r.pop}", ("system",)), issued_at=r.now, correlation_id=r.report_id,

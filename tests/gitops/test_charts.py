@@ -533,29 +533,31 @@ def test_bad_application_values_fail(helm_bin: str, overrides: dict[str, Any], m
 
 BACKUP_VALUES = {
     "tenant": "acme",
-    "serviceId": "3f2a9c1e-yugabyte-medium-lagos",
+    "serviceId": "3f2a9c1e-vitess-medium-lagos",
     "serviceName": "orders-db",
+    "engine": "vitess",
     "pop": "lagos",
     "backupId": "bk-20260101-0001",
     "destination": {"bucket": "dbaas-backups-lagos", "prefix": "tenants/acme/orders-db/"},
-    "encryptionKey": {"secretName": "acme-backup-key", "key": "key"},
+    "encryption": {"keyId": "dek-acme-0001", "kekId": "kek-2026-01"},
 }
 
 
 @pytest.mark.parametrize(
-    "destination",
+    ("pop", "destination"),
     [
-        pytest.param(BACKUP_VALUES["destination"], id="bucket"),
-        pytest.param({"path": "/var/lib/dbaas/backups/acme"}, id="local-path"),
+        pytest.param("lagos", BACKUP_VALUES["destination"], id="bucket"),
+        pytest.param("local", {"path": "/var/lib/dbaas/backups/acme"}, id="local-path"),
     ],
 )
 def test_backup_renders_a_valid_databasebackup_for_the_services_claim(
-    matrix, helm_bin: str, crd_index: CrdIndex, destination: dict[str, str]
+    matrix, helm_bin: str, crd_index: CrdIndex, pop: str, destination: dict[str, str]
 ) -> None:
-    values = {**BACKUP_VALUES, "destination": destination}
+    service_id = f"3f2a9c1e-vitess-medium-{pop}"
+    values = {**BACKUP_VALUES, "pop": pop, "serviceId": service_id, "destination": destination}
     [backup] = helm.render(BACKUP_CHART, values, "backup", NAMESPACE, helm=helm_bin)
     crd_index.validate(backup)
-    claim = by_kind(rendered(matrix, ("yugabyte", "medium", "lagos")))["ServiceClaim"]
+    claim = by_kind(rendered(matrix, ("vitess", "medium", pop)))["ServiceClaim"]
     assert (
         backup["spec"]["serviceClaimRef"]["name"] == claim["metadata"]["name"]
     )  # both charts derive it alike

@@ -121,8 +121,10 @@ DATABASE_BACKUP: dict[str, Any] = {
         "serviceClaimRef": {"name": "orders-db-b6743252"},
         "tenant": "acme",
         "backupId": "bk-0001",
+        "engine": "yugabyte",
+        "pitr": True,
         "destination": {"bucket": "dbaas-backups-lagos", "prefix": "tenants/acme/orders-db/"},
-        "encryptionKeyRef": {"name": "acme-backup-key", "key": "key"},
+        "encryption": {"keyId": "dek-acme-0001", "kekId": "kek-2026-01"},
     },
     "status": {
         "phase": "Completed",
@@ -490,10 +492,10 @@ PLATFORM_CASES = [
     ),
     pytest.param(
         DATABASE_BACKUP,
-        "spec.encryptionKeyRef",
-        DELETE,
-        "'encryptionKeyRef' is a required property",
-        id="backup-unencrypted",
+        "spec.encryption",
+        {"keyId": "dek-acme-0001"},
+        "'kekId' is a required property",
+        id="backup-data-key-without-its-kek",
     ),
     pytest.param(DATABASE_BACKUP, "status.sizeBytes", -1, "less than the minimum", id="backup-negative-size"),
 ]

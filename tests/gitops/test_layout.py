@@ -6,6 +6,7 @@ upstream Application CRD (../shared/crds/argocd) with the crdschema test helper.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from pathlib import Path
 
@@ -16,16 +17,21 @@ from gitops import layout
 from gitops.errors import GitOpsError, InvalidPath
 
 REPO_URL = "https://git.example.org/dbaas/gitops.git"
-CRDS = Path(__file__).resolve().parents[3] / "shared" / "crds"
+# As crdschema.upstream_crds_dir(): $DBAAS_UPSTREAM_CRDS, else ../shared/crds next to the repository.
+CRDS = Path(os.environ.get("DBAAS_UPSTREAM_CRDS", Path(__file__).resolve().parents[3] / "shared" / "crds"))
 
 
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
         (layout.service_path("acme", "orders"), "tenants/acme/orders.yaml"),
-        (layout.backup_path("acme", "orders-20250101"), "tenants/acme/backups/orders-20250101.yaml"),
+        (layout.pop_service_path("acme", "lagos", "orders"), "tenants/acme/lagos/orders.yaml"),
+        (layout.backup_path("acme", "lagos", "orders-20250101"),
+         "tenants/acme/lagos/backups/orders-20250101.yaml"),
+        (layout.backup_path("acme", "local", "5b1f0c2e-4a7d-5e9b-8c3a-1d2e3f4a5b6c"),
+         "tenants/acme/local/backups/5b1f0c2e-4a7d-5e9b-8c3a-1d2e3f4a5b6c.yaml"),
         (layout.tenant_dir("acme"), "tenants/acme"),
-        (layout.backups_dir("acme"), "tenants/acme/backups"),
+        (layout.backups_dir("acme", "frankfurt"), "tenants/acme/frankfurt/backups"),
         (layout.overlay_dir("lagos"), "overlays/lagos"),
         (layout.overlay_kustomization_path("local"), "overlays/local/kustomization.yaml"),
         (layout.base_dir("crds"), "base/crds"),
@@ -58,7 +64,8 @@ def test_paths_follow_the_platform_layout(path, expected):
 )
 def test_invalid_names_are_rejected_with_a_typed_error(name, reason):
     for helper in (lambda n: layout.service_path("acme", n), lambda n: layout.service_path(n, "db"),
-                   lambda n: layout.backup_path("acme", n), layout.application_path):
+                   lambda n: layout.backup_path("acme", "lagos", n), lambda n: layout.backup_path(n, "lagos", "b1"),
+                   layout.application_path):
         with pytest.raises(InvalidPath) as caught:
             helper(name)
         assert isinstance(caught.value, GitOpsError) and isinstance(caught.value, ValueError), reason
@@ -72,6 +79,46 @@ def test_errors_say_how_to_fix_the_input():
         layout.overlay_dir("paris")
     with pytest.raises(InvalidPath, match="choose one of: crds, operators"):
         layout.base_dir("secrets")
+
+
+def test_backup_paths_need_a_known_pop():
+    with pytest.raises(InvalidPath, match="choose one of: lagos"):
+        layout.backup_path("acme", "paris", "b1")
+    with pytest.raises(InvalidPath, match="backup id 'B_1' is not a DNS-1123 label"):
+        layout.backup_path("acme", "lagos", "B_1")
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("tenants/acme/lagos/orders.yaml", layout.TenantPath("service", "acme", "lagos", "orders")),
+        ("tenants/acme/lagos/backups/bk-1.yaml", layout.TenantPath("backup", "acme", "lagos", "bk-1")),
+        ("tenants/acme/local/backups/5b1f0c2e-4a7d-5e9b-8c3a-1d2e3f4a5b6c.yaml",
+         layout.TenantPath("backup", "acme", "local", "5b1f0c2e-4a7d-5e9b-8c3a-1d2e3f4a5b6c")),
+        # a service may be called "backups": its file sits beside the backups folder
+        ("tenants/acme/lagos/backups.yaml", layout.TenantPath("service", "acme", "lagos", "backups")),
+        ("tenants/README.md", None),
+        ("tenants/acme/orders.yaml", None),  # no PoP folder
+        ("tenants/acme/paris/orders.yaml", None),  # unknown PoP
+        ("tenants/acme/lagos/snapshots/bk-1.yaml", None),  # not the backups folder
+        ("tenants/acme/lagos/backups/x/bk-1.yaml", None),  # too deep
+        ("tenants/acme/lagos/backups/bk-1.yml", None),
+        ("tenants/acme/lagos/Orders.yaml", None),  # not a DNS-1123 label
+        ("tenants/Acme/lagos/orders.yaml", None),
+        ("overlays/lagos/orders.yaml", None),
+        ("", None),
+    ],
+)
+def test_parse_tenant_path_tells_backups_from_services(path, expected):
+    assert layout.parse_tenant_path(path) == expected
+
+
+@pytest.mark.parametrize("pop", layout.POPS)
+def test_parse_tenant_path_inverts_the_path_helpers(pop):
+    service = layout.parse_tenant_path(layout.pop_service_path("acme", pop, "orders-db"))
+    backup = layout.parse_tenant_path(layout.backup_path("acme", pop, "bk-20260101"))
+    assert (service.kind, service.tenant, service.pop, service.name) == ("service", "acme", pop, "orders-db")
+    assert (backup.kind, backup.tenant, backup.pop, backup.name) == ("backup", "acme", pop, "bk-20260101")
 
 
 @pytest.mark.parametrize("name", ["a", "acme", "acme-prod-2", "0", "a" * 63])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from commands.records import (
     Actor,
@@ -578,6 +579,7 @@ def test_runner_dead_letters_undecodable_input_and_commits_offsets_after_effects
     bad = FakeMessage("dbaas.events", b"garbage", offset_=1)
     source = FakeSource(incoming=[event_msg(started(), offset=0), bad])
     r = runner(source=source)
+    dead_before = REGISTRY.get_sample_value("dbaas_saga_dead_lettered_total")
 
     class OnceThrough:
         def __init__(self):
@@ -590,4 +592,5 @@ def test_runner_dead_letters_undecodable_input_and_commits_offsets_after_effects
     r.run(OnceThrough())
     assert source.committed == [0, 1]
     assert [m for m, _, _ in r.dead_letters] == [bad]
+    assert REGISTRY.get_sample_value("dbaas_saga_dead_lettered_total") == dead_before + 1
     assert len(payloads(r)) == 2

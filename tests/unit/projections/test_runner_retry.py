@@ -70,3 +70,17 @@ def test_stopping_during_a_retry_leaves_the_batch_uncommitted():
     p = projector(FakeConsumer([[FakeMessage(0, 3)]]), commit, stop)
     p.step()
     assert p.next_offsets == {0: 0}
+
+
+def test_unfinished_operations_are_gauged_per_phase_and_zero_when_none():
+    metrics = Metrics()
+    value = metrics.registry.get_sample_value
+    assert {value("dbaas_operations_open", {"phase": p}) for p in ("accepted", "running", "compensating")} == {0}
+    metrics.operations({"running": (2, 90.5), "compensating": (1, 12.0)})
+    assert value("dbaas_operations_open", {"phase": "running"}) == 2
+    assert value("dbaas_operations_oldest_open_seconds", {"phase": "running"}) == 90.5
+    assert value("dbaas_operations_oldest_open_seconds", {"phase": "compensating"}) == 12
+    metrics.operations({})
+    assert value("dbaas_operations_open", {"phase": "running"}) == 0
+    assert value("dbaas_operations_oldest_open_seconds", {"phase": "running"}) == 0
+    assert value("process_start_time_seconds") > 0  # as in the other processes' registries
