@@ -30,6 +30,7 @@ May import: ``runtime``, ``gitops``, ``schemas``, ``operators.localpop`` and the
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -44,8 +45,11 @@ from confluent_kafka import KafkaError, Producer
 from cryptography.fernet import Fernet
 from prometheus_client import Counter, Gauge, Histogram
 
+from operators.backup.jobs import BackupJobs, JobFailed, JobRetry, build_jobs
+from operators.localpop import backupplan
 from operators.localpop import plan as core
 from operators.localpop import state as state_file
+from operators.localpop.backupplan import BackupRecord, Drop, ForgetBackup, Take
 from operators.localpop.gitsource import GitSource, GitUnavailable, Snapshot
 from operators.localpop.plan import Apply, Forget, Record, Remove, Resend
 from operators.localpop.provisioners import (
@@ -81,6 +85,10 @@ SYNC_SECONDS = Histogram("dbaas_localpop_sync_seconds", "Duration of one sync of
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 SYNC_ERRORS = Counter("dbaas_localpop_sync_errors_total", "Syncs that could not read git or reach Kafka",
                       ["error"])
+BACKUPS = Counter("dbaas_localpop_backups_total", "Backups taken, restores and drops by outcome",
+                  ["action", "engine", "outcome"])
+BACKUP_SECONDS = Histogram("dbaas_localpop_backup_seconds", "Duration of a backup or a restore", ["action"],
+                           buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900))
 
 
 # -- settings ----------------------------------------------------------------------------------
@@ -147,6 +155,9 @@ class AgentSettings:
     metrics_port: int = env("DBAAS_METRICS_PORT", 0)
     flush_timeout: float = 5.0
     message_timeout_ms: int = 30_000
+    # a backup or restore that keeps meeting an unavailable store or server fails after this long
+    backup_retry_seconds: float = env("DBAAS_LOCALPOP_BACKUP_RETRY_SECONDS", 120.0)
+    ship_interval: float = env("DBAAS_LOCALPOP_SHIP_INTERVAL", 10.0)  # archived WAL/binlogs to the store
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentSettings:
@@ -248,8 +259,15 @@ class Agent:
     reports still waiting for Kafka's acknowledgement."""
 
     def __init__(self, settings: AgentSettings, source: GitSource, reporter: Reporter,
-                 provisioners: Mapping[str, Provisioner], clock: Callable[[], datetime] | None = None):
+                 provisioners: Mapping[str, Provisioner], clock: Callable[[], datetime] | None = None,
+                 jobs: BackupJobs | str | None = None):
         self.settings = settings
+        # backups: the jobs, or why there are none (no object storage configured)
+        self.jobs = jobs if jobs is not None else "object storage is not configured for the local PoP: set DBAAS_S3_*"
+        self.backups_path = settings.state_dir / "localpop-backups.json"
+        self.backups: dict[str, BackupRecord] = state_file.load_backups(self.backups_path)
+        self._first_try: dict[str, float] = {}  # key -> monotonic time of a job's first attempt
+        self._shipped_at = 0.0
         self.source = source
         self.reporter = reporter
         self.provisioners = dict(provisioners)
@@ -268,7 +286,9 @@ class Agent:
         """The composition root: clients from settings."""
         source = GitSource(settings.gitops_remote, settings.state_dir / "gitops-mirror.git", settings.pop,
                            settings.branch)
-        return cls(settings, source, Reporter(settings), build_provisioners(settings))
+        provisioners = build_provisioners(settings)
+        return cls(settings, source, Reporter(settings), provisioners,
+                   jobs=build_jobs(dict(os.environ), settings, provisioners))
 
     def close(self) -> None:
         self._acknowledge(self.reporter.close())
@@ -287,6 +307,8 @@ class Agent:
             for step in core.plan(desired, self.records, unreadable):
                 with structlog.contextvars.bound_contextvars(**_context(step)):
                     self._execute(step, snapshot)
+            self._sync_backups(snapshot)
+        self._ship()
         self._report()
         applied = core.applied_per_engine(self.records)
         for engine in OFFERED:
@@ -348,11 +370,122 @@ class Agent:
             log.warning("provisioning failed", path=d.path, engine=d.engine, reason=str(exc))
             EFFECTS.labels("provision", d.engine, "failed").inc()
             return self._store(core.failed(d, f"provisioning failed: {exc}", now, provisioned=True))
+        if d.restore is not None and not (previous is not None and previous.provisioned):
+            outcome = self._restore(d)
+            if outcome is not None:
+                return self._store(core.failed(d, outcome, self.clock(), provisioned=True)) if outcome else None
         record = core.ready(d, f"{creds.host}:{creds.port}", now)
         self._tokens[record.report_id] = encrypt_credentials(self._fernet, creds)
         EFFECTS.labels("provision", d.engine, "ok").inc()
         log.info("service applied", path=d.path, engine=d.engine, endpoint=record.endpoint, commit=d.commit)
         self._store(record)
+
+    def _restore(self, d: core.Desired) -> str | None:
+        """Load a restored service's data (after provisioning it). None: done; "": retry later
+        (a server or the store is unavailable); otherwise why the restore failed (reported Failed,
+        so the creation is compensated and the new service removed)."""
+        if isinstance(self.jobs, str):
+            return f"restore failed: {self.jobs}"
+        started = time.perf_counter()
+        try:
+            self.jobs.restore(d.tenant, d.service_id, d.engine, d.restore)
+        except JobRetry as exc:
+            if self._give_up(d.key):
+                return f"restore failed: {exc}"
+            self._backoff(d.key, "restore", exc)
+            return ""
+        except JobFailed as exc:
+            BACKUPS.labels("restore", d.engine, "failed").inc()
+            log.warning("restore failed", path=d.path, reason=str(exc))
+            self._first_try.pop(d.key, None)
+            return f"restore failed: {exc}"
+        self._first_try.pop(d.key, None)
+        BACKUPS.labels("restore", d.engine, "ok").inc()
+        BACKUP_SECONDS.labels("restore").observe(time.perf_counter() - started)
+        log.info("service restored and verified", path=d.path, source=d.restore.source_service_id,
+                 backup_id=d.restore.backup_id, target_time=d.restore.target_time)
+        return None
+
+    # -- backups -------------------------------------------------------------------------------
+    def _sync_backups(self, snapshot: Snapshot) -> None:
+        wanted, unreadable = backupplan.desired_backups(snapshot.backups or {}, snapshot.history,
+                                                        self.settings.pop, snapshot.tenants)
+        for step in backupplan.plan_backups(wanted, self.backups, unreadable):
+            item = step.wanted if isinstance(step, Take) else step.record
+            ctx = {"operation_id": item.operation_id, "tenant_id": item.tenant, "backup_id": item.backup_id}
+            with structlog.contextvars.bound_contextvars(**ctx):
+                match step:
+                    case Take(wanted=w) if not self._waiting(w.key):
+                        self._take(w)
+                    case Drop(record=r) if not self._waiting(r.key):
+                        self._drop(r, core.removal(r, snapshot.history, snapshot.tip))  # type: ignore[arg-type]
+                    case ForgetBackup(record=r):
+                        del self.backups[r.key]
+                        self._save_backups()
+
+    def _take(self, w: backupplan.WantedBackup) -> None:
+        service = self.records.get(f"{w.tenant}/{w.service_id}")
+        problem = w.problem
+        if problem is None and isinstance(self.jobs, str):
+            problem = self.jobs
+        if problem is None and (service is None or service.action != "apply" or not service.provisioned):
+            problem = f"service {w.service_id} does not run in PoP {self.settings.pop}: nothing to back up"
+        if problem is not None:
+            return self._store_backup(backupplan.take_failed(w, problem, self.clock()))
+        started = time.perf_counter()
+        try:
+            details = self.jobs.take(w.tenant, w.service_id, w.backup_id, w.engine, w.pitr)  # type: ignore[union-attr]
+        except JobRetry as exc:
+            if not self._give_up(w.key):
+                return self._backoff(w.key, "backup", exc)
+            reason = str(exc)
+        except JobFailed as exc:
+            reason = str(exc)
+        else:
+            BACKUPS.labels("backup", w.engine, "ok").inc()
+            BACKUP_SECONDS.labels("backup").observe(time.perf_counter() - started)
+            log.info("backup stored", path=w.path, engine=w.engine)
+            return self._store_backup(backupplan.taken(w, details, self.clock()))
+        BACKUPS.labels("backup", w.engine, "failed").inc()
+        log.warning("backup failed", path=w.path, reason=reason)
+        self._store_backup(backupplan.take_failed(w, reason, self.clock()))
+
+    def _drop(self, r: BackupRecord, commit) -> None:
+        if r.stored and not isinstance(self.jobs, str):
+            try:
+                self.jobs.drop(r.tenant, r.backup_id)
+            except (JobRetry, JobFailed) as exc:
+                return self._backoff(r.key, "drop", exc)
+        BACKUPS.labels("drop", r.engine, "ok").inc()
+        log.info("backup dropped", path=r.path, removal_operation_id=commit.operation_id)
+        self._store_backup(backupplan.dropped(r, commit, self.clock()))
+
+    def _ship(self) -> None:
+        """Ship archived WAL and closed binlogs to the object store, every ``ship_interval``."""
+        if isinstance(self.jobs, str) or time.monotonic() - self._shipped_at < self.settings.ship_interval:
+            return
+        self._shipped_at = time.monotonic()
+        try:
+            self.jobs.ship()
+        except (JobRetry, JobFailed) as exc:
+            SYNC_ERRORS.labels("ArchiveShipping").inc()
+            log.warning("archived logs not shipped yet; retrying", error=str(exc))
+
+    def _give_up(self, key: str) -> bool:
+        first = self._first_try.setdefault(key, time.monotonic())
+        if time.monotonic() - first < self.settings.backup_retry_seconds:
+            return False
+        del self._first_try[key]
+        return True
+
+    def _store_backup(self, record: BackupRecord) -> None:
+        self.backups[record.key] = record
+        self._retry_at.pop(record.key, None)
+        self._first_try.pop(record.key, None)
+        self._save_backups()
+
+    def _save_backups(self) -> None:
+        state_file.save_backups(self.backups_path, self.backups, pop=self.settings.pop)
 
     def _remove(self, record: Record, commit) -> None:
         now = self.clock()
@@ -403,6 +536,14 @@ class Agent:
 
     # -- reports -------------------------------------------------------------------------------
     def _report(self) -> None:
+        for backup in list(self.backups.values()):
+            if not backup.reported:
+                try:
+                    self.reporter.send(backup.tenant, backupplan.report(backup, self.settings.pop))
+                except SchemaError as exc:
+                    SYNC_ERRORS.labels(type(exc).__name__).inc()
+                    log.warning("report not sent: schema registry unavailable", error=str(exc))
+                    break
         for record in list(self.records.values()):
             if record.reported:
                 continue
@@ -418,6 +559,16 @@ class Agent:
         self._acknowledge(self.reporter.flush(self.settings.flush_timeout))
 
     def _acknowledge(self, acked: set[str]) -> None:
+        backups_changed = False
+        for key, backup in list(self.backups.items()):
+            if not backup.reported and backup.report_id in acked:
+                self.backups[key] = replace(backup, reported=True)
+                REPORTS.labels(backup.phase).inc()
+                log.info("backup report acknowledged", operation_id=backup.operation_id, phase=backup.phase,
+                         backup_id=backup.backup_id, tenant_id=backup.tenant)
+                backups_changed = True
+        if backups_changed:
+            self._save_backups()
         changed = False
         for key, record in list(self.records.items()):
             if not record.reported and record.report_id in acked:
