@@ -17,7 +17,6 @@ import pytest
 import redis
 from botocore.config import Config
 
-from tests.conftest import wait_for
 from tests.integration.conftest import operation
 
 MARKER = "row-" + uuid.uuid4().hex  # a value no sealed byte may show
