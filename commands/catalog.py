@@ -83,6 +83,7 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "RecordBackupCommitted": (SYSTEM_ROLE,),
     "RecordBackupReport": (SYSTEM_ROLE,),
     "RecordBackupStepFailed": (SYSTEM_ROLE,),
+    "RecordBackupReverted": (SYSTEM_ROLE,),
 }
 
 # Command type -> steps its operation has after acceptance (0 = done once accepted).
@@ -109,7 +110,8 @@ OPERATION_STEPS = {
 # Commands that report a step of an operation already running: they start no operation of their own.
 STEP_REPORTS = ("RecordServiceClaimRendered", "RecordServiceClaimCommitted", "RecordPopReport",
                 "RecordStepTimedOut", "RecordStepFailed", "RecordServiceClaimReverted",
-                "RecordBackupRendered", "RecordBackupCommitted", "RecordBackupReport", "RecordBackupStepFailed")
+                "RecordBackupRendered", "RecordBackupCommitted", "RecordBackupReport", "RecordBackupStepFailed",
+                "RecordBackupReverted")
 # The steps the saga itself carries out, so the ones it can report as failed (the PoP's report is
 # the PoP's to fail).
 SAGA_STEPS = ("render", "commit")

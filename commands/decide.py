@@ -31,6 +31,7 @@ from commands.records import (
     RecordBackupCommitted,
     RecordBackupRendered,
     RecordBackupReport,
+    RecordBackupReverted,
     RecordBackupStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
@@ -60,6 +61,7 @@ from events import (
     Backup,
     BackupClaimCommitted,
     BackupClaimRendered,
+    BackupClaimReverted,
     BackupCompleted,
     BackupDeleted,
     BackupDeletionRequested,
@@ -229,6 +231,13 @@ def _changes(state: TenantState, cmd: CommandEnvelope, op: str) -> list[Change] 
             return _backup_report(state, c)
         case RecordBackupStepFailed() as c:
             return _backup_step_failed(state, c)
+        case RecordBackupReverted() as c:
+            backup = state.backups.get(c.backup_id)
+            if backup is None:
+                return Problem("not_found", "backup_id", f"backup {c.backup_id} does not exist")
+            if backup.operation_id != c.operation_id or not backup.compensating:
+                return []
+            return [("backup", c.backup_id, BackupClaimReverted(c.backup_id, c.operation_id, c.sha))]
         case SetQuota() as c:
             if state.organization is None:
                 return _no_organization(state)

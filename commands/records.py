@@ -256,6 +256,16 @@ class RecordBackupStepFailed:
     code: str  # failed | timed_out
 
 
+
+@dataclass(frozen=True)
+class RecordBackupReverted:
+    """System (saga): the GitOps change of a failed backup operation was reverted."""
+
+    backup_id: str
+    operation_id: str
+    sha: str | None = None
+
+
 Command = (
     CreateOrganization
     | CreateService
@@ -281,6 +291,7 @@ Command = (
     | RecordBackupCommitted
     | RecordBackupReport
     | RecordBackupStepFailed
+    | RecordBackupReverted
 )
 
 # Record name -> class. New commands: add the class here and a branch in the .avsc.
@@ -311,6 +322,7 @@ COMMAND_TYPES: dict[str, type] = {
         RecordBackupCommitted,
         RecordBackupReport,
         RecordBackupStepFailed,
+        RecordBackupReverted,
     )
 }
 

@@ -43,6 +43,7 @@ from commands.records import (
     RecordBackupCommitted,
     RecordBackupRendered,
     RecordBackupReport,
+    RecordBackupReverted,
     RecordBackupStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
@@ -177,7 +178,7 @@ def validate(command: Command) -> list[Problem]:
                 _choice("size", command.size, tuple(SIZE_PLANS)) if command.size is not None else None,
                 *_labels(command.labels),
             )
-        case RecordBackupRendered() | RecordBackupCommitted():
+        case RecordBackupRendered() | RecordBackupCommitted() | RecordBackupReverted():
             return _collect(_uuid("backup_id", command.backup_id), _uuid("operation_id", command.operation_id))
         case RecordBackupReport():
             return _collect(_uuid("backup_id", command.backup_id), _uuid("operation_id", command.operation_id),

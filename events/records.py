@@ -320,6 +320,16 @@ class BackupDeleted:
     service_id: str
 
 
+
+@dataclass(frozen=True)
+class BackupClaimReverted:
+    """Compensation done: the GitOps change of a failed backup operation was reverted."""
+
+    backup_id: str
+    operation_id: str
+    sha: str | None = None
+
+
 Event = (
     OrganizationCreated
     | ServiceRequested
@@ -348,6 +358,7 @@ Event = (
     | BackupFailed
     | BackupDeletionRequested
     | BackupDeleted
+    | BackupClaimReverted
 )
 
 # The steps of a service operation after acceptance, in order.
@@ -430,6 +441,7 @@ EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
     "BackupFailed": lambda d: BackupFailed(**d),
     "BackupDeletionRequested": lambda d: BackupDeletionRequested(**d),
     "BackupDeleted": lambda d: BackupDeleted(**d),
+    "BackupClaimReverted": lambda d: BackupClaimReverted(**d),
 }
 
 

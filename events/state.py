@@ -19,6 +19,7 @@ from events.lifecycle import Action, Compensation, Status
 from events.records import (
     BackupClaimCommitted,
     BackupClaimRendered,
+    BackupClaimReverted,
     BackupCompleted,
     BackupDeleted,
     BackupDeletionRequested,
@@ -124,6 +125,7 @@ class Backup:
     size_bytes: int = 0
     dek_id: str | None = None
     kek_id: str | None = None
+    compensating: bool = False  # its failed operation's GitOps change is being reverted
 
     @property
     def in_flight(self) -> bool:
@@ -470,7 +472,11 @@ def _backup_completed(state: TenantState, env: Envelope, e: BackupCompleted) -> 
 
 def _backup_failed(state: TenantState, env: Envelope, e: BackupFailed) -> TenantState:
     backup = _backup(state, e.backup_id)
-    return _put_backup(state, replace(backup, status=BackupStatus(e.status), step=3))
+    return _put_backup(state, replace(backup, status=BackupStatus(e.status), step=3, compensating=e.compensate))
+
+
+def _backup_reverted(state: TenantState, env: Envelope, e: BackupClaimReverted) -> TenantState:
+    return _put_backup(state, replace(_backup(state, e.backup_id), compensating=False))
 
 
 def _backup_deletion_requested(state: TenantState, env: Envelope, e: BackupDeletionRequested) -> TenantState:
@@ -512,6 +518,7 @@ APPLIERS: dict[type, Applier] = {
     BackupFailed: _backup_failed,
     BackupDeletionRequested: _backup_deletion_requested,
     BackupDeleted: _backup_deleted,
+    BackupClaimReverted: _backup_reverted,
 }
 
 

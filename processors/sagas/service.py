@@ -39,6 +39,7 @@ from commands.records import (
     RecordBackupCommitted,
     RecordBackupRendered,
     RecordBackupReport,
+    RecordBackupReverted,
     RecordBackupStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
@@ -367,8 +368,8 @@ def _backup_result(state: SagaState, flight: InFlight, message: Message) -> Reac
         case Committed(sha=sha, changed=changed, now=now) if flight.step == "commit":
             recorded = RecordBackupCommitted(e.backup_id, e.operation_id, flight.path or "", sha, changed)
             return done, [_send(env, "commit", action, recorded, now)]
-        case Reverted() if flight.step == "revert":
-            return done, []  # the failed backup's claim is gone: the PoP removes what it stored
+        case Reverted(sha=sha, now=now) if flight.step == "revert":  # the PoP removes what it stored
+            return done, [_send(env, "revert", "revert", RecordBackupReverted(e.backup_id, e.operation_id, sha), now)]
         case StepRefused(step="revert", reason=reason) if flight.step == "revert":
             return done, [DeadLetter(f"the revert could not be committed to GitOps: {reason}",
                                      "compensation_refused")]

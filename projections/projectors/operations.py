@@ -19,6 +19,7 @@ from events import (
     BackupClaimCommitted,
     BackupClaimRendered,
     BackupCompleted,
+    BackupClaimReverted,
     BackupDeleted,
     BackupFailed,
     CommandRejected,
@@ -169,4 +170,5 @@ HANDLERS: dict[type, Handler] = {
     BackupCompleted: _backup_completed,
     BackupDeleted: _deleted,
     BackupFailed: _failed,
+    BackupClaimReverted: _reverted,
 }

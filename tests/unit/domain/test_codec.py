@@ -10,6 +10,7 @@ import pytest
 from domain_builders import (
     DB1,
     OWNER,
+    SYSTEM,
     T0,
     TENANT,
     backup_details,
@@ -40,6 +41,7 @@ from commands import (
     RecordBackupCommitted,
     RecordBackupRendered,
     RecordBackupReport,
+    RecordBackupReverted,
     RecordBackupStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
@@ -59,6 +61,7 @@ from commands.validation import DNS_LABEL, LABEL_PART, VERSION
 from events import (
     BackupClaimCommitted,
     BackupClaimRendered,
+    BackupClaimReverted,
     BackupCompleted,
     BackupDeleted,
     BackupDeletionRequested,
@@ -149,6 +152,7 @@ COMMAND_SAMPLES = [
     RecordBackupReport(BK1, OP, "local", "Completed", details='{"size_bytes": 1}'),
     RecordBackupReport(BK1, OP, "local", "Failed", reason="disk full"),
     RecordBackupStepFailed(BK1, OP, "pop-report", "no report in 3600 s", "timed_out"),
+    RecordBackupReverted(BK1, OP, "c0ffee" * 6),
 ]
 SMALL, BIG = Resources(1.0, 2, 10, 1), Resources(4.0, 16, 500, 3)
 EVENT_SAMPLES = [
@@ -223,6 +227,7 @@ EVENT_SAMPLES = [
     ev(BackupFailed(BK1, OP, DB1, "disk full", "pop_failed", "pop-report", True), "backup", BK1, 5),
     ev(BackupDeletionRequested(BK1, OP, DB1, "local", "expired"), "backup", BK1, 6),
     ev(BackupDeleted(BK1, OP, DB1), "backup", BK1, 7),
+    ev(BackupClaimReverted(BK1, OP, None), "backup", BK1, 8),
 ]
 
 
@@ -295,6 +300,7 @@ def test_decided_events_round_trip() -> None:
         restore,
         failing,
         *backup_saga(BK2, op(failing), "Failed", reason="disk full"),
+        cmd(RecordBackupReverted(BK2, op(failing), "5ca1ab1e"), actor=SYSTEM),
         forget,
         *backup_saga(BK1, op(forget), "Deleted"),
         protect,  # queued behind the scale

@@ -119,6 +119,7 @@ def test_a_service_operation_has_the_saga_steps() -> None:
         "RecordBackupCommitted",
         "RecordBackupReport",
         "RecordBackupStepFailed",
+        "RecordBackupReverted",
     }
     assert {OPERATION_STEPS[t] for t in ("BackupService", "DeleteBackup", "RestoreService")} == {len(STEPS)}
     assert not set(STEP_REPORTS) & set(OPERATION_STEPS)

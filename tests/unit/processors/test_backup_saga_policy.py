@@ -10,6 +10,7 @@ from commands.records import (
     RecordBackupCommitted,
     RecordBackupRendered,
     RecordBackupReport,
+    RecordBackupReverted,
     RecordBackupStepFailed,
 )
 from events import BackupClaimCommitted, BackupCompleted, BackupDeletionRequested, BackupFailed, BackupRequested, Envelope
@@ -88,12 +89,12 @@ def test_a_completed_backup_is_awaited_no_more():
     assert OP not in state.awaiting
 
 
-def test_a_failed_backup_with_a_committed_claim_is_reverted_and_nothing_recorded():
+def test_a_failed_backup_with_a_committed_claim_is_reverted_and_the_revert_recorded():
     failed = BackupFailed(BK, OP, SVC, "disk full", "pop_failed", "pop-report", compensate=True)
     state, [revert] = react(fresh(), EventArrived(env(failed), T0))
     assert isinstance(revert, Revert) and revert.revert_id == revert_operation_id(OP)
-    state, effects = react(state, Reverted(OP, "5ca1ab1e", T0))
-    assert effects == [] and state.in_flight is None
+    state, [send] = react(state, Reverted(OP, "5ca1ab1e", T0))
+    assert send.command.payload == RecordBackupReverted(BK, OP, "5ca1ab1e") and state.in_flight is None
 
 
 def test_a_backup_report_of_the_pops_own_key_is_relayed():
