@@ -139,6 +139,8 @@ PLATFORM_ENV = {
     "DBAAS_RATE_LIMITS": f"ratelimit-*={RATE_LIMIT},*=1000/2000",
     # crash tests kill processes on purpose: restart them at once, not after a growing wait
     "DBAAS_SUPERVISE_MAX_BACKOFF": "2",
+    # a backup meeting an unavailable object store fails after this long (the failure tests stop it)
+    "DBAAS_LOCALPOP_BACKUP_RETRY_SECONDS": "8",
 }
 
 

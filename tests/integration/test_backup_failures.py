@@ -1,0 +1,61 @@
+"""Backups when things break: the object store down → the backup fails with the reason, nothing of
+it is listed as restorable, and the next backup after the store is back completes; the local PoP
+agent killed in the middle of backups → each backup completes exactly once and restores."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psycopg
+
+from tests.conftest import wait_for
+from tests.integration.conftest import operation
+from tests.integration.test_backups_e2e import _backup, _create, _credentials, _restore
+
+
+def _pid(stack, name: str) -> int:
+    return int(Path(stack.home, "run", name).read_text().split()[0])  # "<pid> <start time>"
+
+
+def test_a_backup_fails_with_the_reason_while_the_object_store_is_down(stack, api, org):
+    source = _create(api, org, "cache", "dragonfly")
+    os.kill(_pid(stack, "s3.pid"), signal.SIGKILL)
+    try:
+        r = api.post(f"/services/{source}/backups", json={})
+        assert r.status_code == 202, r.text
+        failed = operation(api, r.json()["operation_id"], lambda o: o["state"] in ("Succeeded", "Failed"),
+                           "the backup to fail", timeout=180)
+        assert failed["state"] == "Failed" and "object storage unavailable" in failed["message"], failed
+        listed = api.get(f"/services/{source}/backups", params={"status": "Completed"}).json()["items"]
+        assert listed == []
+        window = api.get(f"/services/{source}/recovery-window").json()
+        assert window["instants"] == []
+    finally:
+        stack.stack_cli("up", "--json")  # the store comes back
+    _backup(api, source)  # and backups work again
+
+
+def test_the_agent_killed_during_backups_completes_each_once(stack, api, org):
+    source = _create(api, org, "orders", "yugabyte")
+    creds = _credentials(api, source)
+    with psycopg.connect(creds["uri"], autocommit=True) as conn:  # a few seconds of dump and upload
+        conn.execute("create table orders (id int primary key, note text)")
+        conn.execute("insert into orders select g, repeat(md5(g::text), 20) from generate_series(1, 200000) g")
+    ops, kills = [], 0
+    for _ in range(2):
+        r = api.post(f"/services/{source}/backups", json={})
+        assert r.status_code == 202, r.text
+        ops.append(r.json()["operation_id"])
+        wait_for(lambda: list(Path(stack.home, "state").glob("**/backup-work/*")), timeout=120,
+                 what="the agent to be taking the backup")
+        os.kill(_pid(stack, "localpop-agent.child.pid"), signal.SIGKILL)
+        kills += 1
+        done = operation(api, ops[-1], lambda o: o["state"] in ("Succeeded", "Failed"), "the backup", timeout=300)
+        assert done["state"] == "Succeeded", done
+    backups = api.get(f"/services/{source}/backups").json()["items"]
+    assert sorted(b["operation_id"] for b in backups) == sorted(ops)
+    assert all(b["status"] == "Completed" for b in backups)
+    copy = _restore(api, source, "orders-copy", backup_id=backups[0]["backup_id"])
+    with psycopg.connect(_credentials(api, copy)["uri"]) as conn:
+        assert conn.execute("select count(*) from orders").fetchone()[0] == 200000
