@@ -160,7 +160,7 @@ class Policy:
 class Backup:
     backup_id: str
     slot: datetime | None  # None: on demand
-    status: Literal["running", "completed", "failed", "deleting"]
+    status: Literal["running", "completed", "deleting"]  # failed and deleted ones are forgotten
     taken_at: datetime | None = None
     failed_deletions: int = 0
 
@@ -393,7 +393,7 @@ def _fold(svc: ServiceSchedule, env: Envelope, config: Config) -> tuple[ServiceS
             before = svc.backups.get(e.backup_id)
             if before is None:
                 return svc, []
-            svc = _put_backup(svc, replace(before, status="failed"))
+            svc = _drop_backup(svc, e.backup_id)  # a failed backup holds nothing: only its slot matters
             slot = before.slot
             if slot is None or (svc.judged is not None and slot <= svc.judged) or slot in svc.failed \
                     or (svc.latest_taken is not None and svc.latest_taken >= slot):
@@ -407,8 +407,7 @@ def _fold(svc: ServiceSchedule, env: Envelope, config: Config) -> tuple[ServiceS
             before = svc.backups.get(e.backup_id)
             return (_put_backup(svc, replace(before, status="deleting")) if before else svc), []
         case BackupDeleted():
-            return replace(svc, backups=MappingProxyType({k: b for k, b in svc.backups.items()
-                                                          if k != e.backup_id})), []
+            return _drop_backup(svc, e.backup_id), []
     return svc, []
 
 
@@ -512,7 +511,9 @@ def _tick(state: SchedulerState, now: datetime) -> Reaction:
         effects += _announce(state, now)
         state = replace(state, announced=True)
     tenants = dict(state.tenants)
-    sent = dict(state.sent)
+    # commands sent long ago and never seen judged (e.g. superseded by a later slot) are forgotten
+    forget = now - 10 * state.config.resend_after
+    sent = {command_id: at for command_id, at in state.sent.items() if at > forget}
     for tenant_id, services in state.tenants.items():
         changed: dict[str, ServiceSchedule] = {}
         for service_id, svc in services.items():
@@ -620,6 +621,10 @@ def _put(state: SchedulerState, svc: ServiceSchedule) -> SchedulerState:
 
 def _put_backup(svc: ServiceSchedule, backup: Backup) -> ServiceSchedule:
     return replace(svc, backups=MappingProxyType({**svc.backups, backup.backup_id: backup}))
+
+
+def _drop_backup(svc: ServiceSchedule, backup_id: str) -> ServiceSchedule:
+    return replace(svc, backups=MappingProxyType({k: b for k, b in svc.backups.items() if k != backup_id}))
 
 
 def _without(mapping: Mapping[str, datetime], key: str) -> Mapping[str, datetime]:

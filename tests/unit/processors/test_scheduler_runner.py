@@ -145,3 +145,20 @@ def test_an_alert_is_a_record_of_the_alert_schema():
     for alert in (raised, resolved):
         data = encode(7, parsed_schema("alert"), alert.to_avro())
         assert decode(data, lambda _id: parsed_schema("alert")) == alert.to_avro()
+
+
+def test_the_launcher_starts_the_scheduler_with_the_platforms_key(tmp_path, monkeypatch):
+    from deploy.stack import config
+    from deploy.stack.base import Context
+    from deploy.stack.components import CONTROL_PLANE
+
+    monkeypatch.delenv("DBAAS_PORT_OFFSET", raising=False)
+    ctx = Context(config.resolve(tmp_path / "home", port_offset=1000), lambda: None, lambda _m: None)
+    by_name = {c.name: c for c in CONTROL_PLANE}
+    scheduler = by_name["scheduler"]
+    assert scheduler.module == "processors.scheduler"
+    ports = [c.metrics_port(ctx) for c in CONTROL_PLANE if c.metrics_slot is not None]
+    assert len(ports) == len(set(ports)), "each process its own metrics port"
+    settings = read(SchedulerSettings, scheduler.env(ctx))  # the launcher's env is a complete configuration
+    platform = Signer.from_text("platform", ctx.secrets()["signing_key_platform"])
+    assert settings.signer.key_id == "platform" and settings.signer.public_text() == platform.public_text()
