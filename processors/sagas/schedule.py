@@ -42,8 +42,10 @@ subprocess, HTTP or SQL clients (an import-linter contract).
 """
 from __future__ import annotations
 
+import copy
+import functools
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -110,9 +112,22 @@ def alert_id_for(tenant_id: str, service_id: str, kind: str, slot: str) -> str:
 
 
 # -- the schedule ------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4096)
+def _parsed(schedule: str) -> croniter:
+    return croniter(schedule, datetime(2000, 1, 1, tzinfo=UTC))
+
+
+def _cron(schedule: str, t: datetime) -> croniter:
+    """An iterator over `schedule`'s slots from `t`: a copy of the expression parsed once (parsing
+    costs several times a step)."""
+    it = copy.copy(_parsed(schedule))
+    it.set_current(t, force=True)
+    return it
+
+
 def at_or_before(schedule: str, t: datetime) -> datetime:
     """The latest slot of `schedule` at or before `t`."""
-    return croniter(schedule, t.replace(microsecond=0) + timedelta(seconds=1)).get_prev(datetime)
+    return _cron(schedule, t.replace(microsecond=0) + timedelta(seconds=1)).get_prev(datetime)
 
 
 def at_or_after(schedule: str, t: datetime) -> datetime:
@@ -123,12 +138,12 @@ def at_or_after(schedule: str, t: datetime) -> datetime:
 
 def after(schedule: str, t: datetime) -> datetime:
     """The first slot of `schedule` strictly after `t`."""
-    return croniter(schedule, t.replace(microsecond=0)).get_next(datetime)
+    return _cron(schedule, t.replace(microsecond=0)).get_next(datetime)
 
 
 def slots(schedule: str, first: datetime) -> Iterable[datetime]:
     """`first` (a slot) and every slot after it."""
-    it = croniter(schedule, first)
+    it = _cron(schedule, first)
     yield first
     while True:
         yield it.get_next(datetime)
@@ -196,6 +211,8 @@ class ServiceSchedule:
     failed: frozenset[datetime] = frozenset()  # slots not judged yet whose backup failed (missed already)
     judged: datetime | None = None  # every slot up to here is judged
     clock: datetime | None = None  # slots are judged up to this time
+    due_at: datetime | None = None  # no slot's deadline comes before this (None: not known)
+    next_slots: tuple[datetime, datetime] | None = None  # the first unjudged slot and the next, at the last walk
     incident: Incident | None = None
     last_resolved: Incident | None = None
     wake_at: datetime | None = None  # nothing to do before (None: look at the next tick)
@@ -341,30 +358,31 @@ def _event(state: SchedulerState, env: Envelope) -> Reaction:
         status = getattr(e, "status", None)
         if svc is None or env.aggregate_type != "service" or not isinstance(status, str):
             return state, []
-        return _put(state, replace(svc, status=status, wake_at=None)), []
+        return _put(state, _set(svc, status=status, wake_at=None)), []
     svc = state.service(env.tenant_id, service_id)
     if svc is None:
         svc = ServiceSchedule(env.tenant_id, service_id, getattr(e, "name", service_id))
     svc, effects = _judge(svc, env.occurred_at, state.config)  # what was due before this event
-    svc, more = _fold(svc, env, state.config)
-    return _put(state, replace(svc, wake_at=None)), effects + more
+    svc, more = _fold(svc, env)
+    return _put(state, _set(svc, wake_at=None)), effects + more
 
 
-def _fold(svc: ServiceSchedule, env: Envelope, config: Config) -> tuple[ServiceSchedule, list[Effect]]:
+def _fold(svc: ServiceSchedule, env: Envelope) -> tuple[ServiceSchedule, list[Effect]]:
     e = env.payload
     at = env.occurred_at
     if isinstance(getattr(e, "status", None), str) and env.aggregate_type == "service":
-        svc = replace(svc, status=e.status)
-    match e:
+        svc = _set(svc, status=e.status)
+    match e:  # a completed backup only moves the next deadline later: `due_at` stays a lower bound
         case ServiceRequested():
-            return replace(svc, name=e.name, live=True), []
+            return _set(svc, name=e.name, live=True, due_at=None, next_slots=None), []
         case ServiceReady():
-            return replace(svc, ready_at=svc.ready_at or at), []
+            return _set(svc, ready_at=svc.ready_at or at, due_at=None, next_slots=None), []
         case ServiceDeleted():
-            svc = replace(svc, live=False)
+            svc = _set(svc, live=False, due_at=None, next_slots=None)
             return _resolve(svc, at, "the service was deleted")
         case BackupPolicySet():
-            svc = replace(svc, policy=Policy(e.schedule, e.retain_count, e.retain_days, at))
+            svc = _set(svc, policy=Policy(e.schedule, e.retain_count, e.retain_days, at), due_at=None,
+                          next_slots=None)
             if e.schedule is None:
                 return _resolve(svc, at, "scheduled backups were turned off")
             return svc, []
@@ -373,12 +391,12 @@ def _fold(svc: ServiceSchedule, env: Envelope, config: Config) -> tuple[ServiceS
             svc = _put_backup(svc, Backup(e.backup_id, slot, "running"))
             if slot is not None:
                 latest = max(svc.latest_requested or slot, slot)
-                svc = replace(svc, latest_requested=latest, requested=svc.requested | {slot})
+                svc = _set(svc, latest_requested=latest, requested=svc.requested | {slot})
             return svc, []
         case BackupCompleted():
             before = svc.backups.get(e.backup_id) or Backup(e.backup_id, None, "running")
             svc = _put_backup(svc, replace(before, status="completed", taken_at=e.taken_at))
-            svc = replace(svc, latest_taken=max(svc.latest_taken or e.taken_at, e.taken_at))
+            svc = _set(svc, latest_taken=max(svc.latest_taken or e.taken_at, e.taken_at))
             incident = svc.incident
             if incident is not None and e.taken_at >= incident.last_slot:
                 return _resolve(svc, at, f"backup {e.backup_id} taken at {slot_text(e.taken_at)} completed")
@@ -398,7 +416,7 @@ def _fold(svc: ServiceSchedule, env: Envelope, config: Config) -> tuple[ServiceS
             if slot is None or (svc.judged is not None and slot <= svc.judged) or slot in svc.failed \
                     or (svc.latest_taken is not None and svc.latest_taken >= slot):
                 return svc, []
-            svc = replace(svc, failed=svc.failed | {slot})
+            svc = _set(svc, failed=svc.failed | {slot})
             why = (f'the scheduled backup {e.backup_id} of service "{svc.name}" for slot {slot_text(slot)} '
                    f"failed: {e.reason}")
             svc, alerts = _missed(svc, [slot], "failed", at, why)
@@ -425,26 +443,29 @@ def _judge(svc: ServiceSchedule, until: datetime, config: Config,
         return svc, []
     schedule = svc.schedule
     if schedule is None:
-        return replace(svc, clock=until), []
+        return _set(svc, clock=until), []
+    if svc.due_at is not None and until < svc.due_at:
+        return _set(svc, clock=until), []
     judged = svc.judged
     missed: list[tuple[datetime, MissReason, datetime]] = []
-    series = slots(schedule, _first_unjudged(svc, schedule))
+    series = _unjudged(svc, schedule)
     slot, upcoming = next(series), next(series)
     done = False
+    due_at = None
     for _ in range(limit if limit is not None else 2**62):
         deadline = config.deadline(slot, upcoming)
         if deadline > until:
-            done = True
+            done, due_at = True, deadline
             break
         if slot not in svc.failed:
             missed.append((slot, "late" if slot in svc.requested else "not_taken", deadline))
         judged = slot
         slot, upcoming = upcoming, next(series)
     if judged is not None:
-        svc = replace(svc, judged=judged, requested=frozenset(s for s in svc.requested if s > judged),
+        svc = _set(svc, judged=judged, requested=frozenset(s for s in svc.requested if s > judged),
                       failed=frozenset(s for s in svc.failed if s > judged))
     if done:
-        svc = replace(svc, clock=until)
+        svc = _set(svc, clock=until, due_at=due_at, next_slots=(slot, upcoming))
     effects: list[Effect] = []
     for reason in ("not_taken", "late"):
         ours = [m for m in missed if m[1] == reason]
@@ -471,11 +492,11 @@ def _missed(svc: ServiceSchedule, missed: list[datetime], reason: MissReason, at
     open_ = svc.incident
     if open_ is not None:
         last = max(open_.last_slot, missed[-1])
-        return replace(svc, incident=replace(open_, last_slot=last, missed=open_.missed + len(missed))), []
+        return _set(svc, incident=replace(open_, last_slot=last, missed=open_.missed + len(missed))), []
     kind: AlertKind = "backup_failed" if reason == "failed" else "backup_slot_missed"
     incident = Incident(alert_id_for(svc.tenant_id, svc.service_id, kind, slot_text(missed[0])), kind,
                         missed[0], missed[-1], len(missed), at, why)
-    return replace(svc, incident=incident), [_alert(svc, incident)]
+    return _set(svc, incident=incident), [_alert(svc, incident)]
 
 
 def _resolve(svc: ServiceSchedule, at: datetime, resolution: str) -> tuple[ServiceSchedule, list[Effect]]:
@@ -483,7 +504,7 @@ def _resolve(svc: ServiceSchedule, at: datetime, resolution: str) -> tuple[Servi
     if incident is None or incident.resolved_at is not None:
         return svc, []
     done = replace(incident, resolved_at=at, resolution=resolution)
-    return replace(svc, incident=None, last_resolved=done), [_alert(svc, done)]
+    return _set(svc, incident=None, last_resolved=done), [_alert(svc, done)]
 
 
 def _alert(svc: ServiceSchedule, incident: Incident) -> Alert:
@@ -494,6 +515,23 @@ def _alert(svc: ServiceSchedule, incident: Incident) -> Alert:
     return Alert(incident.alert_id, svc.tenant_id, svc.service_id, incident.kind, SEVERITY[incident.kind],
                  "resolved" if incident.resolved_at is not None else "raised", message, incident.raised_at,
                  incident.resolved_at)
+
+
+def _unjudged(svc: ServiceSchedule, schedule: str) -> Iterator[datetime]:
+    """The slots from the first one not judged yet, continuing from where the last walk stopped when
+    it can (a step of the cron costs more than everything else a walk does)."""
+    marks = [m for m in (svc.judged, svc.latest_taken) if m is not None]
+    floor = max(marks) if marks else None
+    if svc.next_slots is not None:
+        first, second = svc.next_slots
+        if floor is None or floor < second:
+            if floor is None or floor < first:
+                yield first
+            yield second
+            it = _cron(schedule, second)
+            while True:
+                yield it.get_next(datetime)
+    yield from slots(schedule, _first_unjudged(svc, schedule))
 
 
 def _first_unjudged(svc: ServiceSchedule, schedule: str) -> datetime:
@@ -525,7 +563,7 @@ def _tick(state: SchedulerState, now: datetime) -> Reaction:
             for send in sends:
                 sent[send.command.command_id] = now
             effects += sends
-            changed[service_id] = replace(svc, wake_at=_wake(svc, now, state.config, bool(sends)))
+            changed[service_id] = _set(svc, wake_at=_wake(svc, now, state.config, bool(sends)))
         if changed:
             tenants[tenant_id] = MappingProxyType({**services, **changed})
     return replace(state, tenants=MappingProxyType(tenants), sent=MappingProxyType(sent)), effects
@@ -603,8 +641,11 @@ def _wake(svc: ServiceSchedule, now: datetime, config: Config, sending: bool) ->
     schedule = svc.schedule
     if schedule is not None:
         times.append(after(schedule, now))
-        first = _first_unjudged(svc, schedule)
-        times.append(config.deadline(first, after(schedule, first)))
+        if svc.due_at is not None:
+            times.append(svc.due_at)
+        else:
+            first = _first_unjudged(svc, schedule)
+            times.append(config.deadline(first, after(schedule, first)))
     policy = svc.policy
     if policy is not None and policy.retain_days > 0:
         kept = [b.taken_at for b in svc.backups.values() if b.status == "completed" and b.taken_at is not None]
@@ -620,11 +661,19 @@ def _put(state: SchedulerState, svc: ServiceSchedule) -> SchedulerState:
 
 
 def _put_backup(svc: ServiceSchedule, backup: Backup) -> ServiceSchedule:
-    return replace(svc, backups=MappingProxyType({**svc.backups, backup.backup_id: backup}))
+    return _set(svc, backups=MappingProxyType({**svc.backups, backup.backup_id: backup}))
+
+
+def _set(svc: ServiceSchedule, **changes) -> ServiceSchedule:
+    """`dataclasses.replace` for the hot path (every event, every tick): the same new value, without
+    running `__init__` again (ServiceSchedule has no `__post_init__`), about eight times faster."""
+    new = object.__new__(ServiceSchedule)
+    object.__setattr__(new, "__dict__", {**svc.__dict__, **changes})
+    return new
 
 
 def _drop_backup(svc: ServiceSchedule, backup_id: str) -> ServiceSchedule:
-    return replace(svc, backups=MappingProxyType({k: b for k, b in svc.backups.items() if k != backup_id}))
+    return _set(svc, backups=MappingProxyType({k: b for k, b in svc.backups.items() if k != backup_id}))
 
 
 def _without(mapping: Mapping[str, datetime], key: str) -> Mapping[str, datetime]:
