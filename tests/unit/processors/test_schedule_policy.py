@@ -585,3 +585,56 @@ def test_slots_follow_the_cron_expression(schedule):
     _, effects = tick(state, T0 + timedelta(seconds=1))
     [backup] = backups_sent(effects)
     assert backup.slot == slot_text(at_or_before(schedule, T0 + timedelta(seconds=1)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_live_and_replayed_schedulers_judge_a_random_history_alike(seed):
+    """Backups that complete on time, late, or fail, and outages with nothing taken, over a few hours
+    of an every-5-minutes schedule: a scheduler that ticked through it and one that replays it agree
+    on every alert (ids, states, times) and every missed slot."""
+    import random
+
+    rnd = random.Random(seed)
+    config = Config(missed_after=minutes(7), wait_for_next_slot=rnd.random() < 0.5)
+    schedule = "*/5 * * * *"
+    log = [*service(), policy(SET, schedule=schedule)]
+    slot = T0
+    while slot < T0 + timedelta(hours=4):
+        fate = rnd.choice(["ok", "ok", "ok", "late", "failed", "skipped"])
+        if fate != "skipped":
+            log.append(requested(slot, slot + timedelta(seconds=2)))
+            backup = slot_backup(slot)
+            if fate == "failed":
+                log.append(env(BackupFailed(backup, "op", SVC, "no space", "pop_failed", "pop-report"),
+                               slot + timedelta(seconds=rnd.randint(10, 200)), aggregate="backup"))
+            else:
+                took = rnd.randint(5, 120) if fate == "ok" else rnd.randint(8 * 60, 14 * 60)
+                log.append(completed(backup, slot + timedelta(seconds=3), slot + timedelta(seconds=took)))
+        slot += minutes(5) * (1 if fate != "late" else 3)  # a late backup holds the next slots back
+    log.sort(key=lambda e: e.occurred_at)
+    end = slot + timedelta(minutes=30)
+
+    live, seen = given(log[:3], config=config), []
+    pending = log[3:]
+    t = T0
+    while t < end:
+        while pending and pending[0].occurred_at <= t:
+            live, more = arrive(live, pending.pop(0))
+            seen += more
+        live, more = tick(live, t)
+        seen += more
+        t += timedelta(seconds=rnd.randint(5, 40))
+    live, more = tick(live, end)
+    seen += more
+
+    replayed, effects = tick(given(log, config=config), end)
+    final = {a.alert_id: a for a in alerts(seen)}
+    for a in alerts(effects):  # after a restart: the open alerts and the last resolved one, as they stand
+        assert final[a.alert_id] == a
+    assert {k for k, a in final.items() if a.state == "raised"} == {a.alert_id for a in alerts(effects)
+                                                                    if a.state == "raised"}
+    live_missed = missed([e for e in seen if isinstance(e, Missed)])
+    svc_live, svc_replayed = live.service(TENANT, SVC), replayed.service(TENANT, SVC)
+    assert svc_live.judged == svc_replayed.judged and svc_live.incident == svc_replayed.incident
+    assert svc_live.last_resolved == svc_replayed.last_resolved
+    assert sum(live_missed.values()) >= (svc_live.incident.missed if svc_live.incident else 0)
