@@ -28,6 +28,7 @@ SUBJECTS: dict[str, str] = {
     "dbaas.events-value": "event_envelope",
     "dbaas.pop.status-value": "pop_status",
     "dbaas.audit-value": "audit_record",  # every dbaas.audit.{tenant} topic (subject by record name)
+    "dbaas.alerts-value": "alert",  # every dbaas.alerts.{tenant} topic
 }
 
 
@@ -36,6 +37,13 @@ AUDIT_TOPIC_PATTERN = "dbaas.audit.{tenant}"  # one per organization (deploy/top
 
 def audit_topic(tenant: str) -> str:
     return AUDIT_TOPIC_PATTERN.format(tenant=tenant)
+
+
+ALERTS_TOPIC_PATTERN = "dbaas.alerts.{tenant}"  # one per organization (deploy/topics.yaml)
+
+
+def alerts_topic(tenant: str) -> str:
+    return ALERTS_TOPIC_PATTERN.format(tenant=tenant)
 
 
 def schema_names() -> list[str]:

@@ -630,4 +630,6 @@ CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=api_env),
     ControlPlaneProcess("localpop-agent", "operators.localpop.agent", metrics_slot=3,
                         extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis", "s3")),
+    # Scheduled backups and retention: signs its commands with the platform's key.
+    ControlPlaneProcess("scheduler", "processors.scheduler", metrics_slot=5, extra_env=signing_env("platform")),
 )

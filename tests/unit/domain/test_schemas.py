@@ -19,7 +19,7 @@ AVSC = sorted(SCHEMA_DIR.glob("*.avsc"))
 def test_every_subject_has_its_schema() -> None:
     assert set(SUBJECTS.values()) <= set(schema_names())
     assert set(SUBJECTS) == {"dbaas.commands-value", "dbaas.events-value", "dbaas.pop.status-value",
-                             "dbaas.audit-value"}
+                             "dbaas.audit-value", "dbaas.alerts-value"}
 
 
 @pytest.mark.parametrize("name", schema_names())
@@ -33,7 +33,7 @@ def test_schema_text_is_compact_and_complete(name: str) -> None:
 
 
 def test_an_unknown_schema_name_lists_the_known_ones() -> None:
-    with pytest.raises(SchemaError, match="no schema named 'nope'; known: audit_record, command_envelope, event_envelope"):
+    with pytest.raises(SchemaError, match="no schema named 'nope'; known: alert, audit_record, command_envelope, event_envelope"):
         load_schema("nope")
 
 
