@@ -413,7 +413,10 @@ def _fold(svc: ServiceSchedule, env: Envelope) -> tuple[ServiceSchedule, list[Ef
                 return svc, []
             svc = _drop_backup(svc, e.backup_id)  # a failed backup holds nothing: only its slot matters
             slot = before.slot
-            if slot is None or (svc.judged is not None and slot <= svc.judged) or slot in svc.failed \
+            if slot is None:  # taken on demand: alerted too, resolved by the next completed backup
+                return _missed(svc, [at], "failed", at,
+                               f'the backup {e.backup_id} of service "{svc.name}" failed: {e.reason}')
+            if (svc.judged is not None and slot <= svc.judged) or slot in svc.failed \
                     or (svc.latest_taken is not None and svc.latest_taken >= slot):
                 return svc, []
             svc = _set(svc, failed=svc.failed | {slot})

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import psycopg
 
+from schemas import alerts_topic
+from schemas.registry import ALERTS_SUBJECT
 from tests.conftest import wait_for
 from tests.integration.conftest import operation
 from tests.integration.test_backups_e2e import _backup, _create, _credentials, _restore
+from tests.integration.test_scheduler import Tail
 
 
 def _pid(stack, name: str) -> int:
@@ -31,6 +34,14 @@ def test_a_backup_fails_with_the_reason_while_the_object_store_is_down(stack, ap
         assert listed == []
         window = api.get(f"/services/{source}/recovery-window").json()
         assert window["instants"] == []
+        alerts = Tail(stack, alerts_topic(org), ALERTS_SUBJECT)
+        try:
+            [alert] = alerts.until(lambda rs: [a for a in rs if a["kind"] == "backup_failed"], "the alert",
+                                   timeout=60)[:1]
+        finally:
+            alerts.close()
+        assert alert["state"] == "raised" and alert["service_id"] == source
+        assert "object storage unavailable" in alert["message"]
     finally:
         stack.stack_cli("up", "--json")  # the store comes back
     _backup(api, source)  # and backups work again

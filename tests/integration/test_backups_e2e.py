@@ -17,6 +17,7 @@ import pytest
 import redis
 from botocore.config import Config
 
+from tests.conftest import wait_for
 from tests.integration.conftest import operation
 
 MARKER = "row-" + uuid.uuid4().hex  # a value no sealed byte may show
@@ -175,3 +176,19 @@ def _assert_sealed(stack, org: str, backup_id: str) -> None:
     for key in keys:
         body = s3.get_object(Bucket="dbaas-backups", Key=key)["Body"].read()
         assert MARKER.encode() not in body, key
+
+
+def test_a_policy_every_minute_takes_backups_and_retention_prunes_them(api, org):
+    source = _create(api, org, "sessions", "dragonfly")
+    _policy(api, source, schedule="* * * * *", retain_count=1)
+
+    def backups(status: str) -> list[dict]:
+        return api.get(f"/services/{source}/backups", params={"status": status}).json()["items"]
+
+    # slots of two minutes completed, the older one deleted by retention
+    deleted = wait_for(lambda: backups("Deleted"), timeout=240, interval=2, what="a backup pruned by retention")
+    assert deleted[0]["slot"] and deleted[0]["deletion_reason"] == "expired"
+    [kept] = wait_for(lambda: backups("Completed"), timeout=60, what="the backup kept")
+    assert kept["slot"] > deleted[0]["slot"]
+    assert len({b["slot"] for b in backups("Completed") + backups("Deleted")}) == len(
+        backups("Completed") + backups("Deleted"))  # one backup per slot

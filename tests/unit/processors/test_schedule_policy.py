@@ -638,3 +638,22 @@ def test_live_and_replayed_schedulers_judge_a_random_history_alike(seed):
     assert svc_live.judged == svc_replayed.judged and svc_live.incident == svc_replayed.incident
     assert svc_live.last_resolved == svc_replayed.last_resolved
     assert sum(live_missed.values()) >= (svc_live.incident.missed if svc_live.incident else 0)
+
+
+def test_a_failed_backup_taken_on_demand_raises_an_alert_resolved_by_the_next_completed_backup():
+    state = given(service())
+    failed_at = T0 - minutes(1)
+    state, effects = arrive(state, env(BackupRequested("bk-od", "op-od", SVC, "orders", "yugabyte", "local"),
+                                       failed_at - minutes(1), aggregate="backup"),
+                            env(BackupFailed("bk-od", "op-od", SVC, "the PoP reported: object storage unavailable",
+                                             "pop_failed", "pop-report", True), failed_at, aggregate="backup"))
+    [raised] = alerts(effects)
+    assert (raised.kind, raised.state) == ("backup_failed", "raised") and "object storage unavailable" in raised.message
+    replayed = given(service(), env(BackupRequested("bk-od", "op-od", SVC, "orders", "yugabyte", "local"),
+                                    failed_at - minutes(1), aggregate="backup"),
+                     env(BackupFailed("bk-od", "op-od", SVC, "x", "pop_failed", "pop-report", True), failed_at,
+                         aggregate="backup"))
+    assert replayed.tenants[TENANT][SVC].incident.alert_id == raised.alert_id  # the same alert after a restart
+    _, effects = arrive(state, completed("bk-2", T0))
+    [resolved] = alerts(effects)
+    assert (resolved.alert_id, resolved.state) == (raised.alert_id, "resolved")
