@@ -47,6 +47,7 @@ bench: install helm weed
 	$(BIN)/python -m bench.judge
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.gitops
+	$(BIN)/python -m bench.backup
 
 clean: down
 	rm -rf $(VENV) .cache .tools
