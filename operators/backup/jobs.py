@@ -91,7 +91,7 @@ def _failures(what: str):
         if type(exc) is EngineError and "connect" in str(exc).lower():
             raise JobRetry(f"{what}: {exc}") from exc
         raise JobFailed(f"{what}: {exc}") from exc
-    except OSError as exc:  # a full disk, a missing tool
+    except (OSError, ValueError) as exc:  # a full disk, a missing tool, a malformed name or time
         raise JobFailed(f"{what}: {exc}") from exc
 
 
@@ -145,6 +145,8 @@ class LocalBackupJobs:
             self.store.delete_prefix(backup_prefix(tenant, backup_id))
             self.store.delete_prefix(base_prefix(self.pop, backup_id))
             self._prune_wal()
+            if "vitess" in self.engines:
+                self._prune_binlogs()
 
     def _bases(self) -> list[tuple[str, Any]]:
         """The cluster base backups kept, oldest first: (backup id, BaseInfo)."""
@@ -168,6 +170,25 @@ class LocalBackupJobs:
         old = pgwal.prunable(bases[0][1].start_segment, archived) if bases else archived
         for name in old:
             self.store.delete(wal_prefix(self.pop) + name)
+
+    def _prune_binlogs(self) -> None:
+        """Shipped binlogs before the oldest kept MariaDB backup's position replay nothing: delete
+        them (all of them when no MariaDB backup is kept)."""
+        from operators.backup import binlog
+
+        firsts = []
+        for obj in self.store.list("tenants/"):
+            if obj.key.endswith("/manifest.json"):
+                tenant = obj.key.split("/")[1]
+                m = Manifest.from_json(self.sealed.get_bytes(tenant, obj.key))
+                if m.engine == "mariadb" and m.consistency.get("binlog_file"):
+                    firsts.append(str(m.consistency["binlog_file"]))
+        shipped = binlog.binlog_order(o.key[len(binlog_prefix(self.pop)):]
+                                      for o in self.store.list(binlog_prefix(self.pop)))
+        oldest = min((binlog.index_of(f) for f in firsts), default=None)
+        for name in shipped:
+            if oldest is None or binlog.index_of(name) < oldest:
+                self.store.delete(binlog_prefix(self.pop) + name)
 
     # -- ship ------------------------------------------------------------------------------------
     def ship(self) -> None:
