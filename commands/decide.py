@@ -696,13 +696,19 @@ def _completed(backup: Backup, c: RecordBackupReport) -> BackupCompleted | Backu
         d = json.loads(c.details or "")
         pitr_from = d.get("pitr_from")
         return BackupCompleted(
-            c.backup_id, c.operation_id, backup.service_id, datetime.fromisoformat(d["taken_at"]),
+            c.backup_id, c.operation_id, backup.service_id, _millis(datetime.fromisoformat(d["taken_at"])),
             int(d["size_bytes"]), str(d["location"]), str(d["dek_id"]), str(d["kek_id"]),
-            datetime.fromisoformat(pitr_from) if pitr_from else None,
+            _millis(datetime.fromisoformat(pitr_from)) if pitr_from else None,
             json.dumps(d.get("consistency", {}), sort_keys=True), json.dumps(d.get("tables", {}), sort_keys=True))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return _backup_failed(backup, f"the PoP {c.pop} reported the backup completed, but its details cannot "
                               f"be read ({type(exc).__name__}: {exc})", "pop_failed", "pop-report")
+
+
+def _millis(t: datetime) -> datetime:
+    """`t` as the event log keeps it (Avro timestamp-millis): judged the same before and after a
+    restart of the processor, which rebuilds its state from the log."""
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 def _backup_failed(backup: Backup, reason: str, code: str, step: str) -> BackupFailed:
