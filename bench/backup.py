@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -40,9 +41,9 @@ def _fill(dsn: str, database: str, mb: int) -> int:
         conn.execute("create table if not exists items (id bigint primary key, sku text, qty int)")
         conn.execute("create table if not exists events (id bigserial primary key, body text)")
         rows = mb * 1024 * 1024 // 300
-        conn.execute("insert into orders select g, g % 1000, md5(g::text) || repeat('x', 200) "
+        conn.execute("insert into orders select g, g %% 1000, md5(g::text) || repeat('x', 200) "
                      "from generate_series(1, %s) g", (rows // 2,))
-        conn.execute("insert into items select g, md5(g::text), g % 7 from generate_series(1, %s) g", (rows // 4,))
+        conn.execute("insert into items select g, md5(g::text), g %% 7 from generate_series(1, %s) g", (rows // 4,))
         conn.execute("insert into events (body) select repeat(md5(g::text), 6) from generate_series(1, %s) g",
                      (rows // 4,))
         return conn.execute("select pg_database_size(current_database())").fetchone()[0]
@@ -67,19 +68,20 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=1024)
     args = parser.parse_args()
     ep = platform()
-    status = json.loads(subprocess.run(["python", "-m", "cli.main", "stack", "status", "--home", str(ep.home),
+    status = json.loads(subprocess.run([sys.executable, "-m", "cli.main", "stack", "status", "--home", str(ep.home),
                                         "--json", "--show-secrets"], capture_output=True, text=True, check=True).stdout)
     secrets = json.loads((ep.home / "secrets.json").read_text())
     environ = {"DBAAS_S3_ENDPOINT": status["endpoints"]["s3_endpoint"], "DBAAS_S3_ACCESS_KEY": secrets["s3_access_key"],
                "DBAAS_S3_SECRET_KEY": secrets["s3_secret_key"], "DBAAS_BACKUP_KEK": secrets["backup_kek"]}
-    admin = _admin(ep.dsn)
+    dsn = status["endpoints"]["postgres_dsn"]  # with its password (the benchmark connects as the platform)
+    admin = _admin(dsn)
     provisioner = PostgresProvisioner(admin, password_key=b"bench")
     run = uuid.uuid4().hex[:6]
     source, raw_copy, copy = (str(uuid.uuid5(uuid.NAMESPACE_URL, f"{run}/{n}")) for n in ("src", "raw", "copy"))
     for sid in (source, raw_copy, copy):
         provisioner.provision(TENANT, sid, sid[:8])
     print(f"filling a PostgreSQL database with ~{args.mb} MiB …", flush=True)
-    size = _fill(ep.dsn, service_identifier(TENANT, source), args.mb)
+    size = _fill(dsn, service_identifier(TENANT, source), args.mb)
     print(f"  database size {size / 2**20:.0f} MiB", flush=True)
 
     raw_s = raw(admin, service_identifier(TENANT, source), service_identifier(TENANT, raw_copy))
