@@ -1,13 +1,14 @@
 # The two commands of the README: `make up` runs the platform, `make test` runs the tests.
 # Both install what they need on first use (virtualenv, Python packages, PostgreSQL from Debian,
-# Kafka/Connect/Debezium/registry jars from Maven Central, helm, SeaweedFS) and nothing the second time.
+# Kafka/Connect/Debezium/registry jars from Maven Central, helm, SeaweedFS, Jaeger; for the tests kube-apiserver
+# and etcd) and nothing the second time.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install up down status test test-unit lint bench helm weed clean
+.PHONY: install up down status test test-unit lint bench helm weed jaeger kube clean
 
 install: $(STAMP)
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-up: install helm weed
+up: install helm weed jaeger
 	$(BIN)/dbaas stack up
 
 down:
@@ -34,20 +35,31 @@ helm:
 weed:
 	@deploy/scripts/ensure-seaweedfs.sh >/dev/null
 
+# Jaeger (tracing): built once per user into ~/.cache/dbaas/tools, shared by every clone.
+jaeger:
+	@deploy/scripts/ensure-jaeger.sh >/dev/null
+
+# kube-apiserver and etcd for Kubernetes PoPs run locally (`dbaas stack up --kube-pop NAME`, the
+# tests of tests/integration/test_kube_pop.py): built once per user into ~/.cache/dbaas/tools.
+# `make up` does not need them.
+kube:
+	@deploy/scripts/ensure-kube.sh >/dev/null
+
 lint: install
 	$(BIN)/lint-imports
 
-test: install helm weed lint
+test: install helm weed jaeger kube lint
 	$(BIN)/python -m pytest
 
 test-unit: install
 	$(BIN)/python -m pytest tests -m "not integration"
 
-bench: install helm weed
+bench: install helm weed jaeger
 	$(BIN)/python -m bench.judge
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.gitops
 	$(BIN)/python -m bench.backup
+	$(BIN)/python -m bench.cdc
 
 clean: down
 	rm -rf $(VENV) .cache .tools

@@ -2,7 +2,14 @@
 measured in the same run on the same platform instance.
 
 (a) e2e      N commands published until all are visible in the read model, vs raw
-             confluent-kafka produce+consume of the same number of same-size messages.
+             confluent-kafka produce+consume of the same number of same-size messages; then the
+             same N with tracing and service metrics on (every process exporting spans to the
+             instance's Jaeger, `DBAAS_OTLP_ENDPOINT` set, default sampling; a fleet of 1,000
+             services' metrics samples, one per service every 10 s, streamed onto the tenants'
+             metrics topics for the alerts processor and the telemetry projector) against both
+             off (no Jaeger, no samples), in one invocation
+             (`--tracing off,on,full,on,off` orders and repeats the runs, `full` recording every
+             command's trace; `--tracing skip` leaves them out).
 (b) latency  p50/p99 from publish to read-model visibility at a fixed offered rate, vs raw
              produce->consume latency at the same rate.
 (c) rebuild  projection rebuild events/s, vs raw PostgreSQL inserts of the same rows.
@@ -20,43 +27,57 @@ import psycopg
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.common import Endpoints, org, percentile, platform, progress, service, wait_visible
+from bench.common import (Endpoints, MetricsStream, operations, org, percentile, platform, platform_cpu_seconds,
+                          progress, service, settle, wait_visible)
 from commands import to_avro
 from runtime.publisher import Publisher
 
 
 def _raw_topic(ep: Endpoints, partitions: int = 12) -> str:
     name = f"bench.raw.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": ep.kafka})
+    admin = AdminClient(ep.kafka.client())
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result()
     return name
 
 
 def _tenants(pub: Publisher, ep: Endpoints, count: int) -> list[str]:
     tenants = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(count)]
-    ids = [pub.publish_async(c) and c.command_id for t in tenants for c in org(t)]
+    cmds = [c for t in tenants for c in org(t)]
+    for c in cmds:
+        pub.publish_async(c)
     pub.producer.flush(30)
-    wait_visible(ep.dsn, ids)
+    wait_visible(ep.dsn, operations(cmds))
     return tenants
 
 
-def bench_e2e(ep: Endpoints, pub: Publisher, n: int) -> None:
-    print(f"(a) end-to-end throughput, {n} CreateService commands over 50 tenants")
-    tenants = _tenants(pub, ep, 50)
+def _throughput(ep: Endpoints, pub: Publisher, n: int) -> tuple[float, int]:
+    """N CreateService commands over 50 new tenants: commands/s from the first publish until the
+    last is in the read model, and the size of one command."""
+    tenants = _tenants(pub, ep, 50)  # also a warm-up: a restarted processor has rebuilt its state
     cmds = [service(tenants[i % len(tenants)], i) for i in range(n)]
     size = len(pub.serde.encode(to_avro(cmds[0])))
     started = time.perf_counter()
     for c in cmds:
         pub.publish_async(c)
     pub.producer.flush(60)
-    wait_visible(ep.dsn, [c.command_id for c in cmds], on_progress=progress("visible"))
-    ours = n / (time.perf_counter() - started)
+    wait_visible(ep.dsn, operations(cmds), on_progress=progress("visible"))
+    return n / (time.perf_counter() - started), size
+
+
+def bench_e2e(ep: Endpoints, pub: Publisher, n: int, ours: float | None = None) -> None:
+    """`ours`: the control plane's figure when measured already (by `bench_tracing`, tracing on)."""
+    print(f"(a) end-to-end throughput, {n} CreateService commands over 50 tenants")
+    if ours is None:
+        ours, size = _throughput(ep, pub, n)
+    else:
+        size = len(pub.serde.encode(to_avro(service("size", 0))))
 
     topic = _raw_topic(ep)
     payload = os.urandom(size)
-    producer = Producer({"bootstrap.servers": ep.kafka, "enable.idempotence": True, "acks": "all",
+    tenants = [f"bench-{uuid.uuid4().hex[:8]}" for _ in range(50)]  # keys as the commands' are spread
+    producer = Producer({**ep.kafka.client(), "enable.idempotence": True, "acks": "all",
                          "linger.ms": 2})
-    consumer = Consumer({"bootstrap.servers": ep.kafka, "group.id": topic, "auto.offset.reset": "earliest"})
+    consumer = Consumer({**ep.kafka.client(), "group.id": topic, "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     started = time.perf_counter()
     for i in range(n):
@@ -77,6 +98,48 @@ def bench_e2e(ep: Endpoints, pub: Publisher, n: int) -> None:
     print(f"    ratio        : {ours / raw:8.3f}")
 
 
+def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
+    """The same end-to-end run with tracing off (the instance without Jaeger: no process gets
+    DBAAS_OTLP_ENDPOINT) and on (Jaeger running, every process exporting its spans), in `order`
+    (e.g. `off,on,on,off` to even out what the order does): `up` restarts the control plane with the
+    other environment between two runs. Returns the mean commands/s per mode."""
+    print(f"(a') tracing's and service metrics' cost end to end, {n} CreateService commands over 50 tenants per run")
+    measured: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    for mode in order.split(","):
+        # on: as configured by default (every API request, one in ten commands published without a
+        # context); full: every command's trace recorded
+        ep = platform(without="saga,localpop-agent" + (",tracing" if mode == "off" else ""),
+                      env={"DBAAS_TRACE_ROOT_RATIO": "1" if mode == "full" else ""})
+        pub = ep.publisher()
+        try:
+            _tenants(pub, ep, 1)
+            settle(ep.home)  # the processes `up` restarted have folded the event log
+            used = platform_cpu_seconds(ep.home)
+            if mode == "off":
+                rate, _ = _throughput(ep, pub, n)
+                extra = ""
+            else:
+                with MetricsStream(ep) as samples:
+                    rate, _ = _throughput(ep, pub, n)
+                extra = f", {samples.sent} metrics samples meanwhile"
+            per_command = (platform_cpu_seconds(ep.home) - used) / n * 1e6
+        finally:
+            pub.close()
+        measured.setdefault(mode, []).append(rate)
+        cpu.setdefault(mode, []).append(per_command)
+        print(f"    tracing {mode:<4}  : {rate:8.0f} commands/s   {per_command:6.0f} µs of the platform's CPU per "
+              f"command{extra}")
+    means = {mode: sum(rates) / len(rates) for mode, rates in measured.items()}
+    cpu_means = {mode: sum(v) / len(v) for mode, v in cpu.items()}
+    for mode in ("on", "full"):
+        if mode in means and "off" in means:
+            print(f"    ratio {mode + '/off':<7}: {means[mode] / means['off']:8.3f}   (means of {len(measured[mode])} "
+                  f"and {len(measured['off'])} runs{'; target >= 0.90' if mode == 'on' else ''}); CPU per command "
+                  f"{cpu_means[mode] / cpu_means['off']:.3f}x")
+    return means
+
+
 def bench_latency(ep: Endpoints, pub: Publisher, rate: int, seconds: float) -> None:
     total = int(rate * seconds)
     print(f"(b) latency publish -> read model at {rate} commands/s for {seconds:.0f}s ({total} commands)")
@@ -84,7 +147,9 @@ def bench_latency(ep: Endpoints, pub: Publisher, rate: int, seconds: float) -> N
     cmds = [service(tenants[i % len(tenants)], i) for i in range(total)]
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
-    poller = threading.Thread(target=lambda: seen.update(wait_visible(ep.dsn, [c.command_id for c in cmds])))
+    ids = dict(zip(operations(cmds), (c.command_id for c in cmds), strict=True))
+    poller = threading.Thread(target=lambda: seen.update(
+        {ids[op]: at for op, at in wait_visible(ep.dsn, list(ids)).items()}))
     poller.start()
     start = time.perf_counter()
     for i, c in enumerate(cmds):
@@ -97,9 +162,9 @@ def bench_latency(ep: Endpoints, pub: Publisher, rate: int, seconds: float) -> N
     lat = [(seen[k] - sent[k]) * 1000 for k in sent]
 
     topic = _raw_topic(ep)
-    producer = Producer({"bootstrap.servers": ep.kafka, "enable.idempotence": True, "acks": "all",
+    producer = Producer({**ep.kafka.client(), "enable.idempotence": True, "acks": "all",
                          "linger.ms": 2})
-    consumer = Consumer({"bootstrap.servers": ep.kafka, "group.id": topic, "auto.offset.reset": "earliest",
+    consumer = Consumer({**ep.kafka.client(), "group.id": topic, "auto.offset.reset": "earliest",
                          "fetch.wait.max.ms": 10})
     consumer.subscribe([topic])
     raw_lat: list[float] = []
@@ -163,20 +228,31 @@ def bench_rebuild(ep: Endpoints) -> None:
     print(f"    ratio        : {events_per_s / raw:8.3f}")
 
 
+def _modes(text: str) -> str:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if modes != ["skip"] and (not modes or not set(modes) <= {"off", "on", "full"}):
+        raise argparse.ArgumentTypeError("a list of off, on and full (e.g. off,on,full,on,off), or skip")
+    return ",".join(modes)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("which", nargs="*", default=["e2e", "latency", "rebuild"])
     parser.add_argument("-n", type=int, default=10000, help="commands for the e2e benchmark")
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--tracing", default="off,on", type=_modes,
+                        help="e2e: runs with tracing off, on (default sampling) and full (every trace "
+                             "recorded), in this order (default off,on), or skip")
     args = parser.parse_args()
+    traced = bench_tracing(args.n, args.tracing) if "e2e" in args.which and args.tracing != "skip" else {}
     # The event spine alone: the saga would render and commit every created service meanwhile
     # (measured by `python -m bench.gitops`), competing for the same two cores.
     ep = platform(without="saga,localpop-agent")
-    pub = Publisher(ep.kafka, ep.registry)
+    pub = ep.publisher()
     try:
         if "e2e" in args.which:
-            bench_e2e(ep, pub, args.n)
+            bench_e2e(ep, pub, args.n, traced.get("on"))
         if "latency" in args.which:
             bench_latency(ep, pub, args.rate, args.seconds)
         if "rebuild" in args.which:

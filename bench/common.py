@@ -13,8 +13,9 @@ from pathlib import Path
 
 import psycopg
 
-from commands import Actor, CommandEnvelope, CreateOrganization, CreateService, SetQuota
+from commands import Actor, CommandEnvelope, CreateOrganization, CreateService, SetQuota, operation_id
 from events import Quota, ResourceLimit
+from runtime.kafka import KafkaAccess
 
 REPO = Path(__file__).resolve().parents[1]
 OWNER = Actor("bench", ("org-owner",))
@@ -22,16 +23,114 @@ OWNER = Actor("bench", ("org-owner",))
 
 @dataclass(frozen=True)
 class Endpoints:
-    kafka: str
+    kafka: KafkaAccess  # the platform's administrator principal
     registry: str
     dsn: str
     home: Path
 
+    def signer(self):
+        """The instance's gateway key: the command processor believes the actors it signs for."""
+        from runtime.signing import Signer
 
-def platform(without: str = "", name: str = "bench-stack", offset: int = 2000) -> Endpoints:
+        return Signer.from_text("gateway", json.loads((self.home / "secrets.json").read_text())["signing_key_gateway"])
+
+    def publisher(self):
+        from runtime.publisher import Publisher
+
+        return Publisher(self.kafka, self.registry, signer=self.signer())
+
+    def pop_signer(self):
+        """The local PoP's key: the projector and the alerts processor believe the samples it signs."""
+        from runtime.signing import Signer
+
+        return Signer.from_text("pop-local", json.loads((self.home / "secrets.json").read_text())["signing_key_pop-local"])
+
+
+def platform_cpu_seconds(home: Path) -> float:
+    """CPU seconds (user + system) used so far by every process of the instance at `home`: each
+    component runs in its own session, whose id is the pid in its pid file (children included:
+    PostgreSQL's backends, a supervisor's child)."""
+    sessions = set()
+    for pid_file in (home / "run").glob("*.pid"):
+        words = pid_file.read_text().split()
+        if words and words[0].isdigit():
+            sessions.add(int(words[0]))
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) in sessions:  # field 6 of stat: the session id
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
+
+
+def settle(home: Path, busy: float = 0.25, timeout: float = 180.0) -> None:
+    """Wait until the instance's processes use less than `busy` of a core over two seconds: those a
+    restart made fold the event log (the alerts processor, the scheduler) are done with it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = platform_cpu_seconds(home)
+        time.sleep(2.0)
+        if (platform_cpu_seconds(home) - before) / 2.0 < busy:
+            return
+
+
+class MetricsStream:
+    """What a fleet's metrics sampling sends the control plane: ``services`` services, each sampled
+    every ``interval`` seconds, as signed ``ServiceMetrics`` records on the tenants'
+    ``dbaas.metrics.{tenant}`` topics (the PoP agents' publisher), spread evenly over each second,
+    for the alerts processor and the telemetry projector to consume while a benchmark runs."""
+
+    def __init__(self, ep: Endpoints, services: int = 1000, interval: float = 10.0, tenants: int = 50):
+        import threading
+
+        from operators.localpop.metrics import MetricsPublisher
+
+        self.publisher = MetricsPublisher(ep.kafka, ep.registry, ep.pop_signer(), flush_timeout=5.0)
+        self.services = [(f"bench-metrics-{i % tenants:02d}", str(uuid.uuid5(uuid.NAMESPACE_OID, f"bench-{i}")))
+                         for i in range(services)]
+        self.per_second = max(1, round(services / interval))
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _record(self, tenant: str, service_id: str, i: int) -> dict:
+        return {"tenant_id": tenant, "service_id": service_id, "engine": "yugabyte", "pop": "local",
+                "sampled_at": datetime.now(timezone.utc), "connections": 3 + i % 5, "max_connections": 100,
+                "transactions_per_s": 12.5, "ops_per_s": None, "storage_bytes": 50_000_000 + i,
+                "storage_limit_bytes": 1_000_000_000, "storage_estimated": False, "keys": None}
+
+    def _run(self) -> None:
+        i, tick = 0, time.monotonic()
+        while not self._stop.is_set():
+            batch = [self._record(*self.services[(i + k) % len(self.services)], i + k) for k in range(self.per_second)]
+            i += len(batch)
+            self.sent += self.publisher.publish(batch)
+            tick += 1.0
+            self._stop.wait(max(0.0, tick - time.monotonic()))
+
+    def __enter__(self) -> MetricsStream:
+        self.publisher.publish([self._record(t, s, 0) for t, s in self.services[:50]])  # topics made before timing
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        self.publisher.close()
+
+
+def platform(without: str = "", name: str = "bench-stack", offset: int = 2000,
+             env: dict[str, str] | None = None) -> Endpoints:
     """Start (or reuse) a benchmark's own platform instance: `.data/<name>`, ports +`offset`.
 
-    `without`: components to leave out, e.g. "saga,localpop-agent" to measure the event spine alone.
+    `without`: components to leave out, e.g. "saga,localpop-agent" to measure the event spine alone;
+    `env`: settings for this `up` (a value "" removes the variable).
     The GitOps benchmark uses an instance of its own: a saga started on the event spine's instance
     would first work through every operation those benchmarks created."""
     home = Path(os.environ.get("DBAAS_BENCH_HOME", REPO / ".data")) / name
@@ -39,15 +138,17 @@ def platform(without: str = "", name: str = "bench-stack", offset: int = 2000) -
     without = ",".join(filter(None, [without, os.environ.get("DBAAS_BENCH_ALSO_WITHOUT", "")]))
     offset = int(os.environ.get("DBAAS_BENCH_PORT_OFFSET", "2000")) - 2000 + offset
     proc = subprocess.run([sys.executable, "-m", "cli.main", "stack", "up", "--home", str(home),
-                           "--port-offset", str(offset), "--json"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                           "--port-offset", str(offset), "--json", "--show-secrets"], cwd=REPO, stdout=subprocess.PIPE, text=True,
                           # No PoP ever reports to the benchmark instance: its operations must not time
                           # out (and be reverted) during a later run.
-                          env={**os.environ, "DBAAS_STACK_WITHOUT": without,
-                               "DBAAS_SAGA_STEP_TIMEOUTS": "pop-report=31536000"})
+                          env={k: v for k, v in {**os.environ, "DBAAS_STACK_WITHOUT": without,
+                                                  "DBAAS_SAGA_STEP_TIMEOUTS": "pop-report=31536000",
+                                                  **(env or {})}.items() if v != ""})
     if proc.returncode:
         raise SystemExit(f"the benchmark platform did not start; see {home}/logs")
     ep = json.loads(proc.stdout)["endpoints"]
-    return Endpoints(ep["kafka_bootstrap"], ep["schema_registry_url"], ep["postgres_dsn"], home)
+    kafka = KafkaAccess(ep["kafka_bootstrap"], ep["kafka_username"], ep["kafka_password"])
+    return Endpoints(kafka, ep["schema_registry_url"], ep["postgres_dsn"], home)
 
 
 def command(tenant: str, payload) -> CommandEnvelope:
@@ -66,8 +167,13 @@ def service(tenant: str, i: int) -> CommandEnvelope:
     return command(tenant, CreateService(str(uuid.uuid4()), f"svc-{i}", "yugabyte", "frankfurt", "small"))
 
 
+def operations(cmds: list[CommandEnvelope]) -> list[str]:
+    """The operation ids the commands start (scoped to their organizations)."""
+    return [operation_id(c.tenant_id, c.command_id) for c in cmds]
+
+
 def wait_visible(dsn: str, ids: list[str], timeout: float = 600.0, on_progress=None) -> dict[str, float]:
-    """Poll the operations read model until every id is there; returns first-seen times."""
+    """Poll the operations read model until every operation id is there; returns first-seen times."""
     pending = set(ids)
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli import audit, auth, backups, keys, readmodels, stack, tenant
+from cli import audit, auth, backups, cdc, keys, readmodels, stack, subscriptions, telemetry, tenant
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,10 +13,13 @@ def build_parser() -> argparse.ArgumentParser:
     stack.register(sub)
     groups = tenant.register(sub)
     backups.register(sub, groups["service"])
+    telemetry.register(sub, groups["service"])
+    cdc.register(sub)
     auth.register(sub)
     audit.register(sub)
     readmodels.register(sub)
     keys.register(sub)
+    subscriptions.register(sub)
     return parser
 
 

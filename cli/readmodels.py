@@ -6,6 +6,7 @@ import argparse
 import os
 
 from deploy.stack import config as stack_config
+from deploy.stack.components import kafka_access
 from deploy.stack.launcher import Launcher
 
 
@@ -15,7 +16,10 @@ def rebuild(args) -> int:
     if not os.environ.get("DBAAS_DATABASE_URL"):
         launcher = Launcher(stack_config.resolve(args.home), say=lambda _m: None)
         by_name = {s.name: s.endpoint for s in launcher.status()}
+        projector = kafka_access(launcher.ctx, "projector")  # what the projector may read, as it
         os.environ.update({"DBAAS_KAFKA_BOOTSTRAP": by_name["kafka"] or "",
+                           "DBAAS_KAFKA_USERNAME": projector.username or "",
+                           "DBAAS_KAFKA_PASSWORD": projector.password or "",
                            "DBAAS_REGISTRY_URL": by_name["registry"] or "",
                            "DBAAS_DATABASE_URL": by_name["postgres"] or ""})
     return rebuild_mod.main(args.names)

@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, replace
 
 from deploy.stack import config as stack_config
+from deploy.stack import kube
 from deploy.stack.artifacts import ArtifactError
 from deploy.stack.base import StackError
+from deploy.stack.components import kube_pop_components
+from deploy.stack.components import kafka_access
 from deploy.stack.launcher import Launcher
+from deploy.stack.tracing import otlp_endpoint
 from runtime import topics
+from runtime.kafka import SASL_MECHANISM, SECURITY_PROTOCOL
 
 
 def _launcher(args, quiet: bool = False, sign_in: bool = False) -> Launcher:
@@ -22,6 +28,9 @@ def _launcher(args, quiet: bool = False, sign_in: bool = False) -> Launcher:
         cfg = replace(cfg, sign_in=stack_config.change_sign_in(
             cfg.sign_in, issuers=args.oidc_issuer, clear_issuers=args.no_oidc_issuers,
             dev_issuer=args.dev_issuer, default_issuer=args.default_issuer))
+        asked = [*(args.kube_pop or []), *os.environ.get("DBAAS_KUBE_POPS", "").split(",")]
+        kept = () if args.no_kube_pops else cfg.kube_pops
+        cfg = replace(cfg, kube_pops=kube.check_pops([*kept, *asked]))
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if quiet else (lambda msg: print(msg, flush=True))
     return Launcher(cfg, say=say)
 
@@ -32,9 +41,18 @@ def endpoints(launcher: Launcher, show_secrets: bool = False) -> dict[str, str |
     def ep(name: str) -> str | None:
         return by_name[name].endpoint if name in by_name else None
 
-    return {"kafka_bootstrap": ep("kafka"), "schema_registry_url": ep("registry"),
+    admin = kafka_access(launcher.ctx) if launcher.config.secrets_file.exists() else None
+    return {"kafka_bootstrap": ep("kafka"),
+            # the broker takes SASL/SCRAM only: the platform's administrator principal (a super user)
+            "kafka_security_protocol": SECURITY_PROTOCOL, "kafka_sasl_mechanism": SASL_MECHANISM,
+            "kafka_username": admin.username if admin else None,
+            "kafka_password": (admin.password if show_secrets else "***") if admin else None,
+            "schema_registry_url": ep("registry"),
             "connect_url": ep("connect"), "postgres_dsn": ep("postgres"), "gitops_remote": ep("gitops"),
-            "api_url": ep("api"), "s3_endpoint": ep("s3"), "prometheus_url": ep("prometheus")}
+            "api_url": ep("api"), "s3_endpoint": ep("s3"), "prometheus_url": ep("prometheus"),
+            "tracing_url": ep("tracing"),
+            "otlp_endpoint": otlp_endpoint(launcher.ctx) if by_name.get("tracing") and by_name["tracing"].endpoint
+            else None}
 
 
 def _status_doc(launcher: Launcher, show_secrets: bool = False) -> dict:
@@ -46,11 +64,30 @@ def _status_doc(launcher: Launcher, show_secrets: bool = False) -> dict:
             "sign_in": {"oidc_issuers": sign_in.issuer_names, "default_issuer": sign_in.default_issuer,
                         "development_issuer": sign_in.development},
             "components": {c.name: {k: v for k, v in asdict(c).items() if k != "name"} for c in comps},
-            "endpoints": endpoints(launcher, show_secrets)}
+            "endpoints": endpoints(launcher, show_secrets),
+            "kube_pops": kube_pops(launcher, comps)}
+
+
+def kube_pops(launcher: Launcher, comps) -> dict[str, dict]:
+    """Each Kubernetes PoP the instance runs: its API server, the administrator's kubeconfig, and
+    whether its API server, sync and operator are healthy."""
+    by_name = {c.name: c for c in comps}
+    doc = {}
+    for pop in launcher.config.kube_pops:
+        p = kube.KubePop(launcher.ctx, pop)
+        parts = [f"etcd-{pop}", f"kube-apiserver-{pop}", f"kube-sync-{pop}", f"pop-operator-{pop}"]
+        doc[pop] = {"server": p.server, "kubeconfig": str(p.kubeconfig()),
+                    "healthy": all(n in by_name and by_name[n].state == "healthy" for n in parts),
+                    "components": {n: by_name[n].state if n in by_name else "left out" for n in parts}}
+    return doc
 
 
 def cmd_up(args) -> int:
     launcher = _launcher(args, quiet=args.json, sign_in=True)
+    before = stack_config.resolve(launcher.config.home) if launcher.config.state_file.exists() else None
+    dropped = [pop for pop in (before.kube_pops if before else ()) if pop not in launcher.config.kube_pops]
+    if dropped:  # Kubernetes PoPs no longer asked for: stop what ran for them
+        Launcher(before, say=launcher.say).stop([c.name for c in kube_pop_components(dropped)])
     launcher.up()
     report = launcher.ctx.topic_report
     if args.json:
@@ -118,7 +155,7 @@ def cmd_reset(args) -> int:
 
 def cmd_topics_apply(args) -> int:
     launcher = _launcher(args)
-    report = topics.apply_spec(f"127.0.0.1:{launcher.config.port('kafka')}", fix=args.fix)
+    report = topics.apply_spec(kafka_access(launcher.ctx), fix=args.fix)
     if args.json:
         print(json.dumps(asdict(report), indent=2))
     else:
@@ -156,6 +193,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "when no issuer is configured; $DBAAS_DEV_ISSUER=1/0); kept for later `up`s")
     p.add_argument("--default-issuer", metavar="ISSUER",
                    help="issuer of members named without one ($DBAAS_DEFAULT_ISSUER; '' for the first trusted)")
+    p.add_argument("--kube-pop", action="append", metavar="POP",
+                   help="also run Kubernetes PoP POP locally: a real kube-apiserver and etcd (built once from the "
+                        "Go module proxy), the GitOps sync and the PoP operator; repeatable, kept for later `up`s "
+                        "($DBAAS_KUBE_POPS=frankfurt,singapore)")
+    p.add_argument("--no-kube-pops", action="store_true", help="stop running the Kubernetes PoPs kept so far")
     p.set_defaults(func=cmd_up)
     p = stack.add_parser("down", help="stop what `up` started (data is kept)")
     common(p)

@@ -148,6 +148,15 @@ def operation_wait(args) -> int:
     return 1 if op["state"] in {"Failed", "Cancelled"} else 0
 
 
+def operation_trace(args) -> int:
+    from cli import traces
+
+    op = _client(args).get(f"/operations/{args.id}")
+    trace, url = traces.operation_trace(op, args.tracing_url)
+    _out(args, traces.as_json(trace, url), traces.render(trace, url))
+    return 0
+
+
 def operation_cancel(args) -> int:
     c = _client(args)
     accepted = _judged(c, c.post(f"/operations/{args.id}/cancel"), args)
@@ -332,6 +341,13 @@ def register(sub: argparse._SubParsersAction) -> dict[str, argparse._SubParsersA
     p.add_argument("--timeout", type=float, default=600.0)
     common(p)
     p.set_defaults(func=operation_wait)
+    p = op.add_parser("trace", help="the operation's trace (Jaeger): every span from the request to the PoP, "
+                                    "as a tree with timings")
+    p.add_argument("id")
+    p.add_argument("--tracing-url", help="Jaeger (default: $DBAAS_TRACING_URL, the operation's trace link, or "
+                                         "the local platform's)")
+    common(p)
+    p.set_defaults(func=operation_trace)
     p = op.add_parser("cancel", help="cancel a queued operation, or one awaiting its PoP (its commit is reverted)")
     p.add_argument("id")
     common(p, wait=True)

@@ -14,8 +14,18 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from commands import cdc
 from commands.authority import Proof, believed_actor
-from commands.catalog import DEFAULT_QUOTA, OPERATION_STEPS, PITR_ENGINES, RESOURCE_FIELDS, SIZE_PLANS, STEP_REPORTS
+from commands.catalog import (
+    DEFAULT_QUOTA,
+    OPERATION_STEPS,
+    PITR_ENGINES,
+    RESOURCE_FIELDS,
+    SIZE_PLANS,
+    STEP_REPORTS,
+    subscription_group_prefix,
+    subscription_principal,
+)
 from commands.records import (
     Actor,
     AddMember,
@@ -26,21 +36,32 @@ from commands.records import (
     CommandError,
     CreateOrganization,
     CreateService,
+    CreateSubscription,
     DeleteBackup,
     DeleteService,
+    DisableCdc,
+    EnableCdc,
     RecordBackupCommitted,
     RecordBackupRendered,
     RecordBackupReport,
     RecordBackupReverted,
     RecordBackupStepFailed,
+    RecordCdcCommitted,
+    RecordCdcRendered,
+    RecordCdcReport,
+    RecordCdcStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
     RecordStepFailed,
     RecordStepTimedOut,
+    RecordSubscriptionFailed,
+    RecordSubscriptionGranted,
+    RecordSubscriptionRevoked,
     RemoveMember,
     RestoreService,
+    RevokeSubscription,
     ScaleService,
     SetBackupPolicy,
     SetDeletionProtection,
@@ -58,6 +79,7 @@ from commands.validation import (
 from events import (
     STEPS,
     Accepted,
+    Action,
     Backup,
     BackupClaimCommitted,
     BackupClaimRendered,
@@ -69,7 +91,6 @@ from events import (
     BackupPolicySet,
     BackupRequested,
     BackupStatus,
-    Action,
     CommandRecord,
     CommandRejected,
     Compensation,
@@ -96,6 +117,12 @@ from events import (
     ServiceDeleted,
     ServiceDeletionRequested,
     ServiceFailed,
+    SubscriptionFailed,
+    SubscriptionGranted,
+    SubscriptionRequested,
+    SubscriptionRevocationRequested,
+    SubscriptionRevoked,
+    SubscriptionStatus,
     ServiceReady,
     ServiceRequested,
     ServiceScaleRequested,
@@ -238,10 +265,25 @@ def _changes(state: TenantState, cmd: CommandEnvelope, op: str) -> list[Change] 
             if backup.operation_id != c.operation_id or not backup.compensating:
                 return []
             return [("backup", c.backup_id, BackupClaimReverted(c.backup_id, c.operation_id, c.sha))]
+        case EnableCdc() as c:
+            return cdc.enable(state, _live_service(state, c.service_id), c, op)
+        case DisableCdc() as c:
+            return cdc.disable(state, _live_service(state, c.service_id), c, op)
+        case RecordCdcRendered() as c:
+            return cdc.rendered(state, c.service_id, c.operation_id, c.digest)
+        case RecordCdcCommitted() as c:
+            return cdc.committed(state, c)
+        case RecordCdcReport() as c:
+            return cdc.report(state, state.services.get(c.service_id), c)
+        case RecordCdcStepFailed() as c:
+            return cdc.step_failed(state, c)
         case SetQuota() as c:
             if state.organization is None:
                 return _no_organization(state)
             return [("organization", state.tenant_id, QuotaSet(c.quota))]
+        case CreateSubscription() | RevokeSubscription() | RecordSubscriptionGranted() | RecordSubscriptionRevoked() | \
+                RecordSubscriptionFailed() as c:
+            return _subscription(state, c, op)
         case other:
             raise CommandError(f"decide does not know {type(other).__name__}")
 
@@ -363,7 +405,9 @@ def _delete_service(state: TenantState, c: DeleteService, cmd_id: str) -> list[C
             f'service "{service.name}" has deletion protection on; turn deletion_protection '
             "off for this service, then delete it again",
         )
-    return _requested(service, ServiceDeletionRequested(c.service_id), cmd_id, Action.DELETE, service)
+    # its change stream goes first: the connector's removal is committed before the service's
+    return [*cdc.on_deletion(state, service, cmd_id),
+            *_requested(service, ServiceDeletionRequested(c.service_id), cmd_id, Action.DELETE, service)]
 
 
 def _requested(service: Service, request: Event, cmd_id: str, action: Action, spec: Service) -> list[Change]:
@@ -759,6 +803,43 @@ def _membership(state: TenantState, actor: Actor, c: AddMember | ChangeMemberRol
             return [(*org, MemberRoleChanged(c.subject, current, c.role))]
         case _:
             return [(*org, MemberRemoved(c.subject, current))]
+
+
+def _subscription(state: TenantState, c: Any, op: str) -> list[Change] | Problem:
+    """Tenant subscriptions: one operation to grant (the saga creates the credential and ACLs) and
+    one to revoke; the saga's reports end them, a stale or repeated report changes nothing."""
+    if state.organization is None:
+        return _no_organization(state)
+    sub = state.subscriptions.get(c.subscription_id)
+    key = "subscription", c.subscription_id
+    match c:
+        case CreateSubscription():
+            if sub is not None:
+                return Problem("conflict", "subscription_id", f"subscription id {c.subscription_id} is taken; "
+                               "generate a new one")
+            if any(s.name == c.name and s.holds_name for s in state.subscriptions.values()):
+                return Problem("conflict", "name", f'organization "{state.tenant_id}" has a subscription named '
+                               f'"{c.name}" already; choose another name or revoke that one first')
+            return [(*key, SubscriptionRequested(c.subscription_id, op, c.name,
+                                                 subscription_principal(state.tenant_id, c.name),
+                                                 subscription_group_prefix(state.tenant_id, c.name),
+                                                 c.sealed_password))]
+        case _ if sub is None:
+            return Problem("not_found", "subscription_id", f'subscription {c.subscription_id} does not exist in '
+                           f'organization "{state.tenant_id}"')
+        case RevokeSubscription():
+            if sub.status in (SubscriptionStatus.REVOKING, SubscriptionStatus.REVOKED):
+                return Problem("conflict", "subscription_id", f'subscription "{sub.name}" is already '
+                               f"{sub.status.value.lower()}")
+            return [(*key, SubscriptionRevocationRequested(c.subscription_id, op))]
+        case RecordSubscriptionGranted() if sub.status is SubscriptionStatus.REQUESTED and sub.operation_id == c.operation_id:
+            return [(*key, SubscriptionGranted(c.subscription_id, c.operation_id))]
+        case RecordSubscriptionFailed() if sub.status is SubscriptionStatus.REQUESTED and sub.operation_id == c.operation_id:
+            return [(*key, SubscriptionFailed(c.subscription_id, c.operation_id, c.reason))]
+        case RecordSubscriptionRevoked() if sub.status is SubscriptionStatus.REVOKING and sub.operation_id == c.operation_id:
+            return [(*key, SubscriptionRevoked(c.subscription_id, c.operation_id))]
+        case _:
+            return []  # a repeated or stale report of the saga
 
 
 def _no_organization(state: TenantState) -> Problem:

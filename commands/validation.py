@@ -16,6 +16,8 @@ from datetime import datetime
 from commands.catalog import (
     BACKUP_REPORT_PHASES,
     BACKUP_STEP_CODES,
+    CDC_REPORT_PHASES,
+    CDC_TABLES_MAX,
     LIMITS,
     ORG_ROLES,
     PERMISSIONS,
@@ -40,11 +42,22 @@ from commands.records import (
     CreateService,
     DeleteBackup,
     DeleteService,
+    DisableCdc,
+    EnableCdc,
     RecordBackupCommitted,
     RecordBackupRendered,
     RecordBackupReport,
     RecordBackupReverted,
+    CreateSubscription,
+    RevokeSubscription,
+    RecordSubscriptionGranted,
+    RecordSubscriptionRevoked,
+    RecordSubscriptionFailed,
     RecordBackupStepFailed,
+    RecordCdcCommitted,
+    RecordCdcRendered,
+    RecordCdcReport,
+    RecordCdcStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
@@ -79,6 +92,8 @@ LABEL_RULE = (
     "use 1 to 63 characters: letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
 )
 VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A sealed secret (runtime.sealing): version, key id, base64url of key, nonce, ciphertext and tag (bounded).
+SEALED = re.compile(r"v1\.[a-z0-9-]{1,40}\.[A-Za-z0-9_=-]{80,400}")
 DISPLAY_NAME_MAX = 100
 SUBJECT_MAX = 255
 # A service becomes a Helm release of its name, and Helm refuses release names over 53 characters.
@@ -186,14 +201,53 @@ def validate(command: Command) -> list[Problem]:
         case RecordBackupStepFailed():
             return _collect(_uuid("backup_id", command.backup_id), _uuid("operation_id", command.operation_id),
                             _choice("step", command.step, STEPS), _choice("code", command.code, BACKUP_STEP_CODES))
+        case EnableCdc():
+            return _collect(_uuid("service_id", command.service_id), *_cdc_tables(command.tables))
+        case DisableCdc():
+            return _collect(_uuid("service_id", command.service_id))
+        case RecordCdcRendered() | RecordCdcCommitted():
+            return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id))
+        case RecordCdcReport():
+            return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id),
+                            _choice("phase", command.phase, CDC_REPORT_PHASES))
+        case RecordCdcStepFailed():
+            return _collect(_uuid("service_id", command.service_id), _uuid("operation_id", command.operation_id),
+                            _choice("step", command.step, STEPS), _choice("code", command.code, BACKUP_STEP_CODES))
         case SetQuota():
             return _quota(command.quota)
         case AddMember() | ChangeMemberRole():
             return _collect(_subject(command.subject), _choice("role", command.role, ORG_ROLES))
         case RemoveMember():
             return _collect(_subject(command.subject))
+        case CreateSubscription():
+            return _collect(_uuid("subscription_id", command.subscription_id), _dns_label("name", command.name),
+                            _sealed(command.sealed_password))
+        case RevokeSubscription():
+            return _collect(_uuid("subscription_id", command.subscription_id))
+        case RecordSubscriptionGranted() | RecordSubscriptionRevoked() | RecordSubscriptionFailed():
+            return _collect(_uuid("subscription_id", command.subscription_id),
+                            _uuid("operation_id", command.operation_id))
         case _:
             raise CommandError(f"validate does not know {type(command).__name__}")
+
+
+# A table (collection) a connector captures: `table` or `schema.table`; part of a topic name, so
+# what a topic name may hold (lowercase letters, digits, `_`), at most 63 characters per part.
+_CDC_TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$")
+
+
+def _cdc_tables(tables: tuple[str, ...] | list[str]) -> list[Problem | None]:
+    if len(tables) > CDC_TABLES_MAX:
+        return [Problem("invalid", "tables", f"{len(tables)} tables named; name at most {CDC_TABLES_MAX}, or "
+                        "none to capture every table")]
+    problems: list[Problem | None] = []
+    for i, table in enumerate(tables):
+        if not isinstance(table, str) or not _CDC_TABLE.match(table):
+            problems.append(Problem("invalid", f"tables[{i}]", f"table {_shown(str(table))!r} cannot name a CDC "
+                                    "topic: use `table` or `schema.table` in lowercase letters, digits and `_`"))
+    if len(set(tables)) != len(tables):
+        problems.append(Problem("invalid", "tables", "a table is named twice; name each once"))
+    return problems
 
 
 def resolve_resources(command: CreateService) -> Resources:
@@ -292,6 +346,15 @@ def _something_to_scale(given: list[str]) -> Problem | None:
     if given:
         return None
     return Problem("invalid", None, f"nothing to scale: give at least one of {', '.join(RESOURCE_FIELDS)}")
+
+
+def _sealed(value: str) -> Problem | None:
+    """A sealed password (`runtime.sealing`: `v1.<key id>.<base64url>`); never a password in clear."""
+    if SEALED.fullmatch(value):
+        return None
+    return Problem("invalid", "sealed_password", "sealed_password is not a password sealed to the subscription "
+                   "saga's key (v1.<key id>.<data>): send what the gateway or `runtime.sealing.seal` makes, "
+                   "never the password itself")
 
 
 def _dns_label(field: str, value: str) -> Problem | None:

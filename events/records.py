@@ -330,6 +330,118 @@ class BackupClaimReverted:
     sha: str | None = None
 
 
+@dataclass(frozen=True)
+class CdcEnableRequested:
+    """A CDC operation was accepted and starts: render the KafkaConnector, commit it, the PoP
+    registers the connector and reports it running."""
+
+    service_id: str
+    operation_id: str
+    service_name: str
+    engine: str
+    pop: str
+    connector: str  # its name in the PoP's Kafka Connect
+    tables: tuple[str, ...] = ()  # empty: every table
+
+
+@dataclass(frozen=True)
+class CdcDisableRequested:
+    """The connector's removal starts: asked for, or the service's deletion (it goes first)."""
+
+    service_id: str
+    operation_id: str
+    service_name: str
+    engine: str
+    pop: str
+    connector: str
+    reason: str  # requested | service_deleted
+
+
+@dataclass(frozen=True)
+class CdcConnectorRendered:
+    service_id: str
+    operation_id: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class CdcConnectorCommitted:
+    service_id: str
+    operation_id: str
+    path: str
+    sha: str
+    changed: bool = True
+
+
+@dataclass(frozen=True)
+class CdcConnectorRegistered:
+    """The PoP registered the connector and it runs (again, after a failure)."""
+
+    service_id: str
+    operation_id: str
+    connector: str
+
+
+@dataclass(frozen=True)
+class CdcConnectorFailed:
+    """The connector could not be set up, or stayed failed after its PoP's restarts."""
+
+    service_id: str
+    operation_id: str
+    connector: str
+    reason: str
+    code: str  # pop_failed | timed_out | render_failed | commit_failed | connector_failed
+    step: str  # render | commit | pop-report
+
+
+@dataclass(frozen=True)
+class CdcDisabled:
+    """The connector is gone from its PoP, with its replication slot and publication."""
+
+    service_id: str
+    operation_id: str
+    connector: str
+
+
+@dataclass(frozen=True)
+class SubscriptionRequested:
+    """A tenant subscription was asked for (aggregate `subscription`): its Kafka principal and
+    consumer-group prefix are decided; the subscription saga grants them. The password travels only
+    sealed to that saga's key, and audit records leave it out."""
+
+    subscription_id: str
+    operation_id: str
+    name: str
+    principal: str
+    group_prefix: str
+    sealed_password: str
+
+
+@dataclass(frozen=True)
+class SubscriptionGranted:
+    subscription_id: str
+    operation_id: str
+
+
+@dataclass(frozen=True)
+class SubscriptionRevocationRequested:
+    subscription_id: str
+    operation_id: str
+
+
+@dataclass(frozen=True)
+class SubscriptionRevoked:
+    subscription_id: str
+    operation_id: str
+
+
+@dataclass(frozen=True)
+class SubscriptionFailed:
+    subscription_id: str
+    operation_id: str
+    reason: str
+
+
 Event = (
     OrganizationCreated
     | ServiceRequested
@@ -359,6 +471,18 @@ Event = (
     | BackupDeletionRequested
     | BackupDeleted
     | BackupClaimReverted
+    | CdcEnableRequested
+    | CdcDisableRequested
+    | CdcConnectorRendered
+    | CdcConnectorCommitted
+    | CdcConnectorRegistered
+    | CdcConnectorFailed
+    | CdcDisabled
+    | SubscriptionRequested
+    | SubscriptionGranted
+    | SubscriptionRevocationRequested
+    | SubscriptionRevoked
+    | SubscriptionFailed
 )
 
 # The steps of a service operation after acceptance, in order.
@@ -442,6 +566,16 @@ EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
     "BackupDeletionRequested": lambda d: BackupDeletionRequested(**d),
     "BackupDeleted": lambda d: BackupDeleted(**d),
     "BackupClaimReverted": lambda d: BackupClaimReverted(**d),
+    "CdcEnableRequested": lambda d: CdcEnableRequested(**{**d, "tables": tuple(d.get("tables") or ())}),
+    "CdcDisableRequested": lambda d: CdcDisableRequested(**d),
+    "CdcConnectorRendered": lambda d: CdcConnectorRendered(**d),
+    "CdcConnectorCommitted": lambda d: CdcConnectorCommitted(**d),
+    "CdcConnectorRegistered": lambda d: CdcConnectorRegistered(**d),
+    "CdcConnectorFailed": lambda d: CdcConnectorFailed(**d),
+    "CdcDisabled": lambda d: CdcDisabled(**d),
+    **{cls.__name__: (lambda d, cls=cls: cls(**d)) for cls in (  # type: ignore[misc]
+        SubscriptionRequested, SubscriptionGranted, SubscriptionRevocationRequested, SubscriptionRevoked,
+        SubscriptionFailed)},
 }
 
 

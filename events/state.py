@@ -26,6 +26,13 @@ from events.records import (
     BackupFailed,
     BackupPolicySet,
     BackupRequested,
+    CdcConnectorCommitted,
+    CdcConnectorFailed,
+    CdcConnectorRegistered,
+    CdcConnectorRendered,
+    CdcDisabled,
+    CdcDisableRequested,
+    CdcEnableRequested,
     CommandRejected,
     DeletionProtectionSet,
     Envelope,
@@ -50,6 +57,11 @@ from events.records import (
     ServiceReady,
     ServiceRequested,
     ServiceScaleRequested,
+    SubscriptionFailed,
+    SubscriptionGranted,
+    SubscriptionRequested,
+    SubscriptionRevocationRequested,
+    SubscriptionRevoked,
 )
 
 
@@ -106,6 +118,36 @@ class BackupStatus(StrEnum):
     FAILED = "Failed"  # never restorable
     DELETING = "Deleting"  # its file is being removed from GitOps; the PoP deletes the objects
     DELETED = "Deleted"
+
+
+class CdcStatus(StrEnum):
+    ENABLING = "Enabling"  # its KafkaConnector is being rendered and committed; the PoP registers it
+    RUNNING = "Running"  # changes flow to the service's CDC topics
+    FAILED = "Failed"  # could not be set up, or stayed failed after its PoP's restarts
+    DISABLING = "Disabling"  # its KafkaConnector is being removed; the PoP drops slot and publication
+    DISABLED = "Disabled"
+
+
+@dataclass(frozen=True)
+class Cdc:
+    """A service's change stream: one connector per service, one operation on it at a time."""
+
+    service_id: str
+    connector: str
+    status: CdcStatus
+    operation_id: str  # the last operation on it (enable or disable)
+    tables: tuple[str, ...] = ()
+    step: int = 0  # of `operation_id`: 1 rendered, 2 committed, 3 reported
+    reason: str | None = None  # why it failed
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status in (CdcStatus.ENABLING, CdcStatus.DISABLING)
+
+    @property
+    def holds_connector(self) -> bool:
+        """A connector (or its file in GitOps) may exist: disabling has something to remove."""
+        return self.status is not CdcStatus.DISABLED
 
 
 @dataclass(frozen=True)
@@ -246,6 +288,27 @@ class Usage:
         return self.counting(*share, 1) if (share := s.quota_share) else self
 
 
+class SubscriptionStatus(StrEnum):
+    REQUESTED = "Requested"  # the saga has not granted it yet
+    ACTIVE = "Active"
+    REVOKING = "Revoking"
+    REVOKED = "Revoked"
+    FAILED = "Failed"  # granting failed for good: nothing of it is on the broker
+
+
+@dataclass(frozen=True)
+class Subscription:
+    subscription_id: str
+    name: str
+    principal: str
+    status: SubscriptionStatus
+    operation_id: str  # of the running (or last) operation on it
+
+    @property
+    def holds_name(self) -> bool:
+        return self.status in (SubscriptionStatus.REQUESTED, SubscriptionStatus.ACTIVE, SubscriptionStatus.REVOKING)
+
+
 @dataclass(frozen=True)
 class TenantState:
     """Never mutated: `evolve` returns a new state sharing what did not change."""
@@ -260,6 +323,8 @@ class TenantState:
     live_names: dict[str, str] = field(default_factory=dict)  # name -> id of the live service so named
     sequences: dict[AggregateKey, int] = field(default_factory=dict)  # last applied, per aggregate
     backups: dict[str, Backup] = field(default_factory=dict)  # by backup id, of live and deleted services
+    cdc: dict[str, Cdc] = field(default_factory=dict)  # by service id: its change stream
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)  # by id, revoked ones too
 
 
 def next_sequence(state: TenantState, aggregate_type: str, aggregate_id: str) -> int:
@@ -488,8 +553,72 @@ def _backup_deleted(state: TenantState, env: Envelope, e: BackupDeleted) -> Tena
     return _put_backup(state, replace(_backup(state, e.backup_id), status=BackupStatus.DELETED, step=3))
 
 
+def _subscription(state: TenantState, subscription_id: str) -> Subscription:
+    found = state.subscriptions.get(subscription_id)
+    if found is None:
+        raise InconsistentLog(f"subscription {subscription_id} of {state.tenant_id} was never requested")
+    return found
+
+
+def _put_subscription(state: TenantState, sub: Subscription) -> TenantState:
+    return replace(state, subscriptions={**state.subscriptions, sub.subscription_id: sub})
+
+
+def _subscription_requested(state: TenantState, env: Envelope, e: SubscriptionRequested) -> TenantState:
+    return _put_subscription(state, Subscription(e.subscription_id, e.name, e.principal, SubscriptionStatus.REQUESTED,
+                                                 e.operation_id))
+
+
+def _subscription_status(status: SubscriptionStatus, new_operation: bool = False) -> Applier:
+    def apply(state: TenantState, env: Envelope, e: Any) -> TenantState:
+        sub = _subscription(state, e.subscription_id)
+        return _put_subscription(state, replace(sub, status=status, **(
+            {"operation_id": e.operation_id} if new_operation else {})))
+    return apply
+
+
 Applier = Callable[[TenantState, Envelope, Any], TenantState]
 # Event type -> how it changes the tenant state; events not named here change nothing.
+def _cdc_enable_requested(state: TenantState, env: Envelope, e: CdcEnableRequested) -> TenantState:
+    return _put_cdc(state, Cdc(e.service_id, e.connector, CdcStatus.ENABLING, e.operation_id, tuple(e.tables)))
+
+
+def _cdc_disable_requested(state: TenantState, env: Envelope, e: CdcDisableRequested) -> TenantState:
+    old = state.cdc.get(e.service_id)
+    tables = old.tables if old else ()
+    return _put_cdc(state, Cdc(e.service_id, e.connector, CdcStatus.DISABLING, e.operation_id, tables))
+
+
+def _cdc_step(step: int) -> Applier:
+    def apply(state: TenantState, env: Envelope, e: Any) -> TenantState:
+        cdc = state.cdc.get(e.service_id)
+        return state if cdc is None else _put_cdc(state, replace(cdc, step=step))
+    return apply
+
+
+def _cdc_registered(state: TenantState, env: Envelope, e: CdcConnectorRegistered) -> TenantState:
+    cdc = state.cdc.get(e.service_id)
+    if cdc is None:
+        return state
+    return _put_cdc(state, replace(cdc, status=CdcStatus.RUNNING, step=3, reason=None, operation_id=e.operation_id))
+
+
+def _cdc_failed(state: TenantState, env: Envelope, e: CdcConnectorFailed) -> TenantState:
+    cdc = state.cdc.get(e.service_id)
+    if cdc is None:
+        return state
+    # a failed removal leaves the connector where it was: still to be disabled
+    status = CdcStatus.FAILED
+    return _put_cdc(state, replace(cdc, status=status, step=3, reason=e.reason))
+
+
+def _cdc_disabled(state: TenantState, env: Envelope, e: CdcDisabled) -> TenantState:
+    cdc = state.cdc.get(e.service_id)
+    if cdc is None:
+        return state
+    return _put_cdc(state, replace(cdc, status=CdcStatus.DISABLED, step=3, reason=None))
+
+
 APPLIERS: dict[type, Applier] = {
     OrganizationCreated: _organization_created,
     MemberAdded: _member_set,
@@ -519,6 +648,18 @@ APPLIERS: dict[type, Applier] = {
     BackupDeletionRequested: _backup_deletion_requested,
     BackupDeleted: _backup_deleted,
     BackupClaimReverted: _backup_reverted,
+    CdcEnableRequested: _cdc_enable_requested,
+    CdcDisableRequested: _cdc_disable_requested,
+    CdcConnectorRendered: _cdc_step(1),
+    CdcConnectorCommitted: _cdc_step(2),
+    CdcConnectorRegistered: _cdc_registered,
+    CdcConnectorFailed: _cdc_failed,
+    CdcDisabled: _cdc_disabled,
+    SubscriptionRequested: _subscription_requested,
+    SubscriptionGranted: _subscription_status(SubscriptionStatus.ACTIVE),
+    SubscriptionRevocationRequested: _subscription_status(SubscriptionStatus.REVOKING, new_operation=True),
+    SubscriptionRevoked: _subscription_status(SubscriptionStatus.REVOKED),
+    SubscriptionFailed: _subscription_status(SubscriptionStatus.FAILED),
 }
 
 
@@ -553,6 +694,10 @@ def _backup(state: TenantState, backup_id: str) -> Backup:
 
 def _put_backup(state: TenantState, backup: Backup) -> TenantState:
     return replace(state, backups={**state.backups, backup.backup_id: backup})
+
+
+def _put_cdc(state: TenantState, cdc: Cdc) -> TenantState:
+    return replace(state, cdc={**state.cdc, cdc.service_id: cdc})
 
 
 def _record(state: TenantState, command_id: str, record: CommandRecord) -> TenantState:

@@ -64,7 +64,7 @@ class EventLog:
     and serdes are made on first use (the API starts without the registry) and then kept, so a
     request costs no registration nor schema lookup. Also `projections.api.History`."""
 
-    def __init__(self, kafka: str, registry_url: str):
+    def __init__(self, kafka: kafka_reader.KafkaAccess | str, registry_url: str):
         self.kafka = kafka
         self.registry = Registry(registry_url)
 

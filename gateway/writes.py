@@ -29,6 +29,7 @@ from commands import (
 from gateway.access import Reads, require_command, roles_in
 from gateway.auth import Identity, current_identity
 from projections.reads import ReadModel
+from runtime import tracing
 from runtime.publisher import PublishError
 
 SERVICE_ID_NAMESPACE = uuid.UUID("5d1c8c59-3c8e-4b7e-9a43-0b4f3f0c6a11")
@@ -103,6 +104,8 @@ async def publish(request: Request, reads: ReadModel, response: Response, tenant
     if known is not None and known != commands.fingerprint_of(payload):
         raise HTTPException(409, f"Idempotency-Key {command_id} was already used for a different request "
                                  f"(operation {operation}); send a new key for a new request")
+    tracing.annotate(tracing.attributes(operation, tenant, "request", command_type=type(payload).__name__,
+                                        command_id=command_id))
     publisher = request.app.state.publisher
     # The producer gives up after `publish_timeout` (its message timeout) and reports it; the extra
     # seconds only guard against a report that never comes. Shielded: the delivery report may

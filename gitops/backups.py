@@ -53,6 +53,7 @@ def backup_values(
     pitr: bool,
     labels: Mapping[str, str] | None = None,
     object_store: Mapping[str, str] | None = None,
+    operation_id: str | None = None,
 ) -> dict[str, Any]:
     """The dbaas-backup chart's values for one backup (validated by the chart, not here).
 
@@ -61,6 +62,8 @@ def backup_values(
     key-encryption key to seal with, both or neither (None: the PoP's current ones, which it
     reports with the outcome). ``object_store``: how engine operators reach the bucket,
     ``{accessKeyId, secretName}``; absent means their own workload identity (IAM).
+    ``operation_id``: the backup's operation, annotated on the DatabaseBackup so a Kubernetes
+    PoP's operator reports on it (None: no annotation, as for PoP local).
     """
     values: dict[str, Any] = {
         "tenant": tenant,
@@ -78,6 +81,8 @@ def backup_values(
         values["labels"] = dict(labels)
     if object_store:
         values["objectStore"] = dict(object_store)
+    if operation_id is not None:
+        values["operation"] = {"id": operation_id}
     return values
 
 
@@ -96,6 +101,7 @@ def render_backup(
     pitr: bool,
     labels: Mapping[str, str] | None = None,
     object_store: Mapping[str, str] | None = None,
+    operation_id: str | None = None,
     timeout: float = _helm.DEFAULT_TIMEOUT_S,
 ) -> str:
     """The manifests of one backup as deterministic multi-document YAML, for
@@ -111,7 +117,7 @@ def render_backup(
     values = backup_values(
         tenant=tenant, pop=pop, engine=engine, service_id=service_id, service_name=service_name,
         backup_id=backup_id, destination=destination, encryption_key_id=encryption_key_id,
-        kek_id=kek_id, pitr=pitr, labels=labels, object_store=object_store,
+        kek_id=kek_id, pitr=pitr, labels=labels, object_store=object_store, operation_id=operation_id,
     )
     namespace = tenant_namespace(tenant)
     docs = _helm.render(_helm.BACKUP_CHART, values, RELEASE_NAME, namespace, helm=helm, timeout=timeout)

@@ -5,8 +5,9 @@ operation and correlation ids; it makes the remote's ``main`` contain exactly th
 
 - **idempotent by content**: it commits only when the tree changes, so re-applying an operation
   that already landed is harmless (``changed=False``, current tip returned);
-- **traceable**: each commit message ends with ``Operation-Id:`` and ``Correlation-Id:`` trailers,
-  and :meth:`GitOpsCommitter.find_commit` finds a pushed commit by operation id;
+- **traceable**: each commit message ends with ``Operation-Id:`` and ``Correlation-Id:`` trailers
+  (and ``Trace-Id:``, the W3C ``traceparent`` of the span that made it, when one is given), and
+  :meth:`GitOpsCommitter.find_commit` finds a pushed commit by operation id;
 - **safe under concurrency**: it never merges. Each attempt resets its private clone to the
   remote tip, re-applies the changes by content and pushes fast-forward only. A rejected push
   (another committer won the race) is retried with capped exponential backoff and full jitter;
@@ -81,6 +82,9 @@ except ImportError:  # pragma: no cover - exercised only where structlog is abse
 
 OPERATION_TRAILER = "Operation-Id"
 CORRELATION_TRAILER = "Correlation-Id"
+# The span that made the commit, as a W3C traceparent (00-<trace id>-<span id>-<flags>): whoever
+# applies the commit continues that trace; `git log --grep <trace id>` finds its commits.
+TRACE_TRAILER = "Trace-Id"
 REMOTE = "origin"
 
 # Ids go into a one-line trailer and a `git log --grep`: keep them to a safe alphabet.
@@ -237,8 +241,10 @@ class GitOpsCommitter:
         message: str,
         operation_id: str,
         correlation_id: str,
+        trace: str | None = None,
     ) -> CommitResult:
-        """Make the remote branch hold ``changes`` (``None`` deletes a file) in one commit.
+        """Make the remote branch hold ``changes`` (``None`` deletes a file) in one commit
+        (``trace``: the ``Trace-Id`` trailer's value, a W3C traceparent).
 
         Commits only if the tree changes. Retries lost push races up to
         ``retry.max_attempts`` times, then raises :class:`PushConflict`. Raises a
@@ -246,7 +252,7 @@ class GitOpsCommitter:
         :class:`TransientGitOpsError` when the remote stays unreachable.
         """
         normalized = normalize_changes(changes)
-        full_message = compose_message(message, operation_id, correlation_id)
+        full_message = compose_message(message, operation_id, correlation_id, trace)
         log = _log.bind(operation_id=operation_id, correlation_id=correlation_id, files=len(normalized))
         with self._exclusive():
             return self._apply_with_retries(normalized, full_message, log)
@@ -606,16 +612,20 @@ def normalize_changes(changes: Mapping[str, str | None]) -> dict[str, str | None
     return result
 
 
-def compose_message(message: str, operation_id: str, correlation_id: str) -> str:
-    """``message`` followed by a blank line and the Operation-Id/Correlation-Id trailers."""
+def compose_message(message: str, operation_id: str, correlation_id: str, trace: str | None = None) -> str:
+    """``message`` followed by a blank line and the Operation-Id/Correlation-Id (and Trace-Id)
+    trailers."""
     validate_id(operation_id, "operation_id")
     validate_id(correlation_id, "correlation_id")
+    if trace is not None and not _ID.match(trace):
+        trace = None  # tracing never fails a commit: an unusable context is left out
     if not isinstance(message, str) or not message.strip():
         raise InvalidChange("commit message is empty: say what changed, e.g. 'Provision acme/orders'")
     if "\0" in message:
         raise InvalidChange("commit message contains a NUL character")
     return (f"{message.strip()}\n\n"
-            f"{OPERATION_TRAILER}: {operation_id}\n{CORRELATION_TRAILER}: {correlation_id}\n")
+            f"{OPERATION_TRAILER}: {operation_id}\n{CORRELATION_TRAILER}: {correlation_id}\n"
+            + (f"{TRACE_TRAILER}: {trace}\n" if trace else ""))
 
 
 def _classify_push(status: int, out: str, err: str, ref: str) -> _Push:

@@ -33,6 +33,7 @@ CHARTS_DIR = REPO_ROOT / "deploy" / "charts"
 SERVICE_CHART = CHARTS_DIR / "dbaas-service"
 ARGOCD_APPS_CHART = CHARTS_DIR / "dbaas-argocd-apps"
 BACKUP_CHART = CHARTS_DIR / "dbaas-backup"
+POP_OPERATOR_CHART = CHARTS_DIR / "dbaas-pop-operator"  # installed in each PoP cluster, not rendered into GitOps
 BUNDLED_HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 ENSURE_SCRIPT = "deploy/scripts/ensure-helm.sh"
 HELM_ENV = "DBAAS_HELM"

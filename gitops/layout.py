@@ -39,6 +39,7 @@ BASE_DIR = "base"
 OVERLAYS_DIR = "overlays"
 TENANTS_DIR = "tenants"
 BACKUPS_DIRNAME = "backups"
+CDC_DIRNAME = "cdc"
 APPLICATIONS_DIR = "argocd/applications"
 APP_OF_APPS_PATH = "argocd/app-of-apps.yaml"
 KUSTOMIZATION = "kustomization.yaml"
@@ -152,6 +153,20 @@ def pop_service_path(tenant: str, pop: str, service: str) -> str:
     return f"{tenant_dir(tenant)}/{validate_pop(pop)}/{validate_name(service, 'service')}.yaml"
 
 
+def deletion_record_path(tenant: str, pop: str, service: str) -> str:
+    """``tenants/{tenant}/{pop}/deletions/{service}.yaml``: in a Kubernetes PoP, the record of the
+    operation deleting a service (a ConfigMap applied before the claim is pruned), so the PoP
+    operator reports the deletion on the right operation."""
+    return f"{tenant_dir(tenant)}/{validate_pop(pop)}/deletions/{validate_name(service, 'service')}.yaml"
+
+
+def backup_deletion_record_path(tenant: str, pop: str, backup_id: str) -> str:
+    """``tenants/{tenant}/{pop}/deletions/backups/{backup_id}.yaml``: in a Kubernetes PoP, the record
+    of the operation deleting a backup (a ConfigMap applied before the DatabaseBackup is pruned), so
+    the PoP operator reports the deletion on the right operation."""
+    return f"{tenant_dir(tenant)}/{validate_pop(pop)}/deletions/backups/{validate_name(backup_id, 'backup id')}.yaml"
+
+
 def backups_dir(tenant: str, pop: str) -> str:
     """``tenants/{tenant}/{pop}/backups``: the backups of a tenant's services in one PoP.
 
@@ -166,12 +181,18 @@ def backup_path(tenant: str, pop: str, backup_id: str) -> str:
     return f"{backups_dir(tenant, pop)}/{validate_name(backup_id, 'backup id')}.yaml"
 
 
+def cdc_path(tenant: str, pop: str, service_id: str) -> str:
+    """``tenants/{tenant}/{pop}/cdc/{service_id}.yaml``: a service's change-data-capture connector
+    (a Strimzi KafkaConnector), in the PoP folder so that the PoP's Application applies it there."""
+    return f"{tenant_dir(tenant)}/{validate_pop(pop)}/{CDC_DIRNAME}/{validate_name(service_id, 'service id')}.yaml"
+
+
 @dataclass(frozen=True)
 class TenantPath:
     """What a file under ``tenants/`` holds: ``kind`` "service" (``name`` is the service's name)
     or "backup" (``name`` is the backup id), of ``tenant`` in ``pop``."""
 
-    kind: Literal["service", "backup"]
+    kind: Literal["service", "backup", "cdc"]
     tenant: str
     pop: str
     name: str
@@ -187,10 +208,13 @@ def parse_tenant_path(path: str) -> TenantPath | None:
     if parts[0] != TENANTS_DIR or len(parts) not in (4, 5):
         return None
     if len(parts) == 4:
-        kind: Literal["service", "backup"] = "service"
+        kind: Literal["service", "backup", "cdc"] = "service"
         _, tenant, pop, name = parts
     elif parts[3] == BACKUPS_DIRNAME:
         kind = "backup"
+        _, tenant, pop, _, name = parts
+    elif parts[3] == CDC_DIRNAME:
+        kind = "cdc"
         _, tenant, pop, _, name = parts
     else:
         return None

@@ -27,6 +27,7 @@ from events import legacy_principal
 from runtime import kafka
 from runtime import topics as topic_spec
 from runtime.deadletter import dead_letter
+from runtime.kafka import KafkaAccess, access_from_env
 from runtime.settings import env, read
 from schemas import AUDIT_TOPIC_PATTERN as AUDIT_PATTERN
 from schemas import audit_topic, short_name
@@ -34,7 +35,7 @@ from schemas.errors import PoisonMessage
 from schemas.registry import AUDIT_SUBJECT, EVENTS_SUBJECT, Registry, Serde
 
 REDACTED = "<redacted>"
-SECRET_FIELDS = frozenset({"credentials", "password", "token"})
+SECRET_FIELDS = frozenset({"credentials", "password", "token", "sealed_password"})
 
 RECORDS = Counter("dbaas_audit_records_total", "Audit records written", ["kind"])
 TOPICS = Counter("dbaas_audit_topics_created_total", "Per-tenant audit topics created")
@@ -89,7 +90,7 @@ def record_of(event: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class AuditSettings:
-    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    kafka: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)
     registry_url: str = env("DBAAS_REGISTRY_URL")
     events_topic: str = env("DBAAS_EVENTS_TOPIC", "dbaas.events")
     group_id: str = env("DBAAS_AUDIT_GROUP", "dbaas-audit")
@@ -108,7 +109,7 @@ class AuditWriter:
         registry = Registry(settings.registry_url)
         self.events = Serde(registry, EVENTS_SUBJECT)
         self.audit = Serde(registry, AUDIT_SUBJECT)
-        self.admin = AdminClient({"bootstrap.servers": settings.kafka})
+        self.admin = AdminClient(kafka.admin_config(settings.kafka))
         self.known: set[str] = set()
         self.consumer = Consumer(kafka.consumer_config(settings.kafka, settings.group_id))
         self.producer = Producer(kafka.transactional_config(settings.kafka, settings.transactional_id,

@@ -13,7 +13,8 @@ partition its key maps to, elsewhere it would meet a state that never saw its te
 `decide`); this class only does the I/O around it: it decodes the bytes with the registry, verifies
 the signature (`runtime.signing` against the keyring: the publisher is what it proves, never what
 the command claims), and writes the events, or the dead letter with a code and the reason in
-headers; the batch moves on.
+headers; the batch moves on. While tracing is on, each command is judged in a span continuing the
+command's `traceparent` header, and the events it writes carry that span's.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import events
 from events import Envelope, TenantState, evolve
 from processors.judge import DeadLetter, Judged, Raw, judge, oversized
 from processors.settings import ProcessorSettings
-from runtime import kafka
+from runtime import kafka, tracing
 from runtime.deadletter import dead_letter
 from runtime.signing import Keyring, TrustedKey, Unverified
 from schemas.errors import PoisonMessage
@@ -67,6 +68,7 @@ class CommandProcessor:
         self.partitions: dict[int, PartitionState] = {}
         self.keyring = Keyring(settings.keyring)
         self.partition_count = 0  # of the commands topic; read at each assignment
+        self._trace: list[tuple[str, bytes]] = []  # the judging span's traceparent header, while tracing
         self.consumer = Consumer(kafka.consumer_config(
             settings.kafka, settings.group_id, **{"partition.assignment.strategy": "cooperative-sticky"}))
         self.producer = Producer(kafka.transactional_config(
@@ -103,7 +105,7 @@ class CommandProcessor:
 
     def _rebuild(self, partition: int) -> PartitionState:
         """Fold the committed events of one partition into tenant states."""
-        consumer = kafka.reader(self.settings.kafka, "unused")
+        consumer = kafka.reader(self.settings.kafka, f"{self.settings.group_id}-fold")
         state = PartitionState()
         try:
             for msg in kafka.read_to_end(consumer, [TopicPartition(self.settings.events_topic, partition, 0)]):
@@ -151,6 +153,19 @@ class CommandProcessor:
         kafka.rewind(self.consumer, batch)
 
     def _judge(self, msg: Message, before: dict) -> None:
+        """`_judge_one` in a span continuing the command's trace (its `traceparent` header; a new
+        trace without one) while tracing is on: the events it writes carry that span's context."""
+        if not tracing.enabled():
+            return self._judge_one(msg, before)
+        with tracing.continued("judge", tracing.from_headers(msg.headers()), {"dbaas.step": "judge"}):
+            traceparent = tracing.current_traceparent()
+            self._trace = [(tracing.TRACEPARENT, traceparent.encode())] if traceparent else []
+            try:
+                self._judge_one(msg, before)
+            finally:
+                self._trace = []
+
+    def _judge_one(self, msg: Message, before: dict) -> None:
         """Read what `judge` needs from the message (the record, what its signature proves), then
         write what it decided: the events, or a dead letter."""
         value = msg.value() or b""
@@ -167,8 +182,12 @@ class CommandProcessor:
         partition = self.partitions.setdefault(msg.partition(), PartitionState())
         match judge(partition.tenants, raw):
             case DeadLetter(code=code, reason=reason, command_id=command_id):
+                if tracing.recording():
+                    tracing.fail(f"dead-lettered ({code}): {reason}")
                 self._dead_letter(msg, code, reason, command_id)
             case Judged(command=cmd, events=produced, state=state) as judged:
+                if tracing.recording():
+                    _annotate(cmd, judged)
                 before.setdefault((msg.partition(), cmd.tenant_id), partition.tenants.get(cmd.tenant_id))
                 for env in produced:
                     self._emit(msg.partition(), env)
@@ -188,7 +207,7 @@ class CommandProcessor:
             self.settings.events_topic, partition=partition, key=env.tenant_id.encode(),
             value=self.events.encode(events.to_avro(env)),
             headers=[("correlation-id", env.correlation_id.encode()),
-                     ("event-type", type(env.payload).__name__.encode())])
+                     ("event-type", type(env.payload).__name__.encode()), *self._trace])
 
     def _count(self, cmd, judged: Judged) -> None:
         if judged.outcome == "rejected":
@@ -207,6 +226,18 @@ class CommandProcessor:
     def _report_lag(self) -> None:
         for partition, behind in kafka.lag(self.consumer).items():
             LAG.labels(str(partition)).set(behind)
+
+
+def _annotate(cmd: commands.CommandEnvelope, judged: Judged) -> None:
+    """Name the judging span after the command and give it the operation, tenant and outcome."""
+    operation = next((op for e in judged.events if (op := getattr(e.payload, "operation_id", None))),
+                     getattr(cmd.payload, "operation_id", None)) or commands.operation_id(cmd.tenant_id, cmd.command_id)
+    tracing.rename(f"judge {cmd.command_type}")
+    tracing.annotate(tracing.attributes(operation, cmd.tenant_id, command_type=cmd.command_type,
+                                        outcome=judged.outcome))
+    if judged.outcome == "rejected":
+        rejection = next(e.payload for e in judged.events if isinstance(e.payload, events.CommandRejected))
+        tracing.fail(f"{rejection.reason_code}: {rejection.message}")
 
 
 def main() -> int:

@@ -7,10 +7,11 @@ policy).
 
 What the saga does: for every `OperationStarted` it renders the service's manifests (action apply:
 the real `helm template`; delete: the file's removal), records the render, commits to
-`tenants/{tenant}/{pop}/{service}.yaml` with `Operation-Id:`/`Correlation-Id:` trailers and
-records the commit; it relays every verified PoP report as `RecordPopReport`; it reverts the commit
-of a failed or cancelled operation that asks for compensation; and it times out operations whose
-PoP does not report in time (`DBAAS_SAGA_STEP_TIMEOUTS`). Outcomes travel as system commands
+`tenants/{tenant}/{pop}/{service}.yaml` with `Operation-Id:`/`Correlation-Id:` trailers (and
+`Trace-Id:` while tracing is on) and records the commit; it relays every verified PoP report as
+`RecordPopReport`; it reverts the commit of a failed or cancelled operation that asks for
+compensation; and it times out operations whose PoP does not report in time
+(`DBAAS_SAGA_STEP_TIMEOUTS`). Outcomes travel as system commands
 through `dbaas.commands`, so the command processor stays the only writer of events.
 
 May import: everything the saga needs to talk to Kafka, the registry, git and helm; the decisions
@@ -30,8 +31,15 @@ from confluent_kafka import Consumer, Message
 
 import events
 from commands import CommandEnvelope
-from events import BackupDeletionRequested, BackupRequested, Envelope, OperationStarted
-from gitops import backups, helm, layout, manifests
+from events import (
+    BackupDeletionRequested,
+    BackupRequested,
+    CdcDisableRequested,
+    CdcEnableRequested,
+    Envelope,
+    OperationStarted,
+)
+from gitops import backups, cdc, helm, layout, manifests
 from gitops.committer import GitOpsCommitter
 from processors.sagas.errors import REASON_MAX, Verdict, classify, error_name, refusal_reason  # noqa: F401
 from processors.sagas.runner import LAG, SagaRunner
@@ -43,11 +51,13 @@ from processors.sagas.service import (  # noqa: F401  (the saga's public names, 
     revert_operation_id,
     step_command_id,
 )
-from runtime import kafka
+from runtime import kafka, topics
 from runtime.deadletter import dead_letter
 from runtime.publisher import Publisher
+from runtime.kafka import KafkaAccess, access_from_env
 from runtime.settings import env, read
 from runtime.signing import Keyring, Signer
+from schemas.catalog import KUBERNETES_POPS
 from schemas.registry import EVENTS_SUBJECT, POP_STATUS_SUBJECT, Registry, Serde
 
 log = structlog.get_logger("saga")
@@ -74,7 +84,7 @@ def _workdir(environ) -> Path:
 
 @dataclass(frozen=True)
 class SagaSettings:
-    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    kafka: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)
     registry_url: str = env("DBAAS_REGISTRY_URL")
     gitops_remote: str = env("DBAAS_GITOPS_REMOTE")
     workdir: Path = env("DBAAS_STATE_DIR", compose=_workdir)  # its clone of the GitOps repository
@@ -110,30 +120,112 @@ def chart_values(e: OperationStarted, tenant: str, bucket: str = "dbaas-backups"
     return values
 
 
-class HelmRenderer:
-    def __init__(self, bucket: str = "dbaas-backups"):
-        self.bucket = bucket
+LOCAL_POP = "local"
 
-    def render_backup(self, tenant_id: str, e: BackupRequested | BackupDeletionRequested) -> tuple[str, str | None]:
-        """A backup's claim path and manifests (None: remove them, for a deletion)."""
+
+def cdc_topic_settings(engine: str, pop: str) -> cdc.TopicSettings:
+    """How Connect creates a connector's topics: its engine's CDC pattern in the topic spec, with
+    the PoP's profile (`local`: one replica; the Kubernetes PoPs: production)."""
+    profile = "local" if pop == LOCAL_POP else "production"
+    _, patterns, replication_factor = topics.load(profile)
+    [pattern] = [p for name, p in patterns.items() if name.startswith(f"dbaas.cdc.{engine}.")]
+    return cdc.TopicSettings(pattern["partitions"], replication_factor, dict(pattern["config"]))
+
+
+def kube_pop_files(repo_url: str, tenant: str, e: OperationStarted) -> dict[str, str | None]:
+    """What a commit for a Kubernetes PoP writes besides the service's file:
+
+    - the Argo CD Application of (tenant, PoP) (``argocd/applications/<tenant>-<pop>.yaml``, a child
+      of the app-of-apps), syncing ``tenants/<tenant>/<pop>`` into namespace ``tenant-<tenant>`` of
+      the PoP's cluster — the same bytes every time, so only the first commit adds it;
+    - the deletion record (``tenants/<tenant>/<pop>/deletions/<service>.yaml``): a ConfigMap naming
+      the deleting operation, written by a deletion and removed by the next creation of the name.
+      Argo CD applies it before it prunes the claim (PruneLast), so the PoP operator, finalizing the
+      claim, knows which operation it reports Deleted for."""
+    docs = helm.render(helm.ARGOCD_APPS_CHART, {"repoURL": repo_url, "applications": [{"tenant": tenant, "pop": e.pop}]},
+                       release_name="apps", namespace="argocd")
+    app = docs[0]
+    files: dict[str, str | None] = {layout.application_path(app["metadata"]["name"]): manifests.dump_all(docs)}
+    record = layout.deletion_record_path(tenant, e.pop, e.name)
+    if e.action == "delete":
+        files[record] = manifests.dump_all([{
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"dbaas-deletion-{e.name}", "namespace": f"tenant-{tenant}",
+                         "labels": {"app.kubernetes.io/part-of": "dbaas", "dbaas.io/service-id": e.service_id,
+                                    "dbaas.io/deletion-record": "true"}},
+            "data": {"serviceId": e.service_id, "operationId": e.operation_id}}])
+    else:
+        files[record] = None
+    return files
+
+
+def backup_deletion_record(tenant: str, e: BackupDeletionRequested) -> dict[str, str | None]:
+    """The record of a backup's deletion in a Kubernetes PoP
+    (``tenants/<tenant>/<pop>/deletions/backups/<backup>.yaml``): a ConfigMap naming the deleting
+    operation, applied before the DatabaseBackup is pruned, so the PoP operator, finalizing it,
+    knows which operation it reports Deleted for. Backup ids are never reused: it stays, as a
+    record, until the tenant's folder goes."""
+    return {layout.backup_deletion_record_path(tenant, e.pop, e.backup_id): manifests.dump_all([{
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": f"dbaas-backup-deletion-{e.backup_id}", "namespace": f"tenant-{tenant}",
+                     "labels": {"app.kubernetes.io/part-of": "dbaas", "dbaas.io/backup-id": e.backup_id,
+                                "dbaas.io/deletion-record": "true"}},
+        "data": {"backupId": e.backup_id, "operationId": e.operation_id}}])}
+
+
+class HelmRenderer:
+    def __init__(self, bucket: str = "dbaas-backups", repo_url: str | None = None):
+        self.bucket = bucket
+        self.repo_url = repo_url  # the GitOps repository's URL for Argo CD Applications
+
+    def render_backup(self, tenant_id: str, e: BackupRequested | BackupDeletionRequested
+                      ) -> tuple[str, str | None] | tuple[str, str | None, dict[str, str | None]]:
+        """A backup's claim path and manifests (None: remove them, for a deletion); a deletion in a
+        Kubernetes PoP also writes its deletion record (``backup_deletion_record``)."""
         path = layout.backup_path(tenant_id, e.pop, e.backup_id)
         if isinstance(e, BackupDeletionRequested):
+            if e.pop in KUBERNETES_POPS:
+                return path, None, backup_deletion_record(tenant_id, e)
             return path, None
         content = backups.render_backup(
             None, tenant=tenant_id, pop=e.pop, engine=e.engine, service_id=e.service_id,
             service_name=e.service_name, backup_id=e.backup_id,
             destination={"bucket": self.bucket, "prefix": f"tenants/{tenant_id}/backups/{e.backup_id}"},
-            encryption_key_id=None, kek_id=None, pitr=e.pitr)
+            encryption_key_id=None, kek_id=None, pitr=e.pitr,
+            # the cluster learns which operation it runs from the DatabaseBackup (no commit trailers there)
+            operation_id=e.operation_id if e.pop in KUBERNETES_POPS else None)
         return path, content
+
+    def render_connector(self, tenant_id: str, e: CdcEnableRequested | CdcDisableRequested) -> tuple[str, str | None]:
+        """A service's CDC connector path and KafkaConnector (None: remove it, to disable)."""
+        path = layout.cdc_path(tenant_id, e.pop, e.service_id)
+        if isinstance(e, CdcDisableRequested):
+            return path, None
+        return path, cdc.render_connector(
+            tenant=tenant_id, pop=e.pop, engine=e.engine, service_id=e.service_id, service_name=e.service_name,
+            connector=e.connector, tables=e.tables, topic=cdc_topic_settings(e.engine, e.pop),
+            kubernetes=e.pop != LOCAL_POP)
 
     def render(self, tenant_id: str, e: OperationStarted) -> tuple[str, str | None]:
         """The service's path in the repository and its manifests (None: remove them)."""
+
+
+    def render(self, tenant_id: str, e: OperationStarted
+               ) -> tuple[str, str | None] | tuple[str, str | None, dict[str, str | None]]:
+        """The service's path in the repository and its manifests (None: remove them); in a
+        Kubernetes PoP also the other files of the same commit (``kube_pop_files``)."""
         path = layout.pop_service_path(tenant_id, e.pop, e.name)
-        if e.action == "delete":
-            return path, None
-        docs = helm.render(helm.SERVICE_CHART, chart_values(e, tenant_id, self.bucket), release_name=e.name,
-                           namespace=f"tenant-{tenant_id}")
-        return path, manifests.dump_all(docs)
+        values = chart_values(e, tenant_id, self.bucket)
+        kube = e.pop in KUBERNETES_POPS
+        if kube:  # the cluster learns which operation it runs from the claim (no commit trailers there)
+            values["operation"] = {"id": e.operation_id}
+        content = None
+        if e.action != "delete":
+            content = manifests.dump_all(helm.render(helm.SERVICE_CHART, values, release_name=e.name,
+                                                     namespace=f"tenant-{tenant_id}"))
+        if not kube or not self.repo_url:
+            return path, content
+        return path, content, kube_pop_files(self.repo_url, tenant_id, e)
 
 
 class KafkaSource:
@@ -219,7 +311,7 @@ def run(settings: SagaSettings, stop: threading.Event) -> None:
     publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic, signer=settings.signer)
     source = KafkaSource(settings)
     runner = SagaRunner(SagaState.start(settings.timeouts), source=source, decoder=SerdeDecoder(settings.registry_url),
-                        git=committer, renderer=HelmRenderer(settings.backup_bucket), commands=PublishedCommands(publisher),
+                        git=committer, renderer=HelmRenderer(settings.backup_bucket, settings.gitops_remote), commands=PublishedCommands(publisher),
                         dead_letters=KafkaDeadLetters(publisher), keys=Keyring(settings.keyring), clock=WallClock(),
                         pop_status_topic=settings.pop_status_topic)
     try:

@@ -35,6 +35,7 @@ from processors.sagas.schedule_runner import SchedulerRunner
 from runtime import kafka
 from runtime import topics as topic_spec
 from runtime.publisher import Publisher
+from runtime.kafka import KafkaAccess, access_from_env
 from runtime.settings import env, read
 from runtime.signing import Signer
 from schemas import ALERTS_TOPIC_PATTERN, alerts_topic
@@ -57,7 +58,7 @@ def _positive(name: str, kind: type = float):
 
 @dataclass(frozen=True)
 class SchedulerSettings:
-    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    kafka: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)
     registry_url: str = env("DBAAS_REGISTRY_URL")
     # the platform key its commands are signed with (the platform may start scheduled backups)
     signer: Signer = env("DBAAS_SIGNING_KEY", compose=Signer.from_env, hint="the platform's key", repr=False)
@@ -132,7 +133,7 @@ class KafkaAlerts:
     def __init__(self, settings: SchedulerSettings, registry: Registry):
         self.profile = settings.profile
         self.serde = Serde(registry, ALERTS_SUBJECT)
-        self.admin = AdminClient({"bootstrap.servers": settings.kafka})
+        self.admin = AdminClient(kafka.admin_config(settings.kafka))
         self.producer = Producer(kafka.producer_config(settings.kafka, **{"linger.ms": 5}))
         self.known: set[str] = set()
 

@@ -5,12 +5,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commands.catalog import MAX_COMMAND_BYTES
+from runtime.kafka import KafkaAccess, access_from_env
 from runtime.settings import env, read
 
 
 @dataclass(frozen=True)
 class ProcessorSettings:
-    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    kafka: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)
     registry_url: str = env("DBAAS_REGISTRY_URL")
     # the public keys whose signatures make a command's publisher known
     keyring: Path = env("DBAAS_KEYRING", parse=Path)

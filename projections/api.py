@@ -55,6 +55,16 @@ class RestoreOrigin(BaseModel):
     to_time: datetime | None = Field(None, description="the point in time restored; null for a backup")
 
 
+class ChangeStream(BaseModel):
+    status: str = Field(description="Enabling | Running | Failed | Disabling | Disabled")
+    connector: str = Field(description="the Debezium connector's name in the service's PoP")
+    tables: list[str] = Field(description="the tables captured; empty: every table")
+    topic_prefix: str = Field(description="its topics: <prefix>.<table> (yugabyte), <prefix>.<keyspace>.<table> …")
+    operation_id: str = Field(description="the last operation on it")
+    reason: str | None = Field(None, description="why it failed")
+    at: datetime
+
+
 class Service(BaseModel):
     id: str
     tenant_id: str
@@ -72,6 +82,7 @@ class Service(BaseModel):
     last_operation_id: str
     backup_policy: BackupPolicy | None = Field(None, description="null: none set (no scheduled backups)")
     restored_from: RestoreOrigin | None = Field(None, description="where a restored service's data came from")
+    cdc: ChangeStream | None = Field(None, description="its change data capture; null: never enabled")
     deleted_at: datetime | None = None
 
 
@@ -80,6 +91,11 @@ class OperationStep(BaseModel):
     state: str
     ref: str | None = Field(None, description="external reference: git SHA, connector name, backup location")
     at: datetime | None = None
+
+
+class TraceLink(BaseModel):
+    trace_id: str = Field(description="the W3C trace id of the request that started the operation")
+    url: str | None = Field(None, description="the trace in the tracing UI; null when the API knows no UI")
 
 
 class Operation(BaseModel):
@@ -100,6 +116,8 @@ class Operation(BaseModel):
     correlation_id: str
     created_at: datetime
     updated_at: datetime
+    trace: TraceLink | None = Field(
+        None, description="the operation's trace (every process it went through), when tracing was on")
 
 
 class OrganizationPage(BaseModel):
@@ -141,6 +159,11 @@ def get_history() -> History | None:
     return None
 
 
+def get_tracing_url() -> str | None:
+    """The app overrides this with the tracing UI's base URL (Jaeger); None: trace ids without links."""
+    return None
+
+
 def get_scope() -> Scope:
     """The app overrides this dependency with the caller's organizations (see the gateway)."""
     raise RuntimeError("projections.api.get_scope is not configured: the app must say whose reads these are")
@@ -154,8 +177,12 @@ def get_engine() -> Engine:
 
 def _service(row: dict[str, Any]) -> Service:
     resources = Resources(**{k: row[k] for k in ("cpu", "memory_gb", "storage_gb", "replicas")})
-    return Service(resources=resources, restored_from=row.get("restore"),
-                   **{k: v for k, v in row.items() if k in Service.model_fields and k != "restored_from"})
+    cdc = row.get("cdc")
+    if cdc is not None:
+        cdc = {**cdc, "tables": row.get("cdc_tables") or [],
+               "topic_prefix": f"dbaas.cdc.{row['engine']}.{row['tenant_id']}"}
+    return Service(resources=resources, restored_from=row.get("restore"), cdc=cdc,
+                   **{k: v for k, v in row.items() if k in Service.model_fields and k not in ("restored_from", "cdc")})
 
 
 Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT, description="page size")]
@@ -171,6 +198,7 @@ def make_router(engine: Engine | None = None) -> APIRouter:
     # Bound to an engine (an internal use): every organization; otherwise the app's scope.
     Viewer = Annotated[Scope, Depends((lambda: UNRESTRICTED) if engine is not None else get_scope)]
     Past = Annotated[History | None, Depends(get_history)]
+    TracingUrl = Annotated[str | None, Depends(get_tracing_url)]
     tables = build_tables()
     router = APIRouter(tags=["read models"])
 
@@ -224,12 +252,16 @@ def make_router(engine: Engine | None = None) -> APIRouter:
         return _service(then)
 
     @router.get("/operations/{operation_id}", response_model=Operation, responses=_NOT_FOUND)
-    def get_operation(db: Db, scope: Viewer, operation_id: Annotated[str, Path()]) -> Operation:
+    def get_operation(db: Db, scope: Viewer, tracing_url: TracingUrl,
+                      operation_id: Annotated[str, Path()]) -> Operation:
         with db.connect() as conn, _client_errors():
             row = queries.get_operation(conn, tables, operation_id)
         if not (scope.allows(row["tenant_id"]) or (scope.subject and row["requested_by"] == scope.subject)):
             raise HTTPException(404, f"operation {operation_id} not found")
-        return Operation(**row)
+        trace_id = row.pop("trace_id", None)
+        trace = TraceLink(trace_id=trace_id, url=f"{tracing_url.rstrip('/')}/trace/{trace_id}"
+                          if tracing_url else None) if trace_id else None
+        return Operation(**row, trace=trace)
 
     return router
 

@@ -22,10 +22,11 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from events import MemberAdded, OrganizationCreated
 from projections.positions import Positions
-from projections.projectors import Change, Projection
+from projections.projectors import Change, Projection, write_one
 from projections.stream import Item
 from projections.tables import Tables
 from projections.writer import write
+from runtime import tracing
 
 _REFUSED = (DataError, IntegrityError)
 log = structlog.get_logger("projections.batch")
@@ -76,6 +77,15 @@ def _apply(conn: Connection, tables: Tables, projections: Mapping[str, Projectio
         if pending:
             write(conn, tables.read_model(name), pending)
     return outcome
+
+
+def traced(change: Change, traceparent: bytes | str) -> Change:
+    """A row-creating change with the trace of its event (the `traceparent` header, when that trace
+    is recorded), for read models that keep it (a `trace_id` column the handler leaves None)."""
+    if "trace_id" not in change.values or not tracing.sampled(traceparent):
+        return change  # a trace that was not recorded is nowhere to be read back
+    tid = tracing.trace_id(traceparent)
+    return change._replace(values={**change.values, "trace_id": tid})
 
 
 MEMBERS = "members"
@@ -129,6 +139,8 @@ def _collect(projections: Mapping[str, Projection], due: list[str], item: Item,
     for name in due:
         handler = projections[name].handlers.get(event_type)
         change = None if handler is None else handler(env)
+        if change is not None and item.trace is not None and change.creates:
+            change = traced(change, item.trace)
         if change is not None:
             changes[name].append(change)
             outcome.applied[(name, event_type.__name__)] += 1
@@ -148,7 +160,12 @@ def _apply_alone(conn: Connection, tables: Tables, projections: Mapping[str, Pro
     for name in due:
         try:
             with conn.begin_nested():
-                done = projections[name].apply(conn, tables, env)
+                change = projections[name].change(env)
+                if change is not None and item.trace is not None and change.creates:
+                    change = traced(change, item.trace)
+                done = change is not None
+                if change is not None:
+                    write_one(conn, tables.read_model(name), change)
         except _REFUSED as exc:
             reason = f"projection {name} cannot apply {event_type} {env.event_id}: {exc.orig}"
             log.error("event refused by the database", projection=name, reason=reason, partition=item.partition,

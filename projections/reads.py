@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 import psycopg
@@ -29,8 +29,9 @@ import sqlalchemy.exc
 
 from events import Quota, quota_from_avro
 from events.backups import Restorable, Window, window
-from projections import queries
+from projections import queries, telemetry
 from projections.errors import NotFound, ProjectionError, TransientError
+from projections.series import Sample
 from projections.settings import sqlalchemy_url
 from projections.tables import Tables, build_tables
 
@@ -49,6 +50,21 @@ class Member:
 
     subject: str
     role: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SubscriptionReading:
+    """A tenant subscription as the read model has it (never its password)."""
+
+    subscription_id: str
+    name: str
+    principal: str
+    group_prefix: str
+    status: str
+    reason: str | None
+    requested_by: str | None
     created_at: datetime
     updated_at: datetime
 
@@ -167,6 +183,23 @@ class RecoveryReading:
     gaps: tuple[ScheduleGap, ...]
 
 
+@dataclass(frozen=True)
+class AlertReading:
+    """An alert as the `alerts` read model holds it: its latest state (`raised` or `resolved`)."""
+
+    alert_id: str
+    tenant_id: str
+    service_id: str | None
+    kind: str
+    severity: str
+    state: str
+    message: str
+    raised_at: datetime
+    resolved_at: datetime | None
+    source: str
+    updated_at: datetime
+
+
 @runtime_checkable
 class ReadModel(Protocol):
     """What the HTTP process reads. Every method may raise `ReadModelUnavailable` or
@@ -178,6 +211,10 @@ class ReadModel(Protocol):
 
     def memberships(self, subject: str) -> list[Membership]:
         """The organizations `subject` is a member of, by organization."""
+        ...
+
+    def subscriptions(self, tenant: str) -> list[SubscriptionReading]:
+        """The organization's subscriptions, oldest first (revoked ones too)."""
         ...
 
     def members(self, tenant: str) -> list[Member]:
@@ -218,6 +255,17 @@ class ReadModel(Protocol):
 
     def recovery_window(self, service_id: str, now: datetime) -> RecoveryReading | None:
         """What a service can be restored to at `now`; None when there is no such service."""
+        ...
+
+    def service_samples(self, service_id: str, since: datetime, until: datetime | None = None) -> list[Sample]:
+        """A service's metric samples from `since` (to `until`), oldest first (at most the newest
+        `projections.telemetry.MAX_SAMPLES`)."""
+        ...
+
+    def alerts(self, tenant: str, open_only: bool = False, limit: int = 100, *,
+               now: datetime | None = None) -> list[AlertReading]:
+        """An organization's alerts, newest first: the open ones, or every one not resolved more
+        than 30 days before `now`."""
         ...
 
 
@@ -264,6 +312,13 @@ class SqlReadModel:
     def memberships(self, subject: str) -> list[Membership]:
         with self._reading() as conn:
             return [Membership(r["tenant_id"], r["role"]) for r in queries.memberships(conn, self.tables, subject)]
+
+    def subscriptions(self, tenant: str) -> list[SubscriptionReading]:
+        t = self.tables.subscriptions
+        with self._reading() as conn:
+            rows = conn.execute(sa.select(t).where(t.c.tenant_id == tenant).order_by(t.c.created_at, t.c.id)).mappings()
+            return [SubscriptionReading(r["id"], r["name"], r["principal"], r["group_prefix"], r["status"], r["reason"],
+                                        r["requested_by"], r["created_at"], r["updated_at"]) for r in rows]
 
     def members(self, tenant: str) -> list[Member]:
         with self._reading() as conn:
@@ -331,6 +386,30 @@ class SqlReadModel:
             failed = queries.failed_scheduled_backups(conn, self.tables, service_id)
         return recovery(facts, [Restorable(r["id"], r["taken_at"], r["pitr_from"]) for r in done],
                         [ScheduleGap(r["id"], r["slot"], r["reason"], r["requested_at"]) for r in failed], now)
+
+    def service_samples(self, service_id: str, since: datetime, until: datetime | None = None) -> list[Sample]:
+        try:
+            with self._reading() as conn:
+                return telemetry.read_samples(conn, telemetry.TABLES, service_id, since, until)
+        except sqlalchemy.exc.ProgrammingError as exc:
+            return _no_telemetry_yet(exc)
+
+    def alerts(self, tenant: str, open_only: bool = False, limit: int = 100, *,
+               now: datetime | None = None) -> list[AlertReading]:
+        now = now or datetime.now(UTC)
+        try:
+            with self._reading() as conn:
+                rows = telemetry.read_alerts(conn, telemetry.TABLES, tenant, open_only, limit, now)
+        except sqlalchemy.exc.ProgrammingError as exc:
+            return _no_telemetry_yet(exc)
+        return [AlertReading(**row) for row in rows]
+
+
+def _no_telemetry_yet(exc: sqlalchemy.exc.ProgrammingError) -> list:
+    """The telemetry tables exist once the projector created them: until then there are no rows."""
+    if isinstance(getattr(exc, "orig", None), psycopg.errors.UndefinedTable):
+        return []
+    raise exc
 
 
 def recovery(facts: ServiceBackupFacts, completed: list[Restorable], failed: list[ScheduleGap],

@@ -21,7 +21,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +44,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from events import Envelope
 from projections import positions
 from projections.batch import Outcome, apply_batch
 from projections.errors import ConfigurationError, TransientError
@@ -63,6 +65,9 @@ from projections.stream import (
     topic_partitions,
 )
 from projections.tables import Tables, create_all
+from projections.telemetry import TelemetryProjector, create_tables
+from runtime.signing import Keyring
+from runtime import tracing
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 _TRANSIENT = (TransientError, OperationalError, InterfaceError)
@@ -135,7 +140,7 @@ class Projector:
 
     def _commit(self, records: Sequence[Message], ends: dict[int, int]) -> Outcome:
         items = [self.decode(m) for m in records]
-        with self.engine.begin() as conn:
+        with traced(items), self.engine.begin() as conn:
             touched = {i.partition for i in items} | set(ends)
             stored = positions.lock(conn, self.tables, self.topic, PROJECTIONS, touched)
             outcome = apply_batch(conn, self.tables, PROJECTIONS, items, stored)
@@ -177,6 +182,56 @@ class Projector:
             self.log.warning("unfinished operations not counted", error=str(exc))
 
 
+@dataclass
+class Telemetry:
+    """The telemetry projector in the projector's loop: a transient failure (PostgreSQL) rewinds its
+    batch and waits before the next try, without holding up the event projections."""
+
+    projector: TelemetryProjector
+    stop: threading.Event
+    log: Any
+    retry_at: float = 0.0
+    delay: float = 0.5
+
+    def step(self) -> None:
+        if time.monotonic() < self.retry_at:
+            return
+        try:
+            self.projector.step()
+            self.delay = 0.5
+        except _TRANSIENT as exc:
+            self.log.warning("telemetry batch not committed; retrying", error=str(exc), retry_in=self.delay)
+            self.retry_at = time.monotonic() + self.delay
+            self.delay = min(self.delay * 2, _MAX_BACKOFF)
+
+
+@contextmanager
+def traced(items: Sequence[Item]) -> Iterator[None]:
+    """While tracing is on, one span per group of the batch's events written by the same recorded span
+    (their `traceparent` header: one judged command), continuing it, around the batch's transaction."""
+    if not tracing.enabled():
+        yield
+        return
+    groups: dict[bytes, list[Envelope]] = {}
+    for item in items:
+        if item.trace is not None and item.envelope is not None and tracing.sampled(item.trace):
+            groups.setdefault(item.trace, []).append(item.envelope)
+    spans = []
+    for traceparent, envelopes in groups.items():
+        kinds = list(dict.fromkeys(type(e.payload).__name__ for e in envelopes))
+        operation = next((op for e in envelopes if (op := getattr(e.payload, "operation_id", None))), None)
+        spans.append(tracing.start(f"project {','.join(kinds)}", traceparent, tracing.attributes(
+            operation, envelopes[0].tenant_id, "project", events=len(envelopes))))
+    try:
+        yield
+    except BaseException as exc:
+        for span in spans:
+            tracing.end(span, exc)
+        raise
+    for span in spans:
+        tracing.end(span)
+
+
 def open_operations(conn: Connection, table: Table) -> dict[str, tuple[int, float]]:
     """Phase (accepted, running, compensating) -> how many operations of `table` are in it and the
     age in seconds of the oldest: since its acceptance, or since its compensation began."""
@@ -200,9 +255,15 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
     metrics.dead_letters.labels(settings.events_topic)  # at zero from the start: a first one is an increase
     consumer: Consumer | None = None
     producer: Producer | None = None
+    telemetry: Telemetry | None = None
     server = None
     try:
         tables = create_all(engine)
+        if settings.telemetry:
+            create_tables(engine)
+            telemetry = Telemetry(TelemetryProjector(
+                engine, registry, settings.kafka_bootstrap, metrics_registry=metrics.registry,
+                keyring=Keyring(settings.keyring) if settings.keyring else None), stop, log)
         decoder = Decoder(Serde(registry, EVENTS_SUBJECT))
         partitions = topic_partitions(settings.kafka_bootstrap, settings.events_topic)
         with engine.connect() as conn:
@@ -218,9 +279,13 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
                               {p: s or 0 for p, s in starts.items()}, log, on_commit)
         while not stop.is_set():
             projector.step()
+            if telemetry is not None:
+                telemetry.step()
             projector.observe_operations()
         log.info("projector stopped")
     finally:
+        if telemetry is not None:
+            telemetry.projector.close()
         if consumer is not None:
             consumer.close()
         if producer is not None:
@@ -235,7 +300,8 @@ def main() -> int:
     from runtime import process
 
     return process.main("projections.runner", Settings.from_env, run, config_errors=(ConfigurationError,),
-                        serve_metrics=False)  # the projector serves a registry of its own
+                        serve_metrics=False,  # the projector serves a registry of its own
+                        service="projector")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Settings of the projector and rebuild processes, read from the environment by the composition root.
 
 Owns the variable names (`DBAAS_KAFKA_BOOTSTRAP`, `DBAAS_REGISTRY_URL`, `DBAAS_DATABASE_URL`,
-`DBAAS_EVENTS_TOPIC`, `DBAAS_EVENTS_DLQ_TOPIC`, `DBAAS_METRICS_PORT`, `DBAAS_PROJECTIONS_BATCH_SIZE`)
+`DBAAS_EVENTS_TOPIC`, `DBAAS_EVENTS_DLQ_TOPIC`, `DBAAS_METRICS_PORT`, `DBAAS_PROJECTIONS_BATCH_SIZE`,
+`DBAAS_PROJECTIONS_TELEMETRY`, `DBAAS_KEYRING`)
 and the conversion of a plain `postgresql://` DSN into the SQLAlchemy URL of the psycopg 3 driver.
 Imports `projections.errors` only.
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from projections.errors import ConfigurationError
+from runtime.kafka import KafkaAccess, access_from_env
 from runtime.settings import SettingsError, env, read
 
 DEFAULT_TOPIC = "dbaas.events"
@@ -42,13 +45,17 @@ def _count(raw: str) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    kafka_bootstrap: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    kafka_bootstrap: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)
     registry_url: str = env("DBAAS_REGISTRY_URL")
     database_url: str = env("DBAAS_DATABASE_URL", repr=False)  # any postgresql:// DSN; see `sqlalchemy_url`
     events_topic: str = env("DBAAS_EVENTS_TOPIC", DEFAULT_TOPIC)
     dlq_topic: str | None = env("DBAAS_EVENTS_DLQ_TOPIC", None, parse=str)  # None: `<events_topic>.dlq`
     metrics_port: int = env("DBAAS_METRICS_PORT", 0, parse=_count)  # 0: no metrics endpoint
     batch_size: int = env("DBAAS_PROJECTIONS_BATCH_SIZE", 500, parse=_count)  # messages per transaction at most
+    # the telemetry read models (service metrics, alerts: `projections.telemetry`) from the
+    # per-organization topics; the launcher turns it on for the platform's projector
+    telemetry: bool = env("DBAAS_PROJECTIONS_TELEMETRY", False)
+    keyring: Path | None = env("DBAAS_KEYRING", None, parse=Path)  # PoP keys: samples count when signed
     batch_timeout: float = 0.05  # seconds to wait for a batch to fill
     consumer_group: str = "dbaas-projections"  # never joined nor committed: positions live in PostgreSQL
 

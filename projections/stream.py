@@ -27,6 +27,7 @@ from events import Envelope, decode
 from projections.errors import TopicNotFound, TransientError
 from projections.settings import Settings
 from runtime import deadletter, kafka
+from runtime.tracing import TRACEPARENT
 from schemas import PoisonMessage
 from schemas.registry import RegistryUnavailable, Serde
 
@@ -41,9 +42,9 @@ def dlq_producer(settings: Settings) -> Producer:
     return Producer(kafka.producer_config(settings.kafka_bootstrap, **{"linger.ms": 5}))
 
 
-def topic_partitions(bootstrap: str, topic: str, timeout: float = 30.0) -> list[int]:
+def topic_partitions(bootstrap: kafka.KafkaAccess | str, topic: str, timeout: float = 30.0) -> list[int]:
     try:
-        metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(topic, timeout=timeout)
+        metadata = AdminClient(kafka.admin_config(bootstrap)).list_topics(topic, timeout=timeout)
     except KafkaException as exc:
         raise TransientError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
     described = metadata.topics.get(topic)
@@ -61,6 +62,7 @@ class Item:
     envelope: Envelope | None
     poison: str | None
     message: Message
+    trace: bytes | None = None  # its `traceparent` header: the trace of the span that wrote it
 
 
 class Decoder:
@@ -77,7 +79,14 @@ class Decoder:
             raise TransientError(str(exc)) from exc
         except PoisonMessage as exc:
             return Item(msg.partition(), msg.offset(), None, exc.reason, msg)
-        return Item(msg.partition(), msg.offset(), envelope, None, msg)
+        return Item(msg.partition(), msg.offset(), envelope, None, msg, _traceparent(msg.headers()))
+
+
+def _traceparent(headers: list[tuple[str, bytes]] | None) -> bytes | None:
+    for key, value in headers or ():
+        if key == TRACEPARENT:
+            return value
+    return None
 
 
 def fetch(consumer: Consumer, size: int, timeout: float) -> list[Message]:

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-READ_MODELS = ("organizations", "services", "operations", "members", "backups")
+READ_MODELS = ("organizations", "services", "operations", "members", "backups", "subscriptions")
 POSITIONS = "projection_positions"
 REBUILD_SUFFIX = "__rebuild"
 _CREATE_LOCK = 0x64626161_7370  # pg advisory lock key: one create_all at a time per database
@@ -45,11 +45,13 @@ class Tables:
     operations: Table
     members: Table
     backups: Table
+    subscriptions: Table
     positions: Table  # never suffixed: one tracking table per database
 
     def read_model(self, name: str) -> Table:
         return {"organizations": self.organizations, "services": self.services,
-                "operations": self.operations, "members": self.members, "backups": self.backups}[name]
+                "operations": self.operations, "members": self.members, "backups": self.backups,
+                "subscriptions": self.subscriptions}[name]
 
 
 def build_tables(suffix: str = "") -> Tables:
@@ -62,6 +64,7 @@ def build_tables(suffix: str = "") -> Tables:
         _operations(metadata, f"operations{suffix}"),
         _members(metadata, f"members{suffix}"),
         _backups(metadata, f"backups{suffix}"),
+        _subscriptions(metadata, f"subscriptions{suffix}"),
         _positions(MetaData()),
     )
 
@@ -110,6 +113,9 @@ def _services(metadata: MetaData, name: str) -> Table:
         # {source_service_id, source_engine, backup_id, to_time}: where a restored service's data
         # came from; NULL: not a restore
         Column("restore", JSONB),
+        # {status, connector, operation_id, reason, at}: its change stream; NULL: never enabled
+        Column("cdc", JSONB),
+        Column("cdc_tables", JSONB),  # the tables it captures, as last enabled ([]: every table)
         Column("deleted_at", DateTime(timezone=True)),  # when ServiceDeleted was recorded
         Column("version", BigInteger, nullable=False),
         PrimaryKeyConstraint("id", name=f"{name}_pkey"),
@@ -143,6 +149,9 @@ def _operations(metadata: MetaData, name: str) -> Table:
         # The request's payload fingerprint: the gateway answers 409 to an Idempotency-Key reused
         # with another body. NULL for rows projected before it was kept.
         Column("command_fingerprint", Text),
+        # The trace of the request that started it (W3C trace id, from the `traceparent` header of
+        # the event that created the row); NULL: tracing was off.
+        Column("trace_id", Text),
         _ts("created_at"),
         _ts("updated_at"),
         Column("version", BigInteger, nullable=False),
@@ -166,6 +175,28 @@ def _members(metadata: MetaData, name: str) -> Table:
     )
     Index(f"ix_{name}_subject", table.c.subject)
     Index(f"ix_{name}_tenant", table.c.tenant_id, table.c.subject)
+    return table
+
+
+def _subscriptions(metadata: MetaData, name: str) -> Table:
+    """One row per tenant subscription (`id` is its id): its Kafka principal and consumer-group
+    prefix, and its status (Requested, Active, Revoking, Revoked, Failed). Never its password."""
+    table = Table(
+        name, metadata,
+        Column("id", Text, nullable=False),
+        Column("tenant_id", Text, nullable=False),
+        Column("name", Text, nullable=False),
+        Column("principal", Text, nullable=False),
+        Column("group_prefix", Text, nullable=False),
+        Column("status", Text, nullable=False),
+        Column("reason", Text),
+        Column("requested_by", Text),
+        _ts("created_at"),
+        _ts("updated_at"),
+        Column("version", BigInteger, nullable=False),
+        PrimaryKeyConstraint("id", name=f"{name}_pkey"),
+    )
+    Index(f"ix_{name}_tenant", table.c.tenant_id, table.c.created_at)
     return table
 
 
@@ -234,11 +265,16 @@ def rename_plan(rebuilt: Table, live: Table) -> list[str]:
             *(f'ALTER INDEX "{old}" RENAME TO "{new}"' for old, new in pairs)]
 
 
+def create_lock(conn) -> None:
+    """Hold the advisory lock `create_all` holds, until the transaction ends: one creation at a time."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
+
+
 def create_all(engine: Engine, tables: Tables | None = None) -> Tables:
     """Create the live tables (or `tables`) and the positions table when missing; idempotent."""
     tables = tables or build_tables()
     with engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
+        create_lock(conn)
         tables.positions.metadata.create_all(conn, checkfirst=True)
         tables.metadata.create_all(conn, checkfirst=True)
         _add_missing_columns(conn, tables)

@@ -22,7 +22,7 @@ from schemas.registry import Serde
 Rows = dict[str, dict[str, dict[str, Any]]]  # read model -> row id -> row
 
 
-def tenant_events(kafka: str, serde: Serde, tenant: str, topic: str = "dbaas.events",
+def tenant_events(kafka: kafka_reader.KafkaAccess | str, serde: Serde, tenant: str, topic: str = "dbaas.events",
                   timeout: float = 60.0) -> list[Envelope]:
     """Every committed event of `tenant`, in log order (up to the end of the log now); `serde`
     reads the events subject."""

@@ -1,35 +1,120 @@
-"""Reading Kafka partitions up to their end as it is now: the loop every replay shares (state
-rebuilds, deadline scans, time travel, audit reads)."""
+"""Kafka plumbing every process shares: who a client is on the platform's broker (`KafkaAccess`,
+the one place SASL settings come from), the client presets, and reading partitions up to their
+end as it is now (state rebuilds, deadline scans, time travel, audit reads)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 log = structlog.get_logger("kafka")
 
+SASL_MECHANISM = "SCRAM-SHA-512"
+SECURITY_PROTOCOL = "SASL_PLAINTEXT"  # loopback only; see docs/security.md for TLS in production
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Where the broker is and who a client is there: a SASL/SCRAM-SHA-512 principal, or nobody
+    (`username` None: an unauthenticated client, which the platform's broker refuses). Every Kafka
+    client of the project, whatever its library, takes its connection settings from here."""
+
+    bootstrap: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    mechanism: str = SASL_MECHANISM
+
+    def __str__(self) -> str:  # what logs and messages show: never the password
+        return f"{self.username or 'anonymous'}@{self.bootstrap}"
+
+    def as_user(self, username: str, password: str) -> KafkaAccess:
+        return KafkaAccess(self.bootstrap, username, password, self.mechanism)
+
+    def client(self, **extra: object) -> dict[str, object]:
+        """librdkafka (confluent-kafka) settings: bootstrap and, for a principal, SASL."""
+        conf: dict[str, object] = {"bootstrap.servers": self.bootstrap}
+        if self.username is not None:
+            conf |= {"security.protocol": SECURITY_PROTOCOL, "sasl.mechanism": self.mechanism,
+                     "sasl.username": self.username, "sasl.password": self.password or ""}
+        return {**conf, **extra}
+
+    def aiokafka(self) -> dict[str, object]:
+        """aiokafka's (and so Faust's) keyword arguments for the same principal."""
+        if self.username is None:
+            return {"bootstrap_servers": self.bootstrap}
+        return {"bootstrap_servers": self.bootstrap, "security_protocol": SECURITY_PROTOCOL,
+                "sasl_mechanism": self.mechanism, "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password or ""}
+
+    def java(self, prefix: str = "") -> str:
+        """Java client properties (Kafka Connect's worker: `prefix` "", "producer.", "consumer.",
+        "admin."), one per line."""
+        lines = [f"{prefix}bootstrap.servers={self.bootstrap}"]
+        if self.username is not None:
+            jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required '
+                    f'username="{self.username}" password="{self.password}";')
+            lines += [f"{prefix}security.protocol={SECURITY_PROTOCOL}", f"{prefix}sasl.mechanism={self.mechanism}",
+                      f"{prefix}sasl.jaas.config={jaas}"]
+        return "\n".join(lines) + "\n"
+
+
+def faust_credentials(access: KafkaAccess):
+    """`access`'s principal as a Faust application's `broker_credentials` (None: no principal).
+    Faust is imported here only, when a Faust application asks."""
+    if access.username is None:
+        return None
+    import faust
+
+    return faust.SASLCredentials(username=access.username, password=access.password, mechanism=access.mechanism)
+
+
+def access_from_env(environ: Mapping[str, str]) -> KafkaAccess | None:
+    """`DBAAS_KAFKA_BOOTSTRAP`, and the process's principal `DBAAS_KAFKA_USERNAME` with its
+    `DBAAS_KAFKA_PASSWORD` (both or neither); None when no bootstrap is set. For settings fields:
+    `kafka: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)`."""
+    bootstrap = (environ.get("DBAAS_KAFKA_BOOTSTRAP") or "").strip()
+    if not bootstrap:
+        return None
+    username = (environ.get("DBAAS_KAFKA_USERNAME") or "").strip() or None
+    password = environ.get("DBAAS_KAFKA_PASSWORD") or None
+    if (username is None) != (password is None):
+        raise ValueError("DBAAS_KAFKA_USERNAME and DBAAS_KAFKA_PASSWORD go together: set both (the "
+                         "process's Kafka principal) or neither")
+    return KafkaAccess(bootstrap, username, password)
+
+
+def client_config(kafka: KafkaAccess | str, **extra: object) -> dict[str, object]:
+    """A client's settings for `kafka` (a bare bootstrap string: no principal)."""
+    return (kafka if isinstance(kafka, KafkaAccess) else KafkaAccess(kafka)).client(**extra)
+
 
 # Presets: every platform client starts from one of these and adds only what is its own.
-def consumer_config(kafka: str, group: str, **extra: object) -> dict[str, object]:
+def consumer_config(kafka: KafkaAccess | str, group: str, **extra: object) -> dict[str, object]:
     """A consumer of committed data only (read_committed), committing its offsets itself (or in a
     transaction), starting from the beginning of what it has never read."""
-    return {"bootstrap.servers": kafka, "group.id": group, "isolation.level": "read_committed",
-            "enable.auto.commit": False, "auto.offset.reset": "earliest", **extra}
+    return client_config(kafka, **{"group.id": group, "isolation.level": "read_committed",
+                                   "enable.auto.commit": False, "auto.offset.reset": "earliest", **extra})
 
 
-def producer_config(kafka: str, **extra: object) -> dict[str, object]:
+def producer_config(kafka: KafkaAccess | str, **extra: object) -> dict[str, object]:
     """An idempotent producer waiting for every in-sync replica (`acks=all`)."""
-    return {"bootstrap.servers": kafka, "enable.idempotence": True, "acks": "all", **extra}
+    return client_config(kafka, **{"enable.idempotence": True, "acks": "all", **extra})
 
 
-def transactional_config(kafka: str, transactional_id: str, **extra: object) -> dict[str, object]:
+def admin_config(kafka: KafkaAccess | str, **extra: object) -> dict[str, object]:
+    """An admin client (topics, metadata, offsets by time)."""
+    return client_config(kafka, **extra)
+
+
+def transactional_config(kafka: KafkaAccess | str, transactional_id: str, **extra: object) -> dict[str, object]:
     """A transactional producer: events and consumer offsets committed together (exactly once). The
     id is stable per instance, so a restarted instance fences its predecessor's open transaction."""
     return producer_config(kafka, **{"transactional.id": transactional_id, **extra})
 
 
-def reader(kafka: str, group: str) -> Consumer:
+def reader(kafka: KafkaAccess | str, group: str) -> Consumer:
     """A consumer for `read_to_end`: read_committed, end-of-partition events, no offset commits; an
     offset below the log's start (retention removed it) reads from the start."""
     return Consumer(consumer_config(kafka, group, **{"enable.partition.eof": True}))

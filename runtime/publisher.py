@@ -7,6 +7,11 @@ with `acks=all`; `publish` returns once the broker has the command, or raises. E
 signed with the publishing process's key (`runtime.signing`): the command processor judges only
 commands whose signature a key of the platform's keyring verifies.
 
+When tracing is on (`runtime.tracing`), the current span travels in a `traceparent` header. It is
+not signed: the signature covers the topic, key and value only, and no header is part of it. A
+forged or stripped `traceparent` can only misplace a trace; it never changes what the command
+processor believes or decides.
+
 It knows a command only by what it publishes (`Envelope` below: `commands.CommandEnvelope` is one),
 so the domain stays free of Kafka clients.
 """
@@ -18,7 +23,8 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from runtime.kafka import producer_config
+from runtime import tracing
+from runtime.kafka import KafkaAccess, producer_config
 from runtime.signing import Signer
 from schemas.registry import COMMANDS_SUBJECT, Registry, Serde
 
@@ -50,7 +56,7 @@ def _refused(command_id: str, err: KafkaError | Exception) -> PublishError:
 
 
 class Publisher:
-    def __init__(self, kafka: str, registry_url: str, topic: str = "dbaas.commands",
+    def __init__(self, kafka: KafkaAccess | str, registry_url: str, topic: str = "dbaas.commands",
                  extra: dict | None = None, signer: Signer | None = None):
         self.topic = topic
         self.signer = signer
@@ -79,6 +85,7 @@ class Publisher:
         headers = [("correlation-id", envelope.correlation_id.encode())]
         if self.signer is not None:
             headers += self.signer.headers(self.topic, key, value)
+        tracing.inject(headers)
         try:
             self.producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=delivered)
         except (KafkaException, BufferError) as exc:

@@ -5,7 +5,7 @@ variable with `env(...)`:
 
     @dataclass(frozen=True)
     class AuditSettings:
-        kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")                 # required: no default
+        kafka: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)  # required
         group_id: str = env("DBAAS_AUDIT_GROUP", "dbaas-audit")
         metrics_port: int = env("DBAAS_METRICS_PORT", 0)
 

@@ -20,6 +20,8 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
+from runtime.kafka import KafkaAccess, admin_config
+
 SPEC = Path(__file__).resolve().parents[1] / "deploy" / "topics.yaml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -112,10 +114,10 @@ def apply(admin: AdminClient, topics: list[TopicSpec], replication_factor: int, 
     return report
 
 
-def apply_spec(bootstrap: str, profile: str = "local", fix: bool = False) -> ApplyReport:
+def apply_spec(bootstrap: KafkaAccess | str, profile: str = "local", fix: bool = False) -> ApplyReport:
     """Apply the fixed topics of `deploy/topics.yaml` to the cluster at `bootstrap`."""
     fixed, _, rf = load(profile)
-    return apply(AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}), fixed, rf, fix=fix)
+    return apply(AdminClient(admin_config(bootstrap, log_level=3)), fixed, rf, fix=fix)
 
 
 def _fix(admin: AdminClient, t: TopicSpec, have_parts: int, timeout: float) -> None:

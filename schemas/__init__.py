@@ -29,6 +29,7 @@ SUBJECTS: dict[str, str] = {
     "dbaas.pop.status-value": "pop_status",
     "dbaas.audit-value": "audit_record",  # every dbaas.audit.{tenant} topic (subject by record name)
     "dbaas.alerts-value": "alert",  # every dbaas.alerts.{tenant} topic
+    "dbaas.metrics-value": "service_metrics",  # every dbaas.metrics.{tenant} topic
 }
 
 
@@ -44,6 +45,13 @@ ALERTS_TOPIC_PATTERN = "dbaas.alerts.{tenant}"  # one per organization (deploy/t
 
 def alerts_topic(tenant: str) -> str:
     return ALERTS_TOPIC_PATTERN.format(tenant=tenant)
+
+
+METRICS_TOPIC_PATTERN = "dbaas.metrics.{tenant}"  # one per organization (deploy/topics.yaml)
+
+
+def metrics_topic(tenant: str) -> str:
+    return METRICS_TOPIC_PATTERN.format(tenant=tenant)
 
 
 def schema_names() -> list[str]:

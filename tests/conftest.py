@@ -20,20 +20,28 @@ from typing import Callable
 
 import pytest
 
+from runtime.kafka import KafkaAccess
+
 REPO = Path(__file__).resolve().parents[1]
 DBAAS = [sys.executable, "-m", "cli.main"]
+
+
+# Tests that leave the shared platform a long backlog (the crash-safety test's 900 operations, which
+# the saga renders and commits after it) run last, so that no later test waits behind it.
+RUN_LAST = ("tests/integration/test_crash_safety.py",)
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.nodeid.startswith(RUN_LAST))  # stable: the rest keep their order
 
 
 @dataclass(frozen=True)
 class Stack:
     home: Path
-    kafka: str
+    kafka: KafkaAccess  # the platform's administrator principal (a super user)
     registry: str
     connect: str
     postgres_dsn: str
@@ -61,6 +69,17 @@ class Stack:
         env = {**os.environ, "DBAAS_API_URL": self.api, "DBAAS_TOKEN": self.token(subject, orgs)}
         return subprocess.run([*DBAAS, *args], cwd=REPO, capture_output=True, text=True, check=check,
                               timeout=300, env=env)
+
+    def kafka_as(self, process: str) -> KafkaAccess:
+        """The broker as platform process `process` (its principal: what it may do, no more)."""
+        values = json.loads((self.home / "secrets.json").read_text())
+        return self.kafka.as_user(f"dbaas-{process}", values[f"kafka_password_{process}"])
+
+    def kafka_env(self, process: str | None = None) -> dict[str, str]:
+        """The variables a process reads its broker and principal from (default: the administrator)."""
+        access = self.kafka_as(process) if process else self.kafka
+        return {"DBAAS_KAFKA_BOOTSTRAP": access.bootstrap, "DBAAS_KAFKA_USERNAME": access.username or "",
+                "DBAAS_KAFKA_PASSWORD": access.password or ""}
 
     @property
     def keyring(self) -> Path:
@@ -99,7 +118,7 @@ class Stack:
                   "operation_id": operation_id, "phase": phase, "endpoint": None, "reason": None,
                   "credentials": None, "observed_at": datetime.now(timezone.utc), **fields}
         value = Serde(Registry(self.registry), POP_STATUS_SUBJECT).encode(record)
-        producer = Producer({"bootstrap.servers": self.kafka, "acks": "all", "enable.idempotence": True})
+        producer = Producer({**self.kafka.client(), "acks": "all", "enable.idempotence": True})
         headers = self.pop_signer(pop).headers("dbaas.pop.status", tenant.encode(), value)
         producer.produce("dbaas.pop.status", key=tenant.encode(), value=value, headers=headers)
         assert producer.flush(30) == 0
@@ -141,6 +160,13 @@ PLATFORM_ENV = {
     "DBAAS_SUPERVISE_MAX_BACKOFF": "2",
     # a backup meeting an unavailable object store fails after this long (the failure tests stop it)
     "DBAAS_LOCALPOP_BACKUP_RETRY_SECONDS": "8",
+    # services are sampled often, and a claim's GiB counts as 32 MiB, so that a test fills a
+    # service past its storage alert with a few MiB
+    "DBAAS_LOCALPOP_METRICS_INTERVAL": "5",
+    "DBAAS_LOCALPOP_STORAGE_SCALE": str(1 / 32),
+    # a failed CDC connector is reported after two quick restarts (the failure tests wait for it)
+    "DBAAS_LOCALPOP_CDC_MAX_RESTARTS": "2",
+    "DBAAS_LOCALPOP_CDC_MAX_BACKOFF": "2",
 }
 
 
@@ -160,7 +186,8 @@ def stack() -> Stack:
     offset = int(os.environ.get("DBAAS_TEST_PORT_OFFSET", "1000"))
     status = _up(home, offset)
     ep = status["endpoints"]
-    yield Stack(home, ep["kafka_bootstrap"], ep["schema_registry_url"], ep["connect_url"],
+    kafka = KafkaAccess(ep["kafka_bootstrap"], ep["kafka_username"], ep["kafka_password"])
+    yield Stack(home, kafka, ep["schema_registry_url"], ep["connect_url"],
                 ep["postgres_dsn"], ep["gitops_remote"], ep["api_url"], status)
     if not os.environ.get("DBAAS_TEST_KEEP_STACK"):
         subprocess.run([*DBAAS, "stack", "down", "--home", str(home)], cwd=REPO, timeout=300)

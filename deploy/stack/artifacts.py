@@ -46,6 +46,7 @@ def ensure(cache: Path, say: Callable[[str], None] = print) -> Artifacts:
     root = cache / _key()
     done = root / ".complete"
     if done.exists():
+        _converter_manifest(root)
         return Artifacts(root)
     mvn = shutil.which("mvn")
     if mvn is None:
@@ -68,9 +69,31 @@ def ensure(cache: Path, say: Callable[[str], None] = print) -> Artifacts:
             "Maven could not resolve the platform's JVM artifacts (is Maven Central reachable? "
             f"is the disk full?). Last lines of its output:\n{tail}")
     for needed in (root / "lib", root / "plugins" / "debezium-connector-postgres",
+                   root / "plugins" / "apicurio-converter", root / "plugins" / "debezium-connector-mariadb",
                    root / "registry" / "quarkus-run.jar"):
         if not needed.exists():
             raise ArtifactError(f"Maven finished but {needed} is missing; delete {cache} and run again")
+    _converter_manifest(root)
     done.write_text(_key() + "\n")
     say(f"artifacts ready in {root}")
     return Artifacts(root)
+
+
+# Connect finds plugins through their ServiceLoader manifests (`plugin.discovery=service_load`,
+# which keeps its start-up short); Apicurio's converter jar ships none, so the plugin gets one
+# of its own: a jar holding only `META-INF/services/org.apache.kafka.connect.storage.Converter`.
+CONVERTER_MANIFEST = "dbaas-converter-manifest.jar"
+CONVERTERS = ("io.apicurio.registry.utils.converter.AvroConverter",)
+
+
+def _converter_manifest(root: Path) -> None:
+    import zipfile
+
+    folder = root / "plugins" / "apicurio-converter"
+    target = folder / CONVERTER_MANIFEST
+    if not folder.is_dir() or target.exists():
+        return
+    partial = target.with_suffix(".partial")
+    with zipfile.ZipFile(partial, "w") as jar:
+        jar.writestr("META-INF/services/org.apache.kafka.connect.storage.Converter", "\n".join(CONVERTERS) + "\n")
+    partial.rename(target)

@@ -19,15 +19,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from deploy.stack import kafka_security
 from deploy.stack.artifacts import Artifacts
 from deploy.stack.config import HOST, StackConfig
-from runtime import devissuer, signing
+from runtime import devissuer, sealing, signing
+from schemas.catalog import KUBERNETES_POPS
 
 # Who signs what the instance publishes: key id -> (keyring kind, the PoP it speaks for).
 SIGNING_KEYS: dict[str, tuple[str, str | None]] = {
     "gateway": ("gateway", None),  # commands of signed-in users
     "platform": ("platform", None),  # the sagas' system commands
     "pop-local": ("pop", "local"),  # PoP local's status reports
+    # each Kubernetes PoP's operator signs its own reports (run locally with `up --kube-pop NAME`)
+    **{f"pop-{pop}": ("pop", pop) for pop in KUBERNETES_POPS},
 }
 
 _UPPER_DIGITS = string.ascii_uppercase + string.digits
@@ -59,7 +63,8 @@ class Context:
     SECRET_NAMES = ("postgres_superuser_password", "dbaas_password", "mariadb_root_password",
                     "redis_admin_password", "credentials_key", "localpop_password_key",
                     devissuer.SECRET_NAME, *(f"signing_key_{holder}" for holder in SIGNING_KEYS),
-                    "s3_access_key", "s3_secret_key", "backup_kek")
+                    "s3_access_key", "s3_secret_key", "backup_kek", *kafka_security.SECRET_NAMES,
+                    "subscription_seal_key")
     # Secrets that are keys rather than passwords: the format their user expects.
     SECRET_FORMATS: ClassVar[dict[str, Callable[[], str]]] = {
         # A Fernet key (32 random bytes, url-safe base64): PoP reports encrypt credentials with it.
@@ -74,6 +79,8 @@ class Context:
         "s3_secret_key": lambda: "".join(secrets.choice(_LETTERS_DIGITS) for _ in range(40)),
         # The backups' key-encryption key: <kek_id>:<base64 of 32 random bytes> (operators.backup.sealing).
         "backup_kek": lambda: f"kek-{secrets.token_hex(4)}:{base64.b64encode(secrets.token_bytes(32)).decode()}",
+        # The subscription saga's X25519 key: tenant subscriptions' passwords are sealed to it.
+        "subscription_seal_key": sealing.generate,
     }
 
     def secrets(self) -> dict[str, str]:

@@ -13,6 +13,7 @@ import pwd
 import shlex
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,9 +30,13 @@ from deploy.stack.base import (
     traversable_by_others,
 )
 from deploy.stack.config import HOST, REPO_ROOT
+from deploy.stack import kube
 from deploy.stack.engines import MariaDB, Redis
 from deploy.stack.objectstore import ObjectStorage, backup_env
-from runtime import devissuer, signing
+from deploy.stack.tracing import tracing_env
+from deploy.stack import kafka_security
+from runtime import devissuer, sealing, signing
+from runtime.kafka import KafkaAccess
 
 # --------------------------------------------------------------------------------------------
 
@@ -245,8 +250,27 @@ cp "$src" "$tmp" && sync "$tmp" && mv "$tmp" "$dest" && sync {shlex.quote(str(sp
 
 
 # --------------------------------------------------------------------------------------------
+def kafka_access(ctx: Context, process: str = "admin") -> KafkaAccess:
+    """How platform process `process` (or the launcher, "admin") reaches the broker, as itself."""
+    return KafkaAccess(f"{HOST}:{ctx.config.port('kafka')}", kafka_security.principal(process),
+                       ctx.secrets()[kafka_security.secret_name(process)])
+
+
+def kafka_env(process: str) -> Callable[[Context], dict[str, str]]:
+    """The principal `process` authenticates as on the broker (`runtime.kafka.access_from_env`)."""
+
+    def env(ctx: Context) -> dict[str, str]:
+        access = kafka_access(ctx, process)
+        return {"DBAAS_KAFKA_USERNAME": access.username or "", "DBAAS_KAFKA_PASSWORD": access.password or ""}
+
+    return env
+
+
 class Kafka(Component):
-    """A single-node KRaft broker (broker + controller in one process)."""
+    """A single-node KRaft broker (broker + controller in one process), secured: clients
+    authenticate with SASL/SCRAM-SHA-512 on the client listener and the `StandardAuthorizer`
+    allows each principal what `kafka_security.PLATFORM_ACLS` says; the controller listener
+    (loopback) takes SASL/PLAIN from the broker itself only. No listener is unauthenticated."""
 
     name = "kafka"
     port_name = "kafka"
@@ -254,22 +278,31 @@ class Kafka(Component):
     def _dir(self, ctx: Context) -> Path:
         return ctx.config.home / "kafka"
 
-    def prepare(self, ctx: Context) -> None:
-        base = self._dir(ctx)
-        data = base / "data"
-        base.mkdir(parents=True, exist_ok=True)
+    def _properties(self, ctx: Context, secured: bool = True) -> str:
         port, cport = ctx.config.port("kafka"), ctx.config.port("controller")
-        (base / "log4j2.properties").write_text(LOG4J2)
-        (base / "server.properties").write_text(f"""\
+        data = self._dir(ctx) / "data"
+        values = ctx.secrets()
+        if secured:
+            listeners = f"""\
+listeners=CLIENT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
+advertised.listeners=CLIENT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
+inter.broker.listener.name=CLIENT
+listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,CLIENT:SASL_PLAINTEXT
+""" + kafka_security.server_properties(values[kafka_security.secret_name("admin")],
+                                       values["kafka_controller_password"])
+        else:  # only to give a broker formatted before SASL its first credential (`_add_admin_credential`)
+            listeners = f"""\
+listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
+advertised.listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+"""
+        return f"""\
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={HOST}:{cport}
-listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
-advertised.listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs={data}
+{listeners}log.dirs={data}
 num.partitions=1
 default.replication.factor=1
 min.insync.replicas=1
@@ -281,20 +314,78 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 log.retention.check.interval.ms=300000
-""")
+"""
+
+    def prepare(self, ctx: Context) -> None:
+        base = self._dir(ctx)
+        data = base / "data"
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "log4j2.properties").write_text(LOG4J2)
+        properties = base / "server.properties"
+        # it holds the broker's own passwords: readable by the launcher's user only
+        fd = os.open(properties.with_name("server.properties.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self._properties(ctx))
+        os.replace(properties.with_name("server.properties.tmp"), properties)
+        marker = base / "scram-admin"  # the admin's SCRAM credential is in the metadata log
         if (data / "meta.properties").exists():
+            if not marker.exists():
+                self._add_admin_credential(ctx)
+                marker.touch()
             return
         ctx.say("kafka: formatting KRaft storage…")
         cp = ctx.artifacts.kafka_classpath
         cluster_id = subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
                                     capture_output=True, text=True, check=True).stdout.strip()
+        admin = kafka_access(ctx)
         proc = subprocess.run(
             ["java", "-cp", cp, f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
              "kafka.tools.StorageTool", "format", "--standalone", "--ignore-formatted",
-             "-t", cluster_id, "-c", str(base / "server.properties")],
+             "-t", cluster_id, "-c", str(properties),
+             # the broker's own principal must exist before it starts (its inter-broker listener);
+             # every other principal is created through the Admin API once it runs
+             "--add-scram", f"{kafka_security.MECHANISM}=[name={admin.username},password={admin.password},"
+                            f"iterations={kafka_security.SCRAM_ITERATIONS}]"],
             capture_output=True, text=True)
         if proc.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+        marker.touch()
+
+    def _add_admin_credential(self, ctx: Context) -> None:
+        """A broker formatted before the platform secured it has no credential for its own
+        principal: start it once as it was (PLAINTEXT, no authorizer), add the credential through
+        the Admin API, stop it. Its topics and data stay."""
+        from confluent_kafka.admin import AdminClient
+
+        base = self._dir(ctx)
+        ctx.say("kafka: adding the broker's SCRAM credential to storage formatted without it…")
+        plain = base / "server-plaintext.properties"
+        fd = os.open(plain, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self._properties(ctx, secured=False))
+        log = open(ctx.config.log_dir / "kafka-migration.log", "ab") if ctx.config.log_dir.exists() else subprocess.DEVNULL
+        proc = subprocess.Popen(_java(ctx.config.kafka_heap, "-cp", ctx.artifacts.kafka_classpath,
+                                      f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}",
+                                      "kafka.Kafka", str(plain)), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            admin = AdminClient({"bootstrap.servers": f"{HOST}:{ctx.config.port('kafka')}", "log_level": 0,
+                                 "logger": _SilentLogger()})
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    admin.list_topics(timeout=3)
+                    break
+                except Exception:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise StackError("kafka did not start to receive its SCRAM credential; see "
+                                         f"{ctx.config.log_dir / 'kafka-migration.log'}") from None
+                    time.sleep(0.5)
+            kafka_security.apply(admin, {kafka_security.ADMIN: ctx.secrets()[kafka_security.secret_name("admin")]},
+                                 acls=False)
+        finally:
+            proc.terminate()
+            proc.wait(120)
+            plain.unlink(missing_ok=True)
 
     def argv(self, ctx: Context) -> list[str]:
         base = self._dir(ctx)
@@ -308,8 +399,7 @@ log.retention.check.interval.ms=300000
             return False
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.endpoint(ctx), "log_level": 0,
-                             "logger": _SilentLogger()})
+        admin = AdminClient(kafka_access(ctx).client(log_level=0, logger=_SilentLogger()))
         try:
             admin.list_topics(timeout=3)
             return True
@@ -317,9 +407,17 @@ log.retention.check.interval.ms=300000
             return False
 
     def after_healthy(self, ctx: Context) -> None:
+        from confluent_kafka.admin import AdminClient
+
         from runtime import topics
 
-        ctx.topic_report = topics.apply_spec(self.endpoint(ctx))
+        values = ctx.secrets()
+        passwords = {kafka_security.principal(p): values[kafka_security.secret_name(p)]
+                     for p in ("admin", *kafka_security.PLATFORM_ACLS)}
+        created, _ = kafka_security.apply(AdminClient(kafka_access(ctx).client(log_level=3)), passwords)
+        if created:
+            ctx.say(f"        kafka     SCRAM credentials created: {', '.join(created)}")
+        ctx.topic_report = topics.apply_spec(kafka_access(ctx))
 
     def endpoint(self, ctx: Context) -> str:
         return f"{HOST}:{ctx.config.port('kafka')}"
@@ -351,8 +449,14 @@ class Connect(Component):
         base.mkdir(parents=True, exist_ok=True)
         port = ctx.config.port("connect")
         (base / "log4j2.properties").write_text(LOG4J2)
-        (base / "worker.properties").write_text(f"""\
-bootstrap.servers={HOST}:{ctx.config.port('kafka')}
+        access = kafka_access(ctx, "connect")
+        # the worker's own clients, and those it gives its connectors' tasks (producer., consumer.,
+        # admin.: topic creation), all as Connect's principal
+        clients = "".join(access.java(prefix) for prefix in ("", "producer.", "consumer.", "admin."))
+        worker = base / "worker.properties"
+        fd = os.open(worker.with_name("worker.properties.tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(clients + f"""\
 group.id=dbaas-connect
 key.converter=org.apache.kafka.connect.json.JsonConverter
 value.converter=org.apache.kafka.connect.json.JsonConverter
@@ -372,6 +476,7 @@ plugin.path={ctx.artifacts.plugin_path}
 plugin.discovery=service_load
 topic.creation.enable=true
 """)
+        os.replace(worker.with_name("worker.properties.tmp"), worker)
 
     def argv(self, ctx: Context) -> list[str]:
         base = self._dir(ctx)
@@ -490,8 +595,11 @@ class ControlPlaneProcess(Component):
     needs = ("kafka", "registry", "postgres")
 
     def __init__(self, name: str, module: str, metrics_slot: int | None = None, port_name: str | None = None,
-                 extra_env: Callable[[Context], dict[str, str]] | None = None, needs: tuple[str, ...] = ()):
+                 extra_env: Callable[[Context], dict[str, str]] | None = None, needs: tuple[str, ...] = (),
+                 principal: str | None = ""):
         self.name = name
+        # the Kafka principal it authenticates as ("": its own name; None: it uses no Kafka)
+        self.principal = name if principal == "" else principal
         self.module = module
         self.metrics_slot = metrics_slot
         self.port_name = port_name
@@ -512,6 +620,7 @@ class ControlPlaneProcess(Component):
     def env(self, ctx: Context) -> dict[str, str]:
         return {
             "DBAAS_KAFKA_BOOTSTRAP": f"{HOST}:{ctx.config.port('kafka')}",
+            **(kafka_env(self.principal)(ctx) if self.principal else {}),
             "DBAAS_REGISTRY_URL": Registry().endpoint(ctx),
             "DBAAS_DATABASE_URL": Postgres().endpoint(ctx),
             "DBAAS_CONNECT_URL": Connect().endpoint(ctx),
@@ -520,7 +629,7 @@ class ControlPlaneProcess(Component):
             "DBAAS_STATE_DIR": str(ctx.config.home / "state" / self.name),
             "DBAAS_METRICS_PORT": str(self.metrics_port(ctx)) if self.metrics_slot is not None else "0",
             "PYTHONUNBUFFERED": "1",
-        } | (self.extra_env(ctx) if self.extra_env else {})
+        } | tracing_env(ctx) | (self.extra_env(ctx) if self.extra_env else {})
 
     def settings_fingerprint(self, ctx: Context) -> str:
         """Its whole environment (issuers, keys, endpoints) and the code it runs: a process reads
@@ -601,7 +710,15 @@ def api_env(ctx: Context) -> dict[str, str]:
     if sign_in.development:
         issuers.append(devissuer.issuer_config(ctx.secrets()[devissuer.SECRET_NAME]))
     return credentials_key_env(ctx) | signing_env("gateway")(ctx) | {
-        "DBAAS_OIDC_ISSUERS": json.dumps(issuers), "DBAAS_DEFAULT_ISSUER": sign_in.default_issuer or ""}
+        "DBAAS_OIDC_ISSUERS": json.dumps(issuers), "DBAAS_DEFAULT_ISSUER": sign_in.default_issuer or "",
+        # tenant subscriptions' passwords are sealed to the subscription saga's key
+        "DBAAS_SUBSCRIPTION_SEAL_PUBLIC_KEY": sealing.public_key(ctx.secrets()["subscription_seal_key"])}
+
+
+def projector_env(ctx: Context) -> dict[str, str]:
+    """The platform's projector also projects the services' metrics and the alerts (it checks the
+    samples' PoP signatures against the keyring)."""
+    return keyring_env(ctx) | {"DBAAS_PROJECTIONS_TELEMETRY": "1"}
 
 
 def localpop_agent_env(ctx: Context) -> dict[str, str]:
@@ -624,7 +741,7 @@ def localpop_agent_env(ctx: Context) -> dict[str, str]:
 CONTROL_PLANE: tuple[Component, ...] = (
     ControlPlaneProcess("command-processor", "processors.command_processor", metrics_slot=0,
                         extra_env=keyring_env),
-    ControlPlaneProcess("projector", "projections.runner", metrics_slot=1),
+    ControlPlaneProcess("projector", "projections.runner", metrics_slot=1, extra_env=projector_env),
     ControlPlaneProcess("saga", "processors.saga", metrics_slot=2, extra_env=signing_env("platform")),
     ControlPlaneProcess("audit", "processors.audit", metrics_slot=4),
     ControlPlaneProcess("api", "gateway.app", port_name="api", extra_env=api_env),
@@ -632,4 +749,41 @@ CONTROL_PLANE: tuple[Component, ...] = (
                         extra_env=localpop_agent_env, needs=("gitops", "mariadb", "redis", "s3")),
     # Scheduled backups and retention: signs its commands with the platform's key.
     ControlPlaneProcess("scheduler", "processors.scheduler", metrics_slot=5, extra_env=signing_env("platform")),
+    ControlPlaneProcess("alerts", "processors.alerts", metrics_slot=6, extra_env=keyring_env),  # Faust: alert rules
+    # Tenant subscriptions: credentials and ACLs on the broker; signs with the platform's key
+    ControlPlaneProcess("subscriptions", "processors.subscription_saga", metrics_slot=7,
+                        extra_env=lambda ctx: signing_env("platform")(ctx) | {
+                            "DBAAS_SUBSCRIPTION_SEAL_KEY": ctx.secrets()["subscription_seal_key"]}),
 )
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes PoPs run locally (`dbaas stack up --kube-pop NAME`): etcd and the API server
+# (deploy.stack.kube), the GitOps sync standing in for Argo CD, and the PoP operator.
+def kube_sync_env(pop: str) -> Callable[[Context], dict[str, str]]:
+    def env(ctx: Context) -> dict[str, str]:
+        p = kube.KubePop(ctx, pop)
+        return {"DBAAS_POP": pop, "DBAAS_KUBECONFIG": str(p.kubeconfig("sync"))}
+    return env
+
+
+def kube_operator_env(pop: str) -> Callable[[Context], dict[str, str]]:
+    def env(ctx: Context) -> dict[str, str]:
+        p = kube.KubePop(ctx, pop)
+        return credentials_key_env(ctx) | signing_env(f"pop-{pop}")(ctx) | {
+            "DBAAS_POP": pop, "DBAAS_KUBECONFIG": str(p.kubeconfig("operator"))}
+    return env
+
+
+def kube_pop_components(pops) -> tuple[Component, ...]:
+    made: list[Component] = []
+    for pop in pops:
+        slot = kube.METRICS_SLOT_BASE + 2 * kube.KUBERNETES_POPS.index(pop)
+        made += [kube.Etcd(pop), kube.ApiServer(pop),
+                 ControlPlaneProcess(f"kube-sync-{pop}", "operators.kubepop.sync", metrics_slot=slot,
+                                     extra_env=kube_sync_env(pop), needs=("gitops", f"kube-apiserver-{pop}"),
+                                     principal=None),
+                 ControlPlaneProcess(f"pop-operator-{pop}", "operators.kubepop.operator", metrics_slot=slot + 1,
+                                     extra_env=kube_operator_env(pop), needs=(f"kube-apiserver-{pop}",),
+                                     principal=f"pop-{pop}")]
+    return tuple(made)

@@ -23,7 +23,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 
-# Chosen away from each component's usual default (9092, 8081, 8083, 5432, 8080, 3306, 6379, 8333) so that a
+# Chosen away from each component's usual default (9092, 8081, 8083, 5432, 8080, 3306, 6379, 8333, 16686,
+# 4317/4318) so that a
 # developer's own services keep their ports.
 DEFAULT_PORTS: dict[str, int] = {
     "kafka": 19092,
@@ -39,6 +40,12 @@ DEFAULT_PORTS: dict[str, int] = {
     "s3": 18333,  # object storage (SeaweedFS's S3 gateway)
     "s3_internal": 18334,  # first of seven: SeaweedFS's master, volume server, filer and gRPC ports
     "prometheus": 19090,
+    "tracing": 16696,  # Jaeger's query API and UI
+    "tracing_grpc": 16697,  # Jaeger's query gRPC API
+    "otlp_grpc": 14317,  # OTLP receivers (spans in)
+    "otlp_http": 14318,
+    "tracing_metrics": 14319,  # Jaeger's own Prometheus metrics (spans received, exported, dropped)
+    "kube": 16440,  # first of five per Kubernetes PoP started with --kube-pop (API server, etcd client, peer)
 }
 
 
@@ -169,6 +176,9 @@ class StackConfig:
     connect_heap: str = "512m"
     registry_heap: str = "384m"
     sign_in: SignIn = field(default_factory=SignIn)
+    # Kubernetes PoPs run locally (an API server and etcd each, the GitOps sync, the PoP operator):
+    # none unless asked (`up --kube-pop NAME`, DBAAS_KUBE_POPS); kept for later `up`s.
+    kube_pops: tuple[str, ...] = ()
 
     # -- derived locations -------------------------------------------------------------
     @property
@@ -204,6 +214,7 @@ class StackConfig:
         data["home"] = str(self.home)
         data["cache"] = str(self.cache)
         data["sign_in"] = self.sign_in.to_json()
+        data["kube_pops"] = list(self.kube_pops)
         return data
 
 
@@ -222,7 +233,8 @@ def resolve(home: str | os.PathLike | None = None, port_offset: int | None = Non
         # Ports added to the platform after this instance was created follow its offset.
         offset = stored["ports"]["kafka"] - DEFAULT_PORTS["kafka"]
         ports = {name: port + offset for name, port in DEFAULT_PORTS.items()} | stored["ports"]
-        return StackConfig(home=home_path, ports=ports, cache=cache, sign_in=SignIn.from_json(stored.get("sign_in")))
+        return StackConfig(home=home_path, ports=ports, cache=cache, sign_in=SignIn.from_json(stored.get("sign_in")),
+                           kube_pops=tuple(stored.get("kube_pops") or ()))
     offset = port_offset if port_offset is not None else int(os.environ.get("DBAAS_PORT_OFFSET", "0"))
     ports = {}
     for name, port in DEFAULT_PORTS.items():
@@ -232,7 +244,8 @@ def resolve(home: str | os.PathLike | None = None, port_offset: int | None = Non
             raise ConfigError(f"port for {name} would be {ports[name]}; choose an offset that keeps "
                               "every port between 1024 and 65535")
     sign_in = SignIn.from_json(stored.get("sign_in")) if stored else SignIn()
-    return replace(StackConfig(home=home_path, cache=cache, sign_in=sign_in), ports=ports)
+    kube_pops = tuple(stored.get("kube_pops") or ()) if stored else ()
+    return replace(StackConfig(home=home_path, cache=cache, sign_in=sign_in, kube_pops=kube_pops), ports=ports)
 
 
 def save(config: StackConfig) -> None:

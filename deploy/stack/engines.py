@@ -139,6 +139,8 @@ class MariaDB(Component):
                 "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
                 "--innodb-buffer-pool-size=64M", "--max-connections=200",
                 "--default-time-zone=+00:00",
+                # per-user counters (information_schema.USER_STATISTICS): services' transactions/s
+                "--userstat=1",
                 # for Debezium's MySQL connector and point-in-time recovery
                 "--server-id=1", "--log-bin=binlog", "--binlog-format=ROW", "--binlog-row-image=FULL",
                 "--sync-binlog=1", f"--max-binlog-size={self.BINLOG_FILE_BYTES}",

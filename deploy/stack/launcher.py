@@ -25,10 +25,11 @@ from pathlib import Path
 from deploy.stack import artifacts
 from deploy.stack import config as stack_config
 from deploy.stack.base import Component, Context, StackError, java_major, port_open
-from deploy.stack.components import CONTROL_PLANE, INFRASTRUCTURE
+from deploy.stack.components import CONTROL_PLANE, INFRASTRUCTURE, kube_pop_components
 from deploy.stack.observability import OBSERVABILITY
 from deploy.stack.processes import PidFile, spawn, stop
 from deploy.stack.redact import redact_dsn, redact_text
+from deploy.stack.tracing import TRACING
 from runtime import files
 
 MIN_FREE_BYTES = 2 * 1024**3
@@ -45,11 +46,15 @@ class ComponentStatus:
 
 class Launcher:
     def __init__(self, config: stack_config.StackConfig, say: Callable[[str], None] = print,
-                 components: Iterable[Component] = INFRASTRUCTURE + CONTROL_PLANE + OBSERVABILITY):
+                 components: Iterable[Component] = INFRASTRUCTURE + CONTROL_PLANE + OBSERVABILITY + TRACING):
         self.config = config
         self.say = lambda msg: say(self.redact(msg))
         # DBAAS_STACK_WITHOUT=saga,localpop-agent leaves components out (benchmarks of one part).
         left_out = {n.strip() for n in os.environ.get("DBAAS_STACK_WITHOUT", "").split(",") if n.strip()}
+        components = list(components)
+        named = {c.name for c in components}
+        # the Kubernetes PoPs this instance runs (`up --kube-pop`), after the platform they report to
+        components += [c for c in kube_pop_components(config.kube_pops) if c.name not in named]
         self.components = [c for c in components if c.name not in left_out]
         self.ctx = Context(config, lambda: artifacts.ensure(config.cache, self.say), self.say,
                            components=tuple(self.components))
@@ -187,6 +192,17 @@ class Launcher:
     def down(self) -> list[str]:
         with self._exclusive():
             return self._down()
+
+    def stop(self, names: Iterable[str]) -> list[str]:
+        """Stop the named components only (those of a Kubernetes PoP no longer run)."""
+        wanted = set(names)
+        with self._exclusive():
+            stopped = []
+            for comp in reversed(self.components):
+                if comp.name in wanted and comp.has_process and stop(self.pidfile(comp), comp.stop_signal):
+                    stopped.append(comp.name)
+                    self.say(f"stopped {comp.name}")
+            return stopped
 
     def _down(self) -> list[str]:
         stopped = []

@@ -15,6 +15,11 @@ reads the ServiceClaims under ``tenants/*/local/*.yaml``, and converges the loca
   producer) are re-sent on every sync until Kafka acknowledges them; only then does the state
   file mark them reported, so a restart neither provisions nor reports them again.
 
+While tracing is on (``runtime.tracing``), applying or removing a claim is a span continuing the
+trace named by its commit's ``Trace-Id:`` trailer (the saga's commit span), and each report is a
+span under it whose context travels in the report's ``traceparent`` header (not signed, like every
+header: the signature covers the topic, key and value).
+
 Passwords are derived from ``DBAAS_LOCALPOP_PASSWORD_KEY`` (same service → same password), so
 provisioning again after a crash hands out the very credentials already reported. They are never
 logged, never written to the state file and never sent in clear.
@@ -22,14 +27,15 @@ logged, never written to the state file and never sent in clear.
 Environment: DBAAS_KAFKA_BOOTSTRAP, DBAAS_REGISTRY_URL, DBAAS_GITOPS_REMOTE, DBAAS_STATE_DIR,
 DBAAS_METRICS_PORT, DBAAS_DATABASE_URL (PostgreSQL admin; DBAAS_LOCALPOP_POSTGRES_URL overrides),
 DBAAS_LOCALPOP_MARIADB_URL, DBAAS_LOCALPOP_REDIS_URL, DBAAS_CREDENTIALS_KEY,
-DBAAS_LOCALPOP_PASSWORD_KEY, optional DBAAS_POP_STATUS_TOPIC, DBAAS_LOCALPOP_SYNC_INTERVAL.
+DBAAS_LOCALPOP_PASSWORD_KEY, optional DBAAS_POP_STATUS_TOPIC, DBAAS_LOCALPOP_SYNC_INTERVAL,
+DBAAS_LOCALPOP_METRICS_INTERVAL, DBAAS_LOCALPOP_STORAGE_SCALE, DBAAS_TOPIC_PROFILE (service metrics:
+``operators.localpop.metrics``).
 
 May import: ``runtime``, ``gitops``, ``schemas``, ``operators.localpop`` and the clients
 (GitPython, confluent-kafka, cryptography) — never processors, projections, gateway or cli.
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -37,37 +43,39 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import structlog
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaException
 from cryptography.fernet import Fernet
 from prometheus_client import Counter, Gauge, Histogram
 
 from operators.backup.jobs import BackupJobs, JobFailed, JobRetry, build_jobs
 from operators.localpop import backupplan
+from operators.localpop import cdc as cdcplan
 from operators.localpop import plan as core
 from operators.localpop import state as state_file
 from operators.localpop.backupplan import BackupRecord, Drop, ForgetBackup, Take
 from operators.localpop.gitsource import GitSource, GitUnavailable, Snapshot
+from operators.localpop.metrics import MetricsPublisher, ServiceMetrics, Target, build_samplers, scaled_limit
 from operators.localpop.plan import Apply, Forget, Record, Remove, Resend
 from operators.localpop.provisioners import (
     PROVISIONERS,
     AdminEndpoint,
-    Credentials,
     MariaDBProvisioner,
     PostgresProvisioner,
     Provisioner,
+    ProvisioningError,
     ProvisioningFailed,
     RedisProvisioner,
     ServerUnavailable,
 )
-from runtime import kafka
+from operators.reporting import Reporter, encrypt_credentials, mark_acknowledged  # noqa: F401  (shared with the kube PoPs)
+from runtime import connect, kafka, tracing
+from runtime.kafka import KafkaAccess, access_from_env
 from runtime.settings import SettingsError, env, read
 from runtime.signing import Signer
 from schemas.errors import SchemaError
-from schemas.registry import POP_STATUS_SUBJECT, Registry, Serde
 
 log = structlog.get_logger("operators.localpop.agent")
 
@@ -78,6 +86,7 @@ SERVER_SETTING = {"yugabyte": "DBAAS_LOCALPOP_POSTGRES_URL (or DBAAS_DATABASE_UR
 MAX_BACKOFF = 30.0
 
 SERVICES = Gauge("dbaas_localpop_services", "Services provisioned and Ready in the local PoP", ["engine"])
+CONNECTORS = Gauge("dbaas_localpop_cdc_connectors", "CDC connectors of the local PoP by phase", ["phase"])
 REPORTS = Counter("dbaas_localpop_reports_total", "Status reports acknowledged by Kafka", ["phase"])
 EFFECTS = Counter("dbaas_localpop_effects_total", "Provision/deprovision calls by outcome",
                   ["action", "engine", "outcome"])
@@ -125,12 +134,26 @@ def _signer(environ: Mapping[str, str]) -> Signer | None:
         raise SettingsError(f"is not an Ed25519 key: {exc}") from None
 
 
+def _not_negative(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _positive(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     """Everything the agent needs, as plain values, read with `runtime.settings`. Servers left None
     are not offered: claims for their engine are reported Failed, naming the setting to add."""
 
-    kafka: str = env("DBAAS_KAFKA_BOOTSTRAP")
+    kafka: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)
     registry_url: str = env("DBAAS_REGISTRY_URL")
     gitops_remote: str = env("DBAAS_GITOPS_REMOTE")
     credentials_key: str = env("DBAAS_CREDENTIALS_KEY", parse=_fernet_key, repr=False)
@@ -155,9 +178,18 @@ class AgentSettings:
     metrics_port: int = env("DBAAS_METRICS_PORT", 0)
     flush_timeout: float = 5.0
     message_timeout_ms: int = 30_000
+    connect_url: str | None = env("DBAAS_CONNECT_URL", None)  # the Kafka Connect of PoP local's CDC
+    # a failed connector is restarted this many times, the waits doubling up to the most, then reported
+    cdc_max_restarts: int = env("DBAAS_LOCALPOP_CDC_MAX_RESTARTS", 7)
+    cdc_max_backoff: float = env("DBAAS_LOCALPOP_CDC_MAX_BACKOFF", 60.0)
     # a backup or restore that keeps meeting an unavailable store or server fails after this long
     backup_retry_seconds: float = env("DBAAS_LOCALPOP_BACKUP_RETRY_SECONDS", 120.0)
     ship_interval: float = env("DBAAS_LOCALPOP_SHIP_INTERVAL", 10.0)  # archived WAL/binlogs to the store
+    # service metrics: seconds between two samples of every service (0: none), and the share of a
+    # claim's storage its samples count as the limit (a development setting; 1: the claim's size)
+    metrics_interval: float = env("DBAAS_LOCALPOP_METRICS_INTERVAL", 15.0, parse=_not_negative)
+    storage_scale: float = env("DBAAS_LOCALPOP_STORAGE_SCALE", 1.0, parse=_positive)
+    topic_profile: str = env("DBAAS_TOPIC_PROFILE", "local")  # of the metrics topics it creates
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AgentSettings:
@@ -177,6 +209,35 @@ def parse_admin_url(url: str, name: str, default_port: int) -> tuple[AdminEndpoi
     return endpoint, unquote(parts.path.lstrip("/"))
 
 
+def build_cdc(settings: AgentSettings) -> cdcplan.LocalCdc | None:
+    """PoP local's Connect operator: PostgreSQL connectors for yugabyte services (None: no Connect)."""
+    if not settings.connect_url or settings.postgres is None:
+        return None
+    admin = PostgresProvisioner(settings.postgres, admin_database=settings.postgres_admin_database)
+    databases: dict[str, cdcplan.PostgresCdc | cdcplan.MariaDbCdc] = {
+        "yugabyte": cdcplan.PostgresCdc(settings.postgres, admin.connect_to)}
+    if settings.mariadb is not None:
+        databases["vitess"] = cdcplan.MariaDbCdc(settings.mariadb, _topic_deleter(settings.kafka))
+    return cdcplan.LocalCdc(connect.client(settings.connect_url), databases, registry_url=settings.registry_url,
+                            kafka=settings.kafka, clock=lambda: datetime.now(UTC),
+                            max_restarts=settings.cdc_max_restarts, max_backoff=settings.cdc_max_backoff)
+
+
+def _topic_deleter(bootstrap: str) -> Callable[[str], None]:
+    def delete(topic: str) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(kafka.admin_config(bootstrap))
+        if topic not in admin.list_topics(timeout=10).topics:
+            return
+        try:
+            admin.delete_topics([topic], operation_timeout=30)[topic].result()
+        except KafkaException as exc:
+            if "UNKNOWN_TOPIC" not in str(exc):
+                raise OSError(f"topic {topic} could not be deleted: {exc}") from None
+    return delete
+
+
 def build_provisioners(settings: AgentSettings) -> dict[str, Provisioner]:
     """engine → provisioner, for the servers the settings name."""
     made: dict[str, Provisioner] = {}
@@ -190,69 +251,6 @@ def build_provisioners(settings: AgentSettings) -> dict[str, Provisioner]:
     return made
 
 
-def encrypt_credentials(fernet: Fernet, creds: Credentials) -> str:
-    """The Fernet token of the credentials JSON carried in a Ready report."""
-    body: dict[str, Any] = {"username": creds.username, "password": creds.password, "host": creds.host,
-                            "port": creds.port, "uri": creds.uri}
-    if creds.database is not None:
-        body["database"] = creds.database
-    if creds.key_prefix is not None:
-        body["key_prefix"] = creds.key_prefix
-    return fernet.encrypt(json.dumps(body, separators=(",", ":"), sort_keys=True).encode()).decode()
-
-
-# -- Kafka -------------------------------------------------------------------------------------
-class Reporter:
-    """Produces reports and tells which ones Kafka acknowledged. One in flight per report id."""
-
-    def __init__(self, settings: AgentSettings):
-        self.topic = settings.pop_status_topic
-        self._signer = settings.signer
-        self._registry_url = settings.registry_url
-        self._serde: Serde | None = None
-        self._producer = Producer(kafka.producer_config(settings.kafka, **{
-            "linger.ms": 5, "message.timeout.ms": settings.message_timeout_ms,
-            "client.id": f"dbaas-localpop-agent-{settings.pop}"}))
-        self._in_flight: set[str] = set()
-        self._acked: set[str] = set()
-
-    def send(self, tenant: str, record: dict[str, Any]) -> None:
-        rid = record["report_id"]
-        if rid in self._in_flight or rid in self._acked:
-            return
-        if self._serde is None:
-            self._serde = Serde(Registry(self._registry_url), POP_STATUS_SUBJECT)  # may raise: retried
-
-        def delivered(err: KafkaError | None, _msg: Any) -> None:
-            self._in_flight.discard(rid)
-            if err is None:
-                self._acked.add(rid)
-            else:
-                log.warning("report not acknowledged; re-sent on the next sync", report_id=rid, error=str(err))
-                SYNC_ERRORS.labels("KafkaDelivery").inc()
-
-        key, value = tenant.encode(), self._serde.encode(record)
-        headers = self._signer.headers(self.topic, key, value) if self._signer else []
-        try:
-            self._producer.produce(self.topic, key=key, value=value, headers=headers, on_delivery=delivered)
-        except BufferError:
-            self._producer.poll(0)
-            return
-        self._in_flight.add(rid)
-
-    def flush(self, timeout: float) -> set[str]:
-        """Wait up to ``timeout`` s for deliveries; the report ids acknowledged since the last call."""
-        if self._in_flight:
-            self._producer.flush(timeout)
-        else:
-            self._producer.poll(0)
-        acked, self._acked = self._acked, set()
-        return acked
-
-    def close(self, timeout: float = 10.0) -> set[str]:
-        return self.flush(timeout)
-
-
 # -- the agent ---------------------------------------------------------------------------------
 class Agent:
     """One sync = fetch git, plan, act, report. Holds no credentials beyond the tokens of
@@ -260,8 +258,11 @@ class Agent:
 
     def __init__(self, settings: AgentSettings, source: GitSource, reporter: Reporter,
                  provisioners: Mapping[str, Provisioner], clock: Callable[[], datetime] | None = None,
-                 jobs: BackupJobs | str | None = None):
+                 jobs: BackupJobs | str | None = None, metrics: ServiceMetrics | None = None,
+                 cdc: cdcplan.LocalCdc | None = None):
         self.settings = settings
+        self.metrics = metrics  # None: no service metrics
+        self._storage: dict[str, int | None] = {}  # service key -> the storage its claim gives it
         # backups: the jobs, or why there are none (no object storage configured)
         self.jobs = jobs if jobs is not None else "object storage is not configured for the local PoP: set DBAAS_S3_*"
         self.backups_path = settings.state_dir / "localpop-backups.json"
@@ -280,6 +281,9 @@ class Agent:
         self._git_error: str | None = None
         self._problems: set[tuple[str, str]] = set()
         self.syncs = 0
+        self.cdc = cdc
+        self.cdc_path = settings.state_dir / "localpop-cdc.json"
+        self.connectors: dict[str, cdcplan.ConnectorRecord] = state_file.load_connectors(self.cdc_path)
 
     @classmethod
     def build(cls, settings: AgentSettings) -> Agent:
@@ -287,12 +291,23 @@ class Agent:
         source = GitSource(settings.gitops_remote, settings.state_dir / "gitops-mirror.git", settings.pop,
                            settings.branch)
         provisioners = build_provisioners(settings)
-        return cls(settings, source, Reporter(settings), provisioners,
-                   jobs=build_jobs(dict(os.environ), settings, provisioners))
+        metrics = None
+        if settings.metrics_interval > 0:
+            samplers = build_samplers(settings.postgres, settings.postgres_admin_database, settings.mariadb,
+                                      settings.redis)
+            publisher = MetricsPublisher(settings.kafka, settings.registry_url, settings.signer,
+                                         settings.topic_profile)
+            metrics = ServiceMetrics(samplers, publisher, settings.pop, settings.metrics_interval,
+                                     lambda: datetime.now(UTC))
+        return cls(settings, source, Reporter(settings, SYNC_ERRORS.labels("KafkaDelivery")), provisioners,
+                   jobs=build_jobs(dict(os.environ), settings, provisioners), metrics=metrics,
+                   cdc=build_cdc(settings))
 
     def close(self) -> None:
         self._acknowledge(self.reporter.close())
         self.source.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
     # -- one sync ------------------------------------------------------------------------------
     def sync(self) -> None:
@@ -304,17 +319,30 @@ class Agent:
             for path, problem in sorted(set(problems) - self._problems):
                 log.error("ServiceClaim file ignored", path=path, reason=problem)
             self._problems = set(problems)
+            self._storage = {key: d.storage_bytes for key, d in desired.items()}
+            # connectors first: a service's connector goes before its database
+            self._sync_cdc(snapshot)
             for step in core.plan(desired, self.records, unreadable):
                 with structlog.contextvars.bound_contextvars(**_context(step)):
                     self._execute(step, snapshot)
             self._sync_backups(snapshot)
         self._ship()
         self._report()
+        self._sample()
         applied = core.applied_per_engine(self.records)
         for engine in OFFERED:
             SERVICES.labels(engine).set(applied.get(engine, 0))
         SYNC_SECONDS.observe(time.perf_counter() - started)
         self.syncs += 1
+
+    def _sample(self) -> None:
+        """Service metrics of the services running here, when a round is due."""
+        if self.metrics is None:
+            return
+        targets = [Target(r.tenant, r.service_id, r.engine,
+                          scaled_limit(self._storage.get(r.key), self.settings.storage_scale))
+                   for r in self.records.values() if r.action == "apply" and r.phase == "Ready" and r.provisioned]
+        self.metrics.maybe_sample(targets)
 
     def _snapshot(self) -> Snapshot | None:
         try:
@@ -335,11 +363,18 @@ class Agent:
             case Apply(desired, previous):
                 if self._waiting(desired.key):
                     return
-                self._apply(desired, previous)
+                with tracing.continued("provision", desired.trace, tracing.attributes(
+                        desired.operation_id, desired.tenant, "provision", engine=desired.engine,
+                        service_id=desired.service_id, pop=self.settings.pop)):
+                    self._apply(desired, previous)
             case Remove(record):
                 if self._waiting(record.key):
                     return
-                self._remove(record, core.removal(record, snapshot.history, snapshot.tip))
+                commit = core.removal(record, snapshot.history, snapshot.tip)
+                with tracing.continued("deprovision", commit.trace, tracing.attributes(
+                        commit.operation_id, record.tenant, "deprovision", engine=record.engine,
+                        service_id=record.service_id, pop=self.settings.pop)):
+                    self._remove(record, commit)
             case Resend(record):
                 if record.phase == "Ready" and record.report_id not in self._tokens and not self._waiting(record.key):
                     self._recover_credentials(record)
@@ -405,6 +440,55 @@ class Agent:
         log.info("service restored and verified", path=d.path, source=d.restore.source_service_id,
                  backup_id=d.restore.backup_id, target_time=d.restore.target_time)
         return None
+
+    # -- change data capture --------------------------------------------------------------------
+    def _sync_cdc(self, snapshot: Snapshot) -> None:
+        if self.cdc is None:
+            return
+        wanted, unreadable, problems = cdcplan.wanted_connectors(snapshot.connectors or {}, snapshot.history,
+                                                                 self.settings.pop, snapshot.tenants)
+        for path, problem in sorted(problems.items()):
+            log.error("KafkaConnector file ignored", path=path, reason=problem)
+        for step in cdcplan.plan_connectors(wanted, self.connectors, unreadable):
+            item = step.wanted if isinstance(step, cdcplan.Register) else step.record
+            key = item.key
+            ctx = {"operation_id": item.operation_id, "tenant_id": key.split("/")[0], "connector": key}
+            with structlog.contextvars.bound_contextvars(**ctx):
+                if self._waiting(f"cdc/{key}"):
+                    continue
+                try:
+                    match step:
+                        case cdcplan.Register(wanted=w):
+                            self._store_connector(self.cdc.register(w))
+                        case cdcplan.Watch(record=r):
+                            self._store_connector(self.cdc.watch(r))
+                        case cdcplan.RemoveConnector(record=r):
+                            self._store_connector(self.cdc.remove(r, core.removal(r, snapshot.history,  # type: ignore[arg-type]
+                                                                                  snapshot.tip)))
+                        case cdcplan.ForgetConnector(record=r):
+                            del self.connectors[r.key]
+                            self._save_connectors()
+                except (cdcplan.ConnectError, ProvisioningError, OSError) as exc:
+                    # Connect or the database is unavailable now: the same step again, later
+                    SYNC_ERRORS.labels(type(exc).__name__).inc()
+                    self._backoff(f"cdc/{key}", "cdc", exc)
+        for phase in ("Registering", "Running", "Failed"):
+            CONNECTORS.labels(phase).set(sum(1 for r in self.connectors.values() if r.phase == phase))
+
+    def _remove_connector_of(self, tenant: str, service_id: str, commit) -> None:
+        """A service is deprovisioned: its connector goes first, with its slot and publication."""
+        record = self.connectors.get(f"{tenant}/{service_id}")
+        if self.cdc is None or record is None or record.phase == "Removed":
+            return
+        self._store_connector(self.cdc.remove(record, commit))
+
+    def _store_connector(self, record: cdcplan.ConnectorRecord) -> None:
+        if self.connectors.get(record.key) != record:
+            self.connectors[record.key] = record
+            self._save_connectors()
+
+    def _save_connectors(self) -> None:
+        state_file.save_connectors(self.cdc_path, self.connectors, pop=self.settings.pop)
 
     # -- backups -------------------------------------------------------------------------------
     def _sync_backups(self, snapshot: Snapshot) -> None:
@@ -491,8 +575,9 @@ class Agent:
         now = self.clock()
         if record.provisioned:
             try:
+                self._remove_connector_of(record.tenant, record.service_id, commit)
                 self._deprovision(record)
-            except ServerUnavailable as exc:
+            except (ServerUnavailable, cdcplan.ConnectError) as exc:
                 return self._backoff(record.key, "deprovision", exc)
             except ProvisioningFailed as exc:
                 log.warning("deprovisioning failed", path=record.path, engine=record.engine, reason=str(exc))
@@ -536,6 +621,14 @@ class Agent:
 
     # -- reports -------------------------------------------------------------------------------
     def _report(self) -> None:
+        for connector in list(self.connectors.values()):
+            if not connector.reported and connector.phase != "Registering":
+                try:
+                    self.reporter.send(connector.tenant, cdcplan.report(connector, self.settings.pop))
+                except SchemaError as exc:
+                    SYNC_ERRORS.labels(type(exc).__name__).inc()
+                    log.warning("report not sent: schema registry unavailable", error=str(exc))
+                    break
         for backup in list(self.backups.values()):
             if not backup.reported:
                 try:
@@ -551,7 +644,7 @@ class Agent:
             if record.phase == "Ready" and token is None:
                 continue  # credentials come back with the next snapshot (_recover_credentials)
             try:
-                self.reporter.send(record.tenant, core.report(record, self.settings.pop, token))
+                self.reporter.send(record.tenant, core.report(record, self.settings.pop, token), record.trace)
             except SchemaError as exc:
                 SYNC_ERRORS.labels(type(exc).__name__).inc()
                 log.warning("report not sent: schema registry unavailable", error=str(exc))
@@ -559,30 +652,30 @@ class Agent:
         self._acknowledge(self.reporter.flush(self.settings.flush_timeout))
 
     def _acknowledge(self, acked: set[str]) -> None:
-        backups_changed = False
-        for key, backup in list(self.backups.items()):
-            if not backup.reported and backup.report_id in acked:
-                self.backups[key] = replace(backup, reported=True)
+        for key, connector in list(self.connectors.items()):
+            if not connector.reported and connector.report_id in acked:
+                self._store_connector(replace(connector, reported=True))
+                REPORTS.labels(connector.phase).inc()
+                log.info("connector report acknowledged", operation_id=connector.operation_id,
+                         phase=connector.phase, connector=connector.name, tenant_id=connector.tenant)
+        if backups := mark_acknowledged(self.backups, acked):
+            for backup in backups:
                 REPORTS.labels(backup.phase).inc()
                 log.info("backup report acknowledged", operation_id=backup.operation_id, phase=backup.phase,
                          backup_id=backup.backup_id, tenant_id=backup.tenant)
-                backups_changed = True
-        if backups_changed:
             self._save_backups()
-        changed = False
-        for key, record in list(self.records.items()):
-            if not record.reported and record.report_id in acked:
-                self.records[key] = replace(record, reported=True)
+        if records := mark_acknowledged(self.records, acked):
+            for record in records:
                 self._tokens.pop(record.report_id, None)
                 REPORTS.labels(record.phase).inc()
                 log.info("report acknowledged", operation_id=record.operation_id, phase=record.phase,
                          report_id=record.report_id, tenant_id=record.tenant, service_id=record.service_id)
-                changed = True
-        if changed:
             self._save()
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _store(self, record: Record) -> None:
+        if (traceparent := tracing.current_traceparent()) is not None:
+            record = replace(record, trace=traceparent)  # its report continues this span
         old = self.records.get(record.key)
         if old is not None and old.report_id != record.report_id:
             self._tokens.pop(old.report_id, None)

@@ -1,6 +1,7 @@
 """What the local PoP agent reads out of the GitOps repository, as plain values: which files are a
 PoP's ServiceClaims, what a ServiceClaim file asks for, and which commit (with which
-``Operation-Id:``/``Correlation-Id:`` trailers) last touched or deleted each file.
+``Operation-Id:``/``Correlation-Id:`` trailers, and the ``Trace-Id:`` the PoP continues the
+operation's trace from) last touched or deleted each file.
 
 Pure: parses text handed to it (file contents, ``git log`` output); no I/O, no clock.
 May import: the standard library, PyYAML and ``gitops`` (layout, manifests) — nothing of the domain.
@@ -18,6 +19,7 @@ CLAIM_API_GROUP = "dbaas.io"
 CLAIM_KIND = "ServiceClaim"
 OPERATION_TRAILER = "Operation-Id"
 CORRELATION_TRAILER = "Correlation-Id"
+TRACE_TRAILER = "Trace-Id"  # a W3C traceparent: the span that made the commit
 
 # `git log` framing chosen by `history_args`: a record separator before each commit, a unit
 # separator between the message and the `--name-status` lines.
@@ -27,6 +29,7 @@ LOG_FORMAT = "--format=%x1e%H%n%B%x1f"
 
 _PATH = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<pop>[^/]+)/(?P<name>[^/]+)\.yaml$")
 _BACKUP_PATH = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<pop>[^/]+)/backups/(?P<name>[^/]+)\.yaml$")
+_CDC_PATH = re.compile(r"^tenants/(?P<tenant>[^/]+)/(?P<pop>[^/]+)/cdc/(?P<name>[^/]+)\.yaml$")
 BACKUP_KIND = "DatabaseBackup"
 
 
@@ -56,10 +59,26 @@ class Claim:
     engine: str
     pop: str
     restore: Restore | None = None
+    storage_bytes: int | None = None  # ``spec.resources.storage``; None when absent or unreadable
 
     @property
     def key(self) -> str:
         return service_key(self.tenant, self.service_id)
+
+
+# Kubernetes quantity suffixes of storage sizes.
+_QUANTITY = re.compile(r"^(?P<number>[0-9]+(?:\.[0-9]+)?)(?P<unit>Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+_UNITS = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+          "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
+
+
+def storage_quantity(value: object) -> int | None:
+    """Bytes of a Kubernetes storage quantity (``10Gi``, ``500Mi``, ``1T``, ``1073741824``); None
+    when it is not one."""
+    match = _QUANTITY.match(str(value).strip()) if value is not None else None
+    if match is None:
+        return None
+    return int(float(match["number"]) * _UNITS[match["unit"]])
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,7 @@ class CommitRef:
     operation_id: str | None
     correlation_id: str | None
     status: str = "M"
+    trace: str | None = None  # its Trace-Id trailer
 
 
 @dataclass(frozen=True)
@@ -133,7 +153,10 @@ def parse_claim(text: str, path: str = "manifest") -> Claim:
                           str(restore.get("sourceEngine") or values["engine"]),
                           str(restore["backupId"]) if restore.get("backupId") else None,
                           str(restore["targetTime"]) if restore.get("targetTime") else None)
-    return Claim(values["tenant"], values["serviceId"], values["name"], values["engine"], values["pop"], restore)
+    resources = spec.get("resources")
+    storage = storage_quantity(resources.get("storage")) if isinstance(resources, dict) else None
+    return Claim(values["tenant"], values["serviceId"], values["name"], values["engine"], values["pop"], restore,
+                 storage)
 
 
 @dataclass(frozen=True)
@@ -158,6 +181,18 @@ def pop_backup_path(path: str, pop: str) -> tuple[str, str] | None:
     if match is None or match["pop"] != pop:
         return None
     return match["tenant"], match["name"]
+
+
+def pop_cdc_path(path: str, pop: str) -> tuple[str, str] | None:
+    """``(tenant, service id)`` when ``path`` is ``tenants/{tenant}/{pop}/cdc/{id}.yaml``, else None."""
+    match = _CDC_PATH.match(path)
+    if match is None or match["pop"] != pop:
+        return None
+    return match["tenant"], match["name"]
+
+
+def pop_cdc_pathspec(pop: str) -> str:
+    return f":(glob)tenants/*/{pop}/cdc/*.yaml"
 
 
 def pop_backup_pathspec(pop: str) -> str:
@@ -187,14 +222,24 @@ def parse_backup_claim(text: str, path: str = "manifest") -> BackupClaim:
                        str(values["engine"]), str(values["pop"]), bool(spec.get("pitr", False)))
 
 
-def parse_trailers(message: str) -> tuple[str | None, str | None]:
-    """``(operation_id, correlation_id)`` from a commit message; the last occurrence wins."""
+def _trailers(message: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for line in message.splitlines():
         name, sep, value = line.partition(":")
-        if sep and name.strip() in (OPERATION_TRAILER, CORRELATION_TRAILER) and value.strip():
+        if sep and name.strip() in (OPERATION_TRAILER, CORRELATION_TRAILER, TRACE_TRAILER) and value.strip():
             found[name.strip()] = value.strip()
+    return found
+
+
+def parse_trailers(message: str) -> tuple[str | None, str | None]:
+    """``(operation_id, correlation_id)`` from a commit message; the last occurrence wins."""
+    found = _trailers(message)
     return found.get(OPERATION_TRAILER), found.get(CORRELATION_TRAILER)
+
+
+def parse_trace(message: str) -> str | None:
+    """The ``Trace-Id`` trailer of a commit message (the last one), or None."""
+    return _trailers(message).get(TRACE_TRAILER)
 
 
 def parse_history(output: str) -> History:
@@ -205,12 +250,14 @@ def parse_history(output: str) -> History:
     for chunk in output.split(COMMIT_START)[1:]:
         head, _, files = chunk.partition(MESSAGE_END)
         sha, _, message = head.partition("\n")
-        operation_id, correlation_id = parse_trailers(message)
+        found = _trailers(message)
+        operation_id, correlation_id = found.get(OPERATION_TRAILER), found.get(CORRELATION_TRAILER)
+        trace = found.get(TRACE_TRAILER)
         for line in files.splitlines():
             status, sep, path = line.partition("\t")
             if not sep or not status:
                 continue
-            ref = CommitRef(sha.strip(), operation_id, correlation_id, status[0])
+            ref = CommitRef(sha.strip(), operation_id, correlation_id, status[0], trace)
             last.setdefault(path, ref)
             if ref.status == "D":
                 deleted.setdefault(path, ref)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import git
 import structlog
@@ -26,6 +27,8 @@ from operators.localpop.claims import (
     parse_history,
     pop_backup_path,
     pop_backup_pathspec,
+    pop_cdc_path,
+    pop_cdc_pathspec,
     pop_claim_path,
     pop_pathspec,
 )
@@ -48,6 +51,7 @@ class Snapshot:
     tenants: dict[str, str]
     history: History
     backups: dict[str, BackupClaim | str] | None = None  # path -> DatabaseBackup, or why unreadable
+    connectors: dict[str, Any] | None = None  # path -> ConnectorClaim (a KafkaConnector), or why unreadable
 
 
 class GitSource:
@@ -112,6 +116,7 @@ class GitSource:
         listing = repo.git.ls_tree("-r", "--full-tree", tip, "--", "tenants/")
         blobs: dict[str, str] = {}
         backup_blobs: dict[str, str] = {}
+        cdc_blobs: dict[str, str] = {}
         tenants: dict[str, str] = {}
         for line in listing.splitlines():
             meta, _, path = line.partition("\t")
@@ -124,11 +129,15 @@ class GitSource:
             elif (where := pop_backup_path(path, self.pop)) is not None:
                 backup_blobs[path] = parts[2]
                 tenants[path] = where[0]
+            elif (where := pop_cdc_path(path, self.pop)) is not None:
+                cdc_blobs[path] = parts[2]
+                tenants[path] = where[0]
         claims = {path: self._claim(repo, path, blob) for path, blob in blobs.items()}
         backups = {path: self._claim(repo, path, blob, parse_backup_claim) for path, blob in backup_blobs.items()}
-        kept = {*blobs.values(), *backup_blobs.values()}
+        connectors = {path: self._claim(repo, path, blob, _parse_connector) for path, blob in cdc_blobs.items()}
+        kept = {*blobs.values(), *backup_blobs.values(), *cdc_blobs.values()}
         self._claims = {blob: self._claims[blob] for blob in kept if blob in self._claims}
-        return Snapshot(tip, claims, tenants, self._history_at(repo, tip), backups)
+        return Snapshot(tip, claims, tenants, self._history_at(repo, tip), backups, connectors)
 
     def _claim(self, repo: git.Repo, path: str, blob: str, parse=parse_claim) -> Claim | str:
         if blob not in self._claims:
@@ -148,7 +157,7 @@ class GitSource:
             since = None
         output = repo.git.log("--no-renames", "--name-status", LOG_FORMAT,
                               f"{since}..{tip}" if since else tip, "--", pop_pathspec(self.pop),
-                              pop_backup_pathspec(self.pop))
+                              pop_backup_pathspec(self.pop), pop_cdc_pathspec(self.pop))
         newer = parse_history(output)
         self._history = self._history.then(newer) if since and self._history else newer
         self._history_tip = tip
@@ -167,3 +176,12 @@ def _stderr(exc: git.GitCommandError) -> str:
     text = (exc.stderr or str(exc)).strip()
     text = text.removeprefix("stderr:").strip().strip("'").strip()
     return " ".join(text.split())
+
+
+def _parse_connector(text: str, path: str):
+    from operators.localpop.cdc import InvalidConnector, parse_connector
+
+    try:
+        return parse_connector(text, path)
+    except InvalidConnector as exc:
+        raise InvalidClaim(str(exc)) from None

@@ -54,6 +54,8 @@ class Desired:
     reportable: bool = True
     problem: str | None = None
     restore: Restore | None = None  # load the new service's data from this source once provisioned
+    storage_bytes: int | None = None  # the storage the claim gives the service (its size)
+    trace: str | None = None  # the commit's Trace-Id trailer: the operation's trace continues here
 
     @property
     def key(self) -> str:
@@ -83,6 +85,9 @@ class Record:
     provisioned: bool = False
     reported: bool = False
     reportable: bool = True
+    # The trace its report continues (a W3C traceparent): the agent's span that applied or removed
+    # it, else the commit's Trace-Id trailer; None without tracing.
+    trace: str | None = None
 
     @property
     def key(self) -> str:
@@ -176,7 +181,8 @@ def desired_services(claims: Mapping[str, Claim | str], history: History, pop: s
         desired[claim.key] = Desired(
             path=path, tenant=claim.tenant, service_id=claim.service_id, name=claim.name, engine=claim.engine,
             operation_id=commit.operation_id or f"commit:{commit.sha}", correlation_id=commit.correlation_id,
-            commit=commit.sha, reportable=commit.operation_id is not None, problem=problem, restore=claim.restore)
+            commit=commit.sha, reportable=commit.operation_id is not None, problem=problem, restore=claim.restore,
+            storage_bytes=claim.storage_bytes, trace=commit.trace)
     return desired, unreadable, problems
 
 
@@ -209,7 +215,7 @@ def _applied(d: Desired, phase: Phase, now: datetime, **kw: Any) -> Record:
     return Record(path=d.path, tenant=d.tenant, service_id=d.service_id, name=d.name, engine=d.engine,
                   action="apply", operation_id=d.operation_id, correlation_id=d.correlation_id, commit=d.commit,
                   phase=phase, observed_at=now.isoformat(), reported=not d.reportable, reportable=d.reportable,
-                  **kw)
+                  trace=d.trace, **kw)
 
 
 def ready(d: Desired, endpoint: str, now: datetime) -> Record:
@@ -241,7 +247,7 @@ def _removed(record: Record, commit: CommitRef, phase: Phase, now: datetime, rea
                    correlation_id=commit.correlation_id, commit=commit.sha, phase=phase,
                    observed_at=now.isoformat(), endpoint=None, reason=reason,
                    provisioned=phase == "Failed" and record.provisioned,
-                   reported=not reportable, reportable=reportable)
+                   reported=not reportable, reportable=reportable, trace=commit.trace)
 
 
 def report(record: Record, pop: str, credentials: str | None = None) -> dict[str, Any]:

@@ -142,13 +142,17 @@ class PostgresProvisioner:
         self.password_key = password_key
         self.connect_timeout = connect_timeout
 
+    def connect_to(self, database: str):
+        """An autocommit admin session in ``database`` (a context manager), errors as this module's."""
+        return self._connect(database)
+
     @contextmanager
-    def _connect(self) -> Iterator:
+    def _connect(self, database: str | None = None) -> Iterator:
         import psycopg
 
         try:
             conn = psycopg.connect(host=self.admin.host, port=self.admin.port, user=self.admin.user,
-                                   password=self.admin.password, dbname=self.admin_database,
+                                   password=self.admin.password, dbname=database or self.admin_database,
                                    connect_timeout=max(1, round(self.connect_timeout)), autocommit=True)
         except psycopg.OperationalError as exc:
             raise _classify_pg_connect_error(exc, self.admin) from None

@@ -56,6 +56,27 @@ def load_backups(path: Path) -> dict[str, BackupRecord]:
         raise StateError(f"the backup state file {path} has a malformed entry: {exc}") from None
 
 
+def load_connectors(path: Path) -> dict:
+    """The CDC connector records in ``path`` by service key (none when the file does not exist)."""
+    from operators.localpop.cdc import ConnectorRecord
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise StateError(f"the CDC state file {path} cannot be read ({exc}); move it away to start afresh "
+                         "(connectors in GitOps are then registered again and re-reported)") from None
+    try:
+        return {key: ConnectorRecord.from_json(value) for key, value in data.get("connectors", {}).items()}
+    except (TypeError, AttributeError) as exc:
+        raise StateError(f"the CDC state file {path} has a malformed entry: {exc}") from None
+
+
+def save_connectors(path: Path, records: Mapping, **meta: str) -> None:
+    _write(path, {"version": VERSION, **meta, "connectors": {k: records[k].to_json() for k in sorted(records)}})
+
+
 def save_backups(path: Path, records: Mapping[str, BackupRecord], **meta: str) -> None:
     _write(path, {"version": VERSION, **meta, "backups": {k: records[k].to_json() for k in sorted(records)}})
 

@@ -14,12 +14,17 @@ Ports: `Source` (the consumer), `Decoder`, `Git`, `Renderer`, `CommandSink`, `De
 `Keys` (the keyring), `Clock`. The composition root (`processors.saga`) builds the real ones;
 tests pass fakes.
 
-May import: `processors.sagas`, `events`, `commands.records`, `runtime.signing`, `gitops` (error
-types) — never a Kafka, git or helm client: those arrive as ports.
+Tracing (`runtime.tracing`, while it is on): an input's `traceparent` header is the parent of the
+spans of the effects it leads to (render, commit, revert, each command sent); a commit made in a
+span carries it in its `Trace-Id:` trailer, so the PoP that applies the commit continues the trace.
+
+May import: `processors.sagas`, `events`, `commands.records`, `runtime.signing`, `runtime.tracing`,
+`gitops` (error types) — never a Kafka, git or helm client: those arrive as ports.
 """
 from __future__ import annotations
 
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -42,6 +47,7 @@ from processors.sagas.service import (
     PopReport,
     Render,
     RenderBackup,
+    RenderConnector,
     Rendered,
     Revert,
     Reverted,
@@ -52,8 +58,12 @@ from processors.sagas.service import (
     Tick,
     Undecodable,
 )
+from runtime import tracing
 from runtime.signing import Unverified
 from schemas.errors import PoisonMessage
+
+APPLICATIONS_DIR = "argocd/applications"  # gitops.layout.APPLICATIONS_DIR
+APPLICATION_COMMITS = uuid.UUID("5d0c6a2e-8f41-4b7e-9a53-2c1f7e0b9d44")  # Operation-Id of Application commits
 
 STEPS = Counter("dbaas_saga_steps_total", "Saga steps recorded", ["step", "action"])
 STEP_SECONDS = Histogram("dbaas_saga_step_seconds", "Time to render and commit one operation",
@@ -110,13 +120,15 @@ class Decoder(Protocol):
 class Git(Protocol):
     def find_commit(self, operation_id: str) -> str | None: ...
     def before(self, sha: str) -> dict[str, str | None]: ...
+    def read(self, path: str) -> str | None: ...
     def apply(self, changes: dict[str, str | None], message: str, *, operation_id: str,
-              correlation_id: str) -> Any: ...  # has .sha and .changed
+              correlation_id: str, trace: str | None = None) -> Any: ...  # has .sha and .changed
 
 
 class Renderer(Protocol):
-    def render(self, tenant_id: str, started: OperationStarted) -> tuple[str, str | None]: ...
-    def render_backup(self, tenant_id: str, request: Any) -> tuple[str, str | None]: ...
+    def render(self, tenant_id: str, started: OperationStarted) -> tuple: ...  # (path, content[, also])
+    def render_backup(self, tenant_id: str, request: Any) -> tuple: ...  # (path, content[, also])
+    def render_connector(self, tenant_id: str, request: Any) -> tuple[str, str | None]: ...
 
 
 class CommandSink(Protocol):
@@ -144,6 +156,34 @@ class Stop(Protocol):
 React = Callable[[SagaState, Any], tuple[SagaState, list[Effect]]]
 
 
+def _trailer() -> dict[str, str]:
+    """The `trace` argument of a commit made in the current span (none while tracing is off): the
+    commit's `Trace-Id:` trailer, which the PoP continues the trace from."""
+    traceparent = tracing.current_traceparent()
+    return {"trace": traceparent} if traceparent else {}
+
+
+def _span_of(effect: Effect, tenant: str | None) -> tuple[str, dict[str, Any]]:
+    """The name and attributes of an effect's span (`dbaas.step`: render, commit, revert, relay of a
+    PoP report, or the step a sent command records)."""
+    match effect:
+        case Send(command=command, step=step):
+            operation = getattr(command.payload, "operation_id", None)
+            return f"send {command.command_type}", tracing.attributes(
+                operation, command.tenant_id, "relay" if step == "report" else step, command_type=command.command_type)
+        case Render(tenant_id=t, started=e):
+            return "render", tracing.attributes(e.operation_id, t, "render", action=e.action, service_id=e.service_id)
+        case RenderBackup(tenant_id=t, request=e):
+            return "render", tracing.attributes(e.operation_id, t, "render", backup_id=e.backup_id)
+        case Commit(operation_id=op, path=path):
+            return "commit", tracing.attributes(op, tenant, "commit", path=path)
+        case Revert(operation_id=op, revert_id=revert):
+            return "revert", tracing.attributes(op, tenant, "revert", revert_id=revert)
+        case DeadLetter(code=code):
+            return "dead-letter", tracing.attributes(None, tenant, "dead-letter", code=code)
+    return type(effect).__name__, tracing.attributes(None, tenant)
+
+
 # -- the runner ------------------------------------------------------------------------------
 class SagaRunner:
     def __init__(self, state: SagaState, *, source: Source, decoder: Decoder, git: Git, renderer: Renderer,
@@ -155,6 +195,7 @@ class SagaRunner:
         self.commands, self.dead_letters, self.keys, self.clock = commands, dead_letters, keys, clock
         self.pop_status_topic = pop_status_topic
         self._started: float | None = None  # perf counter at the render of the operation in flight
+        self._tenant: str | None = None  # of the input being handled (for spans)
 
     def run(self, stop: Stop) -> None:
         self.replay()
@@ -182,14 +223,20 @@ class SagaRunner:
         self.feed(Tick(self.clock.now()), None, stop)
 
     def handle(self, msg: Raw, stop: Stop) -> None:
+        """Feed one input message. While tracing is on, the span that wrote it (its `traceparent`
+        header) is the parent of the spans of the effects it leads to; no effect, no span."""
         message = self._decode(msg)
         bound = isinstance(message, EventArrived) and hasattr(message.env.payload, "operation_id")
         if bound:
             structlog.contextvars.bind_contextvars(correlation_id=message.env.correlation_id,
                                                    operation_id=message.env.payload.operation_id)
+        self._tenant = message.env.tenant_id if isinstance(message, EventArrived) else getattr(
+            message, "tenant_id", None)
         try:
-            self.feed(message, msg, stop)
+            with tracing.within(tracing.from_headers(msg.headers())):
+                self.feed(message, msg, stop)
         finally:
+            self._tenant = None
             if bound:
                 structlog.contextvars.unbind_contextvars("correlation_id", "operation_id")
 
@@ -220,7 +267,7 @@ class SagaRunner:
         r = self.decoder.report(msg.value())
         report = PopReport(r["tenant_id"], r["service_id"], r["operation_id"], r["pop"], r["phase"], r["endpoint"],
                            r["reason"], r.get("credentials"), r["report_id"], now,
-                           backup_id=r.get("backup_id"), details=r.get("details"))
+                           backup_id=r.get("backup_id"), details=r.get("details"), connector=r.get("connector"))
         try:
             self.keys.refresh()
             key = self.keys.verify(msg.topic(), msg.key(), msg.value(), msg.headers())
@@ -230,6 +277,18 @@ class SagaRunner:
 
     # -- effects ---------------------------------------------------------------------------
     def _perform(self, effect: Effect, msg: Raw | None, stop: Stop) -> Any:
+        """Perform `effect`; in a span of its own when it belongs to a trace (see `handle`)."""
+        if not tracing.in_trace():
+            return self._act(effect, msg, stop)
+        name, attrs = _span_of(effect, self._tenant)
+        with tracing.span(name, attrs, kind=tracing.SpanKind.PRODUCER if isinstance(effect, Send)
+                          else tracing.SpanKind.INTERNAL):
+            answer = self._act(effect, msg, stop)
+            if isinstance(answer, (StepRefused, StepTimedOut)):
+                tracing.fail(f"{type(answer).__name__}: {getattr(answer, 'reason', answer.step)}")
+            return answer
+
+    def _act(self, effect: Effect, msg: Raw | None, stop: Stop) -> Any:
         match effect:
             case Send(command=command, step=step, action=action):
                 self.commands.send(command)
@@ -246,12 +305,16 @@ class SagaRunner:
                 return None
             case Render(tenant_id=tenant, started=e, deadline=deadline):
                 self._started = time.perf_counter()
-                return self._retrying(e.operation_id, "render", deadline, stop, lambda: Rendered(
-                    e.operation_id, *self.renderer.render(tenant, e), self.clock.now()))
+                return self._retrying(e.operation_id, "render", deadline, stop,
+                                      lambda: self._rendered(e.operation_id, self.renderer.render(tenant, e)))
             case RenderBackup(tenant_id=tenant, request=e, deadline=deadline):
                 self._started = time.perf_counter()
+                return self._retrying(e.operation_id, "render", deadline, stop,
+                                      lambda: self._rendered(e.operation_id, self.renderer.render_backup(tenant, e)))
+            case RenderConnector(tenant_id=tenant, request=e, deadline=deadline):
+                self._started = time.perf_counter()
                 return self._retrying(e.operation_id, "render", deadline, stop, lambda: Rendered(
-                    e.operation_id, *self.renderer.render_backup(tenant, e), self.clock.now()))
+                    e.operation_id, *self.renderer.render_connector(tenant, e), self.clock.now()))
             case Commit():
                 return self._retrying(effect.operation_id, "commit", effect.deadline, stop,
                                       lambda: self._commit(effect))
@@ -294,13 +357,29 @@ class SagaRunner:
         log.error("step refused for good; the operation fails", step=step, error=error_name(exc), reason=reason)
         return StepRefused(operation_id, step, reason, self.clock.now())  # type: ignore[arg-type]
 
+    def _rendered(self, operation_id: str, result: tuple) -> Rendered:
+        """A renderer answers (path, content) or (path, content, other files of the same commit)."""
+        path, content, *also = result
+        return Rendered(operation_id, path, content, self.clock.now(), tuple(sorted((also or [{}])[0].items())))
+
     def _commit(self, c: Commit) -> Committed:
         """Commit once: a commit carrying this Operation-Id (made before a crash) is the answer."""
         sha = self.git.find_commit(c.operation_id)
         if sha is not None:
             return Committed(c.operation_id, sha, True, self.clock.now())
-        result = self.git.apply({c.path: c.content}, c.message, operation_id=c.operation_id,
-                                correlation_id=c.correlation_id)
+        also = dict(c.also)
+        apps = {path: text for path, text in also.items() if path.startswith(APPLICATIONS_DIR + "/")}
+        if apps:
+            # Argo CD Applications get a commit of their own, never reverted with the operation: a
+            # revert removing one would make Argo CD delete every service it syncs.
+            app_op = str(uuid.uuid5(APPLICATION_COMMITS, ",".join(sorted(apps))))
+            self.git.apply(apps, f"Add Argo CD Application {', '.join(sorted(apps))}", operation_id=app_op,
+                           correlation_id=c.correlation_id)
+        rest = {path: text for path, text in also.items() if path not in apps}
+        if c.content is None and rest and self.git.read(c.path) is None:
+            rest = {}  # nothing to remove: no PoP will see a deletion, so no record of one either
+        result = self.git.apply({**rest, c.path: c.content}, c.message, operation_id=c.operation_id,
+                                correlation_id=c.correlation_id, **_trailer())
         return Committed(c.operation_id, result.sha or "", result.changed, self.clock.now())
 
     def _revert(self, r: Revert) -> Reverted:
@@ -310,7 +389,7 @@ class SagaRunner:
             original = self.git.find_commit(r.operation_id)
             changes = self.git.before(original) if original else {}
             result = self.git.apply(changes, r.message, operation_id=r.revert_id,
-                                    correlation_id=r.correlation_id) if changes else None
+                                    correlation_id=r.correlation_id, **_trailer()) if changes else None
             sha = result.sha if result is not None and result.changed else None
             COMPENSATIONS.labels(str(sha is not None).lower()).inc()
         return Reverted(r.operation_id, sha, self.clock.now())

@@ -61,6 +61,9 @@ from events import (
     BackupFailed,
     BackupPolicySet,
     BackupRequested,
+    CdcConnectorFailed,
+    CdcConnectorRegistered,
+    CdcDisabled,
     CommandRejected,
     Envelope,
     ServiceDeleted,
@@ -78,8 +81,9 @@ ALERT_NAMESPACE = uuid.UUID("0e7c4b19-5a2d-4c86-b3f1-9d8e6a2f5c43")  # alert ids
 BACKUP_STATUSES = frozenset({"Ready", "Scaling"})
 
 MissReason = Literal["not_taken", "late", "failed"]
-AlertKind = Literal["backup_slot_missed", "backup_failed"]
-SEVERITY: dict[str, str] = {"backup_slot_missed": "warning", "backup_failed": "critical"}
+AlertKind = Literal["backup_slot_missed", "backup_failed", "cdc_connector_failed"]
+SEVERITY: dict[str, str] = {"backup_slot_missed": "warning", "backup_failed": "critical",
+                            "cdc_connector_failed": "critical"}
 
 
 # -- ids ---------------------------------------------------------------------------------------
@@ -242,6 +246,8 @@ class SchedulerState:
     rejected: frozenset[str] = frozenset()  # the scheduler's command ids the processor rejected
     sent: Mapping[str, datetime] = field(default_factory=lambda: MappingProxyType({}))  # id -> last sent
     announced: bool = False  # open alerts were published again after the start
+    # (tenant, service) -> the open alert of its failed CDC connector
+    cdc_failures: Mapping[tuple[str, str], Alert] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def start(cls, config: Config | None = None) -> SchedulerState:
@@ -342,8 +348,33 @@ def react(state: SchedulerState, message: Message) -> Reaction:
     raise TypeError(f"not a message of the backup scheduler: {message!r}")
 
 
+def _cdc(state: SchedulerState, env: Envelope) -> Reaction:
+    """A service's CDC connector failed at its PoP (it stayed failed through the PoP's restarts,
+    or never ran): a critical alert, resolved when it runs again or is disabled."""
+    e = env.payload
+    key = (env.tenant_id, e.service_id)
+    open_alert = state.cdc_failures.get(key)
+    if isinstance(e, CdcConnectorFailed):
+        if e.step != "pop-report" or open_alert is not None:
+            return state, []
+        alert_id = str(uuid.uuid5(ALERT_NAMESPACE, f"{env.tenant_id}/{e.service_id}/cdc/{env.event_id}"))
+        alert = Alert(alert_id, env.tenant_id, e.service_id, "cdc_connector_failed", SEVERITY["cdc_connector_failed"],
+                      "raised", f"the change-data-capture connector {e.connector} failed: {e.reason}",
+                      env.occurred_at)
+        return replace(state, cdc_failures=MappingProxyType({**state.cdc_failures, key: alert})), [alert]
+    if open_alert is None:
+        return state, []
+    why = "it runs again" if isinstance(e, CdcConnectorRegistered) else "CDC was disabled"
+    resolved = replace(open_alert, state="resolved", message=f"{open_alert.message} — resolved: {why}",
+                       resolved_at=env.occurred_at)
+    rest = {k: v for k, v in state.cdc_failures.items() if k != key}
+    return replace(state, cdc_failures=MappingProxyType(rest)), [resolved]
+
+
 def _event(state: SchedulerState, env: Envelope) -> Reaction:
     e = env.payload
+    if isinstance(e, CdcConnectorFailed | CdcConnectorRegistered | CdcDisabled):
+        return _cdc(state, env)
     if env.command_id in state.sent:  # judged: no need to send it again
         state = replace(state, sent=_without(state.sent, env.command_id))
     if isinstance(e, CommandRejected):

@@ -41,6 +41,10 @@ from commands.records import (
     RecordBackupReport,
     RecordBackupReverted,
     RecordBackupStepFailed,
+    RecordCdcCommitted,
+    RecordCdcRendered,
+    RecordCdcReport,
+    RecordCdcStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
@@ -55,6 +59,12 @@ from events import (
     BackupDeletionRequested,
     BackupFailed,
     BackupRequested,
+    CdcConnectorCommitted,
+    CdcConnectorFailed,
+    CdcConnectorRegistered,
+    CdcDisabled,
+    CdcDisableRequested,
+    CdcEnableRequested,
     Envelope,
     OperationCancelled,
     OperationStarted,
@@ -67,8 +77,9 @@ from events import (
 
 SAGA_ACTOR = Actor("system:saga", ("system",))
 STEP_NAMESPACE = uuid.UUID("8f4c2b1e-7d3a-4e55-9b61-2a0c9e7d4f10")
-# seconds; `backup-report`: how long the PoP may take to store a backup (or delete one)
-DEFAULT_TIMEOUTS = {"render": 120, "commit": 300, "pop-report": 1800, "backup-report": 3600}
+# seconds; `backup-report`: how long the PoP may take to store a backup (or delete one);
+# `cdc-report`: to register a connector and see it run (or remove it with its slot)
+DEFAULT_TIMEOUTS = {"render": 120, "commit": 300, "pop-report": 1800, "backup-report": 3600, "cdc-report": 600}
 
 Step = Literal["render", "commit", "revert"]
 
@@ -99,6 +110,7 @@ class Awaiting:
     seconds: int
     deadline: datetime
     backup_id: str | None = None  # the operation is a backup's (or its deletion's)
+    cdc: bool = False  # the operation is a CDC connector's (enabling or disabling)
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,7 @@ class PopReport:
     unverified: str | None = None
     backup_id: str | None = None  # the report is about this backup (phase Completed | Failed | Deleted)
     details: str | None = None  # JSON of a completed backup
+    connector: str | None = None  # the report is about the service's CDC connector (Running | Failed | Removed)
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,8 @@ class Rendered:
     path: str
     content: str | None  # None: the service's file is removed
     now: datetime
+    # other files the same commit writes (None: removes), e.g. a Kubernetes PoP's Argo CD Application
+    also: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,6 +260,16 @@ class RenderBackup:
 
 
 @dataclass(frozen=True)
+class RenderConnector:
+    """Render a service's CDC connector (its removal: plan the file's removal) by `deadline`;
+    answer `Rendered`, `StepRefused` or `StepTimedOut`."""
+
+    tenant_id: str
+    request: CdcEnableRequested | CdcDisableRequested
+    deadline: datetime
+
+
+@dataclass(frozen=True)
 class Commit:
     """Make the repository hold `content` at `path` (None: no file) in a commit with these
     trailers — unless a commit with this `operation_id` exists already — by `deadline`; answer
@@ -256,6 +281,7 @@ class Commit:
     operation_id: str
     correlation_id: str
     deadline: datetime
+    also: tuple[tuple[str, str | None], ...] = ()  # other files of the same commit (None: removed)
 
 
 @dataclass(frozen=True)
@@ -287,7 +313,7 @@ class DeadLetter:
     code: str | None = None
 
 
-Effect = Render | RenderBackup | Commit | Revert | Send | DeadLetter
+Effect = Render | RenderBackup | RenderConnector | Commit | Revert | Send | DeadLetter
 Reaction = tuple[SagaState, list[Effect]]
 
 
@@ -326,8 +352,14 @@ def observe(state: SagaState, env: Envelope) -> SagaState:
             waiting = Awaiting(env.tenant_id, "", env.correlation_id, seconds,
                                env.occurred_at + timedelta(seconds=seconds), backup_id=e.backup_id)
             return replace(state, awaiting=MappingProxyType({**state.awaiting, e.operation_id: waiting}))
+        case CdcConnectorCommitted(changed=True) as e:
+            seconds = state.timeouts.get("cdc-report", DEFAULT_TIMEOUTS["cdc-report"])
+            waiting = Awaiting(env.tenant_id, e.service_id, env.correlation_id, seconds,
+                               env.occurred_at + timedelta(seconds=seconds), cdc=True)
+            return replace(state, awaiting=MappingProxyType({**state.awaiting, e.operation_id: waiting}))
         case ServiceReady() | ServiceFailed() | ServiceDeleted() | OperationCancelled(compensate=True) \
-                | ServiceClaimReverted() | BackupCompleted() | BackupFailed() | BackupDeleted() as e \
+                | ServiceClaimReverted() | BackupCompleted() | BackupFailed() | BackupDeleted() \
+                | CdcConnectorRegistered() | CdcConnectorFailed() | CdcDisabled() as e \
                 if e.operation_id in state.awaiting:
             rest = {op: a for op, a in state.awaiting.items() if op != e.operation_id}
             return replace(state, awaiting=MappingProxyType(rest))
@@ -342,6 +374,10 @@ def _event(state: SagaState, env: Envelope, now: datetime) -> Reaction:
         case BackupRequested() | BackupDeletionRequested() as e:
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"])
             return replace(state, in_flight=InFlight(env, "render")), [RenderBackup(env.tenant_id, e, deadline)]
+        case CdcEnableRequested() | CdcDisableRequested() as e:
+            deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"])
+            return (replace(state, in_flight=InFlight(env, "render")),
+                    [RenderConnector(env.tenant_id, e, deadline)])
         case ServiceFailed(compensate=True) | OperationCancelled(compensate=True) | BackupFailed(compensate=True) as e:
             revert = Revert(e.operation_id, revert_operation_id(e.operation_id),
                             f"Revert operation {e.operation_id} of {env.tenant_id}", env.correlation_id)
@@ -356,12 +392,12 @@ def _backup_result(state: SagaState, flight: InFlight, message: Message) -> Reac
     action = "backup" if isinstance(e, BackupRequested) else "delete-backup"
     done = replace(state, in_flight=None)
     match message:
-        case Rendered(path=path, content=content, now=now) if flight.step == "render":
+        case Rendered(path=path, content=content, now=now, also=also) if flight.step == "render":
             digest = hashlib.sha256((content or "").encode()).hexdigest()
             what = (f"Back up {env.tenant_id}/{e.service_name} in {e.pop}" if isinstance(e, BackupRequested)
                     else f"Delete backup {e.backup_id} of {env.tenant_id} in {e.pop}")
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"] + state.timeouts["commit"])
-            commit = Commit(path, content, what, e.operation_id, env.correlation_id, deadline)
+            commit = Commit(path, content, what, e.operation_id, env.correlation_id, deadline, also)
             return (replace(state, in_flight=replace(flight, step="commit", path=path, content=content)),
                     [_send(env, "render", action, RecordBackupRendered(e.backup_id, e.operation_id, digest), now),
                      commit])
@@ -383,20 +419,52 @@ def _backup_result(state: SagaState, flight: InFlight, message: Message) -> Reac
     return state, []
 
 
+def _cdc_result(state: SagaState, flight: InFlight, message: Message) -> Reaction:
+    """A step of a CDC operation answered: record it, as for services (no compensation: a failed
+    enabling leaves the connector's file for a disabling to remove, with what the PoP set up)."""
+    env = flight.env
+    e = env.payload
+    action = "enable-cdc" if isinstance(e, CdcEnableRequested) else "disable-cdc"
+    done = replace(state, in_flight=None)
+    match message:
+        case Rendered(path=path, content=content, now=now) if flight.step == "render":
+            digest = hashlib.sha256((content or "").encode()).hexdigest()
+            verb = "Enable" if content is not None else "Disable"
+            deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"] + state.timeouts["commit"])
+            commit = Commit(path, content, f"{verb} CDC of {env.tenant_id}/{e.service_name} in {e.pop}",
+                            e.operation_id, env.correlation_id, deadline)
+            return (replace(state, in_flight=replace(flight, step="commit", path=path, content=content)),
+                    [_send(env, "render", action, RecordCdcRendered(e.service_id, e.operation_id, digest), now),
+                     commit])
+        case Committed(sha=sha, changed=changed, now=now) if flight.step == "commit":
+            recorded = RecordCdcCommitted(e.service_id, e.operation_id, flight.path or "", sha, changed)
+            return done, [_send(env, "commit", action, recorded, now)]
+        case StepRefused(step=step, reason=reason, now=now) if step == flight.step:
+            return done, [_send(env, f"failed/{step}", action,
+                                RecordCdcStepFailed(e.service_id, e.operation_id, step, reason, "failed"), now)]
+        case StepTimedOut(step=step, now=now) if step == flight.step:
+            reason = f"step {step} did not finish within {state.timeouts[step]} s"
+            return done, [_send(env, f"timeout/{step}", action,
+                                RecordCdcStepFailed(e.service_id, e.operation_id, step, reason, "timed_out"), now)]
+    return state, []
+
+
 def _result(state: SagaState, flight: InFlight, message: Message) -> Reaction:
     env = flight.env
     e = env.payload
     if hasattr(e, "backup_id"):
         return _backup_result(state, flight, message)
+    if isinstance(e, CdcEnableRequested | CdcDisableRequested):
+        return _cdc_result(state, flight, message)
     action = getattr(e, "action", "revert")
     done = replace(state, in_flight=None)
     match message:
-        case Rendered(path=path, content=content, now=now) if flight.step == "render":
+        case Rendered(path=path, content=content, now=now, also=also) if flight.step == "render":
             digest = hashlib.sha256((content or "").encode()).hexdigest()
             verb = "Remove" if content is None else "Apply"
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"] + state.timeouts["commit"])
             commit = Commit(path, content, f"{verb} {env.tenant_id}/{e.name} in {e.pop}", e.operation_id,
-                            env.correlation_id, deadline)
+                            env.correlation_id, deadline, also)
             return (replace(state, in_flight=replace(flight, step="commit", path=path, content=content)),
                     [_send(env, "render", action, RecordServiceClaimRendered(e.service_id, e.operation_id, digest),
                            now), commit])
@@ -441,7 +509,10 @@ def _expire(state: SagaState, now: datetime) -> Reaction:
     return replace(state, awaiting=MappingProxyType(rest)), sends
 
 
-def _report_timed_out(op: str, a: Awaiting) -> RecordStepTimedOut | RecordBackupStepFailed:
+def _report_timed_out(op: str, a: Awaiting) -> RecordStepTimedOut | RecordBackupStepFailed | RecordCdcStepFailed:
+    if a.cdc:
+        return RecordCdcStepFailed(a.service_id, op, "pop-report", f"the PoP did not report within {a.seconds} s",
+                                   "timed_out")
     if a.backup_id is None:
         return RecordStepTimedOut(a.service_id, op, "pop-report", a.seconds)
     return RecordBackupStepFailed(a.backup_id, op, "pop-report", f"the PoP did not report within {a.seconds} s",
@@ -455,8 +526,10 @@ def _relay(r: PopReport) -> Effect:
         return DeadLetter(r.unverified, "unauthenticated")
     if r.key_kind != "pop" or r.key_pop != r.pop:
         return DeadLetter(f"key {r.key_id!r} does not speak for PoP {r.pop!r}", "unauthenticated")
-    payload: RecordPopReport | RecordBackupReport
-    if r.backup_id is not None:
+    payload: RecordPopReport | RecordBackupReport | RecordCdcReport
+    if r.connector is not None:
+        payload = RecordCdcReport(r.service_id, r.operation_id, r.pop, r.phase, r.connector, r.reason)
+    elif r.backup_id is not None:
         payload = RecordBackupReport(r.backup_id, r.operation_id, r.pop, r.phase, r.reason, r.details)
     else:
         payload = RecordPopReport(r.service_id, r.operation_id, r.pop, r.phase, r.endpoint, r.reason, r.credentials)

@@ -90,10 +90,10 @@ def update_if_newer(conn: Connection, table: Table, row_id: str, version: int, v
 
 
 def _registry() -> dict[str, Projection]:
-    from projections.projectors import backups, members, operations, organizations, services
+    from projections.projectors import backups, members, operations, organizations, services, subscriptions
 
     return {module.NAME: Projection(module.NAME, module.HANDLERS)
-            for module in (organizations, services, operations, members, backups)}
+            for module in (organizations, services, operations, members, backups, subscriptions)}
 
 
 PROJECTIONS: dict[str, Projection] = _registry()

@@ -7,6 +7,8 @@ and message (its id is the payload's `operation_id`; its target aggregate is unk
 backup's deletion are operations with the same three steps as a service's, reported on the
 backup's events (`BackupClaimRendered`, `BackupClaimCommitted`, then `BackupCompleted` or
 `BackupDeleted`, or `BackupFailed` at the step that failed); a restore is a service creation.
+Enabling and disabling CDC likewise, on the connector's events (`CdcConnectorRendered`,
+`CdcConnectorCommitted`, then `CdcConnectorRegistered` or `CdcDisabled`, or `CdcConnectorFailed`).
 Imports `events` and `projections.projectors`.
 """
 
@@ -22,6 +24,11 @@ from events import (
     BackupClaimReverted,
     BackupDeleted,
     BackupFailed,
+    CdcConnectorCommitted,
+    CdcConnectorFailed,
+    CdcConnectorRegistered,
+    CdcConnectorRendered,
+    CdcDisabled,
     CommandRejected,
     Envelope,
     OperationAccepted,
@@ -33,6 +40,9 @@ from events import (
     ServiceDeleted,
     ServiceFailed,
     ServiceReady,
+    SubscriptionFailed,
+    SubscriptionGranted,
+    SubscriptionRevoked,
 )
 from projections.projectors import Change, Handler
 
@@ -52,6 +62,7 @@ def _started(env: Envelope) -> dict[str, Any]:
         "compensation": None,
         "requested_by": env.actor_subject,
         "correlation_id": env.correlation_id,
+        "trace_id": None,  # the event's trace, from its Kafka header: set by `projections.batch`
         "created_at": env.occurred_at,
         "updated_at": env.occurred_at,
     }
@@ -137,6 +148,22 @@ def _failed(env: Envelope) -> Change:
                  reason_code=e.code, message=e.reason, **more)
 
 
+def _cdc_reported(env: Envelope) -> Change:
+    e: CdcConnectorRegistered | CdcDisabled = env.payload  # type: ignore[assignment]
+    return _step(env, 3, "report_step", e.connector, state=SUCCEEDED)
+
+
+def _cdc_failed(env: Envelope) -> Change | None:
+    """A CDC operation failed at its step; a connector that stayed failed after it ran is no
+    failure of the operation that set it up (it is the connector's state, and an alert)."""
+    e: CdcConnectorFailed = env.payload  # type: ignore[assignment]
+    if e.code == "connector_failed":
+        return None
+    failed_step = FAILED_STEP[e.step]
+    return _step(env, STEP_COLUMNS.index(failed_step), failed_step, None, state=FAILED, step_state="Failed",
+                 reason_code=e.code, message=e.reason)
+
+
 def _cancelled(env: Envelope) -> Change:
     e: OperationCancelled = env.payload  # type: ignore[assignment]
     values: dict[str, Any] = {"state": CANCELLED, "updated_at": env.occurred_at, "reason_code": "cancelled",
@@ -152,6 +179,17 @@ def _reverted(env: Envelope) -> Change:
     return Change(e.operation_id, env.sequence, {
         "updated_at": env.occurred_at,
         "compensation": {"state": "Done", "ref": e.sha, "at": env.occurred_at.isoformat()}})
+
+
+def _subscription_done(env: Envelope) -> Change:
+    """A subscription's one step (granted or revoked on the broker), recorded as the report step."""
+    return _step(env, 1, "report_step", None, state=SUCCEEDED)
+
+
+def _subscription_failed(env: Envelope) -> Change:
+    e: SubscriptionFailed = env.payload  # type: ignore[assignment]
+    return _step(env, 0, "report_step", None, state=FAILED, step_state="Failed", reason_code="failed",
+                 message=e.reason)
 
 
 HANDLERS: dict[type, Handler] = {
@@ -171,4 +209,12 @@ HANDLERS: dict[type, Handler] = {
     BackupDeleted: _deleted,
     BackupFailed: _failed,
     BackupClaimReverted: _reverted,
+    CdcConnectorRendered: _rendered,
+    CdcConnectorCommitted: _committed,
+    CdcConnectorRegistered: _cdc_reported,
+    CdcDisabled: _cdc_reported,
+    CdcConnectorFailed: _cdc_failed,
+    SubscriptionGranted: _subscription_done,
+    SubscriptionRevoked: _subscription_done,
+    SubscriptionFailed: _subscription_failed,
 }

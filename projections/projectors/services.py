@@ -16,6 +16,11 @@ from typing import Any
 
 from events import (
     BackupPolicySet,
+    CdcConnectorFailed,
+    CdcConnectorRegistered,
+    CdcDisabled,
+    CdcDisableRequested,
+    CdcEnableRequested,
     DeletionProtectionSet,
     Envelope,
     OperationCancelled,
@@ -81,6 +86,8 @@ def _requested(env: Envelope) -> Change:
         **_changed(env, _status(env, "ServiceRequested")),
         "backup_policy": None,
         "restore": _restore(e.restore),
+        "cdc": None,
+        "cdc_tables": None,
         "deleted_at": None,
     }, creates=True)
 
@@ -150,6 +157,19 @@ def _policy_set(env: Envelope) -> Change:
         "set_at": env.occurred_at.isoformat()}})
 
 
+def _cdc(status: str, reason: str | None = None) -> Handler:
+    """The service's change stream; it changes neither the status nor the last operation."""
+    def handle(env: Envelope) -> Change:
+        e = env.payload
+        values: dict[str, Any] = {"updated_at": env.occurred_at, "cdc": {
+            "status": status, "connector": e.connector, "operation_id": e.operation_id,  # type: ignore[union-attr]
+            "reason": e.reason if isinstance(e, CdcConnectorFailed) else reason, "at": env.occurred_at.isoformat()}}
+        if isinstance(e, CdcEnableRequested):
+            values["cdc_tables"] = list(e.tables)
+        return Change(e.service_id, env.sequence, values)  # type: ignore[union-attr]
+    return handle
+
+
 HANDLERS: dict[type, Handler] = {
     ServiceRequested: _requested,
     ServiceScaleRequested: _scale_requested,
@@ -163,4 +183,9 @@ HANDLERS: dict[type, Handler] = {
     ServiceClaimReverted: _settled,
     ServiceDeleted: _deleted,
     BackupPolicySet: _policy_set,
+    CdcEnableRequested: _cdc("Enabling"),
+    CdcDisableRequested: _cdc("Disabling"),
+    CdcConnectorRegistered: _cdc("Running"),
+    CdcConnectorFailed: _cdc("Failed"),
+    CdcDisabled: _cdc("Disabled"),
 }

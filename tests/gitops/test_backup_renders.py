@@ -433,3 +433,14 @@ def test_chart_values_yaml_documents_every_engine() -> None:
     for engine in ENGINES:
         assert f"#   {engine}" in text, f"values.yaml says nothing of {engine}'s backup resource"
     assert yaml.safe_load(text)["engines"] == {"yugabyte": {"sse": True}}
+
+
+def test_a_kubernetes_pop_backup_carries_its_operation_on_the_database_backup(helm_bin: str, crd_index: CrdIndex
+                                                                              ) -> None:
+    docs = by_kind(manifests.parse_all(backups.render_backup(helm_bin, **backup_args("yugabyte"),
+                                                             operation_id="op-backup-1")))
+    crd_index.validate(docs["DatabaseBackup"])
+    assert docs["DatabaseBackup"]["metadata"]["annotations"]["dbaas.io/operation-id"] == "op-backup-1"
+    assert "dbaas.io/operation-id" not in docs["Backup"]["metadata"]["annotations"]  # the claim alone carries it
+    without = by_kind(manifests.parse_all(backups.render_backup(helm_bin, **backup_args("yugabyte"))))
+    assert "dbaas.io/operation-id" not in without["DatabaseBackup"]["metadata"]["annotations"]

@@ -4,9 +4,13 @@ import os
 
 import faust
 
+from runtime.kafka import access_from_env, faust_credentials
+
+access = access_from_env(os.environ)  # DBAAS_KAFKA_BOOTSTRAP, DBAAS_KAFKA_USERNAME, DBAAS_KAFKA_PASSWORD
 app = faust.App(
     os.environ["SMOKE_APP_ID"],
-    broker=f"kafka://{os.environ['SMOKE_BROKER']}",
+    broker=f"kafka://{access.bootstrap}",
+    broker_credentials=faust_credentials(access),
     store="memory://",
     topic_partitions=1,
     topic_replication_factor=1,

@@ -15,16 +15,18 @@ import uvicorn
 from gateway import ratelimit
 from gateway.app import GatewaySettings, create_app
 from gateway.auth import Authenticator, Issuer
-from runtime import devissuer
+from runtime import devissuer, sealing
 from tests.conftest import PLATFORM_ENV, wait_for
 
 
 def gateway_app(stack, **changes):
     """`create_app` with the platform's endpoints, gateway key and development issuer; `changes`
     replace settings (e.g. `database_url` of a closed port)."""
+    values = json.loads((stack.home / "secrets.json").read_text())
     settings = dataclasses.replace(
-        GatewaySettings(stack.kafka, stack.registry, stack.postgres_dsn, signer=stack.signer("gateway")), **changes)
-    key = json.loads((stack.home / "secrets.json").read_text())[devissuer.SECRET_NAME]
+        GatewaySettings(stack.kafka, stack.registry, stack.postgres_dsn, signer=stack.signer("gateway"),
+                        subscription_seal_key=sealing.public_key(values["subscription_seal_key"])), **changes)
+    key = values[devissuer.SECRET_NAME]
     app = create_app(settings, Authenticator([Issuer.from_dict(devissuer.issuer_config(key))]))
     app.state.limiter = ratelimit.RateLimiter(ratelimit.parse(PLATFORM_ENV["DBAAS_RATE_LIMITS"]))
     return app

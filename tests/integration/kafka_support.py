@@ -13,6 +13,7 @@ import events
 from commands import Actor, CommandEnvelope
 from processors.command_processor import CommandProcessor
 from processors.settings import ProcessorSettings
+from runtime.kafka import KafkaAccess
 from runtime.publisher import Publisher
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
@@ -27,10 +28,10 @@ class Topics:
     partitions: int = 3
 
     @classmethod
-    def create(cls, kafka: str, partitions: int = 3) -> "Topics":
+    def create(cls, kafka: KafkaAccess, partitions: int = 3) -> "Topics":
         run = uuid.uuid4().hex[:10]
         t = cls(f"test.commands.{run}", f"test.events.{run}", f"test.commands.{run}.dlq", partitions)
-        admin = AdminClient({"bootstrap.servers": kafka})
+        admin = AdminClient(kafka.client())
         for fut in admin.create_topics([NewTopic(n, partitions, 1) for n in (t.commands, t.events, t.dlq)]).values():
             fut.result()
         return t
@@ -80,7 +81,7 @@ def publisher(stack, topics: Topics, holder: str = "gateway") -> Publisher:
 def read_events(stack, topic: str, partitions: int) -> list[events.Envelope]:
     """Every committed event on ``topic`` (read_committed, from the beginning to the end)."""
     serde = Serde(Registry(stack.registry), EVENTS_SUBJECT)
-    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": "reader", "enable.auto.commit": False,
+    consumer = Consumer({**stack.kafka.client(), "group.id": "reader", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out, eof = [], set()

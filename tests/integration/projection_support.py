@@ -39,6 +39,7 @@ from events import (
 )
 from projections.runner import run
 from projections.settings import Settings, sqlalchemy_url
+from runtime.kafka import KafkaAccess
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
@@ -140,21 +141,21 @@ class EventLog:
         return command_id
 
 
-def create_topic(bootstrap: str, prefix: str, partitions: int = 3) -> str:
+def create_topic(bootstrap: KafkaAccess, prefix: str, partitions: int = 3) -> str:
     name = f"{prefix}.{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the topic exists
+    admin = AdminClient(bootstrap.client())  # kept alive until the topic exists
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(30)
     return name
 
 
-def delete_topics(bootstrap: str, names: list[str]) -> None:
+def delete_topics(bootstrap: KafkaAccess, names: list[str]) -> None:
     if names:
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient(bootstrap.client())
         for future in admin.delete_topics(names).values():
             future.result(30)
 
 
-def produce(bootstrap: str, registry_url: str, topic: str, envelopes: list[Envelope]) -> None:
+def produce(bootstrap: KafkaAccess, registry_url: str, topic: str, envelopes: list[Envelope]) -> None:
     registry = Registry(registry_url)
     try:
         serde = Serde(registry, EVENTS_SUBJECT)
@@ -163,11 +164,11 @@ def produce(bootstrap: str, registry_url: str, topic: str, envelopes: list[Envel
         registry.close()
 
 
-def produce_in_transaction(bootstrap: str, registry_url: str, topic: str, envelopes: list[Envelope],
+def produce_in_transaction(bootstrap: KafkaAccess, registry_url: str, topic: str, envelopes: list[Envelope],
                            commit: bool = True) -> None:
     """Produce like the command processor does: in one Kafka transaction, committed or aborted."""
     registry = Registry(registry_url)
-    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": f"test-{uuid.uuid4()}"})
+    producer = Producer({**bootstrap.client(), "transactional.id": f"test-{uuid.uuid4()}"})
     try:
         serde = Serde(registry, EVENTS_SUBJECT)
         producer.init_transactions(30)
@@ -180,15 +181,15 @@ def produce_in_transaction(bootstrap: str, registry_url: str, topic: str, envelo
         registry.close()
 
 
-def produce_raw(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all"})
+def produce_raw(bootstrap: KafkaAccess, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = Producer({**bootstrap.client(), "enable.idempotence": True, "acks": "all"})
     for key, value in records:
         producer.produce(topic, key=key, value=value)
     assert producer.flush(30) == 0
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}",
+def end_offsets(bootstrap: KafkaAccess, topic: str) -> dict[int, int]:
+    consumer = Consumer({**bootstrap.client(), "group.id": f"probe-{uuid.uuid4()}",
                          "isolation.level": "read_committed"})
     try:
         parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -197,10 +198,10 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def consume_all(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
+def consume_all(bootstrap: KafkaAccess, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
     from tests.conftest import wait_for
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"probe-{uuid.uuid4()}",
+    consumer = Consumer({**bootstrap.client(), "group.id": f"probe-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     got: list[Any] = []

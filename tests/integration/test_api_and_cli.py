@@ -30,7 +30,7 @@ def _org(api) -> str:
 
 
 def _commands_end(stack) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": stack.kafka, "group.id": "offsets"})
+    c = Consumer({**stack.kafka.client(), "group.id": "offsets"})
     try:
         return {p: c.get_watermark_offsets(TopicPartition("dbaas.commands", p), timeout=10)[1] for p in range(12)}
     finally:
@@ -42,7 +42,7 @@ def _command_ids_since(stack, start: dict[int, int]) -> set[str]:
     reports publish concurrently, so the offsets alone cannot say whether *this* request published)."""
     end = _commands_end(stack)
     serde = Serde(Registry(stack.registry), COMMANDS_SUBJECT)
-    c = Consumer({"bootstrap.servers": stack.kafka, "group.id": "scan", "enable.auto.commit": False})
+    c = Consumer({**stack.kafka.client(), "group.id": "scan", "enable.auto.commit": False})
     c.assign([TopicPartition("dbaas.commands", p, off) for p, off in start.items() if end[p] > off])
     ids, want = set(), sum(end[p] - off for p, off in start.items())
     try:

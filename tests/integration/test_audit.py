@@ -72,7 +72,7 @@ def test_every_command_and_event_is_audited_once_with_actor_reason_and_correlati
         later = alice.get(f"/organizations/{org}/audit", params={"since": "2999-01-01T00:00:00Z"}).json()
         assert later["items"] == []
 
-    admin = AdminClient({"bootstrap.servers": stack.kafka})
+    admin = AdminClient(stack.kafka.client())
     resource = ConfigResource(ConfigResource.Type.TOPIC, f"dbaas.audit.{org}")
     config = admin.describe_configs([resource])[resource].result()
     assert config["retention.ms"].value == str(90 * 24 * 3600 * 1000)

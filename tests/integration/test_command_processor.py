@@ -88,7 +88,7 @@ def test_bad_commands_are_rejected_with_an_actionable_reason(lane, payload, acto
 def test_poison_messages_are_dead_lettered_and_processing_goes_on(lane):
     stack, topics, pub = lane
     tenant = f"dlq-{uuid.uuid4().hex[:6]}"
-    raw = Producer({"bootstrap.servers": stack.kafka})
+    raw = Producer(stack.kafka.client())
     # a schema id no registry hands out (ids count up from 1; a long-lived registry may well know 7)
     unknown_id = b"\x00\x7f\xff\xff\xffgarbage"
     raw.produce(topics.commands, key=tenant.encode(), value=unknown_id)
@@ -97,7 +97,7 @@ def test_poison_messages_are_dead_lettered_and_processing_goes_on(lane):
     good = command(tenant, CreateOrganization(tenant, "After poison"))
     pub.publish(good)
     events_until(stack, topics, lambda e: by_command(e, good.command_id), "the good command's events")
-    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": str(uuid.uuid4()),
+    consumer = Consumer({**stack.kafka.client(), "group.id": str(uuid.uuid4()),
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
     consumer.subscribe([topics.dlq])
     dead = []
@@ -144,7 +144,7 @@ def test_malformed_oversized_and_wrongly_typed_commands_are_dead_lettered_withou
 
     bystander_cmds = [command(bystander, CreateOrganization(bystander, "Calm"))] + [
         command(bystander, CreateService(str(uuid.uuid4()), f"db-{i}", "vitess", "lagos", "small")) for i in range(5)]
-    raw = Producer({"bootstrap.servers": stack.kafka})
+    raw = Producer(stack.kafka.client())
     huge = command(victim, CreateOrganization(victim, "x" * (80 * 1024)))
     wrong_type = Serde(Registry(stack.registry), EVENTS_SUBJECT).encode(event_record(victim))
     poison = [b"\x00\x00\x00\x00", wrong_type]
@@ -162,7 +162,7 @@ def test_malformed_oversized_and_wrongly_typed_commands_are_dead_lettered_withou
     for c in bystander_cmds:
         assert any(isinstance(e.payload, OperationAccepted) for e in by_command(evs, c.command_id))
     assert not by_command(evs, huge.command_id)
-    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": str(uuid.uuid4()),
+    consumer = Consumer({**stack.kafka.client(), "group.id": str(uuid.uuid4()),
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
     consumer.subscribe([topics.dlq])
     dead = []

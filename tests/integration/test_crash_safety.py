@@ -11,6 +11,7 @@ import signal
 import threading
 import uuid
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -34,6 +35,18 @@ def _kill(stack, name: str) -> None:
     wait_for(lambda: _child_pid(stack, name) != pid, timeout=60, what=f"{name} to be restarted")
 
 
+@contextmanager
+def _paused(stack, name: str):
+    """The process `name` stopped (SIGSTOP) meanwhile: the saga would otherwise go on rendering and
+    committing the test's services, adding events between the read model's snapshot and its rebuild."""
+    pid = _child_pid(stack, name)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def _snapshot(dsn: str, tenants: list[str]) -> dict:
     with psycopg.connect(dsn) as conn:
         return {table: conn.execute(f"select * from {table} where {col} = any(%s) order by id",
@@ -42,6 +55,13 @@ def _snapshot(dsn: str, tenants: list[str]) -> dict:
 
 
 def test_sigkill_at_random_points_loses_and_repeats_nothing(stack):
+    # PoP ashburn: the Kubernetes PoP tests start frankfurt's and lagos's API servers, whose GitOps
+    # sync would otherwise have to apply these 900 claims first
+    with _paused(stack, "saga"):
+        _crash_and_compare(stack)
+
+
+def _crash_and_compare(stack) -> None:
     rng = random.Random(os.environ.get("DBAAS_CRASH_SEED", uuid.uuid4().int))
     tenants = [f"crash-{uuid.uuid4().hex[:6]}" for _ in range(6)]
     roomy = SetQuota(Quota(10000, ResourceLimit(100000, 100000, 1000000)))
@@ -54,7 +74,7 @@ def test_sigkill_at_random_points_loses_and_repeats_nothing(stack):
         else:
             sid = str(uuid.uuid4())
             services[tenant].append(sid)
-            cmds.append(command(tenant, CreateService(sid, f"db-{i}", "yugabyte", "frankfurt", "small")))
+            cmds.append(command(tenant, CreateService(sid, f"db-{i}", "yugabyte", "ashburn", "small")))
     duplicates = rng.sample(cmds[2 * len(tenants):], 40)  # re-published: must be judged once
     kill_points = sorted(rng.sample(range(50, len(cmds)), 6))
     victims = ["command-processor", "projector"] * 3

@@ -15,7 +15,7 @@ from tests.conftest import REPO, wait_for
 
 
 def _read_all(stack, topic: str, want: int, timeout: float) -> list[tuple[bytes, bytes]]:
-    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": f"faust-smoke-{uuid.uuid4()}",
+    consumer = Consumer({**stack.kafka.client(), "group.id": f"faust-smoke-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     got = []
@@ -35,10 +35,10 @@ def _read_all(stack, topic: str, want: int, timeout: float) -> list[tuple[bytes,
 def test_faust_agent_round_trip_with_table_changelog(stack, tmp_path):
     run = uuid.uuid4().hex[:8]
     app_id, topic_in, topic_out = f"faust-smoke-{run}", f"smoke.words.{run}", f"smoke.counts.{run}"
-    admin = AdminClient({"bootstrap.servers": stack.kafka})
+    admin = AdminClient(stack.kafka.client())
     for fut in admin.create_topics([NewTopic(topic_in, 1, 1), NewTopic(topic_out, 1, 1)]).values():
         fut.result()
-    env = {**os.environ, "SMOKE_APP_ID": app_id, "SMOKE_BROKER": stack.kafka, "SMOKE_IN": topic_in,
+    env = {**os.environ, "SMOKE_APP_ID": app_id, **stack.kafka_env(), "SMOKE_IN": topic_in,
            "SMOKE_OUT": topic_out}
     log = open(tmp_path / "faust.log", "wb")
     worker = subprocess.Popen(
@@ -46,7 +46,7 @@ def test_faust_agent_round_trip_with_table_changelog(stack, tmp_path):
          str(tmp_path / "faust-data"), "worker", "-l", "info", "--without-web"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        producer = Producer({"bootstrap.servers": stack.kafka})
+        producer = Producer(stack.kafka.client())
         for word in ["kafka", "faust", "kafka"]:
             producer.produce(topic_in, value=word.encode())
         assert producer.flush(30) == 0

@@ -5,6 +5,7 @@ pointed at a closed port; the platform's own services are never stopped), and a 
 drain an organization's rate limit."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -69,7 +70,8 @@ def test_postgresql_unreachable_is_503_with_retry_after(stack):
 
 def test_kafka_unreachable_is_503_with_retry_after_within_the_publish_timeout(stack):
     with closed_port() as port:
-        app = gateway_app(stack, kafka=f"127.0.0.1:{port}", publish_timeout=1.0)
+        app = gateway_app(stack, kafka=dataclasses.replace(stack.kafka, bootstrap=f"127.0.0.1:{port}"),
+                          publish_timeout=1.0)
         with TestClient(app, headers=stack.auth("alice")) as c:
             started = time.monotonic()
             answer = c.post("/api/v1/organizations", json={"slug": f"nokafka-{uuid.uuid4().hex[:6]}"})

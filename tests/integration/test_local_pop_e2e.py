@@ -61,7 +61,7 @@ def _assert_nowhere_in_clear(stack, *secrets: str) -> None:
     events, commands, PoP reports, audit trails, dead letters —, in no GitOps commit and in no log
     line of the platform."""
     wanted = [s.encode() for s in secrets]
-    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": f"scan-{uuid.uuid4()}",
+    consumer = Consumer({**stack.kafka.client(), "group.id": f"scan-{uuid.uuid4()}",
                          "enable.partition.eof": True, "enable.auto.commit": False})
     topics = consumer.list_topics(timeout=30).topics
     parts = [TopicPartition(name, p, 0) for name, meta in topics.items() if name.startswith("dbaas.")

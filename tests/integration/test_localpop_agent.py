@@ -113,7 +113,7 @@ class Harness:
             postgres_admin_database=pg["dbname"],
             mariadb=AdminEndpoint("127.0.0.1", ports["mariadb"], "root", secrets["mariadb_root_password"]),
             redis=AdminEndpoint("127.0.0.1", ports["redis"], "admin", secrets["redis_admin_password"]),
-            pop_status_topic=self.topic, interval=0.2)
+            pop_status_topic=self.topic, interval=0.2, metrics_interval=0)  # samples: test_service_metrics
         self.serde = Serde(Registry(stack.registry), POP_STATUS_SUBJECT)
         self.consumers: dict[str, tuple[Consumer, list]] = {}
 
@@ -124,7 +124,7 @@ class Harness:
         return name
 
     def create_topic(self, name: str) -> None:
-        admin = AdminClient({"bootstrap.servers": self.stack.kafka})
+        admin = AdminClient(self.stack.kafka.client())
         for fut in admin.create_topics([NewTopic(name, 3, 1)]).values():
             fut.result()
 
@@ -164,7 +164,7 @@ class Harness:
         """Every report on ``topic`` so far, as (key, record), in arrival order."""
         topic = topic or self.topic
         if topic not in self.consumers:
-            consumer = Consumer({"bootstrap.servers": self.stack.kafka, "group.id": f"g-{uuid.uuid4().hex}",
+            consumer = Consumer({**self.stack.kafka.client(), "group.id": f"g-{uuid.uuid4().hex}",
                                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
             consumer.subscribe([topic])
             self.consumers[topic] = (consumer, [])
@@ -176,7 +176,7 @@ class Harness:
 
     def end_offsets(self, topic: str | None = None) -> int:
         """How many reports ``topic`` holds: the sum of its partitions' high watermarks."""
-        consumer = Consumer({"bootstrap.servers": self.stack.kafka, "group.id": "watermarks"})
+        consumer = Consumer({**self.stack.kafka.client(), "group.id": "watermarks"})
         try:
             return sum(consumer.get_watermark_offsets(TopicPartition(topic or self.topic, p), timeout=10)[1]
                        for p in range(3))
@@ -435,7 +435,7 @@ def test_the_agent_process_serves_metrics_and_exits_cleanly_on_sigterm(h, tmp_pa
         port = s.getsockname()[1]
     pg, my, rd = h.settings.postgres, h.settings.mariadb, h.settings.redis
     signer = h.stack.signer("pop-local")
-    env = {**os.environ, "DBAAS_KAFKA_BOOTSTRAP": h.stack.kafka, "DBAAS_REGISTRY_URL": h.stack.registry,
+    env = {**os.environ, **h.stack.kafka_env(), "DBAAS_REGISTRY_URL": h.stack.registry,
            "DBAAS_GITOPS_REMOTE": h.remote.as_uri(), "DBAAS_STATE_DIR": str(tmp_path / "state"),
            "DBAAS_METRICS_PORT": str(port), "DBAAS_DATABASE_URL": h.stack.postgres_dsn,
            "DBAAS_LOCALPOP_MARIADB_URL": f"mysql://{my.user}:{my.password}@{my.host}:{my.port}",

@@ -25,13 +25,13 @@ SMOKE_SCHEMA = json.dumps({
 
 def _topic(stack, prefix: str, partitions: int = 1) -> str:
     name = f"{prefix}.{uuid.uuid4().hex[:10]}"
-    admin = AdminClient({"bootstrap.servers": stack.kafka})
+    admin = AdminClient(stack.kafka.client())
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result()
     return name
 
 
 def _consume(stack, topic: str, count: int, timeout: float = 60.0, deserialize=None) -> list:
-    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": f"smoke-{uuid.uuid4()}",
+    consumer = Consumer({**stack.kafka.client(), "group.id": f"smoke-{uuid.uuid4()}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     got: list = []
@@ -57,7 +57,7 @@ def _avro_roundtrip_clients(stack):
 def test_avro_record_round_trips_through_the_schema_registry(stack):
     topic = _topic(stack, "smoke.avro")
     serializer, deserializer = _avro_roundtrip_clients(stack)
-    producer = Producer({"bootstrap.servers": stack.kafka, "enable.idempotence": True, "acks": "all"})
+    producer = Producer({**stack.kafka.client(), "enable.idempotence": True, "acks": "all"})
     records = [{"id": f"r{i}", "n": i} for i in range(5)]
     for rec in records:
         producer.produce(topic, key=rec["id"].encode(),
@@ -123,7 +123,7 @@ def test_debezium_streams_a_postgres_insert_into_kafka(stack):
 
 
 def test_topic_spec_is_applied_idempotently_and_drift_is_reported(stack):
-    admin = AdminClient({"bootstrap.servers": stack.kafka})
+    admin = AdminClient(stack.kafka.client())
     fixed, _, rf = topics.load("local")
     report = topics.apply(admin, fixed, rf)
     assert sorted(report.unchanged) == sorted(t.name for t in fixed)  # `up` applied them already
@@ -155,7 +155,7 @@ def test_up_twice_leaves_one_of_each(stack):
 def test_port_taken_by_another_process_is_reported(tmp_path, stack):
     # A second instance asking for the ports the test platform holds must refuse, naming the port.
     proc = stack.cli("stack", "up", "--home", str(tmp_path / "other"), "--port-offset",
-                     str(int(stack.kafka.rsplit(":", 1)[1]) - 19092), check=False)
+                     str(int(stack.kafka.bootstrap.rsplit(":", 1)[1]) - 19092), check=False)
     assert proc.returncode != 0
     assert "is taken by another process" in proc.stderr and "--port-offset" in proc.stderr
 
@@ -163,7 +163,7 @@ def test_port_taken_by_another_process_is_reported(tmp_path, stack):
 def test_data_and_schemas_survive_down_and_up(stack):
     topic = _topic(stack, "smoke.durable")
     serializer, _ = _avro_roundtrip_clients(stack)
-    producer = Producer({"bootstrap.servers": stack.kafka, "acks": "all", "enable.idempotence": True})
+    producer = Producer({**stack.kafka.client(), "acks": "all", "enable.idempotence": True})
     marker = {"id": uuid.uuid4().hex, "n": 42}
     producer.produce(topic, value=serializer(marker, SerializationContext(topic, MessageField.VALUE)))
     assert producer.flush(30) == 0

@@ -145,6 +145,7 @@ def test_events_of_two_tenants_land_in_the_three_read_models(stack, settings, da
         "storage_gb": 50, "replicas": 3, "status": "Scaling", "deletion_protection": False,
         "labels": {"team": "shop"}, "credentials": None, "created_at": None, "updated_at": None,
         "last_operation_id": ids["scale"], "version": 3, "restore": None, "deleted_at": None,
+        "cdc": None, "cdc_tables": None,
         "backup_policy": db1["backup_policy"]}
     assert db1["updated_at"] > db1["created_at"]
     assert {k: v for k, v in db1["backup_policy"].items() if k != "set_at"} == {
@@ -549,7 +550,7 @@ def test_sigterm_stops_the_runner_process_with_its_positions_committed(stack, da
         log.organization(f"t{i}-{uuid.uuid4().hex[:6]}", f"Tenant {i}")
     produce(stack.kafka, stack.registry, topic, log.envelopes)
     port = _free_port()
-    env = {**os.environ, "DBAAS_KAFKA_BOOTSTRAP": stack.kafka, "DBAAS_REGISTRY_URL": stack.registry,
+    env = {**os.environ, **stack.kafka_env(), "DBAAS_REGISTRY_URL": stack.registry,
            "DBAAS_DATABASE_URL": dsn, "DBAAS_EVENTS_TOPIC": topic, "DBAAS_EVENTS_DLQ_TOPIC": dlq,
            "DBAAS_METRICS_PORT": str(port), "DBAAS_PROJECTIONS_BATCH_SIZE": "20", "DBAAS_LOG_LEVEL": "INFO"}
     proc = subprocess.Popen([sys.executable, "-m", "projections.runner"], cwd=REPO, env=env,

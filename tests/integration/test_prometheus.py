@@ -61,8 +61,15 @@ def test_every_process_that_serves_metrics_is_scraped_and_up(stack, prometheus):
 
     health = wait_for(targets_up, timeout=90, interval=1, what="every scrape target up")
     assert set(health) == serving
-    up = {s["metric"]["job"]: (s["metric"]["instance"], s["value"][1]) for s in _query(prometheus, "up")}
-    assert up == {name: (name, "1") for name in serving}
+    expected = {name: (name, "1") for name in serving}
+
+    def up_series():
+        # the series of targets removed a moment ago (a Kubernetes PoP stopped) go stale at their next
+        # scrape interval: until then `up` may still list them
+        found = {s["metric"]["job"]: (s["metric"]["instance"], s["value"][1]) for s in _query(prometheus, "up")}
+        return found if found == expected else None
+
+    wait_for(up_series, timeout=60, interval=1, what=f"`up` to be 1 for exactly {sorted(serving)}")
 
 
 def test_prometheus_evaluates_every_alerting_rule(prometheus):

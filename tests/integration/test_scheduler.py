@@ -52,9 +52,9 @@ class Tail:
         self.serde = Serde(Registry(stack.registry), subject)
         self.key = key
         self.records: list = []
-        self.consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": f"test-{uuid.uuid4()}",
+        self.consumer = Consumer({**stack.kafka.client(), "group.id": f"test-{uuid.uuid4()}",
                                   "enable.auto.commit": False, "isolation.level": "read_committed"})
-        wait_for(lambda: topic in AdminClient({"bootstrap.servers": stack.kafka}).list_topics(timeout=10).topics,
+        wait_for(lambda: topic in AdminClient(stack.kafka.client()).list_topics(timeout=10).topics,
                  timeout=120, what=f"topic {topic}")
         parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
         self.consumer.assign([TopicPartition(topic, p, 0) for p in parts])
@@ -76,7 +76,7 @@ class Tail:
 def _scheduler(stack, log_path) -> subprocess.Popen:
     """A second scheduler beside the launcher's: the platform's key, a short tick and deadline."""
     secrets = json.loads((stack.home / "secrets.json").read_text())
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DBAAS_KAFKA_BOOTSTRAP": stack.kafka,
+    env = {**os.environ, "PYTHONPATH": str(REPO), **stack.kafka_env("scheduler"),
            "DBAAS_REGISTRY_URL": stack.registry, "DBAAS_SIGNING_KEY_ID": "platform",
            "DBAAS_SIGNING_KEY": secrets["signing_key_platform"], "DBAAS_METRICS_PORT": "0",
            "DBAAS_SCHEDULER_TICK_SECONDS": "1", "DBAAS_SCHEDULER_MISSED_AFTER": str(DEADLINE),

@@ -85,7 +85,7 @@ def test_kubernetes_pop_operation_commits_then_waits_for_the_pop(api, stack):
 
 def _partition(stack, org: str) -> int:
     """The partition of `dbaas.events` (that of its commands) holding organization `org`'s story."""
-    topic = AdminClient({"bootstrap.servers": stack.kafka}).list_topics("dbaas.commands", timeout=30).topics
+    topic = AdminClient(stack.kafka.client()).list_topics("dbaas.commands", timeout=30).topics
     return partition_for(org.encode(), len(topic["dbaas.commands"].partitions))
 
 

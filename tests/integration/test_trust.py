@@ -48,7 +48,7 @@ from tests.integration.kafka_support import by_command, command, events_until
 
 
 def _dead_letters(stack, topic: str, count: int, match=lambda m: True) -> list:
-    consumer = Consumer({"bootstrap.servers": stack.kafka, "group.id": str(uuid.uuid4()),
+    consumer = Consumer({**stack.kafka.client(), "group.id": str(uuid.uuid4()),
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
     consumer.subscribe([topic])
     dead: list = []
@@ -72,7 +72,7 @@ def _signed(stack, topic: str, cmd, signer: Signer | None) -> tuple[bytes, bytes
 def _produce(stack, topic: str, key: bytes, value: bytes, headers: list, **kw) -> int:
     """Produce one message and return the partition it landed on."""
     landed: list[int] = []
-    producer = Producer({"bootstrap.servers": stack.kafka, **kw.pop("config", {})})
+    producer = Producer({**stack.kafka.client(), **kw.pop("config", {})})
     producer.produce(topic, key=key, value=value, headers=headers,
                      on_delivery=lambda err, msg: landed.append(msg.partition()) if err is None else None, **kw)
     assert producer.flush(30) == 0 and landed
@@ -307,7 +307,7 @@ def test_an_outside_publisher_following_the_readme_contract_is_accepted(stack, a
     key = org.encode()
     signature = private.sign(b"dbaas.sig.v1\x00" + b"dbaas.commands" + b"\x00" + key + b"\x00" + value)
     headers = [("dbaas-key-id", added["key_id"].encode()), ("dbaas-signature", base64.b64encode(signature))]
-    producer = Producer({"bootstrap.servers": stack.kafka, "partitioner": "murmur2_random", "acks": "all"})
+    producer = Producer({**stack.kafka.client(), "partitioner": "murmur2_random", "acks": "all"})
     producer.produce("dbaas.commands", key=key, value=value, headers=headers)
     assert producer.flush(30) == 0
 

@@ -172,3 +172,26 @@ def backup_details(taken_at: datetime, *, pitr_from: datetime | None = None, siz
                        "location": "s3://dbaas-backups/tenants/acme/backups/b", "dek_id": "dek1", "kek_id": "kek1",
                        "pitr_from": pitr_from.isoformat() if pitr_from else None,
                        "consistency": {"lsn": "0/3000060"}, "tables": {"orders": {"rows": 2, "checksum": "x"}}})
+
+
+def cdc_saga(service_id: str, operation_id: str, phase: str = "Running", *, pop: str = "local",
+             reason: str | None = None) -> list[CommandEnvelope]:
+    """The three steps of a CDC operation as the saga and the PoP report them: rendered,
+    committed, `phase` (Running | Failed | Removed)."""
+    from commands import RecordCdcCommitted, RecordCdcRendered
+
+    path = f"tenants/{TENANT}/{pop}/cdc/{service_id}.yaml"
+    return [
+        cmd(RecordCdcRendered(service_id, operation_id, "ab" * 32), actor=SYSTEM),
+        cmd(RecordCdcCommitted(service_id, operation_id, path, "c0ffee"), actor=SYSTEM),
+        cdc_report(service_id, operation_id, phase, pop=pop, reason=reason),
+    ]
+
+
+def cdc_report(service_id: str, operation_id: str, phase: str, *, pop: str = "local",
+               reason: str | None = None) -> CommandEnvelope:
+    from commands import RecordCdcReport
+    from commands.cdc import connector_name
+
+    return cmd(RecordCdcReport(service_id, operation_id, pop, phase, connector_name(TENANT, service_id), reason),
+               actor=SYSTEM)

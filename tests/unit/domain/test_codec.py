@@ -15,6 +15,8 @@ from domain_builders import (
     TENANT,
     backup_details,
     backup_saga,
+    cdc_report,
+    cdc_saga,
     cmd,
     ev,
     op,
@@ -38,11 +40,17 @@ from commands import (
     CreateService,
     DeleteBackup,
     DeleteService,
+    DisableCdc,
+    EnableCdc,
     RecordBackupCommitted,
     RecordBackupRendered,
     RecordBackupReport,
     RecordBackupReverted,
     RecordBackupStepFailed,
+    RecordCdcCommitted,
+    RecordCdcRendered,
+    RecordCdcReport,
+    RecordCdcStepFailed,
     RecordPopReport,
     RecordServiceClaimCommitted,
     RecordServiceClaimRendered,
@@ -57,6 +65,7 @@ from commands import (
     SetQuota,
 )
 from commands.catalog import LIMITS, SIZE_PLANS
+from commands.cdc import disable_operation_id
 from commands.validation import DNS_LABEL, LABEL_PART, VERSION
 from events import (
     BackupClaimCommitted,
@@ -68,6 +77,13 @@ from events import (
     BackupFailed,
     BackupPolicySet,
     BackupRequested,
+    CdcConnectorCommitted,
+    CdcConnectorFailed,
+    CdcConnectorRegistered,
+    CdcConnectorRendered,
+    CdcDisabled,
+    CdcDisableRequested,
+    CdcEnableRequested,
     CommandRejected,
     DeletionProtectionSet,
     Envelope,
@@ -104,6 +120,8 @@ OP = "7f3e2d1c-0b9a-4876-a543-210fedcba987"  # an operation id
 DB2 = "5b9e4c7a-2d1f-4e8b-9a6c-3f0d2e1b7c84"  # a restored service
 BK1 = "9c2d7e4f-1a3b-4c5d-8e6f-7a8b9c0d1e2f"  # a backup
 BK2 = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+SUB1 = "3e1f5a2b-7c4d-4e8f-9a0b-1c2d3e4f5a6b"  # a subscription
+SEALED = "v1.subscriptions." + "A" * 124  # the shape of runtime.sealing's output
 COMMAND_SAMPLES = [
     CreateOrganization(TENANT, "Acme Inc. — Zürich"),
     CreateService(
@@ -153,6 +171,18 @@ COMMAND_SAMPLES = [
     RecordBackupReport(BK1, OP, "local", "Failed", reason="disk full"),
     RecordBackupStepFailed(BK1, OP, "pop-report", "no report in 3600 s", "timed_out"),
     RecordBackupReverted(BK1, OP, "c0ffee" * 6),
+    EnableCdc(DB1, ("orders", "public.items")),
+    EnableCdc(DB1),
+    DisableCdc(DB1),
+    RecordCdcRendered(DB1, OP, "ab" * 32),
+    RecordCdcCommitted(DB1, OP, "tenants/acme/local/cdc/x.yaml", "c0ffee" * 6, False),
+    RecordCdcReport(DB1, OP, "local", "Running", "cdc-0123", None),
+    RecordCdcStepFailed(DB1, OP, "commit", "git refused", "failed"),
+    commands.CreateSubscription(SUB1, "analytics", SEALED),
+    commands.RevokeSubscription(SUB1),
+    commands.RecordSubscriptionGranted(SUB1, OP),
+    commands.RecordSubscriptionRevoked(SUB1, OP),
+    commands.RecordSubscriptionFailed(SUB1, OP, "the password is sealed to another key"),
 ]
 SMALL, BIG = Resources(1.0, 2, 10, 1), Resources(4.0, 16, 500, 3)
 EVENT_SAMPLES = [
@@ -228,6 +258,19 @@ EVENT_SAMPLES = [
     ev(BackupDeletionRequested(BK1, OP, DB1, "local", "expired"), "backup", BK1, 6),
     ev(BackupDeleted(BK1, OP, DB1), "backup", BK1, 7),
     ev(BackupClaimReverted(BK1, OP, None), "backup", BK1, 8),
+    ev(CdcEnableRequested(DB1, OP, "orders", "yugabyte", "local", "cdc-0123", ("orders",)), "cdc", DB1),
+    ev(CdcConnectorRendered(DB1, OP, "ab" * 32), "cdc", DB1, 2),
+    ev(CdcConnectorCommitted(DB1, OP, "tenants/acme/local/cdc/x.yaml", "c0ffee" * 6), "cdc", DB1, 3),
+    ev(CdcConnectorRegistered(DB1, OP, "cdc-0123"), "cdc", DB1, 4),
+    ev(CdcConnectorFailed(DB1, OP, "cdc-0123", "task failed", "connector_failed", "pop-report"), "cdc", DB1, 5),
+    ev(CdcDisableRequested(DB1, OP, "orders", "yugabyte", "local", "cdc-0123", "service_deleted"), "cdc", DB1, 6),
+    ev(CdcDisabled(DB1, OP, "cdc-0123"), "cdc", DB1, 7),
+    ev(events.SubscriptionRequested(SUB1, OP, "analytics", "sub.acme.analytics", "sub.acme.analytics.", SEALED),
+       "subscription", SUB1, 1),
+    ev(events.SubscriptionGranted(SUB1, OP), "subscription", SUB1, 2),
+    ev(events.SubscriptionRevocationRequested(SUB1, OP), "subscription", SUB1, 3),
+    ev(events.SubscriptionRevoked(SUB1, OP), "subscription", SUB1, 4),
+    ev(events.SubscriptionFailed(SUB1, OP, "sealed to another key"), "subscription", SUB1, 5),
 ]
 
 
@@ -281,6 +324,7 @@ def test_decided_events_round_trip() -> None:
     backup, failing = cmd(BackupService(DB1, BK1)), cmd(BackupService(DB1, BK2))
     restore = cmd(RestoreService(DB2, "db-copy", DB1, backup_id=BK1))
     forget = cmd(DeleteBackup(BK1))
+    enable = cmd(EnableCdc(DB1, ("orders",)))
     state = events.TenantState(TENANT)
     decided: set[str] = set()
     for command in (
@@ -294,6 +338,10 @@ def test_decided_events_round_trip() -> None:
         scale_again,  # queued too, then cancelled
         cmd(CancelOperation(op(scale_again))),
         *saga(DB1, op(create), pop="local"),
+        enable,
+        *cdc_saga(DB1, op(enable)),
+        cdc_report(DB1, op(enable), "Failed", reason="task 0 failed"),  # stayed failed, then recovered
+        cdc_report(DB1, op(enable), "Running"),
         cmd(SetBackupPolicy(DB1, "0 3 * * *", 3, 0, True)),
         backup,
         *backup_saga(BK1, op(backup), details=backup_details(T0, pitr_from=T0)),
@@ -305,12 +353,19 @@ def test_decided_events_round_trip() -> None:
         *backup_saga(BK1, op(forget), "Deleted"),
         protect,  # queued behind the scale
         unprotect,
-        delete,  # queued behind them
+        delete,  # queued behind them; its connector's removal starts at once
+        *cdc_saga(DB1, disable_operation_id(op(delete)), "Removed"),
         *saga(DB1, op(scale), "Failed", reason="quota on the PoP", pop="local"),
         reverted(DB1, op(scale)),
         *saga(DB1, op(protect), pop="local"),
         *saga(DB1, op(unprotect), pop="local"),
         *saga(DB1, op(delete), "Deleted", pop="local"),
+        subscribe := cmd(commands.CreateSubscription(SUB1, "analytics", SEALED)),
+        cmd(commands.RecordSubscriptionGranted(SUB1, op(subscribe)), actor=SYSTEM),
+        revoke := cmd(commands.RevokeSubscription(SUB1)),
+        cmd(commands.RecordSubscriptionRevoked(SUB1, op(revoke)), actor=SYSTEM),
+        broken := cmd(commands.CreateSubscription(DB2, "analytics", SEALED)),  # the name is free again
+        cmd(commands.RecordSubscriptionFailed(DB2, op(broken), "sealed to another key"), actor=SYSTEM),
     ):
         for envelope in commands.decide(state, command, commands.fingerprint_of(command.payload), trusted(command)):
             data = encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(envelope))

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 
 import pytest
 from domain_builders import (
-    op,
-    reverted,
     DB1,
     DB2,
     MEMBER,
@@ -22,8 +20,10 @@ from domain_builders import (
     TENANT,
     cmd,
     committed,
+    op,
     rendered,
     reported,
+    reverted,
     run,
     saga,
     trusted,
@@ -120,8 +120,16 @@ def test_a_service_operation_has_the_saga_steps() -> None:
         "RecordBackupReport",
         "RecordBackupStepFailed",
         "RecordBackupReverted",
+        "RecordCdcRendered",
+        "RecordCdcCommitted",
+        "RecordCdcReport",
+        "RecordCdcStepFailed",
+        "RecordSubscriptionGranted",
+        "RecordSubscriptionRevoked",
+        "RecordSubscriptionFailed",
     }
-    assert {OPERATION_STEPS[t] for t in ("BackupService", "DeleteBackup", "RestoreService")} == {len(STEPS)}
+    assert {OPERATION_STEPS[t] for t in ("BackupService", "DeleteBackup", "RestoreService", "EnableCdc",
+                                         "DisableCdc")} == {len(STEPS)}
     assert not set(STEP_REPORTS) & set(OPERATION_STEPS)
 
 
@@ -554,8 +562,9 @@ def test_a_failed_report_keeps_a_queued_deletion() -> None:
 
 
 def test_a_ready_report_passes_the_encrypted_credentials_on_untouched() -> None:
-    from commands import CreateOrganization, CreateService, RecordPopReport
     from domain_builders import DB1, OWNER, TENANT, cmd, committed, rendered, run
+
+    from commands import CreateOrganization, CreateService, RecordPopReport
     from events import ServiceReady
 
     create = cmd(CreateService(DB1, "orders", "yugabyte", "local", "small"), actor=OWNER)

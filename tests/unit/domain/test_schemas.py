@@ -19,7 +19,7 @@ AVSC = sorted(SCHEMA_DIR.glob("*.avsc"))
 def test_every_subject_has_its_schema() -> None:
     assert set(SUBJECTS.values()) <= set(schema_names())
     assert set(SUBJECTS) == {"dbaas.commands-value", "dbaas.events-value", "dbaas.pop.status-value",
-                             "dbaas.audit-value", "dbaas.alerts-value"}
+                             "dbaas.audit-value", "dbaas.alerts-value", "dbaas.metrics-value"}
 
 
 @pytest.mark.parametrize("name", schema_names())

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 
 from events import Quota
 from events.backups import Restorable
+from projections.series import Sample
 from projections.reads import (
+    AlertReading,
     BackupReading,
     Member,
     Membership,
@@ -33,6 +35,9 @@ class FakeReadModel:
     usage: dict[str, list[UsageGroup]] = field(default_factory=dict)
     backup_rows: dict[str, BackupReading] = field(default_factory=dict)  # backup id -> row
     facts: dict[str, ServiceBackupFacts] = field(default_factory=dict)  # service id -> its backup facts
+    samples: dict[str, list[Sample]] = field(default_factory=dict)  # service id -> its samples, oldest first
+    alert_rows: list[AlertReading] = field(default_factory=list)
+    subscription_rows: dict[str, list] = field(default_factory=dict)  # tenant -> SubscriptionReading
     failing: Exception | None = None
     asked: list[str] = field(default_factory=list)
 
@@ -49,6 +54,10 @@ class FakeReadModel:
         self._ask("memberships")
         return sorted((Membership(t, r) for (t, s), r in self.roles.items() if s == subject),
                       key=lambda m: m.tenant_id)
+
+    def subscriptions(self, tenant: str) -> list:
+        self._ask("subscriptions")
+        return list(self.subscription_rows.get(tenant, []))
 
     def members(self, tenant: str) -> list[Member]:
         self._ask("members")
@@ -103,3 +112,14 @@ class FakeReadModel:
         failed = [ScheduleGap(b.backup_id, b.slot, b.reason, b.requested_at) for b in mine
                   if b.status == "Failed" and b.slot is not None]
         return recovery(facts, done, sorted(failed, key=lambda g: g.requested_at, reverse=True), now)
+
+    def service_samples(self, service_id: str, since: datetime, until: datetime | None = None) -> list[Sample]:
+        self._ask("service_samples")
+        return [s for s in self.samples.get(service_id, [])
+                if s.sampled_at >= since and (until is None or s.sampled_at <= until)]
+
+    def alerts(self, tenant: str, open_only: bool = False, limit: int = 100, *,
+               now: datetime | None = None) -> list[AlertReading]:
+        self._ask("alerts")
+        rows = [a for a in self.alert_rows if a.tenant_id == tenant and (not open_only or a.state == "raised")]
+        return sorted(rows, key=lambda a: a.raised_at, reverse=True)[:limit]

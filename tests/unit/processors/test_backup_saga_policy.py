@@ -66,6 +66,14 @@ def test_a_deletion_removes_the_claim_file():
     assert commit.content is None and commit.message.startswith("Delete backup bk-1")
 
 
+def test_a_kube_pop_deletion_commits_its_deletion_record_with_the_removal():
+    deletion = BackupDeletionRequested(BK, OP, SVC, "frankfurt", "requested")
+    record = (("tenants/acme/frankfurt/deletions/backups/bk-1.yaml", "kind: ConfigMap\n"),)
+    state, _ = react(fresh(), EventArrived(env(deletion), T0))
+    state, [_, commit] = react(state, Rendered(OP, PATH, None, T0, record))
+    assert commit.content is None and commit.also == record  # one commit: the record, then the prune
+
+
 def test_a_refused_render_fails_the_backup():
     state, _ = react(fresh(), EventArrived(env(REQUESTED), T0))
     state, [send] = react(state, StepRefused(OP, "render", "the chart refused the values", T0))

@@ -594,3 +594,42 @@ def test_runner_dead_letters_undecodable_input_and_commits_offsets_after_effects
     assert [m for m, _, _ in r.dead_letters] == [bad]
     assert REGISTRY.get_sample_value("dbaas_saga_dead_lettered_total") == dead_before + 1
     assert len(payloads(r)) == 2
+
+
+APP = "argocd/applications/acme-frankfurt.yaml"
+RECORD = "tenants/acme/frankfurt/deletions/orders.yaml"
+
+
+class KubeRenderer(FakeRenderer):
+    """A Kubernetes PoP's renderer: the (tenant, PoP) Application and the deletion record too."""
+
+    def render(self, tenant_id, e):
+        path, content = super().render(tenant_id, e)
+        return path, content, {APP: "application", RECORD: "record" if e.action == "delete" else None}
+
+
+class ReadableGit(FakeGit):
+    def read(self, path):
+        return self.files().get(path)
+
+
+def test_runner_commits_a_kube_pops_application_apart_so_a_revert_never_removes_it():
+    git = ReadableGit()
+    r = runner(git, KubeRenderer())
+    r.handle(event_msg(started()), STOP)
+    assert [op for _, op, _ in git.commits][1:] == [git.commits[1][1], OP]
+    assert git.commits[1][2] == {APP: "application"} and git.commits[2][2] == {APP: "application", PATH: MANIFESTS}
+    r.handle(event_msg(ServiceFailed(OP, SVC, "pop said no", compensate=True)), STOP)
+    assert git.files() == {APP: "application"}  # the creation is reverted, the Application stays
+
+
+def test_runner_writes_a_deletion_record_only_when_there_is_something_to_delete():
+    git = ReadableGit()
+    r = runner(git, KubeRenderer())
+    r.handle(event_msg(started(action="delete")), STOP)
+    assert git.files() == {APP: "application"}  # nothing was there: no record, and the commit changed nothing
+    assert payloads(r)[-1] == RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, git.commits[-1][0], False)
+    git2 = ReadableGit({PATH: MANIFESTS, APP: "application"})
+    r2 = runner(git2, KubeRenderer())
+    r2.handle(event_msg(started(action="delete")), STOP)
+    assert git2.files() == {APP: "application", RECORD: "record"}

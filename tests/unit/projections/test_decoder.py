@@ -51,6 +51,9 @@ class FakeMessage:
     def offset(self) -> int:
         return 0
 
+    def headers(self) -> None:
+        return None
+
 
 def envelope(payload: Any, actor: str | None = "alice") -> Envelope:
     return Envelope("e1", "acme", "service", "svc-1", 1, datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
