@@ -4,7 +4,9 @@
 # Resolution order (gitops/helm.py:find_helm uses the same one):
 #   1. $DBAAS_HELM, if set (must be an executable Helm v3);
 #   2. `helm` on PATH, if it is Helm v3;
-#   3. <repo>/.tools/bin/helm, built here with `go install` when missing or not the pinned version.
+#   3. <repo>/.tools/bin/helm, linked to the per-user tool cache
+#      (${DBAAS_TOOLS_CACHE:-~/.cache/dbaas/tools}/helm-<version>, shared by every clone of the same user)
+#      or built there with `go install` when missing or not the pinned version.
 # Progress goes to stderr so callers can do `HELM=$(deploy/scripts/ensure-helm.sh)`.
 # Idempotent: once the pinned binary exists, a run builds nothing and takes well under a second.
 set -euo pipefail
@@ -44,6 +46,15 @@ if [[ -x "${target}" ]] && [[ "$(helm_version "${target}" || true)" == "${HELM_V
   exit 0
 fi
 
+cache="${DBAAS_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/dbaas/tools}"
+cached="${cache}/helm-${HELM_VERSION}"
+if [[ -x "${cached}" ]] && [[ "$(helm_version "${cached}" || true)" == "${HELM_VERSION}" ]]; then
+  mkdir -p "${tools_bin}"
+  ln -sfn "${cached}" "${target}"
+  printf '%s\n' "${target}"
+  exit 0
+fi
+
 command -v go >/dev/null 2>&1 || die "no Helm v3 found (DBAAS_HELM is unset, no helm v3 on PATH, \
 no ${target}) and Go is not installed to build one. Install Go >= 1.26 (https://go.dev/dl/) and \
 re-run this script, or install Helm v3 (https://helm.sh/docs/intro/install/), or set DBAAS_HELM=/path/to/helm."
@@ -74,5 +85,7 @@ CGO_ENABLED=0 GOBIN="${tools_bin}" go install -trimpath -ldflags "${ldflags}" \
   || die "go install ${HELM_MODULE}/cmd/helm@${HELM_VERSION} failed (Go output above)"
 built="$(helm_version "${target}" || true)"
 [[ "${built}" == "${HELM_VERSION}" ]] || die "built ${target} but it reports version '${built}', not ${HELM_VERSION}"
-log "built helm ${built} in $(( SECONDS - start ))s"
+mkdir -p "${cache}"
+cp "${target}" "${cached}.tmp" && mv -f "${cached}.tmp" "${cached}"
+log "built helm ${built} in $(( SECONDS - start ))s (cached as ${cached})"
 printf '%s\n' "${target}"
