@@ -41,13 +41,16 @@ if on_path="$(command -v helm 2>/dev/null)"; then
   log "ignoring ${on_path}: it is not Helm v3 ($(helm_version "${on_path}" || echo 'no version'))"
 fi
 
+cache="${DBAAS_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/dbaas/tools}"
+cached="${cache}/helm-${HELM_VERSION}"
 if [[ -x "${target}" ]] && [[ "$(helm_version "${target}" || true)" == "${HELM_VERSION}" ]]; then
+  if [[ ! -x "${cached}" ]]; then  # a binary built before the cache existed: share it with other clones
+    mkdir -p "${cache}" && cp "$(readlink -f "${target}")" "${cached}.tmp" && mv -f "${cached}.tmp" "${cached}"
+  fi
   printf '%s\n' "${target}"
   exit 0
 fi
 
-cache="${DBAAS_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME}/.cache}/dbaas/tools}"
-cached="${cache}/helm-${HELM_VERSION}"
 if [[ -x "${cached}" ]] && [[ "$(helm_version "${cached}" || true)" == "${HELM_VERSION}" ]]; then
   mkdir -p "${tools_bin}"
   ln -sfn "${cached}" "${target}"
