@@ -56,6 +56,9 @@ class Launcher:
         # the Kubernetes PoPs this instance runs (`up --kube-pop`), after the platform they report to
         components += [c for c in kube_pop_components(config.kube_pops) if c.name not in named]
         self.components = [c for c in components if c.name not in left_out]
+        # left out of this `up`: stopped if an earlier `up` started them (a benchmark of the event
+        # spine must not share the cores with a saga still rendering), and by `down` like the rest
+        self.left_out = [c for c in components if c.name in left_out]
         self.ctx = Context(config, lambda: artifacts.ensure(config.cache, self.say), self.say,
                            components=tuple(self.components))
 
@@ -129,6 +132,9 @@ class Launcher:
 
     def _up(self, timeout: float) -> list[ComponentStatus]:
         self._check_prerequisites()
+        for comp in reversed(self.left_out):
+            if comp.has_process and stop(self.pidfile(comp), comp.stop_signal):
+                self.say(f"stopped {comp.name} (left out)")
         stack_config.save(self.config)
         started = time.monotonic()
         pending = deque(self.components)
@@ -206,7 +212,7 @@ class Launcher:
 
     def _down(self) -> list[str]:
         stopped = []
-        for comp in reversed(self.components):
+        for comp in reversed(self.components + self.left_out):
             if comp.has_process and stop(self.pidfile(comp), comp.stop_signal):
                 stopped.append(comp.name)
                 self.say(f"stopped {comp.name}")
