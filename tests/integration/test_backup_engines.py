@@ -38,6 +38,7 @@ from operators.localpop.provisioners import (
     RedisProvisioner,
 )
 from tests.conftest import wait_for
+from tests.integration.process_support import paused
 
 TIMINGS: dict[str, float] = {}
 
@@ -208,24 +209,25 @@ def test_postgres_recovers_a_database_to_a_point_in_time(pg_backups, services, s
     with _pg(source) as conn:
         conn.execute("CREATE TABLE events (id int PRIMARY KEY, phase text)")
         conn.execute("INSERT INTO events SELECT g, 'before base' FROM generate_series(1, 10) g")
-    base = _timed("postgres base backup", lambda: pg_backups.base_backup(tmp_path / "base"))
-    assert base.files == {"base": "base.tar", "manifest": "backup_manifest"}
-    assert base.start_time <= base.end_time <= datetime.now(timezone.utc)
-
-    with _pg(source) as conn:
-        conn.execute("INSERT INTO events SELECT g, 'T1' FROM generate_series(11, 100) g")
-    t1 = datetime.now(timezone.utc)
-    wait_for(lambda: datetime.now(timezone.utc) > t1 + timedelta(milliseconds=50), interval=0.01, what="a gap")
-    with _pg(source) as conn:
-        conn.execute("INSERT INTO events SELECT g, 'T2' FROM generate_series(101, 200) g")
-        conn.execute("UPDATE events SET phase = 'T2 update' WHERE id <= 10")
-    switched = _timed("postgres switch_wal", lambda: pg_backups.switch_wal())
-    archived = spool_listing(spool)
-    assert switched.segment in archived and not any(n.endswith(".tmp") for n in os.listdir(spool))
-    needed = wal_needed(base, archived)
-    assert needed[0] == base.start_segment and switched.segment in needed
-
-    wal = _staged_wal(spool, needed)
+    # the local PoP agent ships the spool to the object store every few seconds: paused, the spool
+    # holds every segment from the base backup's start until the WAL is staged for the recovery
+    with paused(stack, "localpop-agent"):
+        base = _timed("postgres base backup", lambda: pg_backups.base_backup(tmp_path / "base"))
+        assert base.files == {"base": "base.tar", "manifest": "backup_manifest"}
+        assert base.start_time <= base.end_time <= datetime.now(timezone.utc)
+        with _pg(source) as conn:
+            conn.execute("INSERT INTO events SELECT g, 'T1' FROM generate_series(11, 100) g")
+        t1 = datetime.now(timezone.utc)
+        wait_for(lambda: datetime.now(timezone.utc) > t1 + timedelta(milliseconds=50), interval=0.01, what="a gap")
+        with _pg(source) as conn:
+            conn.execute("INSERT INTO events SELECT g, 'T2' FROM generate_series(101, 200) g")
+            conn.execute("UPDATE events SET phase = 'T2 update' WHERE id <= 10")
+        switched = _timed("postgres switch_wal", lambda: pg_backups.switch_wal())
+        archived = spool_listing(spool)
+        assert switched.segment in archived and not any(n.endswith(".tmp") for n in os.listdir(spool))
+        needed = wal_needed(base, archived)
+        assert needed[0] == base.start_segment and switched.segment in needed
+        wal = _staged_wal(spool, needed)
     temporary = set(Path(tempfile.gettempdir()).glob("dbaas-pitr-*"))
     try:
         result = _timed("postgres PITR (recover + dump)", lambda: pg_backups.recover_database(

@@ -7,12 +7,9 @@ from __future__ import annotations
 import os
 import queue
 import random
-import signal
 import threading
 import uuid
 from collections import Counter, defaultdict
-from contextlib import contextmanager
-from pathlib import Path
 
 import psycopg
 
@@ -22,29 +19,7 @@ from projections.rebuild import rebuild
 from projections.settings import Settings
 from tests.conftest import wait_for
 from tests.integration.kafka_support import command, read_events
-
-
-def _child_pid(stack, name: str) -> int:
-    return int(Path(stack.home, "run", f"{name}.child.pid").read_text())
-
-
-def _kill(stack, name: str) -> None:
-    pid = _child_pid(stack, name)
-    os.kill(pid, signal.SIGKILL)
-    # the supervisor notices and starts a new child
-    wait_for(lambda: _child_pid(stack, name) != pid, timeout=60, what=f"{name} to be restarted")
-
-
-@contextmanager
-def _paused(stack, name: str):
-    """The process `name` stopped (SIGSTOP) meanwhile: the saga would otherwise go on rendering and
-    committing the test's services, adding events between the read model's snapshot and its rebuild."""
-    pid = _child_pid(stack, name)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
+from tests.integration.process_support import kill, paused
 
 
 def _snapshot(dsn: str, tenants: list[str]) -> dict:
@@ -57,7 +32,7 @@ def _snapshot(dsn: str, tenants: list[str]) -> dict:
 def test_sigkill_at_random_points_loses_and_repeats_nothing(stack):
     # PoP ashburn: the Kubernetes PoP tests start frankfurt's and lagos's API servers, whose GitOps
     # sync would otherwise have to apply these 900 claims first
-    with _paused(stack, "saga"):
+    with paused(stack, "saga"):
         _crash_and_compare(stack)
 
 
@@ -86,7 +61,7 @@ def _crash_and_compare(stack) -> None:
 
     def killer():
         while (victim := orders.get()) is not None:
-            _kill(stack, victim)
+            kill(stack, victim)
             kills.append(victim)
     killing = threading.Thread(target=killer)
     killing.start()

@@ -63,13 +63,21 @@ def test_every_process_that_serves_metrics_is_scraped_and_up(stack, prometheus):
     assert set(health) == serving
     expected = {name: (name, "1") for name in serving}
 
+    seen: list[dict] = [{}]
+
     def up_series():
-        # the series of targets removed a moment ago (a Kubernetes PoP stopped) go stale at their next
-        # scrape interval: until then `up` may still list them
-        found = {s["metric"]["job"]: (s["metric"]["instance"], s["value"][1]) for s in _query(prometheus, "up")}
+        # only series scraped in the last 30 s: a target removed while Prometheus was stopped (a
+        # Kubernetes PoP stopped across a `down`/`up`) gets no staleness marker, and its last `up`
+        # stays visible for the query lookback (5 min)
+        found = {s["metric"]["job"]: (s["metric"]["instance"], s["value"][1])
+                 for s in _query(prometheus, "up and (time() - timestamp(up) < 30)")}
+        seen[0] = found
         return found if found == expected else None
 
-    wait_for(up_series, timeout=60, interval=1, what=f"`up` to be 1 for exactly {sorted(serving)}")
+    try:
+        wait_for(up_series, timeout=60, interval=1, what=f"`up` to be 1 for exactly {sorted(serving)}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {seen[0]}") from None
 
 
 def test_prometheus_evaluates_every_alerting_rule(prometheus):
