@@ -104,12 +104,14 @@ def as_record(obj: Any) -> Any:
     names = _FIELD_NAMES.get(cls)
     if names is None and dataclasses.is_dataclass(cls):
         names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    leaves = _LEAVES  # tested here rather than by a call per value: most values are leaves
     if names is not None:
-        return {name: as_record(getattr(obj, name)) for name in names}
+        values = [getattr(obj, name) for name in names]
+        return {name: v if v.__class__ in leaves else as_record(v) for name, v in zip(names, values)}
     if isinstance(obj, (list, tuple)):
-        return [as_record(v) for v in obj]
+        return [v if v.__class__ in leaves else as_record(v) for v in obj]
     if isinstance(obj, dict):
-        return {k: as_record(v) for k, v in obj.items()}
+        return {k: v if v.__class__ in leaves else as_record(v) for k, v in obj.items()}
     return obj
 
 
