@@ -191,7 +191,9 @@ def _decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str, proof: P
     op = operation_id(state.tenant_id, cmd.command_id)
     recorded = state.commands.get(cmd.command_id)
     if recorded is not None:
-        return ([] if recorded.fingerprint == fingerprint else _reused_id(state, cmd, fingerprint, recorded, op)), None
+        if recorded.fingerprint == fingerprint:
+            return [], None
+        return _reused_id(state, cmd, fingerprint, recorded, op), None
     forbidden = authorize(cmd.actor, cmd.command_type, state.members.get(cmd.actor.subject), state.tenant_id)
     problems = [forbidden] if forbidden else validate(cmd.payload)
     verdict = _summary(problems) if problems else _changes(state, cmd, op)

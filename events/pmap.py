@@ -94,10 +94,13 @@ class PMap(Mapping[K, V]):
     def set(self, key: K, value: V) -> PMap[K, V]:
         """This map with `key` bound to `value` (a key already there keeps its place)."""
         base, over = self._base, self._over
-        length = self._len if key in over or key in base else self._len + 1
+        new = object.__new__(self.__class__)  # `_of`, inlined: evolve sets several entries per event
+        new._len = self._len if key in over or key in base else self._len + 1
         if len(over) >= _MIN_OVERLAY and len(over) * len(over) >= len(base):
-            return self._of({**base, **over, key: value}, {}, length)
-        return self._of(base, {**over, key: value}, length)
+            new._base, new._over = {**base, **over, key: value}, {}
+        else:
+            new._base, new._over = base, {**over, key: value}
+        return new
 
     def update(self, other: Mapping[K, V] | Iterable[tuple[K, V]]) -> PMap[K, V]:
         """This map with every entry of `other` set, in `other`'s order."""
