@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import io
 import json
 import sys
@@ -140,6 +141,7 @@ def bench_judge(n: int) -> None:
 
 
 def bench_growth(small: int = 100, large: int = 5000, n: int = 1000) -> None:
+    gc.collect()  # what (b) left behind, not to be traversed by collections during this one
     proof = commands.Authority("gateway", "gateway")
     per_command = {}
     for size in (small, large):
