@@ -20,6 +20,7 @@ from commands.authority import (
 from commands.decide import (
     WrongTenant,
     decide,
+    decide_and_evolve,
     event_id,
     operation_id,
     refused_operation_id,
@@ -130,6 +131,7 @@ __all__ = [
     "WrongTenant",
     "authorize",
     "decide",
+    "decide_and_evolve",
     "event_id",
     "fingerprint",
     "fingerprint_of",

@@ -8,9 +8,9 @@ Imports `commands.*` and `events`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -133,6 +133,7 @@ from events import (
     facts,
     lifecycle,
     next_sequence,
+    replace,
 )
 from events.backups import Restorable, Window, window
 
@@ -140,12 +141,17 @@ EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:event")
 REUSE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:command-id-reuse")
 REFUSED_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:command-refused")
 OPERATION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:operation")
+_EVENT_ID_NS, _REUSE_NS, _REFUSED_NS, _OPERATION_NS = (
+    ns.bytes for ns in (EVENT_ID_NAMESPACE, REUSE_NAMESPACE, REFUSED_NAMESPACE, OPERATION_NAMESPACE))
 
 Change = tuple[str, str, Event]  # (aggregate_type, aggregate_id, event)
 
 
 class WrongTenant(CommandError):
     """The processor handed decide a command for another tenant's state: a wiring bug."""
+
+
+Decided = tuple[list[Envelope], TenantState | None]  # the events; the state after them, when folded already
 
 
 def decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str, proof: Proof) -> list[Envelope]:
@@ -155,24 +161,45 @@ def decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str, proof: Pr
     the command processor verified about its publisher (`commands.authority`): the actor is
     believed only as far as the key that signed the command allows.
     """
+    return _decide(state, cmd, fingerprint, proof)[0]
+
+
+def decide_and_evolve(
+    state: TenantState, cmd: CommandEnvelope, fingerprint: str, proof: Proof
+) -> tuple[list[Envelope], TenantState]:
+    """`decide`, and the state after its events: what folding them into `state` with `evolve` gives.
+    A command that changes a service is folded by `decide` already (each of its events carries the
+    status it leads to), so the command processor need not fold those events a second time."""
+    envelopes, after = _decide(state, cmd, fingerprint, proof)
+    if after is None:
+        after = state
+        for envelope in envelopes:
+            after = evolve(after, envelope)
+    return envelopes, after
+
+
+def _decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str, proof: Proof) -> Decided:
     if cmd.tenant_id != state.tenant_id:
         raise WrongTenant(
             f"command {cmd.command_id} is for tenant {cmd.tenant_id!r}, state is {state.tenant_id!r}"
         )
     actor = believed_actor(proof, cmd)
     if isinstance(actor, Problem):
-        return _refuse(state, cmd, fingerprint, actor)
-    cmd = replace(cmd, actor=actor)
+        return _refuse(state, cmd, fingerprint, actor), None
+    if actor is not cmd.actor:
+        cmd = replace(cmd, actor=actor)
     op = operation_id(state.tenant_id, cmd.command_id)
     recorded = state.commands.get(cmd.command_id)
     if recorded is not None:
-        return [] if recorded.fingerprint == fingerprint else _reused_id(state, cmd, fingerprint, recorded, op)
+        if recorded.fingerprint == fingerprint:
+            return [], None
+        return _reused_id(state, cmd, fingerprint, recorded, op), None
     forbidden = authorize(cmd.actor, cmd.command_type, state.members.get(cmd.actor.subject), state.tenant_id)
     problems = [forbidden] if forbidden else validate(cmd.payload)
     verdict = _summary(problems) if problems else _changes(state, cmd, op)
     match verdict:
         case Problem():
-            return _reject(state, cmd, fingerprint, verdict, op)
+            return _reject(state, cmd, fingerprint, verdict, op), None
         case changes if cmd.command_type in STEP_REPORTS:  # part of a running operation; [] = already known
             return _envelopes(state, cmd, changes, cmd.payload.operation_id)
         case changes:
@@ -193,23 +220,33 @@ def operation_id(tenant_id: str, command_id: str) -> str:
     """The operation a command starts: scoped to its organization, so two tenants choosing the same
     command id (an Idempotency-Key, a publisher's id) never share an operation, a GitOps trailer or
     a deadline. The gateway computes it too, for the `Location` it answers."""
-    return str(uuid.uuid5(OPERATION_NAMESPACE, f"{tenant_id}/{command_id}"))
+    return _uuid5(_OPERATION_NS, f"{tenant_id}/{command_id}")
 
 
 def reuse_operation_id(command_id: str, fingerprint: str) -> str:
     """Operation id of the rejection of a reused command id, so the original operation stays untouched."""
-    return str(uuid.uuid5(REUSE_NAMESPACE, f"{command_id}/{fingerprint}"))
+    return _uuid5(_REUSE_NS, f"{command_id}/{fingerprint}")
 
 
 def refused_operation_id(tenant_id: str, command_id: str, fingerprint: str) -> str:
     """Operation id of a refused command (publisher unverified, or acting beyond its key): its own,
     so the command id stays free for its rightful sender."""
-    return str(uuid.uuid5(REFUSED_NAMESPACE, f"{tenant_id}/{command_id}/{fingerprint}"))
+    return _uuid5(_REFUSED_NS, f"{tenant_id}/{command_id}/{fingerprint}")
 
 
 def event_id(tenant_id: str, aggregate_type: str, aggregate_id: str, sequence: int) -> str:
     """Deterministic and unique: one id per position in the log."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{tenant_id}/{aggregate_type}/{aggregate_id}/{sequence}"))
+    return _uuid5(_EVENT_ID_NS, f"{tenant_id}/{aggregate_type}/{aggregate_id}/{sequence}")
+
+
+def _uuid5(namespace: bytes, name: str) -> str:
+    """`str(uuid.uuid5(UUID(bytes=namespace), name))`, without building a `UUID` on the way (decide
+    makes one per event): the first 16 bytes of SHA-1(namespace + name), version 5, RFC 4122 variant."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode()).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50
+    digest[8] = digest[8] & 0x3F | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _changes(state: TenantState, cmd: CommandEnvelope, op: str) -> list[Change] | Problem:
@@ -950,10 +987,13 @@ def _reject(
         operation_id, cmd.command_type, problem.reason_code, problem.field, problem.message, fingerprint,
         refused,
     )
-    return _envelopes(state, cmd, [("operation", operation_id, rejected)], operation_id)
+    return _envelopes(state, cmd, [("operation", operation_id, rejected)], operation_id)[0]
 
 
-def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change], op: str) -> list[Envelope]:
+def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change], op: str) -> Decided:
+    """The changes as envelopes, numbered after the state's sequences. When an event is to carry
+    the status it leads to, every event is folded into the state to find it, and that state is
+    returned too (else None)."""
     last: dict[tuple[str, str], int] = {}
     envelopes = []
     stamping = any(getattr(event, "status", "") is None for _, _, event in changes)
@@ -981,4 +1021,4 @@ def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change], 
             if getattr(event, "status", "") is None:
                 status = state.services[aggregate_id].status.value
                 envelopes[-1] = replace(envelopes[-1], payload=replace(event, status=status))
-    return envelopes
+    return envelopes, state if stamping else None

@@ -524,17 +524,21 @@ def fingerprint(payload: tuple[str, Mapping[str, Any]]) -> str:
     fingerprints stable), integral numbers written as integers (cpu 2 and 2.0 are the same request).
     """
     name, fields = payload
-    text = json.dumps(
-        [short_name(name), _canonical(fields)],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    text = _CANONICAL_JSON.encode([short_name(name), _canonical(fields)])
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# What `json.dumps` with these options builds on every call (it keeps no state between calls).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_AS_IS = frozenset({str, bool, int, type(None)})  # canonical as they are
+
+
 def _canonical(value: Any) -> Any:
+    cls = value.__class__
+    if cls is dict:  # a record's fields, a map: the usual case, taken without the matching below
+        return {k: v if v.__class__ in _AS_IS else _canonical(v) for k, v in value.items() if v is not None}
+    if cls in _AS_IS:
+        return value
     match value:
         case bool() | str() | None:
             return value

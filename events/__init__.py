@@ -68,8 +68,10 @@ from events.records import (
     payload_from_avro,
     payload_to_avro,
     quota_from_avro,
+    replace,
     to_avro,
 )
+from events.pmap import PMap
 from events.state import (
     Accepted,
     AggregateKey,
@@ -153,6 +155,7 @@ __all__ = [
     "Organization",
     "OrganizationCreated",
     "Outcome",
+    "PMap",
     "Phase",
     "Queued",
     "Quota",
@@ -187,6 +190,7 @@ __all__ = [
     "payload_from_avro",
     "payload_to_avro",
     "quota_from_avro",
+    "replace",
     "replay",
     "to_avro",
 ]

@@ -24,6 +24,22 @@ class UnknownEvent(EventError):
     """An event record name this code has no class for."""
 
 
+def replace(obj: Any, /, **changes: Any) -> Any:
+    """`dataclasses.replace` for the domain's records (events, envelopes, commands, the tenant
+    state), frozen dataclasses whose `__init__` only stores its arguments (no slots, no init-only
+    fields; `TenantState.__post_init__` only turns plain dicts into the maps it keeps): a copy of
+    the instance's fields with some changed, without going through `__init__` (`evolve` and
+    `decide` make several per event; this is ~10x faster). An unknown field name is an error, as
+    there."""
+    values = obj.__dict__
+    if not changes.keys() <= values.keys():
+        raise TypeError(f"{type(obj).__name__} has no field {', '.join(sorted(changes.keys() - values.keys()))}")
+    new = object.__new__(obj.__class__)
+    new.__dict__.update(values)
+    new.__dict__.update(changes)
+    return new
+
+
 @dataclass(frozen=True)
 class Resources:
     cpu: float  # cores
@@ -598,7 +614,7 @@ def payload_from_avro(branch: tuple[str, Mapping[str, Any]]) -> Event:
 
 def to_avro(envelope: Envelope) -> dict[str, Any]:
     """Envelope -> the EventEnvelope record dict for `schemas.codec.encode`."""
-    record = {f.name: getattr(envelope, f.name) for f in dataclasses.fields(envelope)}
+    record = dict(envelope.__dict__)  # its fields (a frozen dataclass keeps nothing else there)
     record["payload"] = payload_to_avro(envelope.payload)
     return record
 

@@ -2,8 +2,9 @@
 
 Owns what a command processor must know to judge a tenant's next command: the organization, its
 services by id, every command id already judged (fingerprint + outcome, for idempotency) and the
-last sequence per aggregate. `evolve` does no I/O and reads no clock or random source.
-Imports `events.records` and `events.lifecycle` only.
+last sequence per aggregate. `evolve` does no I/O and reads no clock or random source. The state's
+maps are persistent (`events.pmap.PMap`): an event costs what it changes, not what the tenant holds.
+Imports `events.records`, `events.lifecycle` and `events.pmap` only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from events import lifecycle
 from events.lifecycle import Action, Compensation, Status
+from events.pmap import PMap
 from events.records import (
     BackupClaimCommitted,
     BackupClaimRendered,
@@ -62,25 +64,12 @@ from events.records import (
     SubscriptionRequested,
     SubscriptionRevocationRequested,
     SubscriptionRevoked,
+    replace,
 )
 
 
 class InconsistentLog(EventError):
     """The events do not fit the state: another tenant's event, a sequence gap, an unknown service."""
-
-
-def replace(obj: Any, /, **changes: Any) -> Any:
-    """`dataclasses.replace` for the state's records, which are frozen dataclasses without
-    `__post_init__`, slots or init-only fields: a copy of the instance's fields with some changed,
-    without going through `__init__` (evolve makes several per event; this is ~10x faster). An
-    unknown field name is an error, as there."""
-    values = obj.__dict__
-    if not changes.keys() <= values.keys():
-        raise TypeError(f"{type(obj).__name__} has no field {', '.join(sorted(changes.keys() - values.keys()))}")
-    new = object.__new__(obj.__class__)
-    new.__dict__.update(values)
-    new.__dict__.update(changes)
-    return new
 
 
 ServiceStatus = Status  # the name the rest of the project knows it by
@@ -311,20 +300,30 @@ class Subscription:
 
 @dataclass(frozen=True)
 class TenantState:
-    """Never mutated: `evolve` returns a new state sharing what did not change."""
+    """Never mutated: `evolve` returns a new state sharing what did not change (its maps are
+    `PMap`s; plain dicts given to the constructor become ones)."""
 
     tenant_id: str
     organization: Organization | None = None
-    services: dict[str, Service] = field(default_factory=dict)
-    commands: dict[str, CommandRecord] = field(default_factory=dict)
+    services: PMap[str, Service] = field(default_factory=PMap)
+    commands: PMap[str, CommandRecord] = field(default_factory=PMap)
     quota: Quota | None = None  # None: the platform's default quota
-    members: dict[str, str] = field(default_factory=dict)  # subject -> role; the creator is org-owner
+    members: PMap[str, str] = field(default_factory=PMap)  # subject -> role; the creator is org-owner
     usage: Usage = field(default_factory=Usage)  # of the quota, by the services above
-    live_names: dict[str, str] = field(default_factory=dict)  # name -> id of the live service so named
-    sequences: dict[AggregateKey, int] = field(default_factory=dict)  # last applied, per aggregate
-    backups: dict[str, Backup] = field(default_factory=dict)  # by backup id, of live and deleted services
-    cdc: dict[str, Cdc] = field(default_factory=dict)  # by service id: its change stream
-    subscriptions: dict[str, Subscription] = field(default_factory=dict)  # by id, revoked ones too
+    live_names: PMap[str, str] = field(default_factory=PMap)  # name -> id of the live service so named
+    sequences: PMap[AggregateKey, int] = field(default_factory=PMap)  # last applied, per aggregate
+    backups: PMap[str, Backup] = field(default_factory=PMap)  # by backup id, of live and deleted services
+    cdc: PMap[str, Cdc] = field(default_factory=PMap)  # by service id: its change stream
+    subscriptions: PMap[str, Subscription] = field(default_factory=PMap)  # by id, revoked ones too
+
+    def __post_init__(self) -> None:
+        for name in _MAPS:
+            value = self.__dict__[name]
+            if not isinstance(value, PMap):
+                object.__setattr__(self, name, PMap(value))
+
+
+_MAPS = ("services", "commands", "members", "live_names", "sequences", "backups", "cdc", "subscriptions")
 
 
 def next_sequence(state: TenantState, aggregate_type: str, aggregate_id: str) -> int:
@@ -353,7 +352,7 @@ def evolve(state: TenantState, envelope: Envelope) -> TenantState:
             f"{last + 1}, got {envelope.sequence}; events are missing"
         )
     state = _apply(state, envelope)
-    return replace(state, sequences={**state.sequences, key: envelope.sequence})
+    return replace(state, sequences=state.sequences.set(key, envelope.sequence))
 
 
 def replay(tenant_id: str, envelopes: Iterable[Envelope]) -> TenantState:
@@ -395,16 +394,16 @@ def facts(service: Service, operation_id: str | None = None) -> lifecycle.Facts:
 
 def _organization_created(state: TenantState, env: Envelope, e: OrganizationCreated) -> TenantState:
     return replace(state, organization=Organization(e.slug, e.display_name, e.owner),
-                   members={**state.members, e.owner: "org-owner"})
+                   members=state.members.set(e.owner, "org-owner"))
 
 
 def _member_set(state: TenantState, env: Envelope, e: MemberAdded | MemberRoleChanged) -> TenantState:
     role = e.role if isinstance(e, MemberAdded) else e.new_role
-    return replace(state, members={**state.members, e.subject: role})
+    return replace(state, members=state.members.set(e.subject, role))
 
 
 def _member_removed(state: TenantState, env: Envelope, e: MemberRemoved) -> TenantState:
-    return replace(state, members={k: v for k, v in state.members.items() if k != e.subject})
+    return replace(state, members=state.members.discard(e.subject))
 
 
 def _service_requested(state: TenantState, env: Envelope, e: ServiceRequested) -> TenantState:
@@ -561,7 +560,7 @@ def _subscription(state: TenantState, subscription_id: str) -> Subscription:
 
 
 def _put_subscription(state: TenantState, sub: Subscription) -> TenantState:
-    return replace(state, subscriptions={**state.subscriptions, sub.subscription_id: sub})
+    return replace(state, subscriptions=state.subscriptions.set(sub.subscription_id, sub))
 
 
 def _subscription_requested(state: TenantState, env: Envelope, e: SubscriptionRequested) -> TenantState:
@@ -678,10 +677,12 @@ def _put_service(state: TenantState, service: Service) -> TenantState:
         usage = (usage.without(old) if old is not None else usage).with_(service)
     names = state.live_names
     if old is not None and old.live and not service.live:
-        names = {k: v for k, v in names.items() if v != service.service_id}
+        # a name is only ever bound to the id of the service of that name (names never change)
+        if names.get(service.name) == service.service_id:
+            names = names.discard(service.name)
     elif service.live and names.get(service.name) != service.service_id:
-        names = {**names, service.name: service.service_id}
-    return replace(state, services={**state.services, service.service_id: service},
+        names = names.set(service.name, service.service_id)
+    return replace(state, services=state.services.set(service.service_id, service),
                    usage=usage, live_names=names)
 
 
@@ -693,12 +694,12 @@ def _backup(state: TenantState, backup_id: str) -> Backup:
 
 
 def _put_backup(state: TenantState, backup: Backup) -> TenantState:
-    return replace(state, backups={**state.backups, backup.backup_id: backup})
+    return replace(state, backups=state.backups.set(backup.backup_id, backup))
 
 
 def _put_cdc(state: TenantState, cdc: Cdc) -> TenantState:
-    return replace(state, cdc={**state.cdc, cdc.service_id: cdc})
+    return replace(state, cdc=state.cdc.set(cdc.service_id, cdc))
 
 
 def _record(state: TenantState, command_id: str, record: CommandRecord) -> TenantState:
-    return replace(state, commands={**state.commands, command_id: record})
+    return replace(state, commands=state.commands.set(command_id, record))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import commands
-from events import CommandRejected, Envelope, TenantState, evolve
+from events import CommandRejected, Envelope, TenantState
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,5 @@ def judge(tenants: Mapping[str, TenantState], raw: Raw) -> Judged | DeadLetter:
             f"{raw.partition}: publish with the murmur2 partitioner", cmd.command_id)
     state = tenants.get(cmd.tenant_id) or TenantState(cmd.tenant_id)
     proof = raw.proof if raw.proof is not None else commands.Unverified("the signature was not checked")
-    produced = commands.decide(state, cmd, commands.fingerprint(raw.record["payload"]), proof)
-    for env in produced:
-        state = evolve(state, env)
+    produced, state = commands.decide_and_evolve(state, cmd, commands.fingerprint(raw.record["payload"]), proof)
     return Judged(cmd, produced, state)

@@ -89,7 +89,7 @@ def full_name(record_name: str) -> str:
 
 
 _LEAVES = frozenset({str, int, float, bool, type(None), datetime.datetime})
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
 
 
 def as_record(obj: Any) -> Any:
@@ -97,19 +97,28 @@ def as_record(obj: Any) -> Any:
 
     `dataclasses.asdict` deep-copies every leaf; records are immutable here, so this only rebuilds
     the containers (the command processor and projectors call it for every event): leaves of the
-    plain types are taken as they are, the field names of each dataclass are looked up once."""
+    plain types are taken as they are, a dataclass's fields are copied from its `__dict__` (its field
+    names are looked up once)."""
     cls = obj.__class__
     if cls in _LEAVES:
         return obj
     names = _FIELD_NAMES.get(cls)
     if names is None and dataclasses.is_dataclass(cls):
-        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    leaves = _LEAVES  # tested here rather than by a call per value: most values are leaves
     if names is not None:
-        return {name: as_record(getattr(obj, name)) for name in names}
+        values = getattr(obj, "__dict__", None)
+        if values is None or values.keys() != names:  # slots, or attributes besides its fields
+            values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        record = dict(values)  # its fields in order, as the generated `__init__` set them
+        for name, v in values.items():
+            if v.__class__ not in leaves:
+                record[name] = as_record(v)
+        return record
     if isinstance(obj, (list, tuple)):
-        return [as_record(v) for v in obj]
+        return [v if v.__class__ in leaves else as_record(v) for v in obj]
     if isinstance(obj, dict):
-        return {k: as_record(v) for k, v in obj.items()}
+        return {k: v if v.__class__ in leaves else as_record(v) for k, v in obj.items()}
     return obj
 
 

@@ -17,6 +17,7 @@ from commands import (
     RecordServiceClaimRendered,
     RecordServiceClaimReverted,
     decide,
+    decide_and_evolve,
     fingerprint_of,
     operation_id,
 )
@@ -121,10 +122,20 @@ def run(steps: Iterable[Step], state: TenantState | None = None) -> tuple[Tenant
         if callable(step):
             state = step(state)
             continue
-        for envelope in decide(state, step, fingerprint_of(step.payload), trusted(step)):
+        fingerprint, proof = fingerprint_of(step.payload), trusted(step)
+        envelopes = decide(state, step, fingerprint, proof)
+        # what the command processor does in one call: the same events, the same state after them
+        assert decide_and_evolve(state, step, fingerprint, proof) == (envelopes, _fold(state, envelopes))
+        for envelope in envelopes:
             produced.append(envelope)
             state = evolve(state, envelope)
     return state, produced
+
+
+def _fold(state: TenantState, envelopes: list[Envelope]) -> TenantState:
+    for envelope in envelopes:
+        state = evolve(state, envelope)
+    return state
 
 
 def ev(
