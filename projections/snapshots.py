@@ -1,0 +1,192 @@
+"""Snapshots of an organization's read-model rows, so that time travel replays a short tail of the
+log instead of all of it.
+
+Owns the writing side (`record`, called by the projector inside each batch's transaction) and the
+reading side (`latest`, for `projections.timetravel`). Per organization the projector counts the
+events it sees (`tenant_snapshot_marks`: how many, the latest `occurred_at` among them) and, once
+`every` events have passed since the last snapshot, copies the organization's rows of every read
+model into `tenant_snapshots` (one row per read model: row id -> row, built by PostgreSQL with
+`to_jsonb`), tagged with the offset in the organization's partition that every event before it is
+in. A replay to moment T starts from the latest snapshot whose events all occurred at or before T
+and folds the events after its offset (an organization's events share one partition, in order).
+
+Exactly the replay's rows: a snapshot is taken only where every projection applied the whole batch
+(their positions agree), the trace id the live rows keep is left out (a replay has none), and only
+for partitions counted from their first offset (`tenant_snapshot_partitions.counted_from = 0`):
+otherwise an organization's earlier events are uncounted and its `occurred_until` could be too early.
+A rebuild deletes the snapshots (their rows may be what the old projections made) and the
+organizations get new ones as their events come. Imports SQLAlchemy and `projections.tables`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, DateTime, Double, Table, TextClause, text
+
+from projections.positions import Positions
+from projections.stream import Item
+from projections.tables import READ_MODELS, Tables
+
+EVERY = 1000  # events of an organization between two of its snapshots (DBAAS_PROJECTIONS_SNAPSHOT_EVERY)
+Rows = dict[str, dict[str, dict[str, Any]]]  # read model -> row id -> row
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An organization's rows before `next_offset` of its partition: `events` events, the latest of
+    which occurred at `occurred_until`."""
+
+    partition: int
+    next_offset: int
+    events: int
+    occurred_until: datetime
+    rows: Rows
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+def record(conn: Connection, tables: Tables, topic: str, items: Sequence[Item], stored: Positions,
+           projections: Sequence[str], every: int) -> int:
+    """Count the batch's events per organization and snapshot those `every` events past their last
+    snapshot; the number of snapshots taken. Runs in the batch's transaction, after its rows."""
+    if every <= 0:
+        return 0
+    seen: dict[str, list[Any]] = {}  # tenant -> [partition, events, occurred_until, next offset]
+    for item in items:
+        env = item.envelope
+        if env is None:
+            continue
+        counted = seen.get(env.tenant_id)
+        if counted is None:
+            seen[env.tenant_id] = [item.partition, 1, env.occurred_at, item.offset + 1]
+        else:
+            counted[1] += 1
+            counted[2] = max(counted[2], env.occurred_at)
+            counted[3] = max(counted[3], item.offset + 1)
+    if not seen:
+        return 0
+    partitions = sorted({c[0] for c in seen.values()})
+    tenants = sorted(seen)
+    due = _due(conn.execute(_sql(tables, "marks"), {
+        "topic": topic, "parts": partitions, "starts": [min(stored.get((name, p), 0) for name in projections)
+                                                        for p in partitions],
+        "tenants": tenants, "partitions": [seen[t][0] for t in tenants],
+        "events": [seen[t][1] for t in tenants], "until": [seen[t][2] for t in tenants], "every": every}))
+    whole = {p for p in partitions if len({stored.get((name, p)) for name in projections}) == 1}
+    taken = 0
+    for tenant, events, occurred_until in due:
+        partition, _n, _at, next_offset = seen[tenant]
+        if partition not in whole:
+            continue
+        for name in READ_MODELS:
+            conn.execute(_sql(tables, name), {"topic": topic, "tenant": tenant, "next_offset": next_offset,
+                                              "partition": partition, "events": events, "until": occurred_until})
+        conn.execute(_sql(tables, "taken"), {"topic": topic, "tenant": tenant, "events": events})
+        taken += 1
+    return taken
+
+
+@functools.cache
+def _statements(tables: Tables) -> dict[str, TextClause]:
+    marks, parts, snaps = (tables.snapshot_marks.name, tables.snapshot_partitions.name, tables.snapshots.name)
+    statements = {
+        # ONE statement per batch: the partitions' counting starts (kept from the first), and the
+        # marks of the batch's organizations; those due for a snapshot come back (when their
+        # partition is counted from its first offset; a partition first seen in this very batch is
+        # not visible to it yet, and its organizations are snapshotted at their next batch)
+        "marks": text(
+            f'WITH parts AS (INSERT INTO "{parts}" (topic, partition, counted_from) '
+            "SELECT :topic, p, s FROM unnest(CAST(:parts AS INTEGER[]), CAST(:starts AS BIGINT[])) AS v(p, s) "
+            "ON CONFLICT DO NOTHING) "
+            f'INSERT INTO "{marks}" AS m (topic, tenant_id, partition, events, snapshotted, occurred_until) '
+            "SELECT :topic, t, p, n, 0, u FROM unnest(CAST(:tenants AS TEXT[]), CAST(:partitions AS INTEGER[]), "
+            "CAST(:events AS BIGINT[]), CAST(:until AS TIMESTAMPTZ[])) AS v(t, p, n, u) "
+            "ON CONFLICT (topic, tenant_id) DO UPDATE SET events = m.events + EXCLUDED.events, "
+            "partition = EXCLUDED.partition, occurred_until = GREATEST(m.occurred_until, EXCLUDED.occurred_until) "
+            f"RETURNING m.tenant_id, m.events, m.occurred_until, m.events - m.snapshotted >= :every AND EXISTS ("
+            f'SELECT 1 FROM "{parts}" c WHERE c.topic = m.topic AND c.partition = m.partition AND c.counted_from = 0)'),
+        "taken": text(f'UPDATE "{marks}" SET snapshotted = :events WHERE topic = :topic AND tenant_id = :tenant'),
+    }
+    for name in READ_MODELS:
+        table = tables.read_model(name)
+        row = 'to_jsonb(r) || \'{"trace_id": null}\'' if "trace_id" in table.c else "to_jsonb(r)"
+        owner = "r.id" if name == "organizations" else "r.tenant_id"
+        statements[name] = text(
+            f'INSERT INTO "{snaps}" (topic, tenant_id, next_offset, read_model, partition, events, occurred_until, rows) '
+            f"SELECT :topic, :tenant, :next_offset, '{name}', :partition, :events, :until, "
+            f"COALESCE(jsonb_object_agg(r.id, {row}), '{{}}') FROM \"{table.name}\" r WHERE {owner} = :tenant "
+            "ON CONFLICT DO NOTHING")
+    return statements
+
+
+def _sql(tables: Tables, name: str) -> TextClause:
+    return _statements(tables)[name]
+
+
+def _due(rows: Any) -> list[tuple[str, int, datetime]]:
+    return [(tenant, events, until) for tenant, events, until, due in rows if due]
+
+
+def forget(conn: Connection, tables: Tables, topic: str) -> None:
+    """Delete the snapshots of `topic` (a rebuild: their rows may be the old projections'); every
+    organization is due for a new one at its next event."""
+    conn.execute(text(f'DELETE FROM "{tables.snapshots.name}" WHERE topic = :topic'), {"topic": topic})
+    conn.execute(text(f'UPDATE "{tables.snapshot_marks.name}" SET snapshotted = 0 WHERE topic = :topic'),
+                 {"topic": topic})
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+def latest(conn: Connection, tables: Tables, topic: str, tenant: str, until: datetime,
+           read_model: str | None = None, row_id: str | None = None) -> Snapshot | None:
+    """The latest snapshot of `tenant` that serves moment `until` (its events all occurred at or
+    before it): every read model's rows, or `read_model`'s only, or only its row `row_id`."""
+    s = tables.snapshots
+    found = conn.execute(text(
+        f'SELECT partition, next_offset, events, occurred_until FROM "{s.name}" '
+        "WHERE topic = :topic AND tenant_id = :tenant AND read_model = 'services' AND occurred_until <= :until "
+        "ORDER BY occurred_until DESC, next_offset DESC LIMIT 1"),
+        {"topic": topic, "tenant": tenant, "until": until}).first()
+    if found is None:
+        return None
+    names = list(READ_MODELS) if read_model is None else [read_model]
+    key = {"topic": topic, "tenant": tenant, "next_offset": found.next_offset, "names": names}
+    if row_id is None:
+        stored = conn.execute(text(
+            f'SELECT read_model, rows::text FROM "{s.name}" WHERE topic = :topic AND tenant_id = :tenant '
+            "AND next_offset = :next_offset AND read_model = ANY(:names)"), key).all()
+    else:
+        stored = conn.execute(text(
+            f'SELECT read_model, jsonb_build_object(CAST(:row_id AS TEXT), rows -> CAST(:row_id AS TEXT))::text '
+            f'FROM "{s.name}" WHERE topic = :topic AND tenant_id = :tenant AND next_offset = :next_offset '
+            "AND read_model = ANY(:names) AND rows ? CAST(:row_id AS TEXT)"), {**key, "row_id": row_id}).all()
+    rows: Rows = {name: {} for name in names}
+    for name, document in stored:
+        rows[name] = {row_id: restore(tables.read_model(name), row) for row_id, row in json.loads(document).items()}
+    return Snapshot(found.partition, found.next_offset, found.events, found.occurred_until, rows)
+
+
+@functools.cache
+def _kinds(table: Table) -> tuple[frozenset[str], frozenset[str]]:
+    return (frozenset(c.name for c in table.columns if isinstance(c.type, DateTime)),
+            frozenset(c.name for c in table.columns if isinstance(c.type, Double)))
+
+
+def restore(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as `to_jsonb` wrote it -> the row as the projectors' changes make it in memory: times
+    back to UTC datetimes, floats back to floats (JSON writes 1.0 as 1)."""
+    times, floats = _kinds(table)
+    out = dict(row)
+    for name in times:
+        if (value := out.get(name)) is not None:
+            out[name] = datetime.fromisoformat(value).astimezone(UTC)
+    for name in floats:
+        if (value := out.get(name)) is not None:
+            out[name] = float(value)
+    return out
