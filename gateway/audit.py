@@ -72,6 +72,7 @@ class EventLog:
         self.kafka = kafka
         self.registry = Registry(registry_url)
         self.snapshots = snapshots
+        self.readers = timetravel.Readers(kafka)
 
     @functools.cached_property
     def events(self) -> Serde:
@@ -82,7 +83,7 @@ class EventLog:
         return Serde(self.registry, AUDIT_SUBJECT)
 
     def tenant_events(self, tenant: str, after: Snapshot | None = None) -> list[Envelope]:
-        return timetravel.tenant_events(self.kafka, self.events, tenant, after=after)
+        return timetravel.tenant_events(self.readers, self.events, tenant, after=after)
 
     def replay(self, tenant: str, until: datetime) -> tuple[dict[str, dict[str, dict[str, Any]]], int]:
         """The organization's rows at `until` and how many of its events occurred up to then."""
@@ -102,6 +103,7 @@ class EventLog:
         return rows[read_model].get(row_id)
 
     def close(self) -> None:
+        self.readers.close()
         self.registry.close()
 
 

@@ -11,11 +11,13 @@ log is. Imports `events`, `schemas`, `runtime` and `projections.projectors`/`.fo
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 import events
 from events import Envelope
@@ -28,17 +30,55 @@ from schemas.registry import Serde
 Rows = dict[str, dict[str, dict[str, Any]]]  # read model -> row id -> row
 
 
-def tenant_events(kafka: kafka_reader.KafkaAccess | str, serde: Serde, tenant: str, topic: str = "dbaas.events",
-                  timeout: float = 60.0, after: Snapshot | None = None) -> list[Envelope]:
+class Readers:
+    """Consumers for replays, kept between them: connecting and authenticating a consumer costs
+    more than reading a snapshot's short tail. One per replay running at the same time."""
+
+    def __init__(self, kafka: kafka_reader.KafkaAccess | str):
+        self.kafka = kafka
+        self._idle: list[Consumer] = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def reader(self) -> Iterator[Consumer]:
+        with self._lock:
+            consumer = self._idle.pop() if self._idle else None
+        if consumer is None:
+            consumer = kafka_reader.reader(self.kafka, "dbaas-time-travel")
+        try:
+            yield consumer
+            consumer.unassign()
+        except BaseException:
+            consumer.close()  # in an unknown state: not kept
+            raise
+        with self._lock:
+            self._idle.append(consumer)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for consumer in idle:
+            consumer.close()
+
+
+def tenant_events(kafka: kafka_reader.KafkaAccess | str | Readers, serde: Serde, tenant: str,
+                  topic: str = "dbaas.events", timeout: float = 60.0, after: Snapshot | None = None) -> list[Envelope]:
     """Every committed event of `tenant`, in log order (up to the end of the log now), or only those
     after snapshot `after` (from its offset in its partition); `serde` reads the events subject."""
-    consumer = kafka_reader.reader(kafka, "dbaas-time-travel")
-    key = tenant.encode()
-    try:
+    readers = kafka if isinstance(kafka, Readers) else None
+    with readers.reader() if readers is not None else _one_reader(kafka) as consumer:  # type: ignore[arg-type]
         starts = (kafka_reader.whole_topic(consumer, topic, timeout) if after is None
                   else [TopicPartition(topic, after.partition, after.next_offset)])
+        key = tenant.encode()
         return [events.from_avro(serde.decode(msg.value()))
                 for msg in kafka_reader.read_to_end(consumer, starts) if msg.key() == key]
+
+
+@contextmanager
+def _one_reader(kafka: kafka_reader.KafkaAccess | str) -> Iterator[Consumer]:
+    consumer = kafka_reader.reader(kafka, "dbaas-time-travel")
+    try:
+        yield consumer
     finally:
         consumer.close()
 
