@@ -328,7 +328,7 @@ def main() -> int:
     ep = platform(without="saga,localpop-agent")
     bench_reads(ep, args.n)
     if not args.skip_memory:
-        bench_memory(100_000, 10_000, 20_000)
+        bench_memory(100_000, 10_000, 12_000)
     print(f"(the benchmark platform stays up: `dbaas stack down --home {ep.home}` stops it)", file=sys.stderr)
     return 0
 

@@ -39,7 +39,7 @@ import psycopg
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 from psycopg.types.json import Jsonb
-from sqlalchemy import BigInteger, Connection, Engine, Integer, Table, Text, create_engine
+from sqlalchemy import BigInteger, Connection, Engine, Integer, Table, create_engine
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import DataError, IntegrityError
 
@@ -178,46 +178,44 @@ class Folder:
         return written
 
 
-_TEXT, _INT32, _INT64, _JSON, _OTHER = range(5)
+@dataclass(frozen=True)
+class Limits:
+    """What PostgreSQL checks of a table's values, as `fits` asks it."""
+
+    columns: frozenset[str]
+    not_null: frozenset[str]
+    ranges: Mapping[str, tuple[int, int]]  # integer column -> [low, high)
 
 
 @functools.cache
-def _limits(table: Table) -> dict[str, tuple[int, bool]]:
-    """Column -> (what PostgreSQL checks of its values, whether it may be NULL)."""
-    def kind(column: Any) -> int:
-        match column.type:
-            case JSONB():
-                return _JSON
-            case BigInteger():
-                return _INT64
-            case Integer():
-                return _INT32
-            case Text():
-                return _TEXT
-        return _OTHER
-    return {c.name: (kind(c), bool(c.nullable)) for c in table.columns}
+def _limits(table: Table) -> Limits:
+    ranges = {c.name: (-(2**63), 2**63) if isinstance(c.type, BigInteger) else (-(2**31), 2**31)
+              for c in table.columns if isinstance(c.type, Integer)}
+    return Limits(frozenset(c.name for c in table.columns),
+                  frozenset(c.name for c in table.columns if not c.nullable), ranges)
 
 
-def fits(limits: Mapping[str, tuple[int, bool]], values: Mapping[str, Any]) -> bool:
-    """Whether PostgreSQL takes `values` (column -> value): no NUL in a text, no NULL where none may
-    be, integers in their column's range. The live projector dead-letters an event it refuses and
-    applies the next ones; a fold would merge it with them, so such an event sends the rebuild to the
-    batch path, which isolates it the same way."""
+def fits(limits: Limits, values: Mapping[str, Any]) -> bool:
+    """Whether PostgreSQL takes `values` (column -> value): no NUL in a text or a JSON string, no
+    NULL where none may be, integers in their column's range, no column the table lacks. The live
+    projector dead-letters an event it refuses and applies the next ones; a fold would merge it with
+    them, so such an event sends the rebuild to the batch path, which isolates it the same way.
+    Checked for every change of a rebuild: by the values' types, the commonest first."""
+    if not values.keys() <= limits.columns:
+        return False
     for name, value in values.items():
-        if (limit := limits.get(name)) is None:
-            return False
-        kind, nullable = limit
-        if value is None:
-            if not nullable:
+        kind = type(value)
+        if kind is str:
+            if "\x00" in value:
                 return False
-        elif kind == _TEXT:
-            if isinstance(value, str) and "\x00" in value:
+        elif value is None:
+            if name in limits.not_null:
                 return False
-        elif kind == _INT32 or kind == _INT64:
-            bound = 2**31 if kind == _INT32 else 2**63
-            if isinstance(value, int) and not -bound <= value < bound:
+        elif kind is int:
+            low, high = limits.ranges.get(name, (value, value + 1))
+            if not low <= value < high:
                 return False
-        elif kind == _JSON and "\\u0000" in json.dumps(value):
+        elif (kind is dict or kind is list) and value and "\\u0000" in json.dumps(value):
             return False
     return True
 
