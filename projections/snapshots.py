@@ -40,13 +40,17 @@ Rows = dict[str, dict[str, dict[str, Any]]]  # read model -> row id -> row
 @dataclass(frozen=True)
 class Snapshot:
     """An organization's rows before `next_offset` of its partition: `events` events, the latest of
-    which occurred at `occurred_until`."""
+    which occurred at `occurred_until`. `read_until`: the offset after which none of its events
+    occurred at or before the moment asked about (None: read to the log's end). With `next_offset` 0
+    and no rows it stands for the beginning of the partition: no snapshot precedes the moment, yet
+    the partition and the end to read to are known."""
 
     partition: int
     next_offset: int
     events: int
-    occurred_until: datetime
+    occurred_until: datetime | None
     rows: Rows
+    read_until: int | None = None
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -57,18 +61,19 @@ def record(conn: Connection, tables: Tables, topic: str, items: Sequence[Item], 
     snapshot; the number of snapshots taken. Runs in the batch's transaction, after its rows."""
     if every <= 0:
         return 0
-    seen: dict[str, list[Any]] = {}  # tenant -> [partition, events, occurred_until, next offset]
+    seen: dict[str, list[Any]] = {}  # tenant -> [partition, events, occurred_until, next offset, earliest]
     for item in items:
         env = item.envelope
         if env is None:
             continue
         counted = seen.get(env.tenant_id)
         if counted is None:
-            seen[env.tenant_id] = [item.partition, 1, env.occurred_at, item.offset + 1]
+            seen[env.tenant_id] = [item.partition, 1, env.occurred_at, item.offset + 1, env.occurred_at]
         else:
             counted[1] += 1
             counted[2] = max(counted[2], env.occurred_at)
             counted[3] = max(counted[3], item.offset + 1)
+            counted[4] = min(counted[4], env.occurred_at)
     if not seen:
         return 0
     partitions = sorted({c[0] for c in seen.values()})
@@ -77,16 +82,18 @@ def record(conn: Connection, tables: Tables, topic: str, items: Sequence[Item], 
         "topic": topic, "parts": partitions, "starts": [min(stored.get((name, p), 0) for name in projections)
                                                         for p in partitions],
         "tenants": tenants, "partitions": [seen[t][0] for t in tenants],
-        "events": [seen[t][1] for t in tenants], "until": [seen[t][2] for t in tenants], "every": every}))
+        "events": [seen[t][1] for t in tenants], "until": [seen[t][2] for t in tenants],
+        "earliest": [seen[t][4] for t in tenants], "every": every}))
     whole = {p for p in partitions if len({stored.get((name, p)) for name in projections}) == 1}
     taken = 0
-    for tenant, events, occurred_until in due:
-        partition, _n, _at, next_offset = seen[tenant]
+    for tenant, events, occurred_until, segment_min in due:
+        partition, _n, _at, next_offset, _min = seen[tenant]
         if partition not in whole:
             continue
         for name in READ_MODELS:
             conn.execute(_sql(tables, name), {"topic": topic, "tenant": tenant, "next_offset": next_offset,
-                                              "partition": partition, "events": events, "until": occurred_until})
+                                              "partition": partition, "events": events, "until": occurred_until,
+                                              "segment_min": segment_min})
         conn.execute(_sql(tables, "taken"), {"topic": topic, "tenant": tenant, "events": events})
         taken += 1
     return taken
@@ -104,22 +111,27 @@ def _statements(tables: Tables) -> dict[str, TextClause]:
             f'WITH parts AS (INSERT INTO "{parts}" (topic, partition, counted_from) '
             "SELECT :topic, p, s FROM unnest(CAST(:parts AS INTEGER[]), CAST(:starts AS BIGINT[])) AS v(p, s) "
             "ON CONFLICT DO NOTHING) "
-            f'INSERT INTO "{marks}" AS m (topic, tenant_id, partition, events, snapshotted, occurred_until) '
-            "SELECT :topic, t, p, n, 0, u FROM unnest(CAST(:tenants AS TEXT[]), CAST(:partitions AS INTEGER[]), "
-            "CAST(:events AS BIGINT[]), CAST(:until AS TIMESTAMPTZ[])) AS v(t, p, n, u) "
+            f'INSERT INTO "{marks}" AS m (topic, tenant_id, partition, events, snapshotted, occurred_until, '
+            "since_min) SELECT :topic, t, p, n, 0, u, e FROM unnest(CAST(:tenants AS TEXT[]), "
+            "CAST(:partitions AS INTEGER[]), CAST(:events AS BIGINT[]), CAST(:until AS TIMESTAMPTZ[]), "
+            "CAST(:earliest AS TIMESTAMPTZ[])) AS v(t, p, n, u, e) "
             "ON CONFLICT (topic, tenant_id) DO UPDATE SET events = m.events + EXCLUDED.events, "
-            "partition = EXCLUDED.partition, occurred_until = GREATEST(m.occurred_until, EXCLUDED.occurred_until) "
-            f"RETURNING m.tenant_id, m.events, m.occurred_until, m.events - m.snapshotted >= :every AND EXISTS ("
+            "partition = EXCLUDED.partition, occurred_until = GREATEST(m.occurred_until, EXCLUDED.occurred_until), "
+            "since_min = LEAST(m.since_min, EXCLUDED.since_min) "
+            "RETURNING m.tenant_id, m.events, m.occurred_until, m.since_min, "
+            "m.events - m.snapshotted >= :every AND EXISTS ("
             f'SELECT 1 FROM "{parts}" c WHERE c.topic = m.topic AND c.partition = m.partition AND c.counted_from = 0)'),
-        "taken": text(f'UPDATE "{marks}" SET snapshotted = :events WHERE topic = :topic AND tenant_id = :tenant'),
+        "taken": text(f'UPDATE "{marks}" SET snapshotted = :events, since_min = NULL '
+                      "WHERE topic = :topic AND tenant_id = :tenant"),
     }
     for name in READ_MODELS:
         table = tables.read_model(name)
         row = 'to_jsonb(r) || \'{"trace_id": null}\'' if "trace_id" in table.c else "to_jsonb(r)"
         owner = "r.id" if name == "organizations" else "r.tenant_id"
         statements[name] = text(
-            f'INSERT INTO "{snaps}" (topic, tenant_id, next_offset, read_model, partition, events, occurred_until, rows) '
-            f"SELECT :topic, :tenant, :next_offset, '{name}', :partition, :events, :until, "
+            f'INSERT INTO "{snaps}" (topic, tenant_id, next_offset, read_model, partition, events, occurred_until, '
+            f"segment_min, rows) SELECT :topic, :tenant, :next_offset, '{name}', :partition, :events, :until, "
+            ":segment_min, "
             f"COALESCE(jsonb_object_agg(r.id, {row}), '{{}}') FROM \"{table.name}\" r WHERE {owner} = :tenant "
             "ON CONFLICT DO NOTHING")
     return statements
@@ -129,34 +141,60 @@ def _sql(tables: Tables, name: str) -> TextClause:
     return _statements(tables)[name]
 
 
-def _due(rows: Any) -> list[tuple[str, int, datetime]]:
-    return [(tenant, events, until) for tenant, events, until, due in rows if due]
+def _due(rows: Any) -> list[tuple[str, int, datetime, datetime | None]]:
+    return [(tenant, events, until, earliest) for tenant, events, until, earliest, due in rows if due]
 
 
 def forget(conn: Connection, tables: Tables, topic: str) -> None:
     """Delete the snapshots of `topic` (a rebuild: their rows may be the old projections'); every
-    organization is due for a new one at its next event."""
-    conn.execute(text(f'DELETE FROM "{tables.snapshots.name}" WHERE topic = :topic'), {"topic": topic})
-    conn.execute(text(f'UPDATE "{tables.snapshot_marks.name}" SET snapshotted = 0 WHERE topic = :topic'),
-                 {"topic": topic})
+    organization is due for a new one at its next event, and its events since the beginning count
+    as one stretch (its earliest time kept, so a replay still knows where to stop)."""
+    m, s = tables.snapshot_marks.name, tables.snapshots.name
+    conn.execute(text(
+        f'UPDATE "{m}" AS m SET snapshotted = 0, since_min = LEAST(m.since_min, (SELECT min(s.segment_min) '
+        f"FROM \"{s}\" s WHERE s.topic = m.topic AND s.tenant_id = m.tenant_id AND s.read_model = 'services')) "
+        "WHERE m.topic = :topic"), {"topic": topic})
+    conn.execute(text(f'DELETE FROM "{s}" WHERE topic = :topic'), {"topic": topic})
 
 
 # -- reading ------------------------------------------------------------------------------------
 
 def latest(conn: Connection, tables: Tables, topic: str, tenant: str, until: datetime,
            read_model: str | None = None, row_id: str | None = None) -> Snapshot | None:
-    """The latest snapshot of `tenant` that serves moment `until` (its events all occurred at or
-    before it): every read model's rows, or `read_model`'s only, or only its row `row_id`."""
-    s = tables.snapshots
-    found = conn.execute(text(
-        f'SELECT partition, next_offset, events, occurred_until FROM "{s.name}" '
-        "WHERE topic = :topic AND tenant_id = :tenant AND read_model = 'services' AND occurred_until <= :until "
-        "ORDER BY occurred_until DESC, next_offset DESC LIMIT 1"),
-        {"topic": topic, "tenant": tenant, "until": until}).first()
-    if found is None:
+    """Where a replay of `tenant` to moment `until` starts and ends: its latest snapshot whose events
+    all occurred at or before `until` (every read model's rows, or `read_model`'s only, or only its
+    row `row_id`), or the beginning of its partition; and the offset after which none of its events
+    occurred at or before `until` — the end of the last stretch between two snapshots (or after the
+    last one) whose earliest event did. None when the organization's partition was not counted from
+    its first offset: replay the whole log."""
+    s, m, c = tables.snapshots, tables.snapshot_marks, tables.snapshot_partitions
+    mark = conn.execute(text(
+        f'SELECT m.partition, m.since_min FROM "{m.name}" m '
+        f'JOIN "{c.name}" c ON c.topic = m.topic AND c.partition = m.partition AND c.counted_from = 0 '
+        "WHERE m.topic = :topic AND m.tenant_id = :tenant"), {"topic": topic, "tenant": tenant}).first()
+    if mark is None:
         return None
+    stretches = conn.execute(text(
+        f'SELECT next_offset, events, occurred_until, segment_min FROM "{s.name}" '
+        "WHERE topic = :topic AND tenant_id = :tenant AND read_model = 'services' ORDER BY next_offset"),
+        {"topic": topic, "tenant": tenant}).all()
+    start = None
+    for stretch in stretches:
+        if stretch.occurred_until <= until:
+            start = stretch
+    begin = start.next_offset if start is not None else 0
+    # past the last snapshot, to the log's end (events not projected yet included) when an event
+    # counted since occurred at or before `until`; else up to the last stretch with such an event
+    read_until = None if mark.since_min is not None and mark.since_min <= until else begin
+    if read_until is not None:
+        for stretch in stretches:
+            if stretch.next_offset > begin and (stretch.segment_min is None or stretch.segment_min <= until):
+                read_until = stretch.next_offset
     names = list(READ_MODELS) if read_model is None else [read_model]
-    key = {"topic": topic, "tenant": tenant, "next_offset": found.next_offset, "names": names}
+    rows: Rows = {name: {} for name in names}
+    if start is None:
+        return Snapshot(mark.partition, 0, 0, None, rows, read_until)
+    key = {"topic": topic, "tenant": tenant, "next_offset": start.next_offset, "names": names}
     if row_id is None:
         stored = conn.execute(text(
             f'SELECT read_model, rows::text FROM "{s.name}" WHERE topic = :topic AND tenant_id = :tenant '
@@ -166,10 +204,9 @@ def latest(conn: Connection, tables: Tables, topic: str, tenant: str, until: dat
             f'SELECT read_model, jsonb_build_object(CAST(:row_id AS TEXT), rows -> CAST(:row_id AS TEXT))::text '
             f'FROM "{s.name}" WHERE topic = :topic AND tenant_id = :tenant AND next_offset = :next_offset '
             "AND read_model = ANY(:names) AND rows ? CAST(:row_id AS TEXT)"), {**key, "row_id": row_id}).all()
-    rows: Rows = {name: {} for name in names}
     for name, document in stored:
         rows[name] = {row_id: restore(tables.read_model(name), row) for row_id, row in json.loads(document).items()}
-    return Snapshot(found.partition, found.next_offset, found.events, found.occurred_until, rows)
+    return Snapshot(mark.partition, start.next_offset, start.events, start.occurred_until, rows, read_until)
 
 
 @functools.cache

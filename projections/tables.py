@@ -279,6 +279,9 @@ def _snapshots(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("events", BigInteger, nullable=False),  # the tenant's events before `next_offset`
         # the latest `occurred_at` of those events: the snapshot serves moments from this one on
         Column("occurred_until", DateTime(timezone=True), nullable=False),
+        # the earliest `occurred_at` of the tenant's events since its previous snapshot: a replay to
+        # an earlier moment need not read them
+        Column("segment_min", DateTime(timezone=True)),
         Column("rows", JSONB, nullable=False),  # row id -> row (`to_jsonb` of the read model's row)
         PrimaryKeyConstraint("topic", "tenant_id", "next_offset", "read_model", name=f"{SNAPSHOTS}_pkey"),
     )
@@ -292,6 +295,7 @@ def _snapshots(metadata: MetaData) -> tuple[Table, Table, Table]:
         Column("events", BigInteger, nullable=False),  # the tenant's events the projector has seen
         Column("snapshotted", BigInteger, nullable=False),  # `events` at its last snapshot
         Column("occurred_until", DateTime(timezone=True), nullable=False),
+        Column("since_min", DateTime(timezone=True)),  # the earliest `occurred_at` since its last snapshot
         PrimaryKeyConstraint("topic", "tenant_id", name=f"{SNAPSHOT_MARKS}_pkey"),
     )
     partitions = Table(

@@ -64,14 +64,20 @@ class Readers:
 def tenant_events(kafka: kafka_reader.KafkaAccess | str | Readers, serde: Serde, tenant: str,
                   topic: str = "dbaas.events", timeout: float = 60.0, after: Snapshot | None = None) -> list[Envelope]:
     """Every committed event of `tenant`, in log order (up to the end of the log now), or only those
-    after snapshot `after` (from its offset in its partition); `serde` reads the events subject."""
+    after snapshot `after`: from its offset in its partition up to its `read_until` (the log's end
+    when None); `serde` reads the events subject."""
+    stop = None if after is None or after.read_until is None else after.read_until
+    if after is not None and stop is not None and stop <= after.next_offset:
+        return []  # none of its events after the snapshot occurred by the moment
     readers = kafka if isinstance(kafka, Readers) else None
     with readers.reader() if readers is not None else _one_reader(kafka) as consumer:  # type: ignore[arg-type]
         starts = (kafka_reader.whole_topic(consumer, topic, timeout) if after is None
                   else [TopicPartition(topic, after.partition, after.next_offset)])
+        stops = None if after is None or stop is None else {(topic, after.partition): stop}
         key = tenant.encode()
         return [events.from_avro(serde.decode(msg.value()))
-                for msg in kafka_reader.read_to_end(consumer, starts) if msg.key() == key]
+                for msg in kafka_reader.read_to_end(consumer, starts, stops=stops)
+                if msg.key() == key and (stop is None or msg.offset() < stop)]
 
 
 @contextmanager

@@ -331,7 +331,8 @@ def test_time_travel_from_snapshots_equals_replaying_the_whole_log(stack, settin
     """The projector snapshots an organization every 3 events; at every moment, its rows from the
     latest snapshot before it plus the log after the snapshot equal the whole log replayed — also
     with an event recorded late (occurring before events logged ahead of it) — and one row alone
-    too. A rebuild deletes the snapshots."""
+    too; a replay reads only up to where no later event of the organization occurred by the moment.
+    A rebuild deletes the snapshots."""
     _dsn, engine = database
     log = EventLog()
     ids = _two_tenants(log, uuid.uuid4().hex[:6])
@@ -350,28 +351,33 @@ def test_time_travel_from_snapshots_equals_replaying_the_whole_log(stack, settin
     try:
         serde = Serde(registry, EVENTS_SUBJECT)
         everything = timetravel.tenant_events(stack.kafka, serde, acme, topic)
-        served = set()
-        for moment in sorted({e.occurred_at for e in everything}):
+        served, read = set(), []
+        for moment in sorted({e.occurred_at for e in everything} | {T0 - timedelta(days=1)}):
             expected = timetravel.replay(everything, moment)
             snapshot = reads.snapshot(acme, moment, topic=topic)
-            if snapshot is None:
-                continue
+            assert snapshot is not None  # its partition was counted from its first offset
             served.add(snapshot.next_offset)
-            assert snapshot.occurred_until <= moment
+            assert snapshot.next_offset == 0 or snapshot.occurred_until <= moment
             tail = timetravel.tenant_events(stack.kafka, serde, acme, topic, after=snapshot)
+            read.append(len(tail))
             assert timetravel.replay(tail, moment, snapshot.rows) == expected, moment
             assert snapshot.events + sum(1 for e in tail if e.occurred_at <= moment) == \
                 sum(1 for e in everything if e.occurred_at <= moment)
             for sid in (ids["db1"], ids["db2"]):
                 one = reads.snapshot(acme, moment, "services", sid, topic=topic)
                 assert one is not None and set(one.rows["services"]) <= {sid}
+                tail = timetravel.tenant_events(stack.kafka, serde, acme, topic, after=one)
                 rows = timetravel.replay(tail, moment, one.rows, only=("services", sid))
                 assert rows["services"].get(sid) == expected["services"].get(sid), (moment, sid)
-        assert len(served) >= 2
-        assert reads.snapshot(acme, T0 - timedelta(days=1), topic=topic) is None  # before any: the whole log
+        assert len(served) >= 3  # the beginning and two snapshots at least
+        assert read[0] == 0 and 0 < min(n for n in read if n) < len(everything)  # the tails stop early
 
-        rebuild(settings)
-        assert reads.snapshot(acme, T0 + timedelta(days=1), topic=topic) is None
+        rebuild(settings)  # the snapshots go; the organization's events are one stretch again
+        after = reads.snapshot(acme, T0 + timedelta(days=1), topic=topic)
+        assert after is not None and (after.next_offset, after.read_until) == (0, None)
+        tail = timetravel.tenant_events(stack.kafka, serde, acme, topic, after=after)
+        assert timetravel.replay(tail, T0 + timedelta(days=1), after.rows) == \
+            timetravel.replay(everything, T0 + timedelta(days=1))
     finally:
         registry.close()
 
