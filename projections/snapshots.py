@@ -62,9 +62,12 @@ def record(conn: Connection, tables: Tables, topic: str, items: Sequence[Item], 
     if every <= 0:
         return 0
     seen: dict[str, list[Any]] = {}  # tenant -> [partition, events, occurred_until, next offset, earliest]
+    ahead: dict[int, int] = {}  # partition -> the furthest projection's position: before it, counted already
     for item in items:
         env = item.envelope
-        if env is None:
+        if item.partition not in ahead:
+            ahead[item.partition] = max(stored.get((name, item.partition), 0) for name in projections)
+        if env is None or item.offset < ahead[item.partition]:
             continue
         counted = seen.get(env.tenant_id)
         if counted is None:
