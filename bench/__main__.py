@@ -241,6 +241,7 @@ def bench_rebuild(ep: Endpoints, pub: Publisher, events: int = 0) -> None:
     """The rebuild against raw inserts of the very rows it wrote (every rebuilt table), executemany in
     one transaction (psycopg pipelines it: the best plain INSERT); COPY of the same rows for scale."""
     from projections.rebuild import rebuild
+    from projections.replay import default_workers
     from projections.settings import Settings
 
     if events:
@@ -281,7 +282,8 @@ def bench_rebuild(ep: Endpoints, pub: Publisher, events: int = 0) -> None:
         bare = load("including defaults", copy=False)
         copied = load("including all", copy=True)
     print(f"    rebuild      : {events_per_s:8.0f} events/s ({result.replayed} events -> {rows} rows, "
-          f"{rows / elapsed:.0f} rows/s, {elapsed:.1f}s; target >= 0.5 of raw inserts)")
+          f"{rows / elapsed:.0f} rows/s, {elapsed:.1f}s, {default_workers(result.replayed)} replaying processes; "
+          "target >= 0.5 of raw inserts)")
     print(f"    raw inserts  : {raw:8.0f} rows/s (the same rows, executemany, one transaction, same indexes)")
     print(f"    ratio        : {events_per_s / raw:8.3f}   (rows/s: {rows / elapsed / raw:.3f})")
     print(f"    without the indexes: {bare:8.0f} rows/s (ratio {events_per_s / bare:.3f}); COPY, same indexes: "
