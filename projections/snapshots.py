@@ -202,13 +202,16 @@ def latest(conn: Connection, tables: Tables, topic: str, tenant: str, until: dat
         stored = conn.execute(text(
             f'SELECT read_model, rows::text FROM "{s.name}" WHERE topic = :topic AND tenant_id = :tenant '
             "AND next_offset = :next_offset AND read_model = ANY(:names)"), key).all()
-    else:
+        for name, document in stored:
+            rows[name] = {key: restore(tables.read_model(name), row) for key, row in json.loads(document).items()}
+    else:  # the one row, extracted by PostgreSQL (the document is read once)
         stored = conn.execute(text(
-            f'SELECT read_model, jsonb_build_object(CAST(:row_id AS TEXT), rows -> CAST(:row_id AS TEXT))::text '
-            f'FROM "{s.name}" WHERE topic = :topic AND tenant_id = :tenant AND next_offset = :next_offset '
-            "AND read_model = ANY(:names) AND rows ? CAST(:row_id AS TEXT)"), {**key, "row_id": row_id}).all()
-    for name, document in stored:
-        rows[name] = {row_id: restore(tables.read_model(name), row) for row_id, row in json.loads(document).items()}
+            f'SELECT read_model, (rows -> CAST(:row_id AS TEXT))::text FROM "{s.name}" WHERE topic = :topic '
+            "AND tenant_id = :tenant AND next_offset = :next_offset AND read_model = ANY(:names)"),
+            {**key, "row_id": row_id}).all()
+        for name, document in stored:
+            if document is not None:
+                rows[name] = {row_id: restore(tables.read_model(name), json.loads(document))}
     return Snapshot(mark.partition, start.next_offset, start.events, start.occurred_until, rows, read_until)
 
 
