@@ -203,7 +203,7 @@ def latest(conn: Connection, tables: Tables, topic: str, tenant: str, until: dat
             f'SELECT read_model, rows::text FROM "{s.name}" WHERE topic = :topic AND tenant_id = :tenant '
             "AND next_offset = :next_offset AND read_model = ANY(:names)"), key).all()
         for name, document in stored:
-            rows[name] = {key: restore(tables.read_model(name), row) for key, row in json.loads(document).items()}
+            rows[name] = {rid: restore(tables.read_model(name), row) for rid, row in json.loads(document).items()}
     else:  # the one row, extracted by PostgreSQL (the document is read once)
         stored = conn.execute(text(
             f'SELECT read_model, (rows -> CAST(:row_id AS TEXT))::text FROM "{s.name}" WHERE topic = :topic '
