@@ -57,6 +57,7 @@ test-unit: install
 bench: install helm weed jaeger
 	$(BIN)/python -m bench.judge
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.reads
 	$(BIN)/python -m bench.gitops
 	$(BIN)/python -m bench.backup
 	$(BIN)/python -m bench.cdc

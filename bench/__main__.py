@@ -12,7 +12,11 @@ measured in the same run on the same platform instance.
              command's trace; `--tracing skip` leaves them out).
 (b) latency  p50/p99 from publish to read-model visibility at a fixed offered rate, vs raw
              produce->consume latency at the same rate.
-(c) rebuild  projection rebuild events/s, vs raw PostgreSQL inserts of the same rows.
+(c) rebuild  projection rebuild events/s, vs raw PostgreSQL inserts of the same rows (executemany;
+             COPY of them printed for scale); `--rebuild-events N` first grows the log to N
+             events through the command processor.
+(d) reads    the query side with 10,000 organizations and 100,000 services (`bench.reads`; not
+             in the default list: `make bench` runs `python -m bench.reads` on its own).
 """
 from __future__ import annotations
 
@@ -24,11 +28,22 @@ import time
 import uuid
 
 import psycopg
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from bench.common import (Endpoints, MetricsStream, operations, org, percentile, platform, platform_cpu_seconds,
-                          progress, service, settle, wait_visible)
+from bench.common import (
+    Endpoints,
+    MetricsStream,
+    operations,
+    org,
+    percentile,
+    platform,
+    platform_cpu_seconds,
+    progress,
+    service,
+    settle,
+    wait_visible,
+)
 from commands import to_avro
 from runtime.publisher import Publisher
 
@@ -195,37 +210,84 @@ def bench_latency(ep: Endpoints, pub: Publisher, rate: int, seconds: float) -> N
     print(f"    ratio        : p50 {p50 / r50:7.1f}x     p99 {p99 / r99:7.1f}x")
 
 
-def bench_rebuild(ep: Endpoints) -> None:
+REBUILT = ("organizations", "services", "operations", "members", "backups", "subscriptions")
+
+
+def _log_events(ep: Endpoints) -> int:
+    consumer = Consumer({**ep.kafka.client(), "group.id": "bench-watermarks"})
+    try:
+        parts = consumer.list_topics("dbaas.events", timeout=30).topics["dbaas.events"].partitions
+        return sum(high - low for low, high in (consumer.get_watermark_offsets(TopicPartition("dbaas.events", p),
+                                                                                  timeout=30) for p in parts))
+    finally:
+        consumer.close()
+
+
+def _seed(ep: Endpoints, pub: Publisher, events: int) -> None:
+    """Grow the event log to about `events` events with CreateService commands judged by the command
+    processor (3 events each), when it is shorter."""
+    have = _log_events(ep)
+    if have >= events:
+        return
+    tenants = _tenants(pub, ep, 50)
+    cmds = [service(tenants[i % len(tenants)], i) for i in range((events - have) // 3 + 1)]
+    for c in cmds:
+        pub.publish_async(c)
+    pub.producer.flush(120)
+    wait_visible(ep.dsn, operations(cmds), on_progress=progress("seeding the log"))
+
+
+def bench_rebuild(ep: Endpoints, pub: Publisher, events: int = 0) -> None:
+    """The rebuild against raw inserts of the very rows it wrote (every rebuilt table), executemany in
+    one transaction (psycopg pipelines it: the best plain INSERT); COPY of the same rows for scale."""
     from projections.rebuild import rebuild
+    from projections.replay import default_workers
     from projections.settings import Settings
 
+    if events:
+        _seed(ep, pub, events)
     settings = Settings(kafka_bootstrap=ep.kafka, registry_url=ep.registry, database_url=ep.dsn)
-    print("(c) projection rebuild")
+    print("(c) projection rebuild (6 read models)")
     show = progress("replayed")
     started = time.perf_counter()
     result = rebuild(settings, progress=lambda p: show(p.replayed, p.total))
     elapsed = time.perf_counter() - started
     events_per_s = result.replayed / elapsed
+    wrap = lambda v: psycopg.types.json.Jsonb(v) if isinstance(v, (dict, list)) else v  # noqa: E731
     with psycopg.connect(ep.dsn, autocommit=True) as conn:
-        rows = conn.execute("select (select count(*) from organizations) + (select count(*) from services)"
-                            " + (select count(*) from operations)").fetchone()[0]
-        cur = conn.execute("select * from operations")
-        columns = [d.name for d in cur.description]
-        ops = cur.fetchall()
-        conn.execute("create temporary table raw_rows (like operations including defaults)")
-        wrap = lambda v: psycopg.types.json.Jsonb(v) if isinstance(v, (dict, list)) else v  # noqa: E731
-        sample = [[wrap(v) for v in ops[i % len(ops)]] for i in range(rows)]
-        for i, row in enumerate(sample):
-            row[0] = f"{row[0]}-{i}"
-        placeholders = ", ".join(["%s"] * len(columns))
-        started = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(f"insert into raw_rows ({', '.join(columns)}) values ({placeholders})", sample)
-        raw = rows / (time.perf_counter() - started)
+        tables = {}
+        for name in REBUILT:
+            cur = conn.execute(f"select * from {name}")
+            tables[name] = ([d.name for d in cur.description], [[wrap(v) for v in row] for row in cur.fetchall()])
+        rows = sum(len(r) for _c, r in tables.values())
+
+        def load(shape: str, copy: bool) -> float:
+            """Rows/s writing every row into temporary tables of each table's `shape`, in one transaction."""
+            prefix = f"raw_{'copy' if copy else 'insert'}_{shape.split()[-1]}"
+            for name in REBUILT:
+                conn.execute(f"create temporary table {prefix}_{name} (like {name} {shape})")
+            started = time.perf_counter()
+            with conn.transaction(), conn.cursor() as cur:
+                for name, (columns, values) in tables.items():
+                    if copy:
+                        with cur.copy(f"copy {prefix}_{name} ({', '.join(columns)}) from stdin") as out:
+                            for row in values:
+                                out.write_row(row)
+                    elif values:
+                        cur.executemany(f"insert into {prefix}_{name} ({', '.join(columns)}) "
+                                        f"values ({', '.join(['%s'] * len(columns))})", values)
+            return rows / (time.perf_counter() - started)
+
+        raw = load("including all", copy=False)
+        bare = load("including defaults", copy=False)
+        copied = load("including all", copy=True)
     print(f"    rebuild      : {events_per_s:8.0f} events/s ({result.replayed} events -> {rows} rows, "
-          f"{elapsed:.1f}s; target >= 20000)")
-    print(f"    raw inserts  : {raw:8.0f} rows/s (executemany, one transaction)")
-    print(f"    ratio        : {events_per_s / raw:8.3f}")
+          f"{rows / elapsed:.0f} rows/s, {elapsed:.1f}s, {default_workers(result.replayed)} replaying processes; "
+          "target >= 0.5 of raw inserts)")
+    print(f"    raw inserts  : {raw:8.0f} rows/s (the same rows, executemany, one transaction, same indexes)")
+    print(f"    ratio        : {events_per_s / raw:8.3f}   (rows/s: {rows / elapsed / raw:.3f})")
+    print(f"    without the indexes: {bare:8.0f} rows/s (ratio {events_per_s / bare:.3f}); COPY, same indexes: "
+          f"{copied:.0f} rows/s (ratio {events_per_s / copied:.3f})")
 
 
 def _modes(text: str) -> str:
@@ -240,6 +302,8 @@ def main() -> int:
     parser.add_argument("which", nargs="*", default=["e2e", "latency", "rebuild"])
     parser.add_argument("-n", type=int, default=10000, help="commands for the e2e benchmark")
     parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--rebuild-events", type=int, default=60000,
+                        help="rebuild: grow the event log to this many events first (0: as it is)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--tracing", default="off,on", type=_modes,
                         help="e2e: runs with tracing off, on (default sampling) and full (every trace "
@@ -256,7 +320,12 @@ def main() -> int:
         if "latency" in args.which:
             bench_latency(ep, pub, args.rate, args.seconds)
         if "rebuild" in args.which:
-            bench_rebuild(ep)
+            bench_rebuild(ep, pub, args.rebuild_events)
+        if "reads" in args.which:
+            from bench.reads import bench_memory, bench_reads
+
+            bench_reads(ep)
+            bench_memory(100_000, 10_000, 12_000)
     finally:
         pub.close()
     print(f"(the benchmark platform stays up: `dbaas stack down --home {ep.home}` stops it)", file=sys.stderr)

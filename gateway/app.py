@@ -83,7 +83,7 @@ def create_app(settings: GatewaySettings | None = None, authenticator: Authentic
         app.state.subscription_bootstrap = settings.subscription_bootstrap or settings.kafka.bootstrap
         app.dependency_overrides[queries.get_engine] = lambda: read_model.engine
         app.dependency_overrides[queries.get_scope] = _scope
-        event_log = app.state.event_log = audit.EventLog(settings.kafka, settings.registry_url)
+        event_log = app.state.event_log = audit.EventLog(settings.kafka, settings.registry_url, read_model)
         app.dependency_overrides[queries.get_history] = lambda: event_log
         app.dependency_overrides[queries.get_tracing_url] = lambda: settings.tracing_url
         log.info("gateway started")

@@ -21,6 +21,8 @@ from events import Envelope
 from gateway.access import Reads, require_read
 from gateway.auth import Identity, current_identity
 from projections import timetravel
+from projections.reads import ReadModel
+from projections.snapshots import Snapshot
 from runtime import kafka as kafka_reader
 from schemas import audit_topic
 from schemas.registry import AUDIT_SUBJECT, EVENTS_SUBJECT, Registry, Serde
@@ -62,11 +64,15 @@ class Replay(BaseModel):
 class EventLog:
     """The API's reader of the event log and the audit trails, one per process: its registry client
     and serdes are made on first use (the API starts without the registry) and then kept, so a
-    request costs no registration nor schema lookup. Also `projections.api.History`."""
+    request costs no registration nor schema lookup. Also `projections.api.History`: a replay starts
+    from the organization's latest snapshot before the moment when `snapshots` (the read port) has
+    one, and reads only the log after it."""
 
-    def __init__(self, kafka: kafka_reader.KafkaAccess | str, registry_url: str):
+    def __init__(self, kafka: kafka_reader.KafkaAccess | str, registry_url: str, snapshots: ReadModel | None = None):
         self.kafka = kafka
         self.registry = Registry(registry_url)
+        self.snapshots = snapshots
+        self.readers = timetravel.Readers(kafka)
 
     @functools.cached_property
     def events(self) -> Serde:
@@ -76,13 +82,28 @@ class EventLog:
     def audit(self) -> Serde:
         return Serde(self.registry, AUDIT_SUBJECT)
 
-    def tenant_events(self, tenant: str) -> list[Envelope]:
-        return timetravel.tenant_events(self.kafka, self.events, tenant)
+    def tenant_events(self, tenant: str, after: Snapshot | None = None) -> list[Envelope]:
+        return timetravel.tenant_events(self.readers, self.events, tenant, after=after)
+
+    def replay(self, tenant: str, until: datetime) -> tuple[dict[str, dict[str, dict[str, Any]]], int]:
+        """The organization's rows at `until` and how many of its events occurred up to then."""
+        snapshot = self.snapshots.snapshot(tenant, until) if self.snapshots is not None else None
+        envelopes = self.tenant_events(tenant, snapshot)
+        counted = sum(1 for e in envelopes if e.occurred_at <= until) + (snapshot.events if snapshot else 0)
+        return timetravel.replay(envelopes, until, snapshot.rows if snapshot else None), counted
 
     def rows(self, tenant: str, until: datetime) -> dict[str, dict[str, dict[str, Any]]]:
-        return timetravel.replay(self.tenant_events(tenant), until)
+        return self.replay(tenant, until)[0]
+
+    def row(self, tenant: str, read_model: str, row_id: str, until: datetime) -> dict[str, Any] | None:
+        snapshot = (self.snapshots.snapshot(tenant, until, read_model, row_id)
+                    if self.snapshots is not None else None)
+        envelopes = self.tenant_events(tenant, snapshot)
+        rows = timetravel.replay(envelopes, until, snapshot.rows if snapshot else None, only=(read_model, row_id))
+        return rows[read_model].get(row_id)
 
     def close(self) -> None:
+        self.readers.close()
         self.registry.close()
 
 
@@ -145,9 +166,8 @@ def replay(org: str, request: Request, reads: Reads,
            until: Annotated[datetime, Query(description="ISO 8601 with a zone")], identity: Identity = Depends(current_identity)) -> Replay:
     require_read(request, reads, identity, org, "audit")
     until = _aware(until, "until")
-    envelopes = request.app.state.event_log.tenant_events(org)
-    rows = timetravel.replay(envelopes, until)
+    rows, events = request.app.state.event_log.replay(org, until)
     for row in rows["services"].values():
         row.pop("credentials", None)  # encrypted, yet never served here
-    return Replay(organization=org, until=until, events=sum(1 for e in envelopes if e.occurred_at <= until),
+    return Replay(organization=org, until=until, events=events,
                   read_models={name: sorted(table.values(), key=lambda r: r["id"]) for name, table in rows.items()})

@@ -153,6 +153,9 @@ class History(Protocol):
 
     def rows(self, tenant: str, until: datetime) -> dict[str, dict[str, dict[str, Any]]]: ...
 
+    def row(self, tenant: str, read_model: str, row_id: str, until: datetime) -> dict[str, Any] | None:
+        """One row of `rows(tenant, until)[read_model]` (None: there was none)."""
+
 
 def get_history() -> History | None:
     """The app overrides this with a `History` over the event log; None: no time travel here."""
@@ -246,7 +249,7 @@ def make_router(engine: Engine | None = None) -> APIRouter:
             raise HTTPException(501, "time travel is not configured on this API")
         if as_of.tzinfo is None:
             raise HTTPException(400, "as_of needs a time zone, e.g. 2026-11-29T10:00:00Z")
-        then = history.rows(row["tenant_id"], as_of)["services"].get(service_id)
+        then = history.row(row["tenant_id"], "services", service_id, as_of)
         if then is None:
             raise HTTPException(404, f"service {service_id} did not exist at {as_of.isoformat()}")
         return _service(then)

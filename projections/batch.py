@@ -82,10 +82,12 @@ def _apply(conn: Connection, tables: Tables, projections: Mapping[str, Projectio
 def traced(change: Change, traceparent: bytes | str) -> Change:
     """A row-creating change with the trace of its event (the `traceparent` header, when that trace
     is recorded), for read models that keep it (a `trace_id` column the handler leaves None)."""
-    if "trace_id" not in change.values or not tracing.sampled(traceparent):
+    if "trace_id" not in change.values:
+        return change
+    parsed = tracing.parse(traceparent)  # once: a rebuild does this for every row it creates
+    if parsed is None or not parsed[2]:
         return change  # a trace that was not recorded is nowhere to be read back
-    tid = tracing.trace_id(traceparent)
-    return change._replace(values={**change.values, "trace_id": tid})
+    return change._replace(values={**change.values, "trace_id": parsed[0]})
 
 
 MEMBERS = "members"

@@ -16,7 +16,8 @@ Both cases give the same row when the first creating change is itself a record, 
 change carries the whole row and the changes after it that apply are the records after it. In the
 log the projector reads, sequences of an aggregate only grow, so that always holds; a chain where
 it does not (a change newer than the creation comes before it) is handed back in `chains`, to be
-written change by change. Imports `projections.projectors`.
+written change by change. Also `apply_in_memory`, the same semantics on rows held in memory (time
+travel, and the rebuild's fold into empty twins). Imports `projections.projectors`.
 """
 
 from __future__ import annotations
@@ -85,3 +86,15 @@ def _net(key: str, records: list[Change]) -> Net:
         values.update(record.values)
     since = {} if last.creates else {column: r.version for r in records for column in r.values}
     return Net(key, last.version, any(r.creates for r in records), last.creates, values, since)
+
+
+def apply_in_memory(table: dict[str, dict[str, Any]], change: Change) -> None:
+    """What `projections.projectors.write_one` does to a stored row, on rows held in memory (row id
+    -> row): a whole row is inserted, or replaces an older one; other changes apply to an existing,
+    older row only."""
+    row = table.get(change.key)
+    if change.creates:
+        if row is None or row["version"] < change.version:
+            table[change.key] = {"id": change.key, **change.values, "version": change.version}
+    elif row is not None and row["version"] < change.version:
+        row.update(change.values, version=change.version)

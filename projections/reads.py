@@ -29,10 +29,11 @@ import sqlalchemy.exc
 
 from events import Quota, quota_from_avro
 from events.backups import Restorable, Window, window
-from projections import queries, telemetry
+from projections import queries, snapshots, telemetry
 from projections.errors import NotFound, ProjectionError, TransientError
 from projections.series import Sample
 from projections.settings import sqlalchemy_url
+from projections.snapshots import Snapshot
 from projections.tables import Tables, build_tables
 
 
@@ -268,6 +269,13 @@ class ReadModel(Protocol):
         than 30 days before `now`."""
         ...
 
+    def snapshot(self, tenant: str, until: datetime, read_model: str | None = None,
+                 row_id: str | None = None, topic: str = "dbaas.events") -> Snapshot | None:
+        """The latest snapshot of an organization's rows whose events all occurred at or before
+        `until` (every read model, or `read_model`'s, or only its row `row_id`); None: replay the
+        whole log (`projections.snapshots`)."""
+        ...
+
 
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     ReadModelUnavailable, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError,
@@ -403,6 +411,16 @@ class SqlReadModel:
         except sqlalchemy.exc.ProgrammingError as exc:
             return _no_telemetry_yet(exc)
         return [AlertReading(**row) for row in rows]
+
+    def snapshot(self, tenant: str, until: datetime, read_model: str | None = None,
+                 row_id: str | None = None, topic: str = "dbaas.events") -> Snapshot | None:
+        try:
+            with self._reading() as conn:
+                return snapshots.latest(conn, self.tables, topic, tenant, until, read_model, row_id)
+        except sqlalchemy.exc.ProgrammingError as exc:
+            if isinstance(getattr(exc, "orig", None), psycopg.errors.UndefinedTable):
+                return None  # the projector has not created the snapshot tables yet
+            raise
 
 
 def _no_telemetry_yet(exc: sqlalchemy.exc.ProgrammingError) -> list:

@@ -1,9 +1,11 @@
 """Rebuild read models from the whole log, then swap them in atomically while the runner keeps going.
 
 `rebuild(settings, names)` replays the topic from the beginning up to its end offsets at start into
-fresh `<table>__rebuild` twins (one transaction per batch of up to `REPLAY_BATCH` messages, written
-set-wise by `projections.batch` in a second thread while the next batch is read and decoded), then
-swaps in ONE transaction: lock the projections' position rows (FOR UPDATE: the live runner's next
+fresh, empty `<table>__rebuild` twins — folded per row in memory and written once with COPY, the
+partitions split between worker processes (`projections.replay.bulk`); should PostgreSQL refuse
+those rows, the twins are emptied and the replay runs again batch by batch (one transaction per
+batch of up to `REPLAY_BATCH` messages, written set-wise by `projections.batch`), which isolates the
+refused event as the live runner did — then swaps in ONE transaction: lock the projections' position rows (FOR UPDATE: the live runner's next
 batch waits) and the live tables, apply to the twins whatever the live runner applied beyond the
 replay's end, drop each live table, rename its twin and the twin's indexes into place, and store
 the positions the twins reached.
@@ -17,27 +19,25 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from sqlalchemy import Connection, Engine, create_engine, text
 
-from projections import positions
+from projections import positions, snapshots
 from projections.batch import apply_batch
 from projections.errors import ConfigurationError, ProjectionError, TransientError
 from projections.projectors import PROJECTIONS, Projection
+from projections.replay import MAX_ROWS, BulkRefused, Replay, bulk, default_workers
 from projections.settings import Settings
-from projections.stream import Decoder, Item, consumer_config, error_of, fetch, is_eof, topic_partitions
+from projections.stream import Decoder, Item, consumer_config, topic_partitions
 from projections.tables import READ_MODELS, REBUILD_SUFFIX, Tables, build_tables, create_all, rename_plan
 from runtime import logs
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 log = structlog.get_logger("projections.rebuild")
-REPLAY_BATCH = 5000  # messages per replay transaction at most: few commits (a batch costs a few statements)
 
 
 @dataclass(frozen=True)
@@ -67,64 +67,10 @@ def select(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(n for n in READ_MODELS if n in names or not names)
 
 
-@dataclass
-class _Replay:
-    """Reads the assigned partitions in order, applying each batch through `apply`."""
-
-    consumer: Consumer
-    decode: Decoder
-    starts: dict[int, int]
-    report: Callable[[str, int], None]
-    stall_timeout: float
-    pos: dict[int, int] = field(default_factory=dict)
-    skipped: int = 0
-
-    def __post_init__(self) -> None:
-        self.pos = dict(self.starts)
-
-    @property
-    def read(self) -> int:
-        return sum(self.pos[p] - self.starts[p] for p in self.pos)
-
-    def until(self, ends: dict[int, int], apply: Callable[[list[Item]], int], phase: str) -> None:
-        """Read until every partition reaches `ends`. `apply` (it answers how many items it could not
-        apply) runs in a second thread, one batch behind: PostgreSQL writes a batch while this thread
-        reads and decodes the next one."""
-        last_move = time.monotonic()
-        with ThreadPoolExecutor(1, thread_name_prefix="rebuild-apply") as writer:
-            applying: Future[int] | None = None
-            while behind := {p: e for p, e in ends.items() if self.pos[p] < e}:
-                before = self.read
-                if items := self._next_batch():
-                    if applying is not None:
-                        self.skipped += applying.result()
-                    applying = writer.submit(apply, items)
-                if self.read > before:
-                    last_move = time.monotonic()
-                    self.report(phase, self.read)
-                elif time.monotonic() - last_move > self.stall_timeout:
-                    raise TransientError(f"replay stalled {self.stall_timeout:.0f}s short of the end offsets "
-                                         f"{behind} (at {({p: self.pos[p] for p in behind})})")
-            if applying is not None:
-                self.skipped += applying.result()
-
-    def _next_batch(self) -> list[Item]:
-        """The next messages, decoded; the positions move past them and past the ends reached."""
-        records: list[Message] = []
-        for msg in fetch(self.consumer, REPLAY_BATCH, 0.2):
-            if (err := error_of(msg)) is not None:
-                log.warning("consumer error; the client retries", error=str(err))
-            elif is_eof(msg):
-                self.pos[msg.partition()] = max(self.pos[msg.partition()], msg.offset())
-            else:
-                records.append(msg)
-        for m in records:
-            self.pos[m.partition()] = max(self.pos[m.partition()], m.offset() + 1)
-        return [self.decode(m) for m in records]
-
-
 def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCallback | None = None,
-            *, stall_timeout: float = 120.0) -> RebuildResult:
+            *, stall_timeout: float = 120.0, workers: int | None = None, max_rows: int = MAX_ROWS) -> RebuildResult:
+    """`workers`: processes replaying partitions in parallel (default: one per core for a large
+    log, this process alone for a small one); `max_rows`: rows a worker folds in memory at most."""
     chosen = select(names)
     engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
     registry = Registry(settings.registry_url)
@@ -139,18 +85,28 @@ def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCal
         consumer = Consumer(consumer_config(settings, group=f"{settings.consumer_group}-rebuild"))
         bounds = {p: _watermarks(consumer, topic, p) for p in partitions}
         starts = {p: low for p, (low, _high) in bounds.items()}
+        ends = {p: high for p, (_low, high) in bounds.items()}
         total = sum(high - low for low, high in bounds.values())
-        consumer.assign([TopicPartition(topic, p, off) for p, off in starts.items()])
 
         def report(phase: str, read: int) -> None:
             if progress:
                 progress(Progress(phase, chosen, read, total))
 
         selected = {n: PROJECTIONS[n] for n in chosen}
-        replay = _Replay(consumer, decoder, starts, report, stall_timeout)
+        replay = Replay(consumer, decoder, starts, report, stall_timeout)
         log.info("rebuild started", projections=chosen, topic=topic, total=total)
-        replay.until({p: high for p, (_low, high) in bounds.items()},
-                     lambda items: _apply_committed(engine, twins, selected, items), "replay")
+        try:
+            reached = bulk(settings, chosen, REBUILD_SUFFIX, starts, ends, lambda read: report("replay", read),
+                           workers=default_workers(total) if workers is None else workers,
+                           stall_timeout=stall_timeout, max_rows=max_rows)
+            replay.pos.update(reached.positions)
+            replay.skipped += reached.skipped
+            consumer.assign([TopicPartition(topic, p, off) for p, off in replay.pos.items()])
+        except BulkRefused as exc:
+            log.warning("rows refused by the database; replaying batch by batch", error=str(exc))
+            _prepare(engine, live, twins, chosen, topic, partitions)
+            consumer.assign([TopicPartition(topic, p, off) for p, off in starts.items()])
+            replay.until(ends, lambda items: _apply_committed(engine, twins, selected, items), "replay")
         report("replayed", replay.read)
         final = _swap(engine, live, twins, chosen, topic, partitions, replay, selected)
         report("swapped", replay.read)
@@ -187,7 +143,7 @@ def _apply_committed(engine: Engine, twins: Tables, selected: dict[str, Projecti
 
 
 def _swap(engine: Engine, live: Tables, twins: Tables, chosen: tuple[str, ...], topic: str,
-          partitions: list[int], replay: _Replay, selected: dict[str, Projection]) -> dict[int, int]:
+          partitions: list[int], replay: Replay, selected: dict[str, Projection]) -> dict[int, int]:
     with engine.begin() as conn:
         stored = positions.lock(conn, live, topic, chosen)
         tables = ", ".join(f'"{live.read_model(n).name}"' for n in chosen)
@@ -199,6 +155,7 @@ def _swap(engine: Engine, live: Tables, twins: Tables, chosen: tuple[str, ...], 
             for ddl in rename_plan(twins.read_model(name), live.read_model(name)):
                 conn.execute(text(ddl))
         final = dict(replay.pos)
+        snapshots.forget(conn, live, topic)  # they hold the rows of the tables just replaced
         positions.advance(conn, live, topic, {(n, p): final[p] for n in chosen for p in partitions})
     return final
 

@@ -6,8 +6,9 @@ there is none. Each batch (whatever the consumer holds, up to `batch_size` messa
 `batch_timeout` seconds only when it holds nothing: small batches when idle, large ones under load)
 is decoded, then in ONE transaction: the batch's position rows are locked
 (`projections.positions.lock`), every projection not already past an item applies it (a few
-set-based statements per batch, `projections.batch`), poison is dead-lettered (and acknowledged by
-the broker) and the positions advance. Transient failures retry the same batch with backoff;
+set-based statements per batch, `projections.batch`), the organizations due for a snapshot get one
+(`projections.snapshots`), poison is dead-lettered (and acknowledged by the broker) and the
+positions advance. Transient failures retry the same batch with backoff;
 SIGTERM or SIGINT finishes the batch in hand, commits, closes and exits 0. Logs once per batch at
 most, never per event.
 
@@ -45,7 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from events import Envelope
-from projections import positions
+from projections import positions, snapshots
 from projections.batch import Outcome, apply_batch
 from projections.errors import ConfigurationError, TransientError
 from projections.metrics import Metrics
@@ -66,8 +67,8 @@ from projections.stream import (
 )
 from projections.tables import Tables, create_all
 from projections.telemetry import TelemetryProjector, create_tables
-from runtime.signing import Keyring
 from runtime import tracing
+from runtime.signing import Keyring
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 _TRANSIENT = (TransientError, OperationalError, InterfaceError)
@@ -144,6 +145,8 @@ class Projector:
             touched = {i.partition for i in items} | set(ends)
             stored = positions.lock(conn, self.tables, self.topic, PROJECTIONS, touched)
             outcome = apply_batch(conn, self.tables, PROJECTIONS, items, stored)
+            snapshots.record(conn, self.tables, self.topic, items, stored, list(PROJECTIONS),
+                             self.settings.snapshot_every)
             if outcome.dead:
                 self._dead_letter(outcome.dead)
             for name in PROJECTIONS:

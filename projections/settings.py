@@ -2,7 +2,7 @@
 
 Owns the variable names (`DBAAS_KAFKA_BOOTSTRAP`, `DBAAS_REGISTRY_URL`, `DBAAS_DATABASE_URL`,
 `DBAAS_EVENTS_TOPIC`, `DBAAS_EVENTS_DLQ_TOPIC`, `DBAAS_METRICS_PORT`, `DBAAS_PROJECTIONS_BATCH_SIZE`,
-`DBAAS_PROJECTIONS_TELEMETRY`, `DBAAS_KEYRING`)
+`DBAAS_PROJECTIONS_TELEMETRY`, `DBAAS_PROJECTIONS_SNAPSHOT_EVERY`, `DBAAS_KEYRING`)
 and the conversion of a plain `postgresql://` DSN into the SQLAlchemy URL of the psycopg 3 driver.
 Imports `projections.errors` only.
 """
@@ -55,6 +55,9 @@ class Settings:
     # the telemetry read models (service metrics, alerts: `projections.telemetry`) from the
     # per-organization topics; the launcher turns it on for the platform's projector
     telemetry: bool = env("DBAAS_PROJECTIONS_TELEMETRY", False)
+    # events of an organization between two snapshots of its rows (time travel replays from the
+    # latest: `projections.snapshots`); 0: none
+    snapshot_every: int = env("DBAAS_PROJECTIONS_SNAPSHOT_EVERY", 1000, parse=_count)
     keyring: Path | None = env("DBAAS_KEYRING", None, parse=Path)  # PoP keys: samples count when signed
     batch_timeout: float = 0.05  # seconds to wait for a batch to fill
     consumer_group: str = "dbaas-projections"  # never joined nor committed: positions live in PostgreSQL

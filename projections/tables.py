@@ -1,8 +1,10 @@
-"""The read-model tables (SQLAlchemy 2 Core) and the tracking positions table.
+"""The read-model tables (SQLAlchemy 2 Core), the tracking positions table and the organizations'
+snapshot tables (`projections.snapshots`).
 
 Owns the table definitions, built by `build_tables(suffix)` so that a rebuild can create
 `<name>__rebuild` twins with their own index names, and `create_all`, safe to run concurrently and
-repeatedly. Every read-model row carries `version`: the sequence of the last event of its aggregate
+repeatedly, which also adds a read model's new nullable columns and new indexes in place (the
+project's schema migrations). Every read-model row carries `version`: the sequence of the last event of its aggregate
 applied to it, which makes re-applied events no-ops (see `projections.projectors`).
 Imports SQLAlchemy only.
 """
@@ -30,6 +32,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 READ_MODELS = ("organizations", "services", "operations", "members", "backups", "subscriptions")
 POSITIONS = "projection_positions"
+SNAPSHOTS = "tenant_snapshots"
+SNAPSHOT_MARKS = "tenant_snapshot_marks"
+SNAPSHOT_PARTITIONS = "tenant_snapshot_partitions"
 REBUILD_SUFFIX = "__rebuild"
 _CREATE_LOCK = 0x64626161_7370  # pg advisory lock key: one create_all at a time per database
 
@@ -47,6 +52,9 @@ class Tables:
     backups: Table
     subscriptions: Table
     positions: Table  # never suffixed: one tracking table per database
+    snapshots: Table  # never suffixed, like the positions (`projections.snapshots`)
+    snapshot_marks: Table
+    snapshot_partitions: Table
 
     def read_model(self, name: str) -> Table:
         return {"organizations": self.organizations, "services": self.services,
@@ -65,7 +73,7 @@ def build_tables(suffix: str = "") -> Tables:
         _members(metadata, f"members{suffix}"),
         _backups(metadata, f"backups{suffix}"),
         _subscriptions(metadata, f"subscriptions{suffix}"),
-        _positions(MetaData()),
+        *_tracking(MetaData()),
     )
 
 
@@ -121,7 +129,9 @@ def _services(metadata: MetaData, name: str) -> Table:
         PrimaryKeyConstraint("id", name=f"{name}_pkey"),
     )
     Index(f"ix_{name}_tenant_name", table.c.tenant_id, table.c.name)
-    Index(f"ix_{name}_created", table.c.created_at, table.c.id)  # keyset pagination
+    Index(f"ix_{name}_created", table.c.created_at, table.c.id)  # keyset pagination over every service
+    # a member's list: its organizations' services in keyset order, without scanning the others'
+    Index(f"ix_{name}_tenant_created", table.c.tenant_id, table.c.created_at, table.c.id)
     return table
 
 
@@ -240,6 +250,10 @@ def _backups(metadata: MetaData, name: str) -> Table:
     return table
 
 
+def _tracking(metadata: MetaData) -> tuple[Table, Table, Table, Table]:
+    return _positions(metadata), *_snapshots(metadata)
+
+
 def _positions(metadata: MetaData) -> Table:
     return Table(
         POSITIONS, metadata,
@@ -249,6 +263,51 @@ def _positions(metadata: MetaData) -> Table:
         Column("next_offset", BigInteger, nullable=False),  # the first offset not yet applied
         PrimaryKeyConstraint("projection", "topic", "partition", name=f"{POSITIONS}_pkey"),
     )
+
+
+def _snapshots(metadata: MetaData) -> tuple[Table, Table, Table]:
+    """An organization's read-model rows as they stood at an offset of its partition, written by the
+    projector every N events of the organization (`projections.snapshots`); time travel replays
+    from the latest one that precedes the moment asked about."""
+    snapshots = Table(
+        SNAPSHOTS, metadata,
+        Column("topic", Text, nullable=False),
+        Column("tenant_id", Text, nullable=False),
+        Column("next_offset", BigInteger, nullable=False),  # every event of the tenant before it is in
+        Column("read_model", Text, nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("events", BigInteger, nullable=False),  # the tenant's events before `next_offset`
+        # the latest `occurred_at` of those events: the snapshot serves moments from this one on
+        Column("occurred_until", DateTime(timezone=True), nullable=False),
+        # the earliest `occurred_at` of the tenant's events since its previous snapshot: a replay to
+        # an earlier moment need not read them
+        Column("segment_min", DateTime(timezone=True)),
+        Column("rows", JSONB, nullable=False),  # row id -> row (`to_jsonb` of the read model's row)
+        PrimaryKeyConstraint("topic", "tenant_id", "next_offset", "read_model", name=f"{SNAPSHOTS}_pkey"),
+    )
+    Index(f"ix_{SNAPSHOTS}_until", snapshots.c.topic, snapshots.c.tenant_id, snapshots.c.read_model,
+          snapshots.c.occurred_until)
+    marks = Table(
+        SNAPSHOT_MARKS, metadata,
+        Column("topic", Text, nullable=False),
+        Column("tenant_id", Text, nullable=False),
+        Column("partition", Integer, nullable=False),
+        Column("events", BigInteger, nullable=False),  # the tenant's events the projector has seen
+        Column("snapshotted", BigInteger, nullable=False),  # `events` at its last snapshot
+        Column("occurred_until", DateTime(timezone=True), nullable=False),
+        Column("since_min", DateTime(timezone=True)),  # the earliest `occurred_at` since its last snapshot
+        PrimaryKeyConstraint("topic", "tenant_id", name=f"{SNAPSHOT_MARKS}_pkey"),
+    )
+    partitions = Table(
+        SNAPSHOT_PARTITIONS, metadata,
+        Column("topic", Text, nullable=False),
+        Column("partition", Integer, nullable=False),
+        # the offset the marks began counting at: 0 means every tenant of the partition is counted
+        # from its first event, which a snapshot needs (else its `occurred_until` may be too early)
+        Column("counted_from", BigInteger, nullable=False),
+        PrimaryKeyConstraint("topic", "partition", name=f"{SNAPSHOT_PARTITIONS}_pkey"),
+    )
+    return snapshots, marks, partitions
 
 
 def index_names(table: Table) -> list[str]:
@@ -278,7 +337,16 @@ def create_all(engine: Engine, tables: Tables | None = None) -> Tables:
         tables.positions.metadata.create_all(conn, checkfirst=True)
         tables.metadata.create_all(conn, checkfirst=True)
         _add_missing_columns(conn, tables)
+        _add_missing_indexes(conn, tables)
     return tables
+
+
+def _add_missing_indexes(conn, tables: Tables) -> None:
+    """Indexes added to a read model since its table was created, built in place (a table's index
+    names are part of the rebuild's rename plan, so the live table must have them all)."""
+    for table in (tables.read_model(name) for name in READ_MODELS):
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            index.create(conn, checkfirst=True)
 
 
 def _add_missing_columns(conn, tables: Tables) -> None:

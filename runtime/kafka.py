@@ -125,12 +125,15 @@ def whole_topic(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[T
     return [TopicPartition(topic, p, 0) for p in consumer.list_topics(topic, timeout=timeout).topics[topic].partitions]
 
 
-def read_to_end(consumer: Consumer, starts: list[TopicPartition], timeout: float = 30.0) -> Iterator[Message]:
+def read_to_end(consumer: Consumer, starts: list[TopicPartition], timeout: float = 30.0,
+                stops: Mapping[tuple[str, int], int] | None = None) -> Iterator[Message]:
     """Every committed message from `starts` (offsets >= 0) up to each partition's end as it was
-    when called, partition by partition in offset order. `consumer` comes from `reader`."""
+    when called (or its offset in `stops`, (topic, partition) -> offset, when that comes first),
+    partition by partition in offset order. `consumer` comes from `reader`."""
     ends: dict[tuple[str, int], int] = {}
     for tp in starts:
         _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout)
+        high = min(high, (stops or {}).get((tp.topic, tp.partition), high))
         if tp.offset >= 0 and high > tp.offset:
             ends[(tp.topic, tp.partition)] = high
     consumer.assign([tp for tp in starts if (tp.topic, tp.partition) in ends])

@@ -7,6 +7,7 @@ Every test gets its own database and its own uuid-suffixed topics.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -23,8 +24,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 from sqlalchemy.exc import DataError
 
-from events import BackupCompleted, BackupFailed, OperationAccepted, OrganizationCreated
-from projections import api
+from events import (
+    BackupCompleted,
+    BackupFailed,
+    OperationAccepted,
+    OrganizationCreated,
+    ServiceScaleRequested,
+)
+from projections import api, timetravel
 from projections.batch import apply_batch
 from projections.projectors import PROJECTIONS, upsert
 from projections.reads import SqlReadModel
@@ -33,6 +40,7 @@ from projections.settings import Settings
 from projections.stream import Item
 from projections.tables import READ_MODELS, REBUILD_SUFFIX, build_tables, create_all
 from runtime.deadletter import REASON as REASON_HEADER
+from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 from tests.conftest import REPO, wait_for
 from tests.integration.projection_support import (
     LARGE,
@@ -298,6 +306,80 @@ def test_rebuild_swaps_in_tables_equal_row_for_row(stack, settings, database):
     # Once more for one read model: the twin names are free again.
     rebuild(settings, ["services"])
     assert _tables(engine) == live and _index_names(engine) == indexes
+
+
+@pytest.mark.parametrize(("workers", "max_rows"), [(2, 250_000), (1, 5)])
+def test_rebuild_in_worker_processes_or_spilling_swaps_in_equal_tables(stack, settings, database, workers, max_rows):
+    """The bulk replay with the partitions split between two processes, and with a fold too small
+    for the log (it writes what it holds and goes on batch by batch): the same rows either way."""
+    _dsn, engine = database
+    log = EventLog()
+    for n in range(4):  # organizations on every partition
+        _two_tenants(log, f"{uuid.uuid4().hex[:6]}{n}")
+    ends = _project(stack, settings, log.envelopes, engine)
+    live = _tables(engine)
+
+    result = rebuild(settings, [], workers=workers, max_rows=max_rows)
+
+    assert _tables(engine) == live
+    assert result.replayed == sum(ends.values()) and result.skipped == 0
+    assert positions_of(engine, settings.events_topic) == {
+        (name, p): end for name in READ_MODELS for p, end in ends.items()}
+
+
+def test_time_travel_from_snapshots_equals_replaying_the_whole_log(stack, settings, database):
+    """The projector snapshots an organization every 3 events; at every moment, its rows from the
+    latest snapshot before it plus the log after the snapshot equal the whole log replayed — also
+    with an event recorded late (occurring before events logged ahead of it) — and one row alone
+    too; a replay reads only up to where no later event of the organization occurred by the moment.
+    A rebuild deletes the snapshots."""
+    _dsn, engine = database
+    log = EventLog()
+    ids = _two_tenants(log, uuid.uuid4().hex[:6])
+    acme = ids["acme"]
+    late = next(i for i, e in enumerate(log.envelopes) if isinstance(e.payload, ServiceScaleRequested))
+    log.envelopes[late] = dataclasses.replace(log.envelopes[late], occurred_at=T0 - timedelta(hours=1))
+    settings = dataclasses.replace(settings, snapshot_every=3)
+    topic = settings.events_topic
+    with running(settings):
+        for start in range(0, len(log.envelopes), 4):  # batches of 4: several snapshots
+            produce(stack.kafka, stack.registry, topic, log.envelopes[start:start + 4])
+            ends = end_offsets(stack.kafka, topic)
+            wait_for(lambda ends=ends: caught_up(engine, topic, ends), what="the runner to reach the end")
+    reads = SqlReadModel(engine)
+    registry = Registry(stack.registry)
+    try:
+        serde = Serde(registry, EVENTS_SUBJECT)
+        everything = timetravel.tenant_events(stack.kafka, serde, acme, topic)
+        served, read = set(), []
+        for moment in sorted({e.occurred_at for e in everything} | {T0 - timedelta(days=1)}):
+            expected = timetravel.replay(everything, moment)
+            snapshot = reads.snapshot(acme, moment, topic=topic)
+            assert snapshot is not None  # its partition was counted from its first offset
+            served.add(snapshot.next_offset)
+            assert snapshot.next_offset == 0 or snapshot.occurred_until <= moment
+            tail = timetravel.tenant_events(stack.kafka, serde, acme, topic, after=snapshot)
+            read.append(len(tail))
+            assert timetravel.replay(tail, moment, snapshot.rows) == expected, moment
+            assert snapshot.events + sum(1 for e in tail if e.occurred_at <= moment) == \
+                sum(1 for e in everything if e.occurred_at <= moment)
+            for sid in (ids["db1"], ids["db2"]):
+                one = reads.snapshot(acme, moment, "services", sid, topic=topic)
+                assert one is not None and set(one.rows["services"]) <= {sid}
+                tail = timetravel.tenant_events(stack.kafka, serde, acme, topic, after=one)
+                rows = timetravel.replay(tail, moment, one.rows, only=("services", sid))
+                assert rows["services"].get(sid) == expected["services"].get(sid), (moment, sid)
+        assert len(served) >= 3  # the beginning and two snapshots at least
+        assert read[0] == 0 and 0 < min(n for n in read if n) < len(everything)  # the tails stop early
+
+        rebuild(settings)  # the snapshots go; the organization's events are one stretch again
+        after = reads.snapshot(acme, T0 + timedelta(days=1), topic=topic)
+        assert after is not None and (after.next_offset, after.read_until) == (0, None)
+        tail = timetravel.tenant_events(stack.kafka, serde, acme, topic, after=after)
+        assert timetravel.replay(tail, T0 + timedelta(days=1), after.rows) == \
+            timetravel.replay(everything, T0 + timedelta(days=1))
+    finally:
+        registry.close()
 
 
 def test_rebuild_keeps_events_the_live_runner_applied_while_it_ran(stack, settings, database):

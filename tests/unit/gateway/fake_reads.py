@@ -55,6 +55,11 @@ class FakeReadModel:
         return sorted((Membership(t, r) for (t, s), r in self.roles.items() if s == subject),
                       key=lambda m: m.tenant_id)
 
+    def snapshot(self, tenant: str, until: datetime, read_model: str | None = None, row_id: str | None = None,
+                 topic: str = "dbaas.events") -> None:
+        self._ask("snapshot")
+        return None  # no snapshots: time travel replays the whole log
+
     def subscriptions(self, tenant: str) -> list:
         self._ask("subscriptions")
         return list(self.subscription_rows.get(tenant, []))

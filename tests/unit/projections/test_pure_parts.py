@@ -88,7 +88,8 @@ def test_rebuild_twins_have_their_own_names_and_rename_into_the_live_ones():
     assert [live.read_model(n).name for n in READ_MODELS] == list(READ_MODELS)
     assert twins.services.name == "services__rebuild"
     assert twins.positions.name == live.positions.name == "projection_positions"
-    assert index_names(live.services) == ["services_pkey", "ix_services_created", "ix_services_tenant_name"]
+    assert index_names(live.services) == ["services_pkey", "ix_services_created", "ix_services_tenant_created",
+                                          "ix_services_tenant_name"]
     assert not set(index_names(live.services)) & set(index_names(twins.services))
     assert rename_plan(twins.operations, live.operations) == [
         'ALTER TABLE "operations__rebuild" RENAME TO "operations"',
