@@ -1,6 +1,6 @@
 # The two commands of the README: `make up` runs the platform, `make test` runs the tests.
 # Both install what they need on first use (virtualenv, Python packages, PostgreSQL from Debian,
-# Kafka/Connect/Debezium/registry jars from Maven Central, helm, SeaweedFS, Jaeger; for the tests kube-apiserver
+# Kafka/Connect/Debezium/registry jars from Maven Central, helm and the chart renderer, SeaweedFS, Jaeger; for the tests kube-apiserver
 # and etcd) and nothing the second time.
 
 PYTHON ?= python3
@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install up down status test test-unit lint bench helm weed jaeger kube clean
+.PHONY: install up down status test test-unit lint bench helm renderer weed jaeger kube clean
 
 install: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
-up: install helm weed jaeger
+up: install helm renderer weed jaeger
 	$(BIN)/dbaas stack up
 
 down:
@@ -30,6 +30,11 @@ status: install
 
 helm:
 	@deploy/scripts/ensure-helm.sh >/dev/null
+
+# The saga's chart renderer (Helm's packages in one long-lived process, deploy/tools/renderer):
+# built once per user and Helm version into ~/.cache/dbaas/tools, shared by every clone.
+renderer:
+	@deploy/scripts/ensure-renderer.sh >/dev/null
 
 # SeaweedFS (object storage): built once per user into ~/.cache/dbaas/tools, shared by every clone.
 weed:
@@ -48,13 +53,13 @@ kube:
 lint: install
 	$(BIN)/lint-imports
 
-test: install helm weed jaeger kube lint
+test: install helm renderer weed jaeger kube lint
 	$(BIN)/python -m pytest
 
 test-unit: install
 	$(BIN)/python -m pytest tests -m "not integration"
 
-bench: install helm weed jaeger
+bench: install helm renderer weed jaeger
 	$(BIN)/python -m bench.judge
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.reads

@@ -87,7 +87,7 @@ def backup_values(
 
 
 def render_backup(
-    helm: str | None,
+    helm: str | _helm.Renderer | None,
     *,
     tenant: str,
     pop: str,
@@ -107,7 +107,8 @@ def render_backup(
     """The manifests of one backup as deterministic multi-document YAML, for
     ``layout.backup_path(tenant, pop, backup_id)``.
 
-    ``helm`` is the Helm binary (None: :func:`gitops.helm.find_helm`). ``service_id`` and
+    ``helm`` is the Helm binary (None: :func:`gitops.helm.find_helm`) or a long-lived
+    :class:`gitops.helm.Renderer` (the saga's), which renders the same bytes. ``service_id`` and
     ``service_name`` are the service's, as its own render got them (the objects point at its
     ServiceClaim and engine CR by the name the service chart derives from both). The other
     arguments are :func:`backup_values`'.
@@ -120,7 +121,10 @@ def render_backup(
         kek_id=kek_id, pitr=pitr, labels=labels, object_store=object_store, operation_id=operation_id,
     )
     namespace = tenant_namespace(tenant)
-    docs = _helm.render(_helm.BACKUP_CHART, values, RELEASE_NAME, namespace, helm=helm, timeout=timeout)
+    if isinstance(helm, _helm.Renderer):
+        docs = helm.render(_helm.BACKUP_CHART, values, RELEASE_NAME, namespace, timeout=timeout)
+    else:
+        docs = _helm.render(_helm.BACKUP_CHART, values, RELEASE_NAME, namespace, helm=helm, timeout=timeout)
     _check_backup(docs, backup_id=backup_id, namespace=namespace)
     return manifests.dump_all(docs)
 

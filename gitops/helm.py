@@ -1,9 +1,17 @@
-"""Render Helm charts to Kubernetes objects with the real ``helm`` binary.
+"""Render Helm charts to Kubernetes objects with Helm itself.
 
 Role: the platform's only caller of Helm. ``render`` runs ``helm template`` on a local chart with
 plain values and returns the rendered objects as dicts; ``lint`` runs ``helm lint``; ``find_helm``
 locates a Helm v3 binary. Values travel on stdin as JSON (never on the command line, where they
 would be visible in the process list and subject to ``--set`` parsing rules).
+
+``Renderer`` renders the same way without a process per render: it keeps one long-lived chart
+renderer (``deploy/tools/renderer``: Helm's own chart loader, values.schema.json validation and
+template engine, in the order of ``helm template``, built by ``deploy/scripts/ensure-renderer.sh``
+with the Helm version ensure-helm.sh pins) and sends it one JSON request per render. Its output is
+byte for byte what ``helm template`` prints (tests/gitops/test_renderer.py compares them). The saga
+renders with it; there is no fallback to ``helm template``: a renderer that cannot be found or
+started is the platform's fault (``HelmNotFoundError``), as a missing helm binary is.
 
 May import only the standard library, ``gitops.errors`` and ``gitops.manifests``: gitops takes
 plain values and knows nothing of commands, events, processors or projections.
@@ -15,15 +23,19 @@ values, a broken chart, no binary).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from gitops.errors import GitOpsError, PermanentGitOpsError, TransientGitOpsError
 from gitops.manifests import ManifestError, parse_all
@@ -37,6 +49,9 @@ POP_OPERATOR_CHART = CHARTS_DIR / "dbaas-pop-operator"  # installed in each PoP 
 BUNDLED_HELM = REPO_ROOT / ".tools" / "bin" / "helm"
 ENSURE_SCRIPT = "deploy/scripts/ensure-helm.sh"
 HELM_ENV = "DBAAS_HELM"
+RENDERER_ENV = "DBAAS_RENDERER"
+RENDERER_MODULE = REPO_ROOT / "deploy" / "tools" / "renderer"
+ENSURE_RENDERER = "deploy/scripts/ensure-renderer.sh"
 DEFAULT_TIMEOUT_S = 120.0
 _RELEASE_NAME = re.compile(r"^(?=.{1,53}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^(?=.{1,63}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -82,6 +97,13 @@ class HelmTimeoutError(HelmError, TransientGitOpsError):
     """Helm did not finish in time (an overloaded host); retrying may succeed."""
 
     reason = "HelmTimeout"
+
+
+class RendererUnavailable(HelmError, TransientGitOpsError):
+    """The renderer process died or answered nonsense during a render; the next render starts a
+    new one, so retrying may succeed."""
+
+    reason = "RendererUnavailable"
 
 
 def find_helm(env: Mapping[str, str] | None = None) -> str:
@@ -131,14 +153,7 @@ def render(
     values.schema.json); raises RenderError carrying Helm's stderr when Helm rejects them.
     """
     chart = str(chart_dir)
-    if not _RELEASE_NAME.match(release_name):
-        raise RenderError(
-            f"release name {release_name!r} is not a DNS-1123 label of at most 53 characters", chart=chart
-        )
-    if not _NAMESPACE.match(namespace):
-        raise RenderError(
-            f"namespace {namespace!r} is not a DNS-1123 label of at most 63 characters", chart=chart
-        )
+    _check_names(chart, release_name, namespace)
     args = [
         helm or find_helm(),
         "template",
@@ -184,6 +199,222 @@ def lint(
             f"helm lint {chart} failed: " + ("; ".join(problems) or _clean(output)),
             chart=chart,
             output=output,
+        )
+
+
+def tools_cache(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user tool cache (deploy/scripts/ensure-*.sh build into it)."""
+    env = os.environ if env is None else env
+    if env.get("DBAAS_TOOLS_CACHE"):
+        return Path(env["DBAAS_TOOLS_CACHE"])
+    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dbaas" / "tools"
+
+
+def renderer_build_name() -> str:
+    """``renderer-<helm version>-<hash of the wrapper's sources>``: the cached build's name, as
+    deploy/scripts/ensure-renderer.sh computes it."""
+    sources = [RENDERER_MODULE / name for name in ("go.mod", "go.sum", "main.go")]
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:12]
+    version = next((line.split()[-1] for line in (RENDERER_MODULE / "go.mod").read_text().splitlines()
+                    if line.split()[-2:-1] == ["helm.sh/helm/v3"]), "unknown")
+    return f"renderer-{version}-{digest}"
+
+
+def find_renderer(env: Mapping[str, str] | None = None, *, build: bool = True) -> str:
+    """Path of the chart renderer: ``$DBAAS_RENDERER``, else the cached build of this checkout's
+    ``deploy/tools/renderer``, else (``build``) what deploy/scripts/ensure-renderer.sh builds."""
+    env = os.environ if env is None else env
+    configured = env.get(RENDERER_ENV)
+    if configured:
+        if not (os.path.isfile(configured) and os.access(configured, os.X_OK)):
+            raise HelmNotFoundError(f"{RENDERER_ENV}={configured} is not an executable file; fix it or unset it")
+        return configured
+    try:
+        cached = tools_cache(env) / renderer_build_name()
+    except OSError as exc:
+        raise HelmNotFoundError(f"cannot read the renderer's sources in {RENDERER_MODULE}: {exc}") from exc
+    if os.access(cached, os.X_OK):
+        return str(cached)
+    if build:
+        try:
+            result = subprocess.run([str(REPO_ROOT / ENSURE_RENDERER)], capture_output=True, text=True,
+                                    timeout=1800, check=False, env={**os.environ, **env})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise HelmNotFoundError(f"{ENSURE_RENDERER} could not run: {exc}") from exc
+        built = result.stdout.strip().splitlines()[-1:] if result.returncode == 0 else []
+        if built and os.access(built[0], os.X_OK):
+            return built[0]
+        raise HelmNotFoundError(f"no chart renderer: {ENSURE_RENDERER} failed (exit {result.returncode}): "
+                                f"{_clean(result.stderr)[-2000:]}")
+    raise HelmNotFoundError(f"no chart renderer at {cached}: run {ENSURE_RENDERER} (it builds "
+                            f"deploy/tools/renderer with Go) or set {RENDERER_ENV}=/path/to/renderer")
+
+
+class Renderer:
+    """One long-lived chart renderer process, rendering like ``helm template`` (module docstring).
+
+    ``render`` has the signature and the errors of :func:`render`: ``RenderError`` when Helm
+    refuses the chart or the values, ``HelmTimeoutError`` when an answer does not come within
+    ``timeout`` (the process is then stopped), ``RendererUnavailable`` when the process died during
+    the render; the next render starts a new process. ``HelmNotFoundError`` when no renderer can be
+    found or started. Thread-safe (renders are serialized); ``close`` stops the process.
+    """
+
+    def __init__(self, path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self._path = path
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        self._ids = 0
+        self.starts = 0  # processes started so far (restarts are starts after the first)
+
+    def render(
+        self,
+        chart_dir: str | os.PathLike[str],
+        values: Mapping[str, Any],
+        release_name: str,
+        namespace: str,
+        *,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """The rendered Kubernetes objects, in Helm's output order (see :func:`render`)."""
+        chart = str(chart_dir)
+        text = self.template(chart, values, release_name, namespace, timeout=timeout)
+        try:
+            return parse_all(text, source=f"helm template {chart}")
+        except ManifestError as exc:
+            raise RenderError(str(exc), chart=chart, returncode=0) from exc
+
+    def template(
+        self,
+        chart_dir: str | os.PathLike[str],
+        values: Mapping[str, Any],
+        release_name: str,
+        namespace: str,
+        *,
+        timeout: float | None = None,
+    ) -> str:
+        """What ``helm template <release_name> <chart_dir> --namespace <namespace> --values -``
+        prints, values given as JSON."""
+        chart = str(chart_dir)
+        _check_names(chart, release_name, namespace)
+        with self._lock:
+            self._ids += 1
+            request = {"id": str(self._ids), "chart": os.path.abspath(chart), "release": release_name,
+                       "namespace": namespace, "values": _values_json(values, chart)}
+            answer = self._ask(request, chart, self.timeout if timeout is None else timeout)
+        if answer.get("error"):
+            stderr = str(answer["error"])
+            raise RenderError(f"helm template {chart} failed: {_clean(stderr)}", chart=chart, stderr=stderr,
+                              returncode=1)
+        return str(answer.get("manifest", ""))
+
+    def version(self) -> str:
+        """The Helm version the renderer is built with, e.g. ``v3.22.0``."""
+        with self._lock:
+            self._ids += 1
+            return str(self._ask({"id": str(self._ids), "op": "version"}, "renderer", self.timeout)["version"])
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the process -----------------------------------------------------------------------------
+
+    def _ask(self, request: dict[str, str], chart: str, timeout: float) -> dict[str, Any]:
+        proc = self._running()
+        deadline = time.monotonic() + timeout
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+            line = self._read_line(proc, deadline)
+        except HelmTimeoutError:
+            self._stop(kill=True)
+            raise HelmTimeoutError(f"the renderer did not render {chart} within {timeout:g}s") from None
+        except (OSError, ValueError) as exc:  # a broken pipe: it died
+            self._stop()
+            raise RendererUnavailable(f"the renderer stopped while rendering {chart}: {exc}") from exc
+        if line is None:
+            code = self._stop()
+            raise RendererUnavailable(f"the renderer stopped while rendering {chart} (exit {code})")
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or answer.get("id") != request["id"]:
+            self._stop(kill=True)
+            raise RendererUnavailable(f"the renderer answered out of turn while rendering {chart}: {line[:200]!r}")
+        return answer
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        self._stop()
+        path = self._path or find_renderer()
+        try:
+            # stderr is inherited: Helm's warnings go to the process's log.
+            self._proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        except OSError as exc:
+            raise HelmNotFoundError(f"cannot run the renderer {path}: {exc}. Run {ENSURE_RENDERER}.") from exc
+        self.starts += 1
+        self._buffer = b""
+        return self._proc
+
+    def _read_line(self, proc: subprocess.Popen[bytes], deadline: float) -> str | None:
+        """The next line of the renderer's output; None at its end; HelmTimeoutError after ``deadline``."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HelmTimeoutError("no answer in time")
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode("utf-8")
+
+    def _stop(self, *, kill: bool = False) -> int | None:
+        """Stop the process: at the end of its input it exits; ``kill`` when it cannot be trusted."""
+        proc, self._proc = self._proc, None
+        self._buffer = b""
+        if proc is None:
+            return None
+        if kill:
+            proc.kill()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            return proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+def _check_names(chart: str, release_name: str, namespace: str) -> None:
+    if not _RELEASE_NAME.match(release_name):
+        raise RenderError(
+            f"release name {release_name!r} is not a DNS-1123 label of at most 53 characters", chart=chart
+        )
+    if not _NAMESPACE.match(namespace):
+        raise RenderError(
+            f"namespace {namespace!r} is not a DNS-1123 label of at most 63 characters", chart=chart
         )
 
 

@@ -1,12 +1,13 @@
 """The service saga process (`python -m processors.saga`): the composition root that builds the
 real ports — the Kafka consumer of `dbaas.events` and `dbaas.pop.status`, the registry decoders,
-`helm template`, the GitOps committer, the signed command publisher, the dead-letter producer,
-the keyring and the clock — and runs the service saga's policy (`processors.sagas.service`: what
-to do) with the saga runner (`processors.sagas.runner`: doing it, with one retry and timeout
-policy).
+the chart renderer (`gitops.helm.Renderer`: Helm in one long-lived process), the GitOps
+committer, the signed command publisher, the dead-letter producer, the keyring and the clock —
+and runs the service saga's policy (`processors.sagas.service`: what to do) with the saga runner
+(`processors.sagas.runner`: doing it, with one retry and timeout policy).
 
 What the saga does: for every `OperationStarted` it renders the service's manifests (action apply:
-the real `helm template`; delete: the file's removal), records the render, commits to
+the service chart, rendered as `helm template` renders it; delete: the file's removal), records
+the render, commits to
 `tenants/{tenant}/{pop}/{service}.yaml` with `Operation-Id:`/`Correlation-Id:` trailers (and
 `Trace-Id:` while tracing is on) and records the commit; it relays every verified PoP report as
 `RecordPopReport`; it reverts the commit of a failed or cancelled operation that asks for
@@ -132,7 +133,8 @@ def cdc_topic_settings(engine: str, pop: str) -> cdc.TopicSettings:
     return cdc.TopicSettings(pattern["partitions"], replication_factor, dict(pattern["config"]))
 
 
-def kube_pop_files(repo_url: str, tenant: str, e: OperationStarted) -> dict[str, str | None]:
+def kube_pop_files(repo_url: str, tenant: str, e: OperationStarted, renderer: helm.Renderer | None = None
+                   ) -> dict[str, str | None]:
     """What a commit for a Kubernetes PoP writes besides the service's file:
 
     - the Argo CD Application of (tenant, PoP) (``argocd/applications/<tenant>-<pop>.yaml``, a child
@@ -142,8 +144,9 @@ def kube_pop_files(repo_url: str, tenant: str, e: OperationStarted) -> dict[str,
       the deleting operation, written by a deletion and removed by the next creation of the name.
       Argo CD applies it before it prunes the claim (PruneLast), so the PoP operator, finalizing the
       claim, knows which operation it reports Deleted for."""
-    docs = helm.render(helm.ARGOCD_APPS_CHART, {"repoURL": repo_url, "applications": [{"tenant": tenant, "pop": e.pop}]},
-                       release_name="apps", namespace="argocd")
+    values = {"repoURL": repo_url, "applications": [{"tenant": tenant, "pop": e.pop}]}
+    docs = (renderer.render if renderer else helm.render)(helm.ARGOCD_APPS_CHART, values, release_name="apps",
+                                                          namespace="argocd")
     app = docs[0]
     files: dict[str, str | None] = {layout.application_path(app["metadata"]["name"]): manifests.dump_all(docs)}
     record = layout.deletion_record_path(tenant, e.pop, e.name)
@@ -174,9 +177,17 @@ def backup_deletion_record(tenant: str, e: BackupDeletionRequested) -> dict[str,
 
 
 class HelmRenderer:
-    def __init__(self, bucket: str = "dbaas-backups", repo_url: str | None = None):
+    """Renders with Helm's charts through one long-lived `helm.Renderer` (the same bytes as
+    `helm template`, without a process per render); `close` stops it."""
+
+    def __init__(self, bucket: str = "dbaas-backups", repo_url: str | None = None,
+                 renderer: helm.Renderer | None = None):
         self.bucket = bucket
         self.repo_url = repo_url  # the GitOps repository's URL for Argo CD Applications
+        self.renderer = renderer or helm.Renderer()
+
+    def close(self) -> None:
+        self.renderer.close()
 
     def render_backup(self, tenant_id: str, e: BackupRequested | BackupDeletionRequested
                       ) -> tuple[str, str | None] | tuple[str, str | None, dict[str, str | None]]:
@@ -188,7 +199,7 @@ class HelmRenderer:
                 return path, None, backup_deletion_record(tenant_id, e)
             return path, None
         content = backups.render_backup(
-            None, tenant=tenant_id, pop=e.pop, engine=e.engine, service_id=e.service_id,
+            self.renderer, tenant=tenant_id, pop=e.pop, engine=e.engine, service_id=e.service_id,
             service_name=e.service_name, backup_id=e.backup_id,
             destination={"bucket": self.bucket, "prefix": f"tenants/{tenant_id}/backups/{e.backup_id}"},
             encryption_key_id=None, kek_id=None, pitr=e.pitr,
@@ -206,10 +217,6 @@ class HelmRenderer:
             connector=e.connector, tables=e.tables, topic=cdc_topic_settings(e.engine, e.pop),
             kubernetes=e.pop != LOCAL_POP)
 
-    def render(self, tenant_id: str, e: OperationStarted) -> tuple[str, str | None]:
-        """The service's path in the repository and its manifests (None: remove them)."""
-
-
     def render(self, tenant_id: str, e: OperationStarted
                ) -> tuple[str, str | None] | tuple[str, str | None, dict[str, str | None]]:
         """The service's path in the repository and its manifests (None: remove them); in a
@@ -221,11 +228,11 @@ class HelmRenderer:
             values["operation"] = {"id": e.operation_id}
         content = None
         if e.action != "delete":
-            content = manifests.dump_all(helm.render(helm.SERVICE_CHART, values, release_name=e.name,
-                                                     namespace=f"tenant-{tenant_id}"))
+            content = manifests.dump_all(self.renderer.render(helm.SERVICE_CHART, values, release_name=e.name,
+                                                              namespace=f"tenant-{tenant_id}"))
         if not kube or not self.repo_url:
             return path, content
-        return path, content, kube_pop_files(self.repo_url, tenant_id, e)
+        return path, content, kube_pop_files(self.repo_url, tenant_id, e, self.renderer)
 
 
 class KafkaSource:
@@ -310,8 +317,9 @@ def run(settings: SagaSettings, stop: threading.Event) -> None:
                     operation_id="bootstrap", correlation_id="bootstrap")
     publisher = Publisher(settings.kafka, settings.registry_url, settings.commands_topic, signer=settings.signer)
     source = KafkaSource(settings)
+    renderer = HelmRenderer(settings.backup_bucket, settings.gitops_remote)
     runner = SagaRunner(SagaState.start(settings.timeouts), source=source, decoder=SerdeDecoder(settings.registry_url),
-                        git=committer, renderer=HelmRenderer(settings.backup_bucket, settings.gitops_remote), commands=PublishedCommands(publisher),
+                        git=committer, renderer=renderer, commands=PublishedCommands(publisher),
                         dead_letters=KafkaDeadLetters(publisher), keys=Keyring(settings.keyring), clock=WallClock(),
                         pop_status_topic=settings.pop_status_topic)
     try:
@@ -323,6 +331,7 @@ def run(settings: SagaSettings, stop: threading.Event) -> None:
     finally:
         source.close()
         publisher.close()
+        renderer.close()
         log.info("stopped")
 
 
