@@ -14,10 +14,9 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import command, org, platform, progress, wait_visible
+from bench.common import command, operations, org, platform, progress, wait_visible
 from commands import CreateService
 from gitops import helm, manifests
-from runtime.publisher import Publisher
 
 
 def committed(dsn: str, ids: list[str], show) -> None:
@@ -58,12 +57,12 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=1000)
     args = parser.parse_args()
     ep = platform(name="bench-gitops", offset=2500)
-    pub = Publisher(ep.kafka, ep.registry)
+    pub = ep.publisher()  # signed as the gateway: the command processor refuses unsigned commands
     tenant = f"gitops-{uuid.uuid4().hex[:8]}"
     first = org(tenant)
     for c in first:
         pub.publish(c)
-    wait_visible(ep.dsn, [c.command_id for c in first])
+    wait_visible(ep.dsn, operations(first))
     cmds = [command(tenant, CreateService(str(uuid.uuid4()), f"svc-{i}", "scylla", "frankfurt", "small"))
             for i in range(args.n)]
     print(f"{args.n} service creations in PoP frankfurt until committed to GitOps")
@@ -71,7 +70,7 @@ def main() -> int:
     for c in cmds:
         pub.publish_async(c)
     pub.producer.flush(60)
-    committed(ep.dsn, [c.command_id for c in cmds], progress("committed"))
+    committed(ep.dsn, operations(cmds), progress("committed"))
     elapsed = time.perf_counter() - started
     pub.close()
     ours = args.n / elapsed
