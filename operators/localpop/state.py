@@ -43,48 +43,48 @@ def load(path: Path) -> dict[str, Record]:
 
 def load_backups(path: Path) -> dict[str, BackupRecord]:
     """The backup records in ``path`` by backup key (none when the file does not exist)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        raise StateError(f"the backup state file {path} cannot be read ({exc}); move it away to start afresh "
-                         "(backups in GitOps are then taken again and re-reported)") from None
-    try:
-        return {key: BackupRecord.from_json(value) for key, value in data.get("backups", {}).items()}
-    except (TypeError, AttributeError) as exc:
-        raise StateError(f"the backup state file {path} has a malformed entry: {exc}") from None
+    return _load_section(path, "backups", BackupRecord.from_json, "backup",
+                         "backups in GitOps are then taken again and re-reported")
 
 
 def load_connectors(path: Path) -> dict:
     """The CDC connector records in ``path`` by service key (none when the file does not exist)."""
     from operators.localpop.cdc import ConnectorRecord
 
+    return _load_section(path, "connectors", ConnectorRecord.from_json, "CDC",
+                         "connectors in GitOps are then registered again and re-reported")
+
+
+def _load_section(path: Path, section: str, from_json, what: str, afresh: str) -> dict:
+    """The records of one of the agent's state files: ``from_json`` of each entry of ``section``."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as exc:
-        raise StateError(f"the CDC state file {path} cannot be read ({exc}); move it away to start afresh "
-                         "(connectors in GitOps are then registered again and re-reported)") from None
+        raise StateError(f"the {what} state file {path} cannot be read ({exc}); move it away to start afresh "
+                         f"({afresh})") from None
     try:
-        return {key: ConnectorRecord.from_json(value) for key, value in data.get("connectors", {}).items()}
+        return {key: from_json(value) for key, value in data.get(section, {}).items()}
     except (TypeError, AttributeError) as exc:
-        raise StateError(f"the CDC state file {path} has a malformed entry: {exc}") from None
+        raise StateError(f"the {what} state file {path} has a malformed entry: {exc}") from None
 
 
 def save_connectors(path: Path, records: Mapping, **meta: str) -> None:
-    _write(path, {"version": VERSION, **meta, "connectors": {k: records[k].to_json() for k in sorted(records)}})
+    _save_section(path, "connectors", records, meta)
 
 
 def save_backups(path: Path, records: Mapping[str, BackupRecord], **meta: str) -> None:
-    _write(path, {"version": VERSION, **meta, "backups": {k: records[k].to_json() for k in sorted(records)}})
+    _save_section(path, "backups", records, meta)
 
 
 def save(path: Path, records: Mapping[str, Record], **meta: str) -> None:
     """Replace ``path`` with ``records`` atomically."""
-    _write(path, {"version": VERSION, **meta,
-                  "services": {key: records[key].to_json() for key in sorted(records)}})
+    _save_section(path, "services", records, meta)
+
+
+def _save_section(path: Path, section: str, records: Mapping, meta: Mapping[str, str]) -> None:
+    _write(path, {"version": VERSION, **meta, section: {key: records[key].to_json() for key in sorted(records)}})
 
 
 def _write(path: Path, body: dict) -> None:
