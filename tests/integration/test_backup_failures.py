@@ -16,6 +16,7 @@ from botocore.config import Config
 from schemas import alerts_topic
 from schemas.registry import ALERTS_SUBJECT
 from tests.conftest import wait_for
+from tests.integration.process_support import kill
 from tests.integration.conftest import operation
 from tests.integration.test_backups_e2e import _backup, _create, _credentials, _restore
 from tests.integration.test_scheduler import Tail
@@ -64,7 +65,7 @@ def test_the_agent_killed_during_backups_completes_each_once(stack, api, org):
         ops.append(r.json()["operation_id"])
         wait_for(lambda: list(Path(stack.home, "state").glob("**/backup-work/*")), timeout=120,
                  what="the agent to be taking the backup")
-        os.kill(_pid(stack, "localpop-agent.child.pid"), signal.SIGKILL)
+        kill(stack, "localpop-agent")
         done = operation(api, ops[-1], lambda o: o["state"] in ("Succeeded", "Failed"), "the backup", timeout=300)
         assert done["state"] == "Succeeded", done
     backups = api.get(f"/services/{source}/backups").json()["items"]
@@ -82,9 +83,7 @@ def test_the_saga_killed_during_backups_commits_each_claim_once(stack, api, org)
         r = api.post(f"/services/{source}/backups", json={})
         assert r.status_code == 202, r.text
         ops.append(r.json()["operation_id"])
-        pid = _pid(stack, "saga.child.pid")
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda old=pid: _pid(stack, "saga.child.pid") != old, timeout=90, what="the saga to be restarted")
+        kill(stack, "saga", timeout=90)
         done = operation(api, ops[-1], lambda o: o["state"] in ("Succeeded", "Failed"), "the backup", timeout=240)
         assert done["state"] == "Succeeded", done
     remote = stack.gitops_remote.removeprefix("file://")

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import httpx
 import pytest
@@ -34,6 +32,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from deploy.stack.kube import crd_documents
 from tests.conftest import DBAAS, PLATFORM_ENV, REPO, wait_for
+from tests.integration.process_support import kill
 
 POPS = ("frankfurt", "lagos")
 FRANKFURT_TIMEOUT = 45  # seconds the saga waits for frankfurt's report in this module (isolation test)
@@ -363,23 +362,17 @@ def _stop(stack, component: str) -> bool:
     return Launcher(config.resolve(stack.home), say=lambda _m: None).stop([component]) == [component]
 
 
-def _kill_child(stack, component: str) -> None:
-    """SIGKILL the supervised process of `component` (its supervisor starts it again)."""
-    pid = int((Path(stack.home) / "run" / f"{component}.child.pid").read_text().split()[0])
-    os.kill(pid, signal.SIGKILL)
-
-
 def test_killing_the_operator_and_the_sync_mid_operation_neither_duplicates_a_report_nor_strands_a_claim(
         stack, kube):
     api, org = kube["frankfurt"], _org(stack)
     op = create = _submit(stack, "service", "create", "sturdy", "--org", org, "--engine", "scylla", "--pop",
                           "frankfurt")
     cluster = wait_for(lambda: _engine(api, org), timeout=60, what="the ScyllaCluster")[0]
-    _kill_child(stack, "pop-operator-frankfurt")
-    _kill_child(stack, "kube-sync-frankfurt")
+    kill(stack, "pop-operator-frankfurt")
+    kill(stack, "kube-sync-frankfurt")
     play_scylla(api, cluster)  # while both are down
     assert _wait_op(stack, op)["state"] == "Succeeded"
-    _kill_child(stack, "pop-operator-frankfurt")  # again, after its report: nothing is re-reported
+    kill(stack, "pop-operator-frankfurt")  # again, after its report: nothing is re-reported
     op = _submit(stack, "service", "delete", "sturdy", "--org", org)
     assert _wait_op(stack, op)["state"] == "Succeeded"
     assert not _claims(api, org)  # the finalizer did not strand it

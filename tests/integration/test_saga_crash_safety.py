@@ -3,12 +3,9 @@ with exactly one GitOps commit per operation (found by its Operation-Id trailer)
 operation committed and awaiting its PoP, and no step recorded twice."""
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import psycopg
 
@@ -16,12 +13,8 @@ from commands import CreateOrganization, CreateService, DeleteService, ScaleServ
 from events import ServiceClaimCommitted, ServiceClaimRendered, ServiceClaimReverted
 from processors.saga import revert_operation_id
 from tests.conftest import wait_for
+from tests.integration.process_support import kill
 from tests.integration.kafka_support import command, read_events
-
-
-def _child(stack) -> int:
-    """The saga's pid, as its supervisor recorded it."""
-    return int(Path(stack.home, "run", "saga.child.pid").read_text())
 
 
 def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
@@ -47,11 +40,9 @@ def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
     kills, seen = 0, -1
     while (done := committed()) < len(ops):
         if done > seen and kills < 5:
-            pid = _child(stack)
-            os.kill(pid, signal.SIGKILL)
+            kill(stack, "saga", timeout=90)
             kills += 1
             seen = done
-            wait_for(lambda: _child(stack) != pid, timeout=90, what="the saga to be restarted")
         wait_for(lambda: committed() > done or committed() == len(ops), timeout=180,
                  what="the saga to make progress after a restart")
     assert kills >= 3
@@ -80,11 +71,9 @@ def _kill_while(stack, progress, total: int, what: str, most: int = 4) -> int:
     kills, seen = 0, -1
     while (done := progress()) < total:
         if done > seen and kills < most:
-            pid = _child(stack)
-            os.kill(pid, signal.SIGKILL)
+            kill(stack, "saga", timeout=90)
             kills += 1
             seen = done
-            wait_for(lambda: _child(stack) != pid, timeout=90, what="the saga to be restarted")
         wait_for(lambda: progress() > done or progress() == total, timeout=180, what=what)
     return kills
 

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from schemas.registry import ALERTS_SUBJECT, Registry, Serde
 from tests.conftest import wait_for
+from tests.integration.process_support import kill
 from tests.integration.conftest import operation
 
 MIB = 2**20
@@ -192,8 +193,6 @@ def _judged(stack) -> float | None:
 def test_a_restarted_alerts_processor_publishes_nothing_again(stack, api, org):
     """The alerts processor restarted (its child killed; the supervisor starts it again) folds the
     event log again and judges new samples: alerts already published are not published again."""
-    import os
-    import signal
 
     service_id = _create(api, org, "restarted", "yugabyte", storage_gb=1)
     creds = _credentials(api, service_id)
@@ -203,10 +202,7 @@ def test_a_restarted_alerts_processor_publishes_nothing_again(stack, api, org):
     alerts = AlertTopic(stack, org)
     try:
         alerts.until(lambda rs: [r for r in rs if r["kind"] == "storage_high"], "the storage alert")
-        pidfile = stack.home / "run" / "alerts.child.pid"
-        old = int(pidfile.read_text())
-        os.kill(old, signal.SIGKILL)
-        wait_for(lambda: pidfile.exists() and int(pidfile.read_text()) != old, what="the restarted processor")
+        kill(stack, "alerts")
         # it is back once it judges samples again (every service of the platform is sampled every 5 s)
         before = wait_for(lambda: _judged(stack), timeout=120, what="samples judged after the restart")
         wait_for(lambda: (_judged(stack) or 0) > before, timeout=60, what="more samples judged")
