@@ -45,3 +45,20 @@ def operation(api, op_id: str, predicate, what: str, timeout: float = 120) -> di
         r = api.get(f"/operations/{op_id}")
         return r.json() if r.status_code == 200 and predicate(r.json()) else None
     return wait_for(get, timeout=timeout, what=what)
+
+
+def local_service(api, org: str, name: str, engine: str, **resources) -> str:
+    """A service created in PoP local through the API and Succeeded: its id."""
+    r = api.post("/services", json={"org": org, "name": name, "engine": engine, "pop": "local", **resources})
+    assert r.status_code == 202, r.text
+    done = operation(api, r.json()["operation_id"], lambda o: o["state"] in ("Succeeded", "Failed"),
+                     f"{name} to be created", timeout=180)
+    assert done["state"] == "Succeeded", done
+    return r.json()["service_id"]
+
+
+def credentials(api, service_id: str) -> dict:
+    """A service's credentials as the API answers them."""
+    r = api.get(f"/services/{service_id}/credentials")
+    assert r.status_code == 200, r.text
+    return r.json()

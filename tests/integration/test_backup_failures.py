@@ -16,9 +16,11 @@ from botocore.config import Config
 from schemas import alerts_topic
 from schemas.registry import ALERTS_SUBJECT
 from tests.conftest import wait_for
-from tests.integration.process_support import kill
+from tests.integration.conftest import credentials as _credentials
+from tests.integration.conftest import local_service as _create
 from tests.integration.conftest import operation
-from tests.integration.test_backups_e2e import _backup, _create, _credentials, _restore
+from tests.integration.process_support import kill
+from tests.integration.test_backups_e2e import _backup, _restore
 from tests.integration.test_scheduler import Tail
 
 

@@ -18,24 +18,11 @@ import redis
 from botocore.config import Config
 
 from tests.conftest import wait_for
+from tests.integration.conftest import credentials as _credentials
+from tests.integration.conftest import local_service as _create
 from tests.integration.conftest import operation
 
 MARKER = "row-" + uuid.uuid4().hex  # a value no sealed byte may show
-
-
-def _create(api, org: str, name: str, engine: str) -> str:
-    r = api.post("/services", json={"org": org, "name": name, "engine": engine, "pop": "local"})
-    assert r.status_code == 202, r.text
-    done = operation(api, r.json()["operation_id"], lambda o: o["state"] in ("Succeeded", "Failed"),
-                     f"{name} to be created", timeout=180)
-    assert done["state"] == "Succeeded", done
-    return r.json()["service_id"]
-
-
-def _credentials(api, service_id: str) -> dict:
-    r = api.get(f"/services/{service_id}/credentials")
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def _backup(api, service_id: str) -> dict:

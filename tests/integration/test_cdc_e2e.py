@@ -20,18 +20,10 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from runtime.kafka import KafkaAccess
 from tests.conftest import wait_for
+from tests.integration.conftest import local_service as _create
 from tests.integration.conftest import operation
 
 FINISHED = ("Succeeded", "Failed")
-
-
-def _create(api, org: str, name: str, engine: str) -> str:
-    r = api.post("/services", json={"org": org, "name": name, "engine": engine, "pop": "local"})
-    assert r.status_code == 202, r.text
-    done = operation(api, r.json()["operation_id"], lambda o: o["state"] in FINISHED, f"{name} to be created",
-                     timeout=180)
-    assert done["state"] == "Succeeded", done
-    return r.json()["service_id"]
 
 
 def _enable(api, service_id: str, tables: list[str] | None = None) -> dict:

@@ -13,8 +13,8 @@ from commands import CreateOrganization, CreateService, DeleteService, ScaleServ
 from events import ServiceClaimCommitted, ServiceClaimRendered, ServiceClaimReverted
 from processors.saga import revert_operation_id
 from tests.conftest import wait_for
-from tests.integration.process_support import kill
 from tests.integration.kafka_support import command, read_events
+from tests.integration.process_support import kill
 
 
 def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):

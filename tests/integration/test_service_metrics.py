@@ -17,25 +17,11 @@ from confluent_kafka.admin import AdminClient
 
 from schemas.registry import ALERTS_SUBJECT, Registry, Serde
 from tests.conftest import wait_for
+from tests.integration.conftest import credentials as _credentials
+from tests.integration.conftest import local_service as _create
 from tests.integration.process_support import kill
-from tests.integration.conftest import operation
 
 MIB = 2**20
-
-
-def _create(api, org: str, name: str, engine: str, **resources) -> str:
-    r = api.post("/services", json={"org": org, "name": name, "engine": engine, "pop": "local", **resources})
-    assert r.status_code == 202, r.text
-    done = operation(api, r.json()["operation_id"], lambda o: o["state"] in ("Succeeded", "Failed"),
-                     f"{name} to be created", timeout=180)
-    assert done["state"] == "Succeeded", done
-    return r.json()["service_id"]
-
-
-def _credentials(api, service_id: str) -> dict:
-    r = api.get(f"/services/{service_id}/credentials")
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 def _latest(api, service_id: str, predicate=lambda s: True, what: str = "a sample", timeout: float = 90) -> dict:
