@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -50,6 +51,8 @@ _NOOP = contextlib.nullcontext()  # reusable: what every helper hands out while 
 
 _provider: Any = None  # the SDK's TracerProvider while tracing is on
 _tracer: trace.Tracer | None = None
+_roots = 0.0  # the share of the traces this process starts that are recorded
+_draw = random.Random()  # the root decisions' own generator (a process's other randomness untouched)
 
 
 # -- set-up ------------------------------------------------------------------------------------
@@ -77,8 +80,13 @@ def configure(service: str, environ: Mapping[str, str] | None = None, *, exporte
     sampled flag): a trace this process starts itself — a command published with no trace context,
     a commit with no `Trace-Id` — is recorded with probability `roots` (default: the environment's
     `root_ratio`); a continued one is recorded exactly when its parent was. The gateway passes 1:
-    every API request is recorded."""
-    global _provider, _tracer
+    every API request is recorded.
+
+    What is not recorded costs next to nothing: the helpers decide before the SDK is involved
+    (`_recorded_root`, an unsampled `traceparent`) and start no span at all — no ids drawn, no
+    context attached, no `traceparent` header handed on (downstream, no header and an unrecorded
+    one mean the same: nothing to record)."""
+    global _provider, _tracer, _roots
     environ = os.environ if environ is None else environ
     endpoint = (environ.get(ENDPOINT_VARIABLE) or "").strip().rstrip("/")
     if exporter is None and not endpoint:
@@ -87,11 +95,11 @@ def configure(service: str, environ: Mapping[str, str] | None = None, *, exporte
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
     shutdown()
     provider = TracerProvider(resource=Resource.create({"service.name": service, "service.namespace": "dbaas"}),
-                              sampler=ParentBased(TraceIdRatioBased(ratio)))
+                              sampler=ParentBased(ALWAYS_ON))  # roots: decided here, `_recorded_root`
     if exporter is None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -100,7 +108,7 @@ def configure(service: str, environ: Mapping[str, str] | None = None, *, exporte
                                                        export_timeout_millis=EXPORT_TIMEOUT_S * 1000))
     else:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
-    _provider, _tracer = provider, provider.get_tracer("dbaas")
+    _provider, _tracer, _roots = provider, provider.get_tracer("dbaas"), ratio
     return True
 
 
@@ -151,9 +159,10 @@ def current_traceparent() -> str | None:
 def _remote(traceparent: str | bytes | None) -> otel_context.Context:
     """A context whose current span is the remote one `traceparent` names (empty when it names none)."""
     parsed = parse(traceparent)
-    if parsed is None:
-        return otel_context.Context()
-    tid, sid, sampled = parsed
+    return otel_context.Context() if parsed is None else _remote_context(*parsed)
+
+
+def _remote_context(tid: str, sid: str, sampled: bool) -> otel_context.Context:
     remote = SpanContext(int(tid, 16), int(sid, 16), is_remote=True,
                          trace_flags=TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT))
     return trace.set_span_in_context(NonRecordingSpan(remote), otel_context.Context())
@@ -178,6 +187,22 @@ def inject(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
 
 
 # -- spans -------------------------------------------------------------------------------------
+def _recorded_root() -> bool:
+    """Whether a trace this process starts now is recorded: drawn with probability `_roots`."""
+    return _roots >= 1.0 or (_roots > 0.0 and _draw.random() < _roots)
+
+
+def _followed(traceparent: str | bytes | None) -> otel_context.Context | None:
+    """The context a span continuing `traceparent` starts in — the remote span when it is recorded,
+    an empty one for a new trace that is drawn to be recorded — or None: nothing to record."""
+    parsed = parse(traceparent)
+    if parsed is None:
+        return otel_context.Context() if _recorded_root() else None
+    if not parsed[2]:
+        return None
+    return _remote_context(*parsed)
+
+
 def attributes(operation_id: str | None = None, tenant: str | None = None, step: str | None = None,
                **more: Any) -> dict[str, Any]:
     """Span attributes under `dbaas.`: `dbaas.operation_id`, `dbaas.tenant`, `dbaas.step`, and any
@@ -188,8 +213,11 @@ def attributes(operation_id: str | None = None, tenant: str | None = None, step:
 
 def span(name: str, attrs: Mapping[str, Any] | None = None, *, kind: SpanKind = SpanKind.INTERNAL):
     """A span, child of the current one (a new trace when there is none), current inside the
-    `with` block; an exception leaving the block marks it failed. Off: a no-op context."""
+    `with` block; an exception leaving the block marks it failed. Off, or a new trace not drawn to
+    be recorded: a no-op context."""
     if _tracer is None:
+        return _NOOP
+    if not trace.get_current_span().get_span_context().is_valid and not _recorded_root():
         return _NOOP
     return _tracer.start_as_current_span(name, attributes=attrs, kind=kind)
 
@@ -197,10 +225,12 @@ def span(name: str, attrs: Mapping[str, Any] | None = None, *, kind: SpanKind = 
 def continued(name: str, traceparent: str | bytes | None, attrs: Mapping[str, Any] | None = None, *,
               kind: SpanKind = SpanKind.CONSUMER):
     """A span continuing the remote span `traceparent` names (a header, a commit trailer); a new
-    trace when it names none. Current inside the `with` block. Off: a no-op context."""
-    if _tracer is None:
+    trace when it names none (recorded with the root ratio's probability). Current inside the `with`
+    block. Off, or nothing to record (an unrecorded `traceparent`, a new trace not drawn): a no-op
+    context, and no `traceparent` to hand on."""
+    if _tracer is None or (ctx := _followed(traceparent)) is None:
         return _NOOP
-    return _tracer.start_as_current_span(name, context=_remote(traceparent), attributes=attrs, kind=kind)
+    return _tracer.start_as_current_span(name, context=ctx, attributes=attrs, kind=kind)
 
 
 @contextlib.contextmanager
@@ -243,10 +273,11 @@ def sampled(traceparent: str | bytes | None) -> bool:
 
 def start(name: str, traceparent: str | bytes | None, attrs: Mapping[str, Any] | None = None, *,
           kind: SpanKind = SpanKind.CONSUMER) -> Any:
-    """A span continuing `traceparent`, not made current; end it with `end`. Off: None."""
-    if _tracer is None:
+    """A span continuing `traceparent`, not made current; end it with `end`. Off, or nothing to
+    record (as `continued`): None."""
+    if _tracer is None or (ctx := _followed(traceparent)) is None:
         return None
-    return _tracer.start_span(name, context=_remote(traceparent), attributes=attrs, kind=kind)
+    return _tracer.start_span(name, context=ctx, attributes=attrs, kind=kind)
 
 
 def end(span_: Any, error: BaseException | str | None = None) -> None:

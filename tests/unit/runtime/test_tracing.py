@@ -306,16 +306,33 @@ def sampled_roots_never():
     tracing.shutdown()
 
 
-def test_traces_started_here_follow_the_root_ratio_and_still_propagate(sampled_roots_never):
-    with tracing.continued("judge", None):  # a command without context, not sampled
+def test_a_trace_started_here_and_not_drawn_costs_no_span_and_hands_on_no_header(sampled_roots_never):
+    with tracing.continued("judge", None):  # a command without context, not drawn to be recorded
         assert not tracing.recording() and not tracing.in_trace()
-        unsampled = tracing.inject([])
-    assert sampled_roots_never.get_finished_spans() == ()
-    [(name, value)] = unsampled
-    assert name == "traceparent" and tracing.parse(value) is not None and not tracing.sampled(value)
-    with tracing.continued("project", value):  # downstream follows the decision
+        assert tracing.current_traceparent() is None and tracing.inject([]) == []
+    with tracing.span("render"):  # nothing current: a new trace, not drawn either
         assert not tracing.recording()
+    assert tracing.start("report", None) is None
+    with tracing.continued("project", UNSAMPLED):  # an unrecorded trace is followed: no span
+        assert tracing.current_traceparent() is None
+    assert tracing.start("project", UNSAMPLED) is None
     assert sampled_roots_never.get_finished_spans() == ()
+
+
+def test_traces_started_here_are_recorded_with_the_root_ratio():
+    exporter = InMemorySpanExporter()
+    tracing.configure("consumer", {}, exporter=exporter, roots=0.25)
+    tracing._draw.seed(7)
+    try:
+        for _ in range(2000):
+            with tracing.continued("judge", None):
+                if tracing.recording():  # a recorded root hands its context on, sampled
+                    assert tracing.sampled(tracing.inject([])[0][1])
+    finally:
+        tracing.shutdown()
+    recorded = exporter.get_finished_spans()
+    assert 400 <= len(recorded) <= 600, len(recorded)  # 2000 x 0.25, binomial sd ~19
+    assert all(s.parent is None for s in recorded)
 
 
 def test_a_recorded_parent_is_followed_whatever_the_root_ratio(sampled_roots_never):
