@@ -10,6 +10,7 @@ from events import lifecycle
 from events.lifecycle import Action, Compensation, LifecycleError, Phase, Status, Step
 from events.records import (
     ENVELOPE_VERSION,
+    EVENT_TYPE_HEADER,
     EVENT_TYPES,
     LEGACY_ISSUER,
     REASON_CODES,
@@ -63,6 +64,7 @@ from events.records import (
     ServiceScaleRequested,
     UnknownEvent,
     decode,
+    event_type,
     from_avro,
     legacy_principal,
     payload_from_avro,
@@ -121,6 +123,7 @@ __all__ = [
     "Subscription",
     "SubscriptionStatus",
     "ENVELOPE_VERSION",
+    "EVENT_TYPE_HEADER",
     "EVENT_TYPES",
     "LEGACY_ISSUER",
     "REASON_CODES",
@@ -182,6 +185,7 @@ __all__ = [
     "decode",
     "evolve",
     "facts",
+    "event_type",
     "from_avro",
     "legacy_principal",
     "lifecycle",

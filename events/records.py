@@ -7,7 +7,7 @@ Owns the event vocabulary, the event `Envelope`, and the mapping to and from the
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -550,6 +550,20 @@ def quota_from_avro(d: Mapping[str, Any]) -> Quota:
     return Quota(d["max_services"], ResourceLimit(**d["total"]),
                  {k: ResourceLimit(**v) for k, v in d.get("engines", {}).items()},
                  {k: ResourceLimit(**v) for k, v in d.get("pops", {}).items()})
+
+
+# The Kafka header the command processor writes on every event of the log: its record's short name
+# (a key of EVENT_TYPES). A consumer that folds only some events reads it to skip the others
+# without decoding them.
+EVENT_TYPE_HEADER = "event-type"
+
+
+def event_type(headers: Iterable[tuple[str, bytes | None]] | None) -> str | None:
+    """The event type a message's headers name (None: no such header, e.g. an older event)."""
+    for key, value in headers or ():
+        if key == EVENT_TYPE_HEADER and value is not None:
+            return value.decode("ascii", "replace")
+    return None
 
 
 # Record name -> builder from the Avro dict. New events: add the class here and a branch in the .avsc.

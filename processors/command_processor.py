@@ -207,7 +207,7 @@ class CommandProcessor:
             self.settings.events_topic, partition=partition, key=env.tenant_id.encode(),
             value=self.events.encode(events.to_avro(env)),
             headers=[("correlation-id", env.correlation_id.encode()),
-                     ("event-type", type(env.payload).__name__.encode()), *self._trace])
+                     (events.EVENT_TYPE_HEADER, type(env.payload).__name__.encode()), *self._trace])
 
     def _count(self, cmd, judged: Judged) -> None:
         if judged.outcome == "rejected":

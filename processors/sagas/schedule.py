@@ -70,6 +70,7 @@ from events import (
     ServiceReady,
     ServiceRequested,
 )
+from events.pmap import PMap
 
 SCHEDULER_ACTOR = Actor("system:scheduler", ("system",))
 SOURCE = "scheduler"  # the alerts' `source`
@@ -241,8 +242,8 @@ class ServiceSchedule:
 @dataclass(frozen=True)
 class SchedulerState:
     config: Config = field(default_factory=Config)
-    # tenant -> service id -> its schedule (an event copies its tenant's map only)
-    tenants: Mapping[str, Mapping[str, ServiceSchedule]] = field(default_factory=lambda: MappingProxyType({}))
+    # tenant -> service id -> its schedule (persistent maps: an event shares what it did not change)
+    tenants: PMap[str, PMap[str, ServiceSchedule]] = field(default_factory=PMap)
     rejected: frozenset[str] = frozenset()  # the scheduler's command ids the processor rejected
     sent: Mapping[str, datetime] = field(default_factory=lambda: MappingProxyType({}))  # id -> last sent
     announced: bool = False  # open alerts were published again after the start
@@ -582,7 +583,7 @@ def _tick(state: SchedulerState, now: datetime) -> Reaction:
     if not state.announced:
         effects += _announce(state, now)
         state = replace(state, announced=True)
-    tenants = dict(state.tenants)
+    tenants = state.tenants
     # commands sent long ago and never seen judged (e.g. superseded by a later slot) are forgotten
     forget = now - 10 * state.config.resend_after
     sent = {command_id: at for command_id, at in state.sent.items() if at > forget}
@@ -599,8 +600,8 @@ def _tick(state: SchedulerState, now: datetime) -> Reaction:
             effects += sends
             changed[service_id] = _set(svc, wake_at=_wake(svc, now, state.config, bool(sends)))
         if changed:
-            tenants[tenant_id] = MappingProxyType({**services, **changed})
-    return replace(state, tenants=MappingProxyType(tenants), sent=MappingProxyType(sent)), effects
+            tenants = tenants.set(tenant_id, services.update(changed))
+    return replace(state, tenants=tenants, sent=MappingProxyType(sent)), effects
 
 
 def _announce(state: SchedulerState, now: datetime) -> list[Effect]:
@@ -689,9 +690,12 @@ def _wake(svc: ServiceSchedule, now: datetime, config: Config, sending: bool) ->
 
 
 # -- helpers -----------------------------------------------------------------------------------
+_NO_SERVICES: PMap[str, ServiceSchedule] = PMap()
+
+
 def _put(state: SchedulerState, svc: ServiceSchedule) -> SchedulerState:
-    services = MappingProxyType({**state.tenants.get(svc.tenant_id, {}), svc.service_id: svc})
-    return replace(state, tenants=MappingProxyType({**state.tenants, svc.tenant_id: services}))
+    services = state.tenants.get(svc.tenant_id) or _NO_SERVICES
+    return replace(state, tenants=state.tenants.set(svc.tenant_id, services.set(svc.service_id, svc)))
 
 
 def _put_backup(svc: ServiceSchedule, backup: Backup) -> ServiceSchedule:

@@ -142,6 +142,11 @@ def step_command_id(operation_id: str, outcome: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{operation_id}/{outcome}"))
 
 
+# The only events `react` folds: the runner skips the others by their event-type header, undecoded.
+FOLDED = frozenset(t.__name__ for t in (SubscriptionRequested, SubscriptionRevocationRequested, SubscriptionGranted,
+                                         SubscriptionFailed, SubscriptionRevoked))
+
+
 def react(state: State, message: Message) -> tuple[State, list[Effect]]:
     match message:
         case EventReplayed(envelope=env):

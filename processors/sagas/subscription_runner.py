@@ -27,7 +27,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from commands.catalog import subscription_seal_context as seal_context
-from events import Envelope
+from events import Envelope, event_type
 from processors.sagas import subscription
 from processors.sagas.subscription import (
     Effect,
@@ -58,6 +58,7 @@ log = structlog.get_logger("subscriptions")
 
 class Raw(Protocol):
     def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes | None]] | None: ...
 
 
 class EventLog(Protocol):
@@ -171,6 +172,11 @@ class SubscriptionRunner:
                 delay = min(delay * 2, self.max_delay)
 
     def _decode(self, msg: Raw) -> Envelope | None:
+        """The event, when it is one the policy folds (by its event-type header: every other event of
+        the log is skipped undecoded; one without the header is decoded to see); None otherwise."""
+        kind = event_type(msg.headers())
+        if kind is not None and kind not in subscription.FOLDED:
+            return None
         try:
             return self.decoder.event(msg.value())
         except PoisonMessage as exc:

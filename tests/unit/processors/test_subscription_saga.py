@@ -77,11 +77,14 @@ class FakeLog:
 
 
 class Raw:
-    def __init__(self, env):
-        self.env = env
+    def __init__(self, env, kind=None):
+        self.env, self.kind = env, kind
 
     def value(self):
         return self.env
+
+    def headers(self):
+        return [("event-type", self.kind.encode())] if self.kind else None
 
 
 class FakeAccess:
@@ -152,6 +155,21 @@ def test_the_runner_revokes():
     r.loop(Once())
     assert access.calls == [("revoke", "sub.acme.analytics")]
     assert [type(c.payload) for c in sent] == [RecordSubscriptionRevoked]
+
+
+def test_the_runner_decodes_only_the_events_its_policy_folds():
+    access, sent = FakeAccess(), Sent()
+
+    class Undecodable:  # what decoding a service event would meet: the runner must not get there
+        def __getattr__(self, name):
+            raise AssertionError("an event the policy does not fold was decoded")
+
+    log = FakeLog([Raw(Undecodable(), "ServiceRequested"), Raw(requested(b"s3cret"), "SubscriptionRequested"),
+                   Raw(Undecodable(), "OperationStarted")])
+    runner(log, access, sent).replay()
+    assert access.calls == [("grant", "sub.acme.analytics", b"s3cret")]
+    assert policy.FOLDED == {"SubscriptionRequested", "SubscriptionRevocationRequested", "SubscriptionGranted",
+                             "SubscriptionFailed", "SubscriptionRevoked"}
 
 
 def test_sealed_values_open_only_with_their_key_and_context():
