@@ -38,7 +38,8 @@ from bench.common import (
     org,
     percentile,
     platform,
-    platform_cpu_seconds,
+    cpu_between,
+    platform_cpu,
     progress,
     service,
     settle,
@@ -130,7 +131,7 @@ def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
         try:
             _tenants(pub, ep, 1)
             settle(ep.home)  # the processes `up` restarted have folded the event log
-            used = platform_cpu_seconds(ep.home)
+            used = platform_cpu(ep.home)
             if mode == "off":
                 rate, _ = _throughput(ep, pub, n)
                 extra = ""
@@ -138,13 +139,15 @@ def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
                 with MetricsStream(ep) as samples:
                     rate, _ = _throughput(ep, pub, n)
                 extra = f", {samples.sent} metrics samples meanwhile"
-            per_command = (platform_cpu_seconds(ep.home) - used) / n * 1e6
+            spent = cpu_between(used, platform_cpu(ep.home))
+            per_command = sum(spent.values()) / n * 1e6
         finally:
             pub.close()
         measured.setdefault(mode, []).append(rate)
         cpu.setdefault(mode, []).append(per_command)
         print(f"    tracing {mode:<4}  : {rate:8.0f} commands/s   {per_command:6.0f} µs of the platform's CPU per "
               f"command{extra}")
+        print("      CPU s per component: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items() if v >= 0.1))
     means = {mode: sum(rates) / len(rates) for mode, rates in measured.items()}
     cpu_means = {mode: sum(v) / len(v) for mode, v in cpu.items()}
     for mode in ("on", "full"):

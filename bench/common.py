@@ -46,17 +46,18 @@ class Endpoints:
         return Signer.from_text("pop-local", json.loads((self.home / "secrets.json").read_text())["signing_key_pop-local"])
 
 
-def platform_cpu_seconds(home: Path) -> float:
-    """CPU seconds (user + system) used so far by every process of the instance at `home`: each
-    component runs in its own session, whose id is the pid in its pid file (children included:
-    PostgreSQL's backends, a supervisor's child)."""
-    sessions = set()
+def platform_cpu(home: Path) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each component of the instance at `home` (by the
+    name of its pid file): each component runs in its own session, whose id is the pid in its pid
+    file (children included: PostgreSQL's backends, a supervisor's child). A process that exited is
+    no longer counted: compare two readings of components that ran throughout."""
+    sessions: dict[int, str] = {}
     for pid_file in (home / "run").glob("*.pid"):
         words = pid_file.read_text().split()
         if words and words[0].isdigit():
-            sessions.add(int(words[0]))
+            sessions[int(words[0])] = pid_file.stem
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    used: dict[str, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -64,20 +65,33 @@ def platform_cpu_seconds(home: Path) -> float:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[3]) in sessions:  # field 6 of stat: the session id
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+        name = sessions.get(int(fields[3]))  # field 6 of stat: the session id
+        if name is not None:
+            used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return used
 
 
-def settle(home: Path, busy: float = 0.25, timeout: float = 180.0) -> None:
-    """Wait until the instance's processes use less than `busy` of a core over two seconds: those a
-    restart made fold the event log (the alerts processor, the scheduler) are done with it."""
+def platform_cpu_seconds(home: Path) -> float:
+    """CPU seconds used so far by every process of the instance at `home` (`platform_cpu`'s sum)."""
+    return sum(platform_cpu(home).values())
+
+
+def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each component used between two `platform_cpu` readings, most first."""
+    spent = {name: after[name] - before.get(name, 0.0) for name in after}
+    return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
+
+
+def settle(home: Path, busy: float = 0.25, quiet: int = 3, timeout: float = 240.0) -> None:
+    """Wait until the instance's processes use less than `busy` of a core over `quiet` two-second
+    windows in a row: those a restart made fold the event log (the alerts processor, the scheduler)
+    are done with it, not merely waiting for their consumer group between two folds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    calm = 0
+    while time.monotonic() < deadline and calm < quiet:
         before = platform_cpu_seconds(home)
         time.sleep(2.0)
-        if (platform_cpu_seconds(home) - before) / 2.0 < busy:
-            return
+        calm = calm + 1 if (platform_cpu_seconds(home) - before) / 2.0 < busy else 0
 
 
 class MetricsStream:
