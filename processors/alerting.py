@@ -342,25 +342,31 @@ def quota_usage(quota: Quota | None, usage: Usage) -> tuple[float, str]:
     """The highest share of its quota an organization uses, and what it is (for people): over the
     number of services, and cpu, memory and storage in total and per engine or PoP with a limit."""
     quota = quota or DEFAULT_QUOTA
-    worst: tuple[float, str] = (0.0, "nothing")
-    checks: list[tuple[float, float, str]] = [
-        (float(usage.services), float(quota.max_services), f"{usage.services} of {quota.max_services} services")]
+    # Every event of an organization is checked: the levels first, the words for the worst only.
+    best, what = 0.0, None
+    level = _level(float(usage.services), float(quota.max_services))
+    if level > best:
+        best, what = level, lambda: f"{usage.services} of {quota.max_services} services"
     scopes: list[tuple[str, ResourceLimit, tuple[float, float, float]]] = [("in total", quota.total, usage.total)]
     scopes += [(f"for engine {name}", limit, usage.of_engine(name)) for name, limit in sorted(quota.engines.items())]
     scopes += [(f"in PoP {name}", limit, usage.of_pop(name)) for name, limit in sorted(quota.pops.items())]
     for scope, limit, used in scopes:
-        for i, (attr, unit) in enumerate((("cpu", "vCPU"), ("memory_gb", "GiB of memory"),
-                                          ("storage_gb", "GiB of storage"))):
+        for i, (attr, unit) in enumerate(_RESOURCES):
             cap = float(getattr(limit, attr))
-            checks.append((used[i], cap, f"{_number(used[i])} of {_number(cap)} {unit} {scope}"))
-    for used, cap, what in checks:
-        if cap <= 0:
-            level = math.inf if used > 0 else 0.0
-        else:
-            level = used / cap
-        if level > worst[0]:
-            worst = (level, what)
-    return worst
+            level = _level(used[i], cap)
+            if level > best:
+                best, what = level, (lambda u=used[i], c=cap, unit=unit, scope=scope:
+                                     f"{_number(u)} of {_number(c)} {unit} {scope}")
+    return best, (what() if what is not None else "nothing")
+
+
+_RESOURCES = (("cpu", "vCPU"), ("memory_gb", "GiB of memory"), ("storage_gb", "GiB of storage"))
+
+
+def _level(used: float, cap: float) -> float:
+    if cap <= 0:
+        return math.inf if used > 0 else 0.0
+    return used / cap
 
 
 def _number(x: float) -> str:
