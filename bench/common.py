@@ -27,6 +27,7 @@ class Endpoints:
     registry: str
     dsn: str
     home: Path
+    api: str = ""  # the instance's HTTP API (the gateway process the launcher runs)
 
     def signer(self):
         """The instance's gateway key: the command processor believes the actors it signs for."""
@@ -162,7 +163,7 @@ def platform(without: str = "", name: str = "bench-stack", offset: int = 2000,
         raise SystemExit(f"the benchmark platform did not start; see {home}/logs")
     ep = json.loads(proc.stdout)["endpoints"]
     kafka = KafkaAccess(ep["kafka_bootstrap"], ep["kafka_username"], ep["kafka_password"])
-    return Endpoints(kafka, ep["schema_registry_url"], ep["postgres_dsn"], home)
+    return Endpoints(kafka, ep["schema_registry_url"], ep["postgres_dsn"], home, ep.get("api_url", ""))
 
 
 def command(tenant: str, payload) -> CommandEnvelope:

@@ -5,9 +5,9 @@ HTTP API, against raw SQL for the same rows measured in the same run.
              one organization of 1,000 services, the others ~10 each), a member of three of them;
              the query plans (EXPLAIN) of the routes' statements are printed.
 (b) reads    `GET /services` (the member's list, 50 a page, following `next_cursor`) and
-             `GET /services/{id}`, p50/p99 over the gateway (`gateway.app.create_app`: token check,
-             the member's organizations, the route) served by uvicorn on loopback, vs the route's own
-             statement through psycopg.
+             `GET /services/{id}`, p50/p99 over the instance's gateway process (token check, the
+             member's organizations, the route; rate limits lifted for the run) on loopback, vs the
+             route's own statement through psycopg.
 (c) past     `GET /services/{id}?as_of=` and `GET /organizations/{id}/replay?until=` for a new
              organization of ~10,000 events (3,332 services created through the command processor;
              the projector snapshots it every 1,000 events), vs reading the snapshot's row alone
@@ -23,9 +23,7 @@ import argparse
 import gc
 import json
 import random
-import socket
 import sys
-import threading
 import time
 import tracemalloc
 import uuid
@@ -35,7 +33,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import psycopg
 import psycopg.rows
-import uvicorn
 
 from bench.common import (
     Endpoints,
@@ -116,41 +113,24 @@ def explain(dsn: str, mine: list[str], some_id: str) -> None:
 # -- (b) reads through the API ------------------------------------------------------------------
 
 class Api:
-    """The gateway of this code served by uvicorn on loopback, and a signed-in client."""
+    """A client of the instance's own gateway (the API process the launcher runs, as deployed: its
+    own process and cores, tracing every request), signed in as the reader through the instance's
+    development issuer."""
 
     def __init__(self, ep: Endpoints):
-        from gateway import ratelimit
-        from gateway.app import GatewaySettings, create_app
-        from gateway.auth import Authenticator, Issuer
-
-        self.secrets = json.loads((ep.home / "secrets.json").read_text())
-        key = self.secrets[devissuer.SECRET_NAME]
-        settings = GatewaySettings(ep.kafka, ep.registry, ep.dsn, signer=ep.signer())
-        self.app = create_app(settings, Authenticator([Issuer.from_dict(devissuer.issuer_config(key))]))
-        self.app.state.limiter = ratelimit.RateLimiter(ratelimit.parse("*=1000000/1000000"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.token = devissuer.mint(key, READER)
+        if not ep.api:
+            raise SystemExit("the benchmark instance runs no API")
+        secrets = json.loads((ep.home / "secrets.json").read_text())
+        self.base = f"{ep.api.rstrip('/')}/api/v1"
+        self.token = devissuer.mint(secrets[devissuer.SECRET_NAME], READER)
 
     def __enter__(self) -> httpx.Client:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise SystemExit("the gateway did not start")
-            time.sleep(0.05)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v1", timeout=60,
+        self.client = httpx.Client(base_url=self.base, timeout=60,
                                    headers={"Authorization": f"Bearer {self.token}"})
         return self.client
 
     def __exit__(self, *exc) -> None:
         self.client.close()
-        self.server.should_exit = True
-        self.thread.join(30)
 
 
 def timed(n: int, call: Callable[[int], object]) -> list[float]:
@@ -325,7 +305,8 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=1000, help="requests per route")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args()
-    ep = platform(without="saga,localpop-agent")
+    # the reader's requests are the load measured: no per-tenant rate limit in the way
+    ep = platform(without="saga,localpop-agent", env={"DBAAS_RATE_LIMITS": "*=1000000/1000000"})
     bench_reads(ep, args.n)
     if not args.skip_memory:
         bench_memory(100_000, 10_000, 12_000)

@@ -712,7 +712,10 @@ def api_env(ctx: Context) -> dict[str, str]:
     return credentials_key_env(ctx) | signing_env("gateway")(ctx) | {
         "DBAAS_OIDC_ISSUERS": json.dumps(issuers), "DBAAS_DEFAULT_ISSUER": sign_in.default_issuer or "",
         # tenant subscriptions' passwords are sealed to the subscription saga's key
-        "DBAAS_SUBSCRIPTION_SEAL_PUBLIC_KEY": sealing.public_key(ctx.secrets()["subscription_seal_key"])}
+        "DBAAS_SUBSCRIPTION_SEAL_PUBLIC_KEY": sealing.public_key(ctx.secrets()["subscription_seal_key"])} | (
+        # per-tenant rate limits given to this `up` (gateway.ratelimit's format): part of the API's
+        # settings, so a changed value restarts it; absent, the gateway's defaults
+        {"DBAAS_RATE_LIMITS": limits} if (limits := os.environ.get("DBAAS_RATE_LIMITS", "").strip()) else {})
 
 
 def projector_env(ctx: Context) -> dict[str, str]:

@@ -123,3 +123,14 @@ def test_a_root_ratio_given_to_up_reaches_every_process_and_restarts_them(ctx, m
     assert tracing_env(ctx)["DBAAS_TRACE_ROOT_RATIO"] == "1"
     assert CONTROL_PLANE[0].env(ctx)["DBAAS_TRACE_ROOT_RATIO"] == "1"
     assert CONTROL_PLANE[0].settings_fingerprint(ctx) != before
+
+
+def test_rate_limits_given_to_up_reach_the_api_only_and_restart_it(ctx, monkeypatch):
+    monkeypatch.delenv("DBAAS_RATE_LIMITS", raising=False)
+    api = next(c for c in CONTROL_PLANE if c.name == "api")
+    before = api.settings_fingerprint(ctx)
+    assert "DBAAS_RATE_LIMITS" not in api.env(ctx)  # the gateway's defaults
+    monkeypatch.setenv("DBAAS_RATE_LIMITS", "*=1000/2000")
+    assert api.env(ctx)["DBAAS_RATE_LIMITS"] == "*=1000/2000"
+    assert api.settings_fingerprint(ctx) != before
+    assert all("DBAAS_RATE_LIMITS" not in c.env(ctx) for c in CONTROL_PLANE if c.name != "api")
