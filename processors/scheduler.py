@@ -92,7 +92,7 @@ class KafkaEventLog:
 
     def __init__(self, settings: SchedulerSettings):
         self.topic = settings.events_topic
-        self.consumer = kafka.reader(settings.kafka, settings.group_id)
+        self.consumer = kafka.reader(settings.kafka, settings.group_id, follow=True)
 
     def replay(self) -> Iterator[Message]:
         parts = kafka.whole_topic(self.consumer, self.topic)

@@ -114,10 +114,20 @@ def transactional_config(kafka: KafkaAccess | str, transactional_id: str, **extr
     return producer_config(kafka, **{"transactional.id": transactional_id, **extra})
 
 
-def reader(kafka: KafkaAccess | str, group: str) -> Consumer:
+def reader(kafka: KafkaAccess | str, group: str, *, follow: bool = False) -> Consumer:
     """A consumer for `read_to_end`: read_committed, end-of-partition events, no offset commits; an
-    offset below the log's start (retention removed it) reads from the start."""
-    return Consumer(consumer_config(kafka, group, **{"enable.partition.eof": True}))
+    offset below the log's start (retention removed it) reads from the start.
+
+    The broker answers a fetch at the end of a partition after at most 10 ms instead of its 500 ms
+    default: reading a short tail to its end (a snapshot's, a partition folded at assignment) is
+    over in milliseconds, not half a second. `follow`: the consumer goes on reading new messages
+    after `read_to_end` (the broker's default wait: an idle follower does not fetch 100 times a
+    second)."""
+    wait = {} if follow else {"fetch.wait.max.ms": READ_TO_END_FETCH_WAIT_MS}
+    return Consumer(consumer_config(kafka, group, **{"enable.partition.eof": True, **wait}))
+
+
+READ_TO_END_FETCH_WAIT_MS = 10
 
 
 def whole_topic(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
@@ -138,7 +148,9 @@ def read_to_end(consumer: Consumer, starts: list[TopicPartition], timeout: float
             ends[(tp.topic, tp.partition)] = high
     consumer.assign([tp for tp in starts if (tp.topic, tp.partition) in ends])
     while ends:
-        for msg in consumer.consume(1000, timeout=1.0):
+        # consume() waits out its whole timeout unless the batch fills: short waits end a short
+        # tail as soon as its end-of-partition event is in
+        for msg in consumer.consume(1000, timeout=0.02):
             where = (msg.topic(), msg.partition())
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
