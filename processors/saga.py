@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,11 +285,22 @@ class SerdeDecoder:
 
 
 class PublishedCommands:
-    def __init__(self, publisher: Publisher):
+    """Commands handed to the producer as they come; `flush` waits until the broker has them all
+    (the runner calls it before committing a batch's offsets). One idempotent producer keeps them
+    in order per tenant, so an operation's records are judged in the order they were sent."""
+
+    def __init__(self, publisher: Publisher, timeout: float = 30.0):
         self.publisher = publisher
+        self.timeout = timeout
+        self._sent: list[Future] = []
 
     def send(self, command: CommandEnvelope) -> None:
-        self.publisher.publish(command)
+        self._sent.append(self.publisher.publish_async(command))
+
+    def flush(self) -> None:
+        sent, self._sent = self._sent, []
+        for future in sent:
+            future.result(self.timeout)  # raises the PublishError of a command the broker refused
 
 
 class KafkaDeadLetters:
