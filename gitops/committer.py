@@ -15,7 +15,10 @@ operation and correlation ids; it makes the remote's ``main`` contain exactly th
   :meth:`GitOpsCommitter.before` can revert one operation of a group alone. An operation whose
   files the repository already holds is left out of the commit (``changed=False``), as
   :meth:`apply` leaves out a change that changes nothing. A group in which only one operation
-  changes something is committed exactly as :meth:`apply` commits it;
+  changes something is committed exactly as :meth:`apply` commits it. Changes that must stay
+  commits of their own (``apart``) are committed just before the group and pushed with it; with
+  ``once``, operations whose trailer is in the history already are found in the same fetch and
+  not committed again;
 - **safe under concurrency**: it never merges. Each attempt resets its private clone to the
   remote tip, re-applies the changes by content and pushes fast-forward only. A rejected push
   (another committer won the race) is retried with capped exponential backoff and full jitter;
@@ -213,12 +216,26 @@ class _Entry:
 
 
 @dataclass
+class _Plan:
+    """What one apply() or apply_group() call commits: ``entries`` together, after each of
+    ``apart`` alone; ``once``: leave out entries whose trailer is in the history."""
+
+    entries: list[_Entry]
+    apart: list[_Entry] = field(default_factory=list)
+    once: bool = False
+
+
+# Per entry: the commit that holds it, and whether that commit changed it.
+_Outcome = list[tuple[str | None, bool]]
+
+
+@dataclass
 class _Attempt:
     """Bookkeeping of one apply() call across attempts."""
 
     attempts: int = 0
-    # pushed, but the outcome was unclear: the commit and which entries it changed
-    unconfirmed: list[tuple[str, list[bool]]] = field(default_factory=list)
+    # pushed, but the outcome was unclear: the commit pushed and the outcome it meant
+    unconfirmed: list[tuple[str, _Outcome]] = field(default_factory=list)
     last_error: GitOpsError | None = None
     races: int = 0
 
@@ -288,12 +305,19 @@ class GitOpsCommitter:
         entry = _entry(Change(changes, message, operation_id, correlation_id, trace))
         log = _log.bind(operation_id=operation_id, correlation_id=correlation_id, files=len(entry.changes))
         with self._exclusive():
-            return self._apply_with_retries([entry], log)[0]
+            return self._apply_with_retries(_Plan([entry]), log)[0]
 
-    def apply_group(self, group: Sequence[Change]) -> list[CommitResult]:
+    def apply_group(self, group: Sequence[Change], *, apart: Sequence[Change] = (), once: bool = False
+                    ) -> list[CommitResult]:
         """Make the remote branch hold every change of ``group`` in one commit and one push (see
         the module docstring); one result per change, in order. An operation whose changes the
         repository already holds gets ``changed=False`` and the tip, and no trailer in the commit.
+
+        ``apart``: changes committed before the group, each in a commit of its own (left out when
+        the repository holds them already), pushed with it. ``once``: an operation of ``group``
+        whose ``Operation-Id`` trailer is in the history already is not committed again: its result
+        is that commit (``changed=True``, as :meth:`find_commit` would find it), looked up in the
+        same fetch as the commit is made.
 
         Raises like :meth:`apply`, for the whole group: :class:`InvalidChange` when a change is
         invalid or two changes touch the same path (commit them apart, then)."""
@@ -309,9 +333,10 @@ class GitOpsCommitter:
             raise InvalidChange("an operation appears twice in one group")
         if not entries:
             return []
+        plan = _Plan(entries, [_entry(change) for change in apart], once)
         log = _log.bind(operations=len(entries), files=len(owners))
         with self._exclusive():
-            return self._apply_with_retries(entries, log)
+            return self._apply_with_retries(plan, log)
 
     def find_commits(self, operation_ids: Sequence[str]) -> dict[str, str]:
         """The newest commit of every operation in ``operation_ids`` that has one (by its
@@ -387,12 +412,12 @@ class GitOpsCommitter:
 
     # -- the retry loop ----------------------------------------------------------------------
 
-    def _apply_with_retries(self, entries: list[_Entry], log: Any) -> list[CommitResult]:
+    def _apply_with_retries(self, plan: _Plan, log: Any) -> list[CommitResult]:
         state = _Attempt()
         while state.attempts < self.retry.max_attempts:
             state.attempts += 1
             try:
-                result = self._attempt(entries, state, log)
+                result = self._attempt(plan, state, log)
             except TransientGitOpsError as err:
                 self.stats.transient_failures += 1
                 state.last_error = err
@@ -408,22 +433,35 @@ class GitOpsCommitter:
                 self._sleep(delay)
         return self._give_up(state, log)
 
-    def _attempt(self, entries: list[_Entry], state: _Attempt, log: Any) -> list[CommitResult] | None:
+    def _attempt(self, plan: _Plan, state: _Attempt, log: Any) -> list[CommitResult] | None:
         """One try: sync to the remote, apply, commit if changed, push. None means retry."""
         tip = self._sync()
-        for unclear, changed in state.unconfirmed:
+        for unclear, outcome in state.unconfirmed:
             if tip and self._is_ancestor(unclear, tip.commit):  # an unclear push did land after all
-                return self._pushed(unclear, changed, tip.commit, state, log)
-        sha, changed = self._commit(entries, tip)
-        if sha is None:
+                return self._pushed(unclear, outcome, state, log)
+        found: dict[str, str] = {}
+        if plan.once and tip is not None:
+            found = self._search_trailers(tip.commit, OPERATION_TRAILER, {e.operation_id for e in plan.entries})
+        head = tip
+        for entry in plan.apart:
+            head = self._commit([entry], head)[0] or head
+        todo = [e for e in plan.entries if e.operation_id not in found]
+        last, changed = self._commit(todo, head) if todo else (None, [])
+        did = dict(zip((e.operation_id for e in todo), changed, strict=True))
+        newest = last or head
+        outcome: _Outcome = [(found[e.operation_id], True) if e.operation_id in found
+                             else (last.commit, True) if last is not None and did[e.operation_id]
+                             else (head.commit if head else None, False) for e in plan.entries]
+        if newest is tip:
+            self._needs_clean = False
             self.stats.unchanged += 1
-            current = tip.commit if tip else None
-            log.info("gitops.commit.unchanged", sha=current, attempt=state.attempts)
-            return [CommitResult(sha=current, changed=False, attempts=state.attempts) for _ in entries]
-        push = self._push(sha)
+            log.info("gitops.commit.unchanged", sha=tip.commit if tip else None, attempt=state.attempts)
+            return [CommitResult(sha=sha, changed=ch, attempts=state.attempts) for sha, ch in outcome]
+        assert newest is not None
+        push = self._push(newest.commit)
         if push.status == "ok":
             self._needs_clean = False
-            return self._pushed(sha, changed, tip.commit if tip else None, state, log)
+            return self._pushed(newest.commit, outcome, state, log)
         if push.status == "rejected":
             raise RemoteRejected(f"the remote refused the push to {self.branch!r}: {push.detail}",
                                  detail=push.detail)
@@ -433,17 +471,15 @@ class GitOpsCommitter:
             state.last_error = PushConflict("another committer updated the branch first",
                                             attempts=state.attempts, detail=push.detail)
             return None
-        state.unconfirmed.append((sha, changed))
+        state.unconfirmed.append((newest.commit, outcome))
         raise TransientGitOpsError(f"push to {self.remote_url!r} failed: {push.detail}",
                                    detail=push.detail)
 
-    def _pushed(self, sha: str, changed: list[bool], parent: str | None, state: _Attempt, log: Any
-                ) -> list[CommitResult]:
-        """Results of a pushed commit: entries it changed get it, the others its parent."""
+    def _pushed(self, sha: str, outcome: _Outcome, state: _Attempt, log: Any) -> list[CommitResult]:
         self.stats.commits_pushed += 1
-        log.info("gitops.commit.pushed", sha=sha, attempt=state.attempts, operations=sum(changed))
-        return [CommitResult(sha=sha, changed=True, attempts=state.attempts) if did
-                else CommitResult(sha=parent, changed=False, attempts=state.attempts) for did in changed]
+        log.info("gitops.commit.pushed", sha=sha, attempt=state.attempts,
+                 operations=sum(1 for _, changed in outcome if changed))
+        return [CommitResult(sha=commit, changed=changed, attempts=state.attempts) for commit, changed in outcome]
 
     def _give_up(self, state: _Attempt, log: Any) -> NoReturn:
         last = state.last_error
@@ -474,7 +510,7 @@ class GitOpsCommitter:
         self._needs_clean = False
         return tip
 
-    def _commit(self, entries: list[_Entry], parent: _Tip | None) -> tuple[str | None, list[bool]]:
+    def _commit(self, entries: list[_Entry], parent: _Tip | None) -> tuple[_Tip | None, list[bool]]:
         """Write every entry's changes into the work tree and index; commit if the tree differs
         from ``parent``'s. Returns the new commit (or None) and which entries changed something."""
         self._needs_clean = True
@@ -487,7 +523,6 @@ class GitOpsCommitter:
         tree = self._run("write-tree")
         base = parent.tree if parent else self._empty_tree_sha()
         if tree == base:
-            self._needs_clean = False
             return None, [False] * len(entries)
         if len(entries) == 1:
             changed_paths = set(paths)
@@ -500,7 +535,7 @@ class GitOpsCommitter:
                                 for e, did in zip(entries, changed, strict=True) if did])]
         if parent:
             args += ["-p", parent.commit]
-        return self._run(*args, env=self._author_env), changed
+        return _Tip(self._run(*args, env=self._author_env), tree), changed
 
     def _write(self, path: str, content: str | None) -> None:
         target = self.workdir / path

@@ -15,8 +15,8 @@ waiting for more). The commits the batch's operations ask for are not made one b
 until the batch is fed and are then made together — one git commit and one push for all of them
 (`Git.apply_group`), each operation with its own `Operation-Id:` trailer and its files named, so
 each is found, recorded and reverted on its own — and each operation's `Committed` answer is fed
-back in turn. Before committing, the runner looks the whole group up by trailer in one search
-(`Git.find_commits`): an operation committed before a crash is not committed again. A revert, or a
+back in turn. The committer looks the whole group up by trailer in the same fetch as it commits
+(`once`): an operation committed before a crash is not committed again. A revert, or a
 commit touching a file a waiting commit touches, first commits what waits (the repository's history
 keeps the order of the input). A transient failure retries the group, each operation until its own
 deadline; a group git refuses for good is committed again one operation at a time, so only the
@@ -138,15 +138,16 @@ class Decoder(Protocol):
 
 class Git(Protocol):
     def find_commit(self, operation_id: str) -> str | None: ...
-    def find_commits(self, operation_ids: Sequence[str]) -> dict[str, str]: ...
     def before(self, sha: str, operation_id: str | None = None) -> dict[str, str | None]: ...
     def read(self, path: str) -> str | None: ...
     def apply(self, changes: dict[str, str | None], message: str, *, operation_id: str,
               correlation_id: str, trace: str | None = None) -> Any: ...  # has .sha and .changed
-    def apply_group(self, group: Sequence[Change]) -> list[Any]: ...  # one result per change, as apply's
+    def apply_group(self, group: Sequence[Change], *, apart: Sequence[Change] = (),
+                    once: bool = False) -> list[Any]: ...  # one result per change of `group`, as apply's
 
 
 class Renderer(Protocol):
+    # optional: `prefetch([(tenant_id, started), …])` renders ahead, `forget()` drops what was not taken
     def render(self, tenant_id: str, started: OperationStarted) -> tuple: ...  # (path, content[, also])
     def render_backup(self, tenant_id: str, request: Any) -> tuple: ...  # (path, content[, also])
     def render_connector(self, tenant_id: str, request: Any) -> tuple[str, str | None]: ...
@@ -283,12 +284,22 @@ class SagaRunner:
 
     def handle_batch(self, batch: Sequence[Raw], stop: Stop) -> None:
         """Feed a batch of input messages in order; then make the commits they asked for, together,
-        and feed their answers; return once every command sent is delivered."""
-        for msg in batch:
-            message = self._decode(msg)
-            with self._input(message, msg):
-                self.feed(message, msg, stop)
-        self._commit_waiting(stop)
+        and feed their answers; return once every command sent is delivered. A renderer that can
+        render ahead (`prefetch`) is first asked for the batch's services, so it renders while the
+        runner handles the messages before them."""
+        decoded = [(self._decode(msg), msg) for msg in batch]
+        prefetch = getattr(self.renderer, "prefetch", None)
+        if prefetch is not None and len(batch) > 1:
+            prefetch([(m.env.tenant_id, m.env.payload) for m, _ in decoded
+                      if isinstance(m, EventArrived) and isinstance(m.env.payload, OperationStarted)])
+        try:
+            for message, msg in decoded:
+                with self._input(message, msg):
+                    self.feed(message, msg, stop)
+            self._commit_waiting(stop)
+        finally:
+            if prefetch is not None and len(batch) > 1:
+                self.renderer.forget()  # type: ignore[attr-defined]
         self.commands.flush()
 
     @contextmanager
@@ -412,17 +423,12 @@ class SagaRunner:
             one.trace = parent.decode() if isinstance(parent, bytes) else parent
 
     def _commit_together(self, group: list[_Waiting]) -> dict[str, Committed]:
-        """Commit the group once: operations whose commit exists (made before a crash) answer with
-        it; the others are committed in one commit, after one commit of their Argo CD Applications."""
-        found = self.git.find_commits([one.commit.operation_id for one in group])
-        now = self.clock.now()
-        answers = {op: Committed(op, sha, True, now) for op, sha in found.items()}
-        todo = [one for one in group if one.commit.operation_id not in found]
-        if not todo:
-            return answers
+        """Commit the group once, in one push: operations whose commit exists (made before a crash,
+        found by trailer in the same fetch) answer with it; the others are committed in one commit,
+        after one commit of the Argo CD Applications they add."""
         apps: dict[str, str | None] = {}
         changes = []
-        for one in todo:
+        for one in group:
             c = one.commit
             also = dict(c.also)
             apps.update({path: text for path, text in also.items() if _is_application(path)})
@@ -431,21 +437,18 @@ class SagaRunner:
                 rest = {}  # nothing to remove: no PoP will see a deletion, so no record of one either
             changes.append(Change({**rest, c.path: c.content}, c.message, c.operation_id, c.correlation_id,
                                   one.trace))
-        if apps:
-            self._commit_applications(apps, todo[0].commit.correlation_id)
-        results = self.git.apply_group(changes)
+        apart = [self._applications(apps, group[0].commit.correlation_id)] if apps else []
+        results = self.git.apply_group(changes, apart=apart, once=True)
         now = self.clock.now()
-        for one, result in zip(todo, results, strict=True):
-            op = one.commit.operation_id
-            answers[op] = Committed(op, result.sha or "", result.changed, now)
-        return answers
+        return {one.commit.operation_id: Committed(one.commit.operation_id, result.sha or "", result.changed, now)
+                for one, result in zip(group, results, strict=True)}
 
-    def _commit_applications(self, apps: dict[str, str | None], correlation_id: str) -> None:
+    @staticmethod
+    def _applications(apps: dict[str, str | None], correlation_id: str) -> Change:
         """Argo CD Applications get a commit of their own, never reverted with an operation: a
         revert removing one would make Argo CD delete every service it syncs."""
         app_op = str(uuid.uuid5(APPLICATION_COMMITS, ",".join(sorted(apps))))
-        self.git.apply(apps, f"Add Argo CD Application {', '.join(sorted(apps))}", operation_id=app_op,
-                       correlation_id=correlation_id)
+        return Change(apps, f"Add Argo CD Application {', '.join(sorted(apps))}", app_op, correlation_id)
 
     # -- input -----------------------------------------------------------------------------
     def _decode(self, msg: Raw) -> Any:
@@ -566,7 +569,9 @@ class SagaRunner:
         also = dict(c.also)
         apps = {path: text for path, text in also.items() if _is_application(path)}
         if apps:
-            self._commit_applications(apps, c.correlation_id)
+            app = self._applications(apps, c.correlation_id)
+            self.git.apply(dict(app.changes), app.message, operation_id=app.operation_id,
+                           correlation_id=app.correlation_id)
         rest = {path: text for path, text in also.items() if path not in apps}
         if c.content is None and rest and self.git.read(c.path) is None:
             rest = {}  # nothing to remove: no PoP will see a deletion, so no record of one either

@@ -636,3 +636,29 @@ def test_an_invalid_group_commits_nothing(remote, make, group, message):
 
 def test_an_empty_group_does_nothing(remote, make):
     assert make("a").apply_group([]) == []
+
+
+def test_a_group_after_changes_apart_is_one_push_and_skips_what_is_committed_already(remote, make):
+    a = make("a")
+    earlier = a.apply_group([change(1), change(2)])
+    app = Change({"argocd/applications/acme-lagos.yaml": "kind: Application\n"}, "Add Argo CD Application",
+                 "op-app", "corr-app")
+    pushes = 0
+    original = a._push
+
+    def counted(sha):
+        nonlocal pushes
+        pushes += 1
+        return original(sha)
+
+    a._push = counted  # type: ignore[method-assign]
+    results = a.apply_group([change(1), change(3), change(4)], apart=[app], once=True)
+    assert pushes == 1
+    assert results[0] == CommitResult(earlier[0].sha, True)  # committed before: found, not again
+    history = commits(remote)
+    assert len(history) == 3 and results[1].sha == results[2].sha == history[0][0]
+    assert history[1][0] == a.find_commit("op-app") and changed_files(remote, history[1][0]) == [
+        "argocd/applications/acme-lagos.yaml"]
+    assert trailers(remote, history[1][0]) == {"Operation-Id": "op-app", "Correlation-Id": "corr-app"}
+    again = a.apply_group([change(3)], apart=[app], once=True)  # the Application is there already
+    assert again == [CommitResult(results[1].sha, True)] and len(commits(remote)) == 3

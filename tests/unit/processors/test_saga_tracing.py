@@ -46,9 +46,9 @@ class TracedGit(FakeGit):
         self.traces.append(trace)
         return super().apply(changes, message, operation_id=operation_id, correlation_id=correlation_id)
 
-    def apply_group(self, group):
+    def apply_group(self, group, **kwargs):
         self.traces += [change.trace for change in group]
-        return super().apply_group(group)
+        return super().apply_group(group, **kwargs)
 
 
 class TracedSink(list):

@@ -408,12 +408,21 @@ class FakeGit:
         if bad := sorted(self.refused & set(changes)):
             raise InvalidChange(f"cannot write {bad[0]!r}: a folder of that name exists")
 
-    def apply_group(self, group):
+    def apply_group(self, group, *, apart=(), once=False):
         if self.failures:
             raise self.failures.pop(0)
         for change in group:
             self._refuse(change.changes)
         self.applied += 1
+        found = self.find_commits([c.operation_id for c in group]) if once else {}
+        for change in apart:
+            self._commit(change.changes, change.operation_id)
+        results = iter(self._group([c for c in group if c.operation_id not in found]))
+        return [Result(found[c.operation_id], True) if c.operation_id in found else next(results) for c in group]
+
+    def _group(self, group):
+        if not group:
+            return []
         base = self.files()
         changed = [c for c in group if any(base.get(p) != t for p, t in c.changes.items())]
         result = self._commit({p: t for c in group for p, t in c.changes.items()},
@@ -788,3 +797,29 @@ def test_runner_commits_a_kube_pops_applications_apart_once_for_a_group():
     assert git.commits[1][2] == {APP: "application"} and git.groups == [["op-0", "op-1", "op-2"]]
     r.handle(event_msg(ServiceFailed("op-1", "svc-1", "pop said no", compensate=True)), STOP)
     assert sorted(git.files()) == [APP, "tenants/acme/frankfurt/svc-0.yaml", "tenants/acme/frankfurt/svc-2.yaml"]
+
+
+class AheadRenderer(FakeRenderer):
+    """A renderer that can render ahead: records what it was asked for before its renders."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list = []
+
+    def prefetch(self, started):
+        self.calls.append(("prefetch", [e.operation_id for _, e in started]))
+
+    def forget(self):
+        self.calls.append(("forget",))
+
+    def render(self, tenant_id, e):
+        self.calls.append(("render", e.operation_id))
+        return super().render(tenant_id, e)
+
+
+def test_runner_asks_a_renderer_for_a_batchs_services_ahead_and_then_forgets_the_rest():
+    r = runner(renderer=AheadRenderer())
+    r.handle_batch([*creations(2), FakeMessage("dbaas.events", b"garbage", offset_=9)], STOP)
+    assert r.renderer.calls == [("prefetch", ["op-0", "op-1"]), ("render", "op-0"), ("render", "op-1"),
+                                ("forget",)]
+    assert r.git.groups == [["op-0", "op-1"]]
