@@ -139,3 +139,12 @@ def test_operations_committed_together_each_continue_their_own_trace(spans):
     recorded = {c.payload.operation_id: tp for c, tp in r.commands
                 if c.payload.__class__.__name__ == "RecordServiceClaimCommitted"}
     assert recorded[OP].split("-")[1] == TRACE and recorded["op-2"].split("-")[1] == other_trace.split("-")[1]
+
+
+def test_tracing_off_a_group_commit_of_traced_inputs_has_no_trailer():
+    git = TracedGit()
+    r = runner(git)
+    first = traced(event_msg(started()))
+    second = traced(event_msg(started(op="op-2", name="users", service="svc-2"), offset=1))
+    r.handle_batch([first, second], STOP)
+    assert git.groups == [[OP, "op-2"]] and git.traces == [None, None]
