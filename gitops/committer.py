@@ -8,6 +8,17 @@ operation and correlation ids; it makes the remote's ``main`` contain exactly th
 - **traceable**: each commit message ends with ``Operation-Id:`` and ``Correlation-Id:`` trailers
   (and ``Trace-Id:``, the W3C ``traceparent`` of the span that made it, when one is given), and
   :meth:`GitOpsCommitter.find_commit` finds a pushed commit by operation id;
+- **grouped**: :meth:`GitOpsCommitter.apply_group` makes one commit (and one push) of the changes
+  of many operations. Its message carries each operation's trailers in turn (``Operation-Id:``,
+  ``Correlation-Id:``, ``Trace-Id:``) followed by one ``Operation-File: <operation id> <path>``
+  per file that operation changed, so each operation is still found by its own trailer, and
+  :meth:`GitOpsCommitter.before` can revert one operation of a group alone. An operation whose
+  files the repository already holds is left out of the commit (``changed=False``), as
+  :meth:`apply` leaves out a change that changes nothing. A group in which only one operation
+  changes something is committed exactly as :meth:`apply` commits it. Changes that must stay
+  commits of their own (``apart``) are committed just before the group and pushed with it; with
+  ``once``, operations whose trailer is in the history already are found in the same fetch and
+  not committed again;
 - **safe under concurrency**: it never merges. Each attempt resets its private clone to the
   remote tip, re-applies the changes by content and pushes fast-forward only. A rejected push
   (another committer won the race) is retried with capped exponential backoff and full jitter;
@@ -29,7 +40,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +93,8 @@ except ImportError:  # pragma: no cover - exercised only where structlog is abse
 
 OPERATION_TRAILER = "Operation-Id"
 CORRELATION_TRAILER = "Correlation-Id"
+# In a commit of several operations: `<operation id> <path>`, one per file an operation changed.
+FILE_TRAILER = "Operation-File"
 # The span that made the commit, as a W3C traceparent (00-<trace id>-<span id>-<flags>): whoever
 # applies the commit continues that trace; `git log --grep <trace id>` finds its commits.
 TRACE_TRAILER = "Trace-Id"
@@ -136,6 +149,18 @@ class CommitResult:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One operation's part of a group commit: ``changes`` as :meth:`GitOpsCommitter.apply` takes
+    them, its message line and its trailers."""
+
+    changes: Mapping[str, str | None]
+    message: str
+    operation_id: str
+    correlation_id: str
+    trace: str | None = None
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Bounded exponential backoff with full jitter between push attempts."""
 
@@ -179,12 +204,38 @@ class _Tip:
     tree: str
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """A validated :class:`Change`: normalized changes and its trailers' values."""
+
+    changes: dict[str, str | None]
+    message: str
+    operation_id: str
+    correlation_id: str
+    trace: str | None
+
+
+@dataclass
+class _Plan:
+    """What one apply() or apply_group() call commits: ``entries`` together, after each of
+    ``apart`` alone; ``once``: leave out entries whose trailer is in the history."""
+
+    entries: list[_Entry]
+    apart: list[_Entry] = field(default_factory=list)
+    once: bool = False
+
+
+# Per entry: the commit that holds it, and whether that commit changed it.
+_Outcome = list[tuple[str | None, bool]]
+
+
 @dataclass
 class _Attempt:
     """Bookkeeping of one apply() call across attempts."""
 
     attempts: int = 0
-    unconfirmed: list[str] = field(default_factory=list)  # pushed, but the outcome was unclear
+    # pushed, but the outcome was unclear: the commit pushed and the outcome it meant
+    unconfirmed: list[tuple[str, _Outcome]] = field(default_factory=list)
     last_error: GitOpsError | None = None
     races: int = 0
 
@@ -251,11 +302,55 @@ class GitOpsCommitter:
         :class:`PermanentGitOpsError` subclass for bad input or a refusing remote, and
         :class:`TransientGitOpsError` when the remote stays unreachable.
         """
-        normalized = normalize_changes(changes)
-        full_message = compose_message(message, operation_id, correlation_id, trace)
-        log = _log.bind(operation_id=operation_id, correlation_id=correlation_id, files=len(normalized))
+        entry = _entry(Change(changes, message, operation_id, correlation_id, trace))
+        log = _log.bind(operation_id=operation_id, correlation_id=correlation_id, files=len(entry.changes))
         with self._exclusive():
-            return self._apply_with_retries(normalized, full_message, log)
+            return self._apply_with_retries(_Plan([entry]), log)[0]
+
+    def apply_group(self, group: Sequence[Change], *, apart: Sequence[Change] = (), once: bool = False
+                    ) -> list[CommitResult]:
+        """Make the remote branch hold every change of ``group`` in one commit and one push (see
+        the module docstring); one result per change, in order. An operation whose changes the
+        repository already holds gets ``changed=False`` and the tip, and no trailer in the commit.
+
+        ``apart``: changes committed before the group, each in a commit of its own (left out when
+        the repository holds them already), pushed with it. ``once``: an operation of ``group``
+        whose ``Operation-Id`` trailer is in the history already is not committed again: its result
+        is that commit (``changed=True``, as :meth:`find_commit` would find it), looked up in the
+        same fetch as the commit is made.
+
+        Raises like :meth:`apply`, for the whole group: :class:`InvalidChange` when a change is
+        invalid or two changes touch the same path (commit them apart, then)."""
+        entries = [_entry(change) for change in group]
+        owners: dict[str, str] = {}
+        for entry in entries:
+            for path in entry.changes:
+                if path in owners:
+                    raise InvalidChange(f"operations {owners[path]} and {entry.operation_id} both change "
+                                        f"{path!r}: commit them apart")
+                owners[path] = entry.operation_id
+        if len({e.operation_id for e in entries}) != len(entries):
+            raise InvalidChange("an operation appears twice in one group")
+        if not entries:
+            return []
+        plan = _Plan(entries, [_entry(change) for change in apart], once)
+        log = _log.bind(operations=len(entries), files=len(owners))
+        with self._exclusive():
+            return self._apply_with_retries(plan, log)
+
+    def find_commits(self, operation_ids: Sequence[str]) -> dict[str, str]:
+        """The newest commit of every operation in ``operation_ids`` that has one (by its
+        ``Operation-Id`` trailer), in one search. Fetches first."""
+        for operation_id in operation_ids:
+            validate_id(operation_id, "operation_id")
+        wanted = set(operation_ids)
+        if not wanted:
+            return {}
+        with self._exclusive():
+            tip = self._fetch()
+            if tip is None:
+                return {}
+            return self._search_trailers(tip, OPERATION_TRAILER, wanted)
 
     def find_commit(self, operation_id: str) -> str | None:
         """The newest commit on the remote branch whose ``Operation-Id`` trailer is
@@ -267,9 +362,12 @@ class GitOpsCommitter:
                 return None
             return self._search_trailer(tip, OPERATION_TRAILER, operation_id)
 
-    def before(self, sha: str) -> dict[str, str | None]:
+    def before(self, sha: str, operation_id: str | None = None) -> dict[str, str | None]:
         """What commit ``sha`` changed, as it was before it: path -> the content in its first parent
-        (None where the file did not exist). Handing this to :meth:`apply` reverts the commit."""
+        (None where the file did not exist). Handing this to :meth:`apply` reverts the commit.
+
+        In a commit of several operations, only what ``operation_id`` changed (its
+        ``Operation-File`` trailers): the other operations of the group stay."""
         if not re.fullmatch(r"[0-9a-f]{7,64}", sha):
             raise PermanentGitOpsError(f"{sha!r} is not a commit id", reason="BadInput")
         with self._exclusive():
@@ -277,8 +375,12 @@ class GitOpsCommitter:
             out = self._run("diff-tree", "--no-commit-id", "--name-only", "-r", "-z", "--root", sha,
                             strip=False)
             parent = self._run("rev-list", "--parents", "-n", "1", sha).split()[1:2]
-            return {path: (self._read_blob(parent[0], path) if parent else None)
-                    for path in out.split("\0") if path}
+            paths = [path for path in out.split("\0") if path]
+            owned = self._files_of(sha)
+            if owned:  # a group commit: the operation's own files only
+                mine = {path for op, path in owned if op == operation_id}
+                paths = [path for path in paths if path in mine]
+            return {path: (self._read_blob(parent[0], path) if parent else None) for path in paths}
 
     def head(self) -> str | None:
         """The remote branch's tip after a fetch (None while the remote has no such branch)."""
@@ -310,12 +412,12 @@ class GitOpsCommitter:
 
     # -- the retry loop ----------------------------------------------------------------------
 
-    def _apply_with_retries(self, changes: dict[str, str | None], message: str, log: Any) -> CommitResult:
+    def _apply_with_retries(self, plan: _Plan, log: Any) -> list[CommitResult]:
         state = _Attempt()
         while state.attempts < self.retry.max_attempts:
             state.attempts += 1
             try:
-                result = self._attempt(changes, message, state, log)
+                result = self._attempt(plan, state, log)
             except TransientGitOpsError as err:
                 self.stats.transient_failures += 1
                 state.last_error = err
@@ -331,23 +433,35 @@ class GitOpsCommitter:
                 self._sleep(delay)
         return self._give_up(state, log)
 
-    def _attempt(self, changes: dict[str, str | None], message: str, state: _Attempt, log: Any
-                 ) -> CommitResult | None:
+    def _attempt(self, plan: _Plan, state: _Attempt, log: Any) -> list[CommitResult] | None:
         """One try: sync to the remote, apply, commit if changed, push. None means retry."""
         tip = self._sync()
-        for unclear in state.unconfirmed:
-            if tip and self._is_ancestor(unclear, tip.commit):
-                return self._pushed(unclear, state, log)  # an unclear push did land after all
-        sha = self._commit(changes, message, tip)
-        if sha is None:
+        for unclear, outcome in state.unconfirmed:
+            if tip and self._is_ancestor(unclear, tip.commit):  # an unclear push did land after all
+                return self._pushed(unclear, outcome, state, log)
+        found: dict[str, str] = {}
+        if plan.once and tip is not None:
+            found = self._search_trailers(tip.commit, OPERATION_TRAILER, {e.operation_id for e in plan.entries})
+        head = tip
+        for entry in plan.apart:
+            head = self._commit([entry], head)[0] or head
+        todo = [e for e in plan.entries if e.operation_id not in found]
+        last, changed = self._commit(todo, head) if todo else (None, [])
+        did = dict(zip((e.operation_id for e in todo), changed, strict=True))
+        newest = last or head
+        outcome: _Outcome = [(found[e.operation_id], True) if e.operation_id in found
+                             else (last.commit, True) if last is not None and did[e.operation_id]
+                             else (head.commit if head else None, False) for e in plan.entries]
+        if newest is tip:
+            self._needs_clean = False
             self.stats.unchanged += 1
-            current = tip.commit if tip else None
-            log.info("gitops.commit.unchanged", sha=current, attempt=state.attempts)
-            return CommitResult(sha=current, changed=False, attempts=state.attempts)
-        push = self._push(sha)
+            log.info("gitops.commit.unchanged", sha=tip.commit if tip else None, attempt=state.attempts)
+            return [CommitResult(sha=sha, changed=ch, attempts=state.attempts) for sha, ch in outcome]
+        assert newest is not None
+        push = self._push(newest.commit)
         if push.status == "ok":
             self._needs_clean = False
-            return self._pushed(sha, state, log)
+            return self._pushed(newest.commit, outcome, state, log)
         if push.status == "rejected":
             raise RemoteRejected(f"the remote refused the push to {self.branch!r}: {push.detail}",
                                  detail=push.detail)
@@ -357,14 +471,15 @@ class GitOpsCommitter:
             state.last_error = PushConflict("another committer updated the branch first",
                                             attempts=state.attempts, detail=push.detail)
             return None
-        state.unconfirmed.append(sha)
+        state.unconfirmed.append((newest.commit, outcome))
         raise TransientGitOpsError(f"push to {self.remote_url!r} failed: {push.detail}",
                                    detail=push.detail)
 
-    def _pushed(self, sha: str, state: _Attempt, log: Any) -> CommitResult:
+    def _pushed(self, sha: str, outcome: _Outcome, state: _Attempt, log: Any) -> list[CommitResult]:
         self.stats.commits_pushed += 1
-        log.info("gitops.commit.pushed", sha=sha, attempt=state.attempts)
-        return CommitResult(sha=sha, changed=True, attempts=state.attempts)
+        log.info("gitops.commit.pushed", sha=sha, attempt=state.attempts,
+                 operations=sum(1 for _, changed in outcome if changed))
+        return [CommitResult(sha=commit, changed=changed, attempts=state.attempts) for commit, changed in outcome]
 
     def _give_up(self, state: _Attempt, log: Any) -> NoReturn:
         last = state.last_error
@@ -395,22 +510,32 @@ class GitOpsCommitter:
         self._needs_clean = False
         return tip
 
-    def _commit(self, changes: dict[str, str | None], message: str, parent: _Tip | None) -> str | None:
-        """Write ``changes`` into the work tree and index; commit if the tree differs from
-        ``parent``'s. Returns the new commit or None."""
+    def _commit(self, entries: list[_Entry], parent: _Tip | None) -> tuple[_Tip | None, list[bool]]:
+        """Write every entry's changes into the work tree and index; commit if the tree differs
+        from ``parent``'s. Returns the new commit (or None) and which entries changed something."""
         self._needs_clean = True
-        for path, content in changes.items():
-            self._write(path, content)
-        for chunk in _chunks(list(changes), 200):
+        paths = [path for entry in entries for path in entry.changes]
+        for entry in entries:
+            for path, content in entry.changes.items():
+                self._write(path, content)
+        for chunk in _chunks(paths, 200):
             self._run("update-index", "--add", "--remove", "--replace", "--", *chunk)
         tree = self._run("write-tree")
-        if tree == (parent.tree if parent else self._empty_tree_sha()):
-            self._needs_clean = False
-            return None
-        args = ["commit-tree", "--no-gpg-sign", tree, "-m", message]
+        base = parent.tree if parent else self._empty_tree_sha()
+        if tree == base:
+            return None, [False] * len(entries)
+        if len(entries) == 1:
+            changed_paths = set(paths)
+        else:
+            out = self._run("diff-tree", "-r", "--name-only", "-z", "--no-renames", base, tree, strip=False)
+            changed_paths = {path for path in out.split("\0") if path}
+        changed = [any(path in changed_paths for path in entry.changes) for entry in entries]
+        args = ["commit-tree", "--no-gpg-sign", tree, "-m",
+                _group_message([(e, sorted(p for p in e.changes if p in changed_paths))
+                                for e, did in zip(entries, changed, strict=True) if did])]
         if parent:
             args += ["-p", parent.commit]
-        return self._run(*args, env=self._author_env)
+        return _Tip(self._run(*args, env=self._author_env), tree), changed
 
     def _write(self, path: str, content: str | None) -> None:
         target = self.workdir / path
@@ -463,6 +588,30 @@ class GitOpsCommitter:
     def _is_ancestor(self, sha: str, tip: str) -> bool:
         status, _, _ = self._execute("merge-base", "--is-ancestor", sha, tip)
         return status == 0
+
+    def _search_trailers(self, tip: str, key: str, values: set[str]) -> dict[str, str]:
+        """The newest commit carrying each of ``values`` as a ``key`` trailer (one ``git log``)."""
+        fmt = f"%H%x00%(trailers:key={key},valueonly,separator=%x00)%x1e"
+        greps = [f"--grep={key}: {value}" for value in sorted(values)]
+        out = self._run("log", "--fixed-strings", *greps, f"--format={fmt}", tip, strip=False)
+        found: dict[str, str] = {}
+        for record in out.split("\x1e"):
+            sha, _, trailers = record.strip("\n").partition("\0")
+            for value in (v.strip() for v in trailers.split("\0")):
+                if sha and value in values and value not in found:
+                    found[value] = sha
+        return found
+
+    def _files_of(self, sha: str) -> list[tuple[str, str]]:
+        """(operation id, path) of each ``Operation-File`` trailer of commit ``sha``."""
+        fmt = f"%(trailers:key={FILE_TRAILER},valueonly,separator=%x00)"
+        out = self._run("log", "-1", f"--format={fmt}", sha, strip=False)
+        pairs = []
+        for value in out.strip("\n").split("\0"):
+            operation_id, _, path = value.strip().partition(" ")
+            if operation_id and path:
+                pairs.append((operation_id, path))
+        return pairs
 
     def _search_trailer(self, tip: str, key: str, value: str) -> str | None:
         fmt = f"%H%x00%(trailers:key={key},valueonly,separator=%x00)%x1e"
@@ -610,6 +759,32 @@ def normalize_changes(changes: Mapping[str, str | None]) -> dict[str, str | None
             if parent in result and result[parent] is not None:
                 raise InvalidChange(f"{parent!r} and {path!r} cannot both be files")
     return result
+
+
+def _entry(change: Change) -> _Entry:
+    """Validate one operation's change; its trace is dropped when unusable (as compose_message does)."""
+    compose_message(change.message, change.operation_id, change.correlation_id)
+    trace = change.trace if change.trace is not None and _ID.match(change.trace) else None
+    return _Entry(normalize_changes(change.changes), change.message.strip(), change.operation_id,
+                  change.correlation_id, trace)
+
+
+def _group_message(changed: list[tuple[_Entry, list[str]]]) -> str:
+    """The message of a commit of the entries that changed something, with the files each changed:
+    one entry's is exactly :func:`compose_message`'s; several entries' list their messages and then
+    their trailers in turn, each operation's files as ``Operation-File`` trailers."""
+    if len(changed) == 1:
+        entry, _ = changed[0]
+        return compose_message(entry.message, entry.operation_id, entry.correlation_id, entry.trace)
+    subjects = [entry.message.splitlines()[0] for entry, _ in changed]
+    trailers = []
+    for entry, paths in changed:
+        trailers += [f"{OPERATION_TRAILER}: {entry.operation_id}", f"{CORRELATION_TRAILER}: {entry.correlation_id}"]
+        if entry.trace:
+            trailers.append(f"{TRACE_TRAILER}: {entry.trace}")
+        trailers += [f"{FILE_TRAILER}: {entry.operation_id} {path}" for path in paths]
+    return (f"Commit {len(changed)} operations\n\n" + "\n".join(subjects) + "\n\n"
+            + "\n".join(trailers) + "\n")
 
 
 def compose_message(message: str, operation_id: str, correlation_id: str, trace: str | None = None) -> str:

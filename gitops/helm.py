@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -258,7 +259,14 @@ class Renderer:
     ``timeout`` (the process is then stopped), ``RendererUnavailable`` when the process died during
     the render; the next render starts a new process. ``HelmNotFoundError`` when no renderer can be
     found or started. Thread-safe (renders are serialized); ``close`` stops the process.
+
+    ``prefetch`` asks for a render ahead: the renderer works on it while the caller does something
+    else, and the ``render`` with the same arguments takes its answer (the same bytes, the same
+    errors). At most :attr:`WINDOW` requests are written ahead of their answers, so neither pipe
+    ever fills while the other side waits on it.
     """
+
+    WINDOW = 16
 
     def __init__(self, path: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self._path = path
@@ -267,6 +275,11 @@ class Renderer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self._ids = 0
+        self._sent: deque[str] = deque()  # ids written, in order, whose answers are not read yet
+        self._queued: deque[dict[str, str]] = deque()  # requests not written yet (the window is full)
+        self._answers: dict[str, dict[str, Any]] = {}  # answers read, not taken yet
+        self._ahead: dict[tuple[str, ...], str] = {}  # a prefetched request's arguments -> its id
+        self._unwanted: set[str] = set()  # ids whose answers nobody takes: dropped when read
         self.starts = 0  # processes started so far (restarts are starts after the first)
 
     def render(
@@ -299,22 +312,64 @@ class Renderer:
         prints, values given as JSON."""
         chart = str(chart_dir)
         _check_names(chart, release_name, namespace)
+        request = self._request(chart, values, release_name, namespace)
         with self._lock:
-            self._ids += 1
-            request = {"id": str(self._ids), "chart": os.path.abspath(chart), "release": release_name,
-                       "namespace": namespace, "values": _values_json(values, chart)}
-            answer = self._ask(request, chart, self.timeout if timeout is None else timeout)
+            self._running()
+            ahead = self._ahead.pop(_key(request), None)
+            if ahead is None:
+                self._queued.appendleft(request)
+            answer = self._await(ahead or request["id"], chart, self.timeout if timeout is None else timeout)
         if answer.get("error"):
             stderr = str(answer["error"])
             raise RenderError(f"helm template {chart} failed: {_clean(stderr)}", chart=chart, stderr=stderr,
                               returncode=1)
         return str(answer.get("manifest", ""))
 
+    def prefetch(
+        self,
+        chart_dir: str | os.PathLike[str],
+        values: Mapping[str, Any],
+        release_name: str,
+        namespace: str,
+    ) -> None:
+        """Ask for this render now; the ``render``/``template`` call with the same arguments takes
+        the answer. Raises nothing: what goes wrong shows at that call."""
+        chart = str(chart_dir)
+        try:
+            _check_names(chart, release_name, namespace)
+            request = self._request(chart, values, release_name, namespace)
+        except RenderError:
+            return
+        with self._lock:
+            key = _key(request)
+            if key in self._ahead:
+                return
+            try:
+                self._running()
+                self._ahead[key] = request["id"]
+                self._queued.append(request)
+                self._pump()
+            except (HelmError, OSError, ValueError):
+                self._stop(kill=True)
+
+    def forget(self) -> None:
+        """Drop the prefetched renders nobody took (their answers are discarded when they come)."""
+        with self._lock:
+            ahead = set(self._ahead.values())
+            self._ahead.clear()
+            self._queued = deque(r for r in self._queued if r["id"] not in ahead)
+            self._unwanted |= ahead & set(self._sent)
+            for id_ in ahead & set(self._answers):
+                del self._answers[id_]
+
     def version(self) -> str:
         """The Helm version the renderer is built with, e.g. ``v3.22.0``."""
         with self._lock:
+            self._running()
             self._ids += 1
-            return str(self._ask({"id": str(self._ids), "op": "version"}, "renderer", self.timeout)["version"])
+            request = {"id": f"v{self._ids}", "op": "version"}
+            self._queued.appendleft(request)
+            return str(self._await(request["id"], "renderer", self.timeout)["version"])
 
     def close(self) -> None:
         with self._lock:
@@ -328,44 +383,76 @@ class Renderer:
 
     # -- the process -----------------------------------------------------------------------------
 
-    def _ask(self, request: dict[str, str], chart: str, timeout: float) -> dict[str, Any]:
-        proc = self._running()
+    def _request(self, chart: str, values: Mapping[str, Any], release_name: str, namespace: str
+                 ) -> dict[str, str]:
+        with self._lock:
+            self._ids += 1
+            id_ = str(self._ids)
+        return {"id": id_, "chart": os.path.abspath(chart), "release": release_name, "namespace": namespace,
+                "values": _values_json(values, chart)}
+
+    def _await(self, id_: str, chart: str, timeout: float) -> dict[str, Any]:
+        """The answer to request ``id_`` (written or queued), reading (and keeping) the answers
+        before it; the process is stopped when it fails to answer."""
         deadline = time.monotonic() + timeout
         try:
-            assert proc.stdin is not None
-            proc.stdin.write(json.dumps(request).encode() + b"\n")
-            proc.stdin.flush()
-            line = self._read_line(proc, deadline)
+            self._pump()
+            while id_ not in self._answers:
+                proc = self._proc
+                if proc is None or not self._sent:
+                    raise RendererUnavailable(f"the renderer lost the request for {chart}")
+                line = self._read_line(proc, deadline)
+                if line is None:
+                    code = self._stop()
+                    raise RendererUnavailable(f"the renderer stopped while rendering {chart} (exit {code})")
+                expected = self._sent.popleft()
+                try:
+                    answer = json.loads(line)
+                except ValueError:
+                    answer = None
+                if not isinstance(answer, dict) or answer.get("id") != expected:
+                    self._stop(kill=True)
+                    raise RendererUnavailable(
+                        f"the renderer answered out of turn while rendering {chart}: {line[:200]!r}")
+                if expected in self._unwanted:
+                    self._unwanted.discard(expected)
+                else:
+                    self._answers[expected] = answer
+                self._pump()
         except HelmTimeoutError:
             self._stop(kill=True)
             raise HelmTimeoutError(f"the renderer did not render {chart} within {timeout:g}s") from None
         except (OSError, ValueError) as exc:  # a broken pipe: it died
             self._stop()
             raise RendererUnavailable(f"the renderer stopped while rendering {chart}: {exc}") from exc
-        if line is None:
-            code = self._stop()
-            raise RendererUnavailable(f"the renderer stopped while rendering {chart} (exit {code})")
-        try:
-            answer = json.loads(line)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict) or answer.get("id") != request["id"]:
-            self._stop(kill=True)
-            raise RendererUnavailable(f"the renderer answered out of turn while rendering {chart}: {line[:200]!r}")
-        return answer
+        return self._answers.pop(id_)
+
+    def _pump(self) -> None:
+        """Write queued requests while fewer than WINDOW answers are awaited."""
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return
+        while self._queued and len(self._sent) < self.WINDOW:
+            request = self._queued.popleft()
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self._sent.append(request["id"])
+        proc.stdin.flush()
 
     def _running(self) -> subprocess.Popen[bytes]:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         self._stop()
         path = self._path or find_renderer()
+        # A render allocates much short-lived memory (Helm compiles the values schema and parses the
+        # templates each time) while the live heap stays a few MiB: collect less often.
+        env = {**os.environ, "GOGC": os.environ.get("GOGC", "400")}
         try:
             # stderr is inherited: Helm's warnings go to the process's log.
-            self._proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+            self._proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                                          env=env)
         except OSError as exc:
             raise HelmNotFoundError(f"cannot run the renderer {path}: {exc}. Run {ENSURE_RENDERER}.") from exc
         self.starts += 1
-        self._buffer = b""
         return self._proc
 
     def _read_line(self, proc: subprocess.Popen[bytes], deadline: float) -> str | None:
@@ -387,9 +474,15 @@ class Renderer:
         return line.decode("utf-8")
 
     def _stop(self, *, kill: bool = False) -> int | None:
-        """Stop the process: at the end of its input it exits; ``kill`` when it cannot be trusted."""
+        """Stop the process (at the end of its input it exits; ``kill`` when it cannot be trusted)
+        and forget every request in flight: later renders ask the next process again."""
         proc, self._proc = self._proc, None
         self._buffer = b""
+        self._sent.clear()
+        self._queued.clear()
+        self._answers.clear()
+        self._ahead.clear()
+        self._unwanted.clear()
         if proc is None:
             return None
         if kill:
@@ -405,6 +498,10 @@ class Renderer:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+
+def _key(request: Mapping[str, str]) -> tuple[str, ...]:
+    return request["chart"], request["release"], request["namespace"], request["values"]
 
 
 def _check_names(chart: str, release_name: str, namespace: str) -> None:

@@ -21,7 +21,8 @@ stay in `processors.sagas.service`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,8 +55,8 @@ from processors.sagas.service import (  # noqa: F401  (the saga's public names, 
 )
 from runtime import kafka, topics
 from runtime.deadletter import dead_letter
-from runtime.publisher import Publisher
 from runtime.kafka import KafkaAccess, access_from_env
+from runtime.publisher import Publisher
 from runtime.settings import env, read
 from runtime.signing import Keyring, Signer
 from schemas.catalog import KUBERNETES_POPS
@@ -122,6 +123,9 @@ def chart_values(e: OperationStarted, tenant: str, bucket: str = "dbaas-backups"
 
 
 LOCAL_POP = "local"
+# Input messages taken at most at once: the commits a batch's operations ask for are made together
+# (one git commit), so a full batch makes fewer, larger commits when the saga is behind.
+BATCH = 500
 
 
 def cdc_topic_settings(engine: str, pop: str) -> cdc.TopicSettings:
@@ -133,22 +137,19 @@ def cdc_topic_settings(engine: str, pop: str) -> cdc.TopicSettings:
     return cdc.TopicSettings(pattern["partitions"], replication_factor, dict(pattern["config"]))
 
 
-def kube_pop_files(repo_url: str, tenant: str, e: OperationStarted, renderer: helm.Renderer | None = None
-                   ) -> dict[str, str | None]:
+def kube_pop_files(repo_url: str, tenant: str, e: OperationStarted, renderer: helm.Renderer | None = None,
+                   application: tuple[str, str] | None = None) -> dict[str, str | None]:
     """What a commit for a Kubernetes PoP writes besides the service's file:
 
     - the Argo CD Application of (tenant, PoP) (``argocd/applications/<tenant>-<pop>.yaml``, a child
       of the app-of-apps), syncing ``tenants/<tenant>/<pop>`` into namespace ``tenant-<tenant>`` of
-      the PoP's cluster — the same bytes every time, so only the first commit adds it;
+      the PoP's cluster — the same bytes every time, so only the first commit adds it (``application``:
+      it, rendered before);
     - the deletion record (``tenants/<tenant>/<pop>/deletions/<service>.yaml``): a ConfigMap naming
       the deleting operation, written by a deletion and removed by the next creation of the name.
       Argo CD applies it before it prunes the claim (PruneLast), so the PoP operator, finalizing the
       claim, knows which operation it reports Deleted for."""
-    values = {"repoURL": repo_url, "applications": [{"tenant": tenant, "pop": e.pop}]}
-    docs = (renderer.render if renderer else helm.render)(helm.ARGOCD_APPS_CHART, values, release_name="apps",
-                                                          namespace="argocd")
-    app = docs[0]
-    files: dict[str, str | None] = {layout.application_path(app["metadata"]["name"]): manifests.dump_all(docs)}
+    files: dict[str, str | None] = dict([application or application_file(repo_url, tenant, e.pop, renderer)])
     record = layout.deletion_record_path(tenant, e.pop, e.name)
     if e.action == "delete":
         files[record] = manifests.dump_all([{
@@ -160,6 +161,15 @@ def kube_pop_files(repo_url: str, tenant: str, e: OperationStarted, renderer: he
     else:
         files[record] = None
     return files
+
+
+def application_file(repo_url: str, tenant: str, pop: str, renderer: helm.Renderer | None = None
+                     ) -> tuple[str, str]:
+    """The (tenant, PoP) Argo CD Application's path and manifests (``dbaas-argocd-apps`` chart)."""
+    values = {"repoURL": repo_url, "applications": [{"tenant": tenant, "pop": pop}]}
+    docs = (renderer.render if renderer else helm.render)(helm.ARGOCD_APPS_CHART, values, release_name="apps",
+                                                          namespace="argocd")
+    return layout.application_path(docs[0]["metadata"]["name"]), manifests.dump_all(docs)
 
 
 def backup_deletion_record(tenant: str, e: BackupDeletionRequested) -> dict[str, str | None]:
@@ -185,6 +195,9 @@ class HelmRenderer:
         self.bucket = bucket
         self.repo_url = repo_url  # the GitOps repository's URL for Argo CD Applications
         self.renderer = renderer or helm.Renderer()
+        # (tenant, PoP) -> its Argo CD Application: the same for every operation there (values: the
+        # repository, the tenant and the PoP), so rendered once per saga process
+        self._applications: dict[tuple[str, str], tuple[str, str]] = {}
 
     def close(self) -> None:
         self.renderer.close()
@@ -217,22 +230,43 @@ class HelmRenderer:
             connector=e.connector, tables=e.tables, topic=cdc_topic_settings(e.engine, e.pop),
             kubernetes=e.pop != LOCAL_POP)
 
+    def prefetch(self, started: Sequence[tuple[str, OperationStarted]]) -> None:
+        """Ask the renderer for these operations' manifests now (tenant, event): it renders them
+        while the saga handles what comes before; `render` takes the answers."""
+        for tenant_id, e in started:
+            if e.action != "delete":
+                try:
+                    values = self._values(tenant_id, e)
+                except (TypeError, ValueError, AttributeError):
+                    continue  # `render` reports it
+                self.renderer.prefetch(helm.SERVICE_CHART, values, e.name, f"tenant-{tenant_id}")
+
+    def forget(self) -> None:
+        """Drop what was prefetched and not rendered."""
+        self.renderer.forget()
+
+    def _values(self, tenant_id: str, e: OperationStarted) -> dict:
+        values = chart_values(e, tenant_id, self.bucket)
+        if e.pop in KUBERNETES_POPS:  # the cluster learns which operation it runs from the claim (no trailers there)
+            values["operation"] = {"id": e.operation_id}
+        return values
+
     def render(self, tenant_id: str, e: OperationStarted
                ) -> tuple[str, str | None] | tuple[str, str | None, dict[str, str | None]]:
         """The service's path in the repository and its manifests (None: remove them); in a
         Kubernetes PoP also the other files of the same commit (``kube_pop_files``)."""
         path = layout.pop_service_path(tenant_id, e.pop, e.name)
-        values = chart_values(e, tenant_id, self.bucket)
         kube = e.pop in KUBERNETES_POPS
-        if kube:  # the cluster learns which operation it runs from the claim (no commit trailers there)
-            values["operation"] = {"id": e.operation_id}
         content = None
         if e.action != "delete":
-            content = manifests.dump_all(self.renderer.render(helm.SERVICE_CHART, values, release_name=e.name,
-                                                              namespace=f"tenant-{tenant_id}"))
+            content = manifests.dump_all(self.renderer.render(helm.SERVICE_CHART, self._values(tenant_id, e),
+                                                              release_name=e.name, namespace=f"tenant-{tenant_id}"))
         if not kube or not self.repo_url:
             return path, content
-        return path, content, kube_pop_files(self.repo_url, tenant_id, e, self.renderer)
+        key = (tenant_id, e.pop)
+        if key not in self._applications:
+            self._applications[key] = application_file(self.repo_url, tenant_id, e.pop, self.renderer)
+        return path, content, kube_pop_files(self.repo_url, tenant_id, e, application=self._applications[key])
 
 
 class KafkaSource:
@@ -252,7 +286,7 @@ class KafkaSource:
         self.consumer.subscribe([self.settings.events_topic, self.settings.pop_status_topic])
 
     def poll(self) -> list[Message]:
-        messages = kafka.messages(self.consumer.consume(100, timeout=0.2))
+        messages = kafka.messages(self.consumer.consume(BATCH, timeout=0.2))
         self._observe_lag()
         return messages
 
@@ -284,11 +318,22 @@ class SerdeDecoder:
 
 
 class PublishedCommands:
-    def __init__(self, publisher: Publisher):
+    """Commands handed to the producer as they come; `flush` waits until the broker has them all
+    (the runner calls it before committing a batch's offsets). One idempotent producer keeps them
+    in order per tenant, so an operation's records are judged in the order they were sent."""
+
+    def __init__(self, publisher: Publisher, timeout: float = 30.0):
         self.publisher = publisher
+        self.timeout = timeout
+        self._sent: list[Future] = []
 
     def send(self, command: CommandEnvelope) -> None:
-        self.publisher.publish(command)
+        self._sent.append(self.publisher.publish_async(command))
+
+    def flush(self) -> None:
+        sent, self._sent = self._sent, []
+        for future in sent:
+            future.result(self.timeout)  # raises the PublishError of a command the broker refused
 
 
 class KafkaDeadLetters:

@@ -20,6 +20,9 @@ CLAIM_KIND = "ServiceClaim"
 OPERATION_TRAILER = "Operation-Id"
 CORRELATION_TRAILER = "Correlation-Id"
 TRACE_TRAILER = "Trace-Id"  # a W3C traceparent: the span that made the commit
+# In a commit of several operations (the saga commits a batch together): `<operation id> <path>`
+# per file, after that operation's own Operation-Id/Correlation-Id/Trace-Id trailers.
+FILE_TRAILER = "Operation-File"
 
 # `git log` framing chosen by `history_args`: a record separator before each commit, a unit
 # separator between the message and the `--name-status` lines.
@@ -242,22 +245,46 @@ def parse_trace(message: str) -> str | None:
     return _trailers(message).get(TRACE_TRAILER)
 
 
+def operations_by_file(message: str) -> dict[str, dict[str, str]]:
+    """For a commit of several operations: each file's own trailers (its ``Operation-File``
+    trailer names the operation; that operation's ``Correlation-Id``/``Trace-Id`` follow its
+    ``Operation-Id``). Empty for a commit of one operation."""
+    blocks: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    files: dict[str, dict[str, str]] = {}
+    for line in message.splitlines():
+        name, sep, value = (part.strip() for part in line.partition(":"))
+        if not sep or not value:
+            continue
+        if name == OPERATION_TRAILER:
+            current = blocks.setdefault(value, {OPERATION_TRAILER: value})
+        elif name in (CORRELATION_TRAILER, TRACE_TRAILER) and current is not None:
+            current[name] = value
+        elif name == FILE_TRAILER:
+            operation_id, _, path = value.partition(" ")
+            if path.strip():
+                files[path.strip()] = blocks.setdefault(operation_id, {OPERATION_TRAILER: operation_id})
+    return files
+
+
 def parse_history(output: str) -> History:
     """Read ``git log --no-renames --name-status`` + :data:`LOG_FORMAT` output (newest commit
-    first) into the newest touching and the newest deleting commit of every path."""
+    first) into the newest touching and the newest deleting commit of every path; in a commit of
+    several operations, each path with its own operation's trailers."""
     last: dict[str, CommitRef] = {}
     deleted: dict[str, CommitRef] = {}
     for chunk in output.split(COMMIT_START)[1:]:
         head, _, files = chunk.partition(MESSAGE_END)
         sha, _, message = head.partition("\n")
         found = _trailers(message)
-        operation_id, correlation_id = found.get(OPERATION_TRAILER), found.get(CORRELATION_TRAILER)
-        trace = found.get(TRACE_TRAILER)
+        owners = operations_by_file(message)
         for line in files.splitlines():
             status, sep, path = line.partition("\t")
             if not sep or not status:
                 continue
-            ref = CommitRef(sha.strip(), operation_id, correlation_id, status[0], trace)
+            mine = owners.get(path, found)
+            ref = CommitRef(sha.strip(), mine.get(OPERATION_TRAILER), mine.get(CORRELATION_TRAILER), status[0],
+                            mine.get(TRACE_TRAILER))
             last.setdefault(path, ref)
             if ref.status == "D":
                 deleted.setdefault(path, ref)

@@ -5,10 +5,24 @@ One runner for every saga, so one way to treat a step's errors (`processors.saga
 transient → retried with backoff until the deadline the policy put into the effect, then
 `StepTimedOut`; permanent for this operation → `StepRefused` with a reason a person can act on;
 a fault of the platform, or an error of Kafka (consuming, publishing, dead-lettering) → raised,
-so the process stops and its supervisor restarts it. Offsets are committed after a message's
+so the process stops and its supervisor restarts it. Offsets are committed after a batch's
 effects (at least once): every effect is safe to repeat, so a runner killed anywhere resumes from
 the log. At start the whole event log is replayed into the policy (`EventReplayed`) so that its
 deadlines survive restarts.
+
+Group commits: the runner takes the input in batches (what the consumer has when it asks, no
+waiting for more). The commits the batch's operations ask for are not made one by one: they wait
+until the batch is fed and are then made together — one git commit and one push for all of them
+(`Git.apply_group`), each operation with its own `Operation-Id:` trailer and its files named, so
+each is found, recorded and reverted on its own — and each operation's `Committed` answer is fed
+back in turn. The committer looks the whole group up by trailer in the same fetch as it commits
+(`once`): an operation committed before a crash is not committed again. A revert, or a
+commit touching a file a waiting commit touches, first commits what waits (the repository's history
+keeps the order of the input). A transient failure retries the group, each operation until its own
+deadline; a group git refuses for good is committed again one operation at a time, so only the
+operation at fault fails. The policy is unchanged by this: it only sees its answers later. The
+commands the effects send are delivered before the batch's offsets are committed
+(`CommandSink.flush`).
 
 Ports: `Source` (the consumer), `Decoder`, `Git`, `Renderer`, `CommandSink`, `DeadLetters`,
 `Keys` (the keyring), `Clock`. The composition root (`processors.saga`) builds the real ones;
@@ -26,7 +40,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -35,6 +51,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from commands.records import CommandEnvelope, RecordPopReport, RecordStepTimedOut
 from events import Envelope, OperationStarted
+from gitops.committer import Change
 from processors.sagas import service
 from processors.sagas.errors import Verdict, classify, error_name, refusal_reason
 from processors.sagas.service import (
@@ -68,6 +85,8 @@ APPLICATION_COMMITS = uuid.UUID("5d0c6a2e-8f41-4b7e-9a53-2c1f7e0b9d44")  # Opera
 STEPS = Counter("dbaas_saga_steps_total", "Saga steps recorded", ["step", "action"])
 STEP_SECONDS = Histogram("dbaas_saga_step_seconds", "Time to render and commit one operation",
                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+GROUP_SIZE = Histogram("dbaas_saga_commit_group_operations", "Operations committed together in one git commit",
+                       buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500))
 REPORTS = Counter("dbaas_pop_reports_total", "PoP status reports forwarded", ["phase"])
 REJECTED_REPORTS = Counter("dbaas_pop_reports_unverified_total", "PoP status reports no PoP key signed")
 RETRIES = Counter("dbaas_saga_retries_total", "Transient failures retried", ["error"])
@@ -119,20 +138,24 @@ class Decoder(Protocol):
 
 class Git(Protocol):
     def find_commit(self, operation_id: str) -> str | None: ...
-    def before(self, sha: str) -> dict[str, str | None]: ...
+    def before(self, sha: str, operation_id: str | None = None) -> dict[str, str | None]: ...
     def read(self, path: str) -> str | None: ...
     def apply(self, changes: dict[str, str | None], message: str, *, operation_id: str,
               correlation_id: str, trace: str | None = None) -> Any: ...  # has .sha and .changed
+    def apply_group(self, group: Sequence[Change], *, apart: Sequence[Change] = (),
+                    once: bool = False) -> list[Any]: ...  # one result per change of `group`, as apply's
 
 
 class Renderer(Protocol):
+    # optional: `prefetch([(tenant_id, started), …])` renders ahead, `forget()` drops what was not taken
     def render(self, tenant_id: str, started: OperationStarted) -> tuple: ...  # (path, content[, also])
     def render_backup(self, tenant_id: str, request: Any) -> tuple: ...  # (path, content[, also])
     def render_connector(self, tenant_id: str, request: Any) -> tuple[str, str | None]: ...
 
 
 class CommandSink(Protocol):
-    def send(self, command: CommandEnvelope) -> None: ...  # returns once the broker has it
+    def send(self, command: CommandEnvelope) -> None: ...  # may return before the broker has it
+    def flush(self) -> None: ...  # returns once the broker has every command sent; raises if one failed
 
 
 class DeadLetters(Protocol):
@@ -154,6 +177,34 @@ class Stop(Protocol):
 
 
 React = Callable[[SagaState, Any], tuple[SagaState, list[Effect]]]
+
+
+@dataclass
+class _Waiting:
+    """A commit waiting for the end of its batch, with what it needs to continue: the input
+    that led to it (its context: logs, trace) and the commit's span once one is started."""
+
+    commit: Commit
+    origin: Any  # the decoded input message
+    msg: Raw | None
+    tenant: str | None
+    span: Any = None
+    trace: str | None = None  # the commit's Trace-Id trailer
+
+    @property
+    def paths(self) -> set[str]:
+        return {self.commit.path, *(path for path, _ in self.commit.also if not _is_application(path))}
+
+
+def _is_application(path: str) -> bool:
+    return path.startswith(APPLICATIONS_DIR + "/")
+
+
+def _last_of_each_partition(batch: Sequence[Raw]) -> list[Raw]:
+    last: dict[tuple[str, int], Raw] = {}
+    for msg in batch:
+        last[(msg.topic(), msg.partition())] = msg
+    return list(last.values())
 
 
 def _trailer() -> dict[str, str]:
@@ -194,19 +245,23 @@ class SagaRunner:
         self.source, self.decoder, self.git, self.renderer = source, decoder, git, renderer
         self.commands, self.dead_letters, self.keys, self.clock = commands, dead_letters, keys, clock
         self.pop_status_topic = pop_status_topic
-        self._started: float | None = None  # perf counter at the render of the operation in flight
+        self._started: dict[str, float] = {}  # perf counter at the render of each operation in flight
         self._tenant: str | None = None  # of the input being handled (for spans)
+        self._origin: Any = None  # the decoded input being handled
+        self._waiting: list[_Waiting] = []  # commits waiting for the end of the batch
 
     def run(self, stop: Stop) -> None:
         self.replay()
         self.loop(stop)
 
     def loop(self, stop: Stop) -> None:
-        """Handle messages as they come, committing each one's offset after its effects."""
+        """Handle messages in the batches they come in, committing offsets after a batch's effects."""
         while not stop.is_set():
-            for msg in self.source.poll():
-                self.handle(msg, stop)
-                self.source.commit(msg)
+            batch = self.source.poll()
+            if batch:
+                self.handle_batch(batch, stop)
+                for msg in _last_of_each_partition(batch):
+                    self.source.commit(msg)
             self.tick(stop)
 
     def replay(self) -> None:
@@ -221,35 +276,179 @@ class SagaRunner:
 
     def tick(self, stop: Stop) -> None:
         self.feed(Tick(self.clock.now()), None, stop)
+        self.commands.flush()
 
     def handle(self, msg: Raw, stop: Stop) -> None:
-        """Feed one input message. While tracing is on, the span that wrote it (its `traceparent`
-        header) is the parent of the spans of the effects it leads to; no effect, no span."""
-        message = self._decode(msg)
-        bound = isinstance(message, EventArrived) and hasattr(message.env.payload, "operation_id")
-        if bound:
-            structlog.contextvars.bind_contextvars(correlation_id=message.env.correlation_id,
-                                                   operation_id=message.env.payload.operation_id)
+        """Feed one input message (a batch of one)."""
+        self.handle_batch([msg], stop)
+
+    def handle_batch(self, batch: Sequence[Raw], stop: Stop) -> None:
+        """Feed a batch of input messages in order; then make the commits they asked for, together,
+        and feed their answers; return once every command sent is delivered. A renderer that can
+        render ahead (`prefetch`) is first asked for the batch's services, so it renders while the
+        runner handles the messages before them."""
+        decoded = [(self._decode(msg), msg) for msg in batch]
+        prefetch = getattr(self.renderer, "prefetch", None)
+        if prefetch is not None and len(batch) > 1:
+            prefetch([(m.env.tenant_id, m.env.payload) for m, _ in decoded
+                      if isinstance(m, EventArrived) and isinstance(m.env.payload, OperationStarted)])
+        try:
+            for message, msg in decoded:
+                with self._input(message, msg):
+                    self.feed(message, msg, stop)
+            self._commit_waiting(stop)
+        finally:
+            if prefetch is not None and len(batch) > 1:
+                self.renderer.forget()  # type: ignore[attr-defined]
+        self.commands.flush()
+
+    @contextmanager
+    def _input(self, message: Any, msg: Raw | None) -> Iterator[None]:
+        """The context of handling one input (its log fields, its tenant for spans). While tracing is
+        on, the span that wrote it (its `traceparent` header) is the parent of the spans of the
+        effects it leads to; no effect, no span."""
+        fields = {}
+        if isinstance(message, EventArrived) and hasattr(message.env.payload, "operation_id"):
+            fields = {"correlation_id": message.env.correlation_id, "operation_id": message.env.payload.operation_id}
+        outer = self._tenant, self._origin  # an input's commits may be made while another is handled
         self._tenant = message.env.tenant_id if isinstance(message, EventArrived) else getattr(
             message, "tenant_id", None)
+        self._origin = message
         try:
-            with tracing.within(tracing.from_headers(msg.headers())):
-                self.feed(message, msg, stop)
+            with structlog.contextvars.bound_contextvars(**fields), \
+                    tracing.within(tracing.from_headers(msg.headers()) if msg is not None else None):
+                yield
         finally:
-            self._tenant = None
-            if bound:
-                structlog.contextvars.unbind_contextvars("correlation_id", "operation_id")
+            self._tenant, self._origin = outer
 
     def feed(self, message: Any, msg: Raw | None, stop: Stop) -> None:
-        """React to `message`, perform the effects, and react to their answers until none is left."""
+        """React to `message`, perform the effects, and react to their answers until none is left; a
+        commit waits for the end of the batch (`_commit_waiting`)."""
         pending = deque([message])
         while pending:
             self.state, effects = self.react(self.state, pending.popleft())
             AWAITING.set(len(self.state.awaiting))
             for effect in effects:
+                if isinstance(effect, Commit):
+                    self._wait(effect, msg, stop)
+                    continue
+                if isinstance(effect, Revert):
+                    self._commit_waiting(stop)  # the history keeps the input's order
                 answer = self._perform(effect, msg, stop)
                 if answer is not None:
                     pending.append(answer)
+
+    # -- group commits -----------------------------------------------------------------------
+    def _wait(self, commit: Commit, msg: Raw | None, stop: Stop) -> None:
+        """Keep `commit` for the end of the batch; first commit what waits if it touches the same
+        files (or the same operation: an input handled twice)."""
+        waiting = _Waiting(commit, self._origin, msg, self._tenant)
+        if any(w.paths & waiting.paths or w.commit.operation_id == commit.operation_id for w in self._waiting):
+            self._commit_waiting(stop)
+        self._waiting.append(waiting)
+
+    def _commit_waiting(self, stop: Stop) -> None:
+        """Make the waiting commits, together, and feed each answer back in its input's context."""
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            GROUP_SIZE.observe(len(group))
+            if len(group) == 1:  # a commit of its own, exactly as a single input's
+                (one,) = group
+                with self._input(one.origin, one.msg):
+                    answer = self._perform(one.commit, one.msg, stop)
+                    self.feed(answer, one.msg, stop)
+                continue
+            answers = self._commit_group(group, stop)
+            for one, answer in zip(group, answers, strict=True):
+                with self._input(one.origin, one.msg):
+                    if isinstance(answer, (StepRefused, StepTimedOut)):
+                        tracing.end(one.span, f"{type(answer).__name__}: {getattr(answer, 'reason', answer.step)}")
+                    else:
+                        tracing.end(one.span)
+                    self.feed(answer, one.msg, stop)
+
+    def _commit_group(self, group: list[_Waiting], stop: Stop) -> list[Any]:
+        """One commit and one push for the group: the answer of each, in order. Transient failures
+        are retried, each operation until its deadline; a refusal commits each one alone."""
+        for one in group:
+            self._trace(one)
+        answers: dict[str, Any] = {}
+        left = list(group)
+        delay = FIRST_DELAY
+        while left:
+            try:
+                answers.update(self._commit_together(left))
+                break
+            except Exception as exc:
+                verdict = classify(exc, "commit")
+                if verdict is Verdict.HALT:
+                    raise
+                if verdict is Verdict.FAIL:
+                    log.warning("git refused a group commit; committing its operations one at a time",
+                                operations=len(left), error=str(exc))
+                    for one in left:
+                        tracing.end(one.span)
+                        one.span = None
+                        with self._input(one.origin, one.msg):
+                            answers[one.commit.operation_id] = self._perform(one.commit, one.msg, stop)
+                    break
+                RETRIES.labels(type(exc).__name__).inc()
+                now = self.clock.now()
+                for one in [w for w in left if now + timedelta(seconds=delay) > w.commit.deadline]:
+                    TIMEOUTS.labels("commit").inc()
+                    log.error("step did not finish in time; the operation fails", step="commit", error=str(exc),
+                              operation_id=one.commit.operation_id)
+                    answers[one.commit.operation_id] = StepTimedOut(one.commit.operation_id, "commit", now)
+                    left.remove(one)
+                if not left:
+                    break
+                log.warning("transient failure, retrying", step="commit", operations=len(left), error=str(exc),
+                            retry_in=delay)
+                if self.clock.wait(stop, delay):
+                    raise
+                delay = min(delay * 2, MAX_DELAY)
+        return [answers[one.commit.operation_id] for one in group]
+
+    def _trace(self, one: _Waiting) -> None:
+        """The commit's span (a child of its input's, when that one is recorded) and the trailer
+        naming it: what a commit of its own gets from `_perform` and `_trailer`."""
+        parent = tracing.from_headers(one.msg.headers()) if one.msg is not None else None
+        if parent is None:
+            return
+        if tracing.sampled(parent):
+            _, attrs = _span_of(one.commit, one.tenant)
+            one.span = tracing.start("commit", parent, attrs, kind=tracing.SpanKind.INTERNAL)
+            one.trace = tracing.format_traceparent(one.span.get_span_context())
+        else:
+            one.trace = parent.decode() if isinstance(parent, bytes) else parent
+
+    def _commit_together(self, group: list[_Waiting]) -> dict[str, Committed]:
+        """Commit the group once, in one push: operations whose commit exists (made before a crash,
+        found by trailer in the same fetch) answer with it; the others are committed in one commit,
+        after one commit of the Argo CD Applications they add."""
+        apps: dict[str, str | None] = {}
+        changes = []
+        for one in group:
+            c = one.commit
+            also = dict(c.also)
+            apps.update({path: text for path, text in also.items() if _is_application(path)})
+            rest = {path: text for path, text in also.items() if not _is_application(path)}
+            if c.content is None and rest and self.git.read(c.path) is None:
+                rest = {}  # nothing to remove: no PoP will see a deletion, so no record of one either
+            changes.append(Change({**rest, c.path: c.content}, c.message, c.operation_id, c.correlation_id,
+                                  one.trace))
+        apart = [self._applications(apps, group[0].commit.correlation_id)] if apps else []
+        results = self.git.apply_group(changes, apart=apart, once=True)
+        now = self.clock.now()
+        return {one.commit.operation_id: Committed(one.commit.operation_id, result.sha or "", result.changed, now)
+                for one, result in zip(group, results, strict=True)}
+
+    @staticmethod
+    def _applications(apps: dict[str, str | None], correlation_id: str) -> Change:
+        """Argo CD Applications get a commit of their own, never reverted with an operation: a
+        revert removing one would make Argo CD delete every service it syncs."""
+        app_op = str(uuid.uuid5(APPLICATION_COMMITS, ",".join(sorted(apps))))
+        return Change(apps, f"Add Argo CD Application {', '.join(sorted(apps))}", app_op, correlation_id)
 
     # -- input -----------------------------------------------------------------------------
     def _decode(self, msg: Raw) -> Any:
@@ -304,15 +503,15 @@ class SagaRunner:
                 DEAD_LETTERED.inc()
                 return None
             case Render(tenant_id=tenant, started=e, deadline=deadline):
-                self._started = time.perf_counter()
+                self._started[e.operation_id] = time.perf_counter()
                 return self._retrying(e.operation_id, "render", deadline, stop,
                                       lambda: self._rendered(e.operation_id, self.renderer.render(tenant, e)))
             case RenderBackup(tenant_id=tenant, request=e, deadline=deadline):
-                self._started = time.perf_counter()
+                self._started[e.operation_id] = time.perf_counter()
                 return self._retrying(e.operation_id, "render", deadline, stop,
                                       lambda: self._rendered(e.operation_id, self.renderer.render_backup(tenant, e)))
             case RenderConnector(tenant_id=tenant, request=e, deadline=deadline):
-                self._started = time.perf_counter()
+                self._started[e.operation_id] = time.perf_counter()
                 return self._retrying(e.operation_id, "render", deadline, stop, lambda: Rendered(
                     e.operation_id, *self.renderer.render_connector(tenant, e), self.clock.now()))
             case Commit():
@@ -368,13 +567,11 @@ class SagaRunner:
         if sha is not None:
             return Committed(c.operation_id, sha, True, self.clock.now())
         also = dict(c.also)
-        apps = {path: text for path, text in also.items() if path.startswith(APPLICATIONS_DIR + "/")}
+        apps = {path: text for path, text in also.items() if _is_application(path)}
         if apps:
-            # Argo CD Applications get a commit of their own, never reverted with the operation: a
-            # revert removing one would make Argo CD delete every service it syncs.
-            app_op = str(uuid.uuid5(APPLICATION_COMMITS, ",".join(sorted(apps))))
-            self.git.apply(apps, f"Add Argo CD Application {', '.join(sorted(apps))}", operation_id=app_op,
-                           correlation_id=c.correlation_id)
+            app = self._applications(apps, c.correlation_id)
+            self.git.apply(dict(app.changes), app.message, operation_id=app.operation_id,
+                           correlation_id=app.correlation_id)
         rest = {path: text for path, text in also.items() if path not in apps}
         if c.content is None and rest and self.git.read(c.path) is None:
             rest = {}  # nothing to remove: no PoP will see a deletion, so no record of one either
@@ -387,7 +584,7 @@ class SagaRunner:
         sha = self.git.find_commit(r.revert_id)
         if sha is None:
             original = self.git.find_commit(r.operation_id)
-            changes = self.git.before(original) if original else {}
+            changes = self.git.before(original, r.operation_id) if original else {}
             result = self.git.apply(changes, r.message, operation_id=r.revert_id,
                                     correlation_id=r.correlation_id, **_trailer()) if changes else None
             sha = result.sha if result is not None and result.changed else None
@@ -404,9 +601,10 @@ class SagaRunner:
                 log.warning("no PoP report in time", operation_id=op, after_seconds=seconds)
                 return
         STEPS.labels(step, action).inc()
-        if step == "commit" and self._started is not None:
-            STEP_SECONDS.observe(time.perf_counter() - self._started)
-            self._started = None
+        operation = getattr(command.payload, "operation_id", None)
+        started = self._started.pop(operation, None) if step != "render" else None
+        if step == "commit" and started is not None:
+            STEP_SECONDS.observe(time.perf_counter() - started)
             log.info("operation committed, awaiting the PoP", sha=getattr(command.payload, "sha", None),
                      action=action)
         elif step == "revert":

@@ -7,8 +7,9 @@ compensation it asks for a revert and records it; it relays a PoP's report as `R
 when the report's key speaks for that PoP (else dead-letters it), and it keeps the deadline of
 every committed operation awaiting its PoP, sending `RecordStepTimedOut` on the first tick past it.
 
-The state is an immutable value: the step in flight (one at a time: the runner handles one message
-at a time) and the operations awaiting a PoP. Deadlines are folded from events only (`observe`),
+The state is an immutable value: the steps in flight, by operation (several operations may be
+rendered before the runner commits them together; each answer names its operation), and the
+operations awaiting a PoP. Deadlines are folded from events only (`observe`),
 so replaying the event log at start rebuilds them exactly.
 
 Render and commit have a time budget counted from the event's time (`DBAAS_SAGA_STEP_TIMEOUTS`):
@@ -131,7 +132,9 @@ class InFlight:
 class SagaState:
     timeouts: Mapping[str, int]
     awaiting: Mapping[str, Awaiting] = field(default_factory=lambda: MappingProxyType({}))
-    in_flight: InFlight | None = None
+    # the steps the runner is carrying out, by operation: several operations may be between their
+    # render and their commit at once (the runner commits what a batch of input rendered together)
+    in_flight: Mapping[str, InFlight] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def start(cls, timeouts: Mapping[str, int] | None = None) -> SagaState:
@@ -331,8 +334,8 @@ def react(state: SagaState, message: Message) -> Reaction:
         case Tick(now=now):
             return _expire(state, now)
         case Rendered() | Committed() | Reverted() | StepRefused() | StepTimedOut():
-            flight = state.in_flight
-            if flight is None or flight.operation_id != message.operation_id:
+            flight = state.in_flight.get(message.operation_id)
+            if flight is None:
                 return state, []  # no step of that operation is in flight: a stale answer
             return _result(state, flight, message)
     raise TypeError(f"not a message of the service saga: {message!r}")
@@ -370,18 +373,18 @@ def _event(state: SagaState, env: Envelope, now: datetime) -> Reaction:
     match env.payload:
         case OperationStarted() as e:
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"])
-            return replace(state, in_flight=InFlight(env, "render")), [Render(env.tenant_id, e, deadline)]
+            return _flying(state, InFlight(env, "render")), [Render(env.tenant_id, e, deadline)]
         case BackupRequested() | BackupDeletionRequested() as e:
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"])
-            return replace(state, in_flight=InFlight(env, "render")), [RenderBackup(env.tenant_id, e, deadline)]
+            return _flying(state, InFlight(env, "render")), [RenderBackup(env.tenant_id, e, deadline)]
         case CdcEnableRequested() | CdcDisableRequested() as e:
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"])
-            return (replace(state, in_flight=InFlight(env, "render")),
+            return (_flying(state, InFlight(env, "render")),
                     [RenderConnector(env.tenant_id, e, deadline)])
         case ServiceFailed(compensate=True) | OperationCancelled(compensate=True) | BackupFailed(compensate=True) as e:
             revert = Revert(e.operation_id, revert_operation_id(e.operation_id),
                             f"Revert operation {e.operation_id} of {env.tenant_id}", env.correlation_id)
-            return replace(state, in_flight=InFlight(env, "revert")), [revert]
+            return _flying(state, InFlight(env, "revert")), [revert]
     return state, []
 
 
@@ -390,7 +393,7 @@ def _backup_result(state: SagaState, flight: InFlight, message: Message) -> Reac
     env = flight.env
     e = env.payload
     action = "backup" if isinstance(e, BackupRequested) else "delete-backup"
-    done = replace(state, in_flight=None)
+    done = _landed(state, flight)
     match message:
         case Rendered(path=path, content=content, now=now, also=also) if flight.step == "render":
             digest = hashlib.sha256((content or "").encode()).hexdigest()
@@ -398,7 +401,7 @@ def _backup_result(state: SagaState, flight: InFlight, message: Message) -> Reac
                     else f"Delete backup {e.backup_id} of {env.tenant_id} in {e.pop}")
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"] + state.timeouts["commit"])
             commit = Commit(path, content, what, e.operation_id, env.correlation_id, deadline, also)
-            return (replace(state, in_flight=replace(flight, step="commit", path=path, content=content)),
+            return (_flying(state, replace(flight, step="commit", path=path, content=content)),
                     [_send(env, "render", action, RecordBackupRendered(e.backup_id, e.operation_id, digest), now),
                      commit])
         case Committed(sha=sha, changed=changed, now=now) if flight.step == "commit":
@@ -425,7 +428,7 @@ def _cdc_result(state: SagaState, flight: InFlight, message: Message) -> Reactio
     env = flight.env
     e = env.payload
     action = "enable-cdc" if isinstance(e, CdcEnableRequested) else "disable-cdc"
-    done = replace(state, in_flight=None)
+    done = _landed(state, flight)
     match message:
         case Rendered(path=path, content=content, now=now) if flight.step == "render":
             digest = hashlib.sha256((content or "").encode()).hexdigest()
@@ -433,7 +436,7 @@ def _cdc_result(state: SagaState, flight: InFlight, message: Message) -> Reactio
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"] + state.timeouts["commit"])
             commit = Commit(path, content, f"{verb} CDC of {env.tenant_id}/{e.service_name} in {e.pop}",
                             e.operation_id, env.correlation_id, deadline)
-            return (replace(state, in_flight=replace(flight, step="commit", path=path, content=content)),
+            return (_flying(state, replace(flight, step="commit", path=path, content=content)),
                     [_send(env, "render", action, RecordCdcRendered(e.service_id, e.operation_id, digest), now),
                      commit])
         case Committed(sha=sha, changed=changed, now=now) if flight.step == "commit":
@@ -457,7 +460,7 @@ def _result(state: SagaState, flight: InFlight, message: Message) -> Reaction:
     if isinstance(e, CdcEnableRequested | CdcDisableRequested):
         return _cdc_result(state, flight, message)
     action = getattr(e, "action", "revert")
-    done = replace(state, in_flight=None)
+    done = _landed(state, flight)
     match message:
         case Rendered(path=path, content=content, now=now, also=also) if flight.step == "render":
             digest = hashlib.sha256((content or "").encode()).hexdigest()
@@ -465,7 +468,7 @@ def _result(state: SagaState, flight: InFlight, message: Message) -> Reaction:
             deadline = env.occurred_at + timedelta(seconds=state.timeouts["render"] + state.timeouts["commit"])
             commit = Commit(path, content, f"{verb} {env.tenant_id}/{e.name} in {e.pop}", e.operation_id,
                             env.correlation_id, deadline, also)
-            return (replace(state, in_flight=replace(flight, step="commit", path=path, content=content)),
+            return (_flying(state, replace(flight, step="commit", path=path, content=content)),
                     [_send(env, "render", action, RecordServiceClaimRendered(e.service_id, e.operation_id, digest),
                            now), commit])
         case Committed(sha=sha, changed=changed, now=now) if flight.step == "commit":
@@ -487,6 +490,17 @@ def _result(state: SagaState, flight: InFlight, message: Message) -> Reaction:
             return done, [_send(env, f"timeout/{step}", action,
                                 RecordStepTimedOut(e.service_id, e.operation_id, step, state.timeouts[step]), now)]
     return state, []  # an answer about another step than the one in flight changes nothing
+
+
+def _flying(state: SagaState, flight: InFlight) -> SagaState:
+    """`state` with `flight` as its operation's step in flight."""
+    return replace(state, in_flight=MappingProxyType({**state.in_flight, flight.operation_id: flight}))
+
+
+def _landed(state: SagaState, flight: InFlight) -> SagaState:
+    """`state` without a step in flight for `flight`'s operation."""
+    rest = {op: f for op, f in state.in_flight.items() if op != flight.operation_id}
+    return replace(state, in_flight=MappingProxyType(rest))
 
 
 def _send(env: Envelope, step: str, action: str, payload, now: datetime) -> Send:

@@ -20,6 +20,7 @@ import pytest
 
 from gitops import layout
 from gitops.committer import (
+    Change,
     CommitResult,
     GitOpsCommitter,
     RetryPolicy,
@@ -532,3 +533,132 @@ def test_concurrent_processes_keep_a_linear_history(remote, tmp_path):
     assert all(p.exitcode == 0 for p in processes)
     assert_one_linear_commit_per_change(remote, results)
     assert sum(r.retries for r in results) > 0, "expected at least one lost push race"
+
+
+# -- group commits ---------------------------------------------------------------------------------
+
+
+def change(n: int, op: str | None = None, **kwargs) -> Change:
+    return Change(one_file(n), f"Provision acme/svc-{n}", op or f"op-{n}", f"corr-{n}", **kwargs)
+
+
+def test_a_group_is_one_commit_and_one_push_with_every_operations_trailers(remote, make):
+    a, b = make("a"), make("b")
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    results = a.apply_group([change(1), change(2, trace=trace), change(3)])
+
+    assert len(commits(remote)) == 1
+    assert [r.sha for r in results] == [commits(remote)[0][0]] * 3 and all(r.changed for r in results)
+    message = git(remote, "log", "-1", "--format=%B", "main")
+    assert message.startswith("Commit 3 operations\n\nProvision acme/svc-1\nProvision acme/svc-2\n"
+                              "Provision acme/svc-3\n\n")
+    parsed = git(remote, "interpret-trailers", "--parse", stdin=message).splitlines()
+    assert parsed == [
+        "Operation-Id: op-1", "Correlation-Id: corr-1", "Operation-File: op-1 tenants/acme/svc-1.yaml",
+        "Operation-Id: op-2", "Correlation-Id: corr-2", f"Trace-Id: {trace}",
+        "Operation-File: op-2 tenants/acme/svc-2.yaml",
+        "Operation-Id: op-3", "Correlation-Id: corr-3", "Operation-File: op-3 tenants/acme/svc-3.yaml"]
+    for n in (1, 2, 3):  # each operation found by its own trailer, also by another committer
+        assert b.find_commit(f"op-{n}") == results[0].sha
+    assert b.find_commits(["op-1", "op-3", "op-4"]) == {"op-1": results[0].sha, "op-3": results[0].sha}
+    assert a.stats.commits_pushed == 1
+
+
+def test_one_operation_of_a_group_is_reverted_alone(remote, make):
+    a, b = make("a"), make("b")
+    a.apply({"tenants/acme/svc-2.yaml": "old\n"}, "Add svc-2", "op-0", "corr-0")
+    group = a.apply_group([change(1), change(2), change(3)])
+
+    undo = b.before(group[1].sha, "op-2")
+    assert undo == {"tenants/acme/svc-2.yaml": "old\n"}
+    b.apply(undo, "Revert op-2", "op-2-revert", "corr-2")
+    assert a.list_files("tenants/acme") == ["tenants/acme/svc-1.yaml", "tenants/acme/svc-2.yaml",
+                                            "tenants/acme/svc-3.yaml"]
+    assert a.read("tenants/acme/svc-2.yaml") == "old\n"
+    assert b.before(group[0].sha, "op-1") == {"tenants/acme/svc-1.yaml": None}
+    b.apply(b.before(group[0].sha, "op-1"), "Revert op-1", "op-1-revert", "corr-1")
+    assert a.list_files("tenants/acme") == ["tenants/acme/svc-2.yaml", "tenants/acme/svc-3.yaml"]
+
+
+def test_operations_the_repository_already_holds_are_left_out_of_the_group(remote, make):
+    a = make("a")
+    first = a.apply(one_file(1), "Provision acme/svc-1", "op-1", "corr-1")
+    results = a.apply_group([change(1, "op-1-again"), change(2), Change({"tenants/acme/gone.yaml": None},
+                                                                          "Remove gone", "op-9", "corr-9")])
+    assert results[0] == CommitResult(first.sha, False) and results[2] == CommitResult(first.sha, False)
+    assert results[1].changed and results[1].sha != first.sha
+    # only op-2 changed something: committed exactly as apply() commits one operation
+    assert trailers(remote, results[1].sha) == {"Operation-Id": "op-2", "Correlation-Id": "corr-2"}
+    assert a.find_commit("op-1-again") is None and a.find_commit("op-9") is None
+    assert a.apply_group([change(1, "op-x"), change(2, "op-y")]) == [CommitResult(results[1].sha, False)] * 2
+    assert len(commits(remote)) == 2
+
+
+def test_a_group_is_idempotent_by_its_trailers_and_content(remote, make):
+    a = make("a")
+    results = a.apply_group([change(1), change(2)])
+    assert a.find_commits(["op-1", "op-2"]) == {"op-1": results[0].sha, "op-2": results[0].sha}
+    again = a.apply_group([change(1), change(2)])  # what a runner that found no trailer would do
+    assert [r.changed for r in again] == [False, False] and len(commits(remote)) == 1
+
+
+def test_a_group_wins_a_push_race_by_applying_again(remote, make):
+    a, rival = make("a"), make("rival")
+    pushes = 0
+    original = a._push
+
+    def push_after_a_rival(sha):
+        nonlocal pushes
+        pushes += 1
+        if pushes == 1:
+            rival.apply(one_file(9), "Rival", "op-9", "corr-9")
+        return original(sha)
+
+    a._push = push_after_a_rival  # type: ignore[method-assign]
+    results = a.apply_group([change(1), change(2)])
+    assert [r.attempts for r in results] == [2, 2] and all(r.changed for r in results)
+    assert [len(p) for _, p in commits(remote)] == [1, 0]
+    assert a.list_files("tenants/acme") == ["tenants/acme/svc-1.yaml", "tenants/acme/svc-2.yaml",
+                                            "tenants/acme/svc-9.yaml"]
+
+
+@pytest.mark.parametrize(("group", "message"), [
+    ([change(1), Change(one_file(1), "Again", "op-2", "corr-2")], "both change 'tenants/acme/svc-1.yaml'"),
+    ([change(1), change(2, "op-1")], "appears twice"),
+    ([change(1), Change({"../x": "y"}, "Bad", "op-2", "corr-2")], None),
+    ([change(1), Change(one_file(2), "Bad", "op 2", "corr-2")], "operation_id"),
+])
+def test_an_invalid_group_commits_nothing(remote, make, group, message):
+    with pytest.raises((InvalidChange, InvalidPath), match=message):
+        make("a").apply_group(group)
+    assert git(remote, "for-each-ref").strip() == ""
+
+
+def test_an_empty_group_does_nothing(remote, make):
+    assert make("a").apply_group([]) == []
+
+
+def test_a_group_after_changes_apart_is_one_push_and_skips_what_is_committed_already(remote, make):
+    a = make("a")
+    earlier = a.apply_group([change(1), change(2)])
+    app = Change({"argocd/applications/acme-lagos.yaml": "kind: Application\n"}, "Add Argo CD Application",
+                 "op-app", "corr-app")
+    pushes = 0
+    original = a._push
+
+    def counted(sha):
+        nonlocal pushes
+        pushes += 1
+        return original(sha)
+
+    a._push = counted  # type: ignore[method-assign]
+    results = a.apply_group([change(1), change(3), change(4)], apart=[app], once=True)
+    assert pushes == 1
+    assert results[0] == CommitResult(earlier[0].sha, True)  # committed before: found, not again
+    history = commits(remote)
+    assert len(history) == 3 and results[1].sha == results[2].sha == history[0][0]
+    assert history[1][0] == a.find_commit("op-app") and changed_files(remote, history[1][0]) == [
+        "argocd/applications/acme-lagos.yaml"]
+    assert trailers(remote, history[1][0]) == {"Operation-Id": "op-app", "Correlation-Id": "corr-app"}
+    again = a.apply_group([change(3)], apart=[app], once=True)  # the Application is there already
+    assert again == [CommitResult(results[1].sha, True)] and len(commits(remote)) == 3

@@ -257,3 +257,39 @@ def test_ensure_renderer_is_idempotent_and_prints_only_the_path(renderer_bin: st
     result = subprocess.run([str(ENSURE_RENDERER)], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout == renderer_bin + "\n"
     assert result.stderr == ""
+
+
+def test_prefetched_renders_are_taken_by_the_same_render_in_any_order(renderer_bin: str) -> None:
+    services = [{**SERVICE, "name": f"svc-{i}", "replicas": 1 + i % 5} for i in range(Renderer.WINDOW * 2 + 3)]
+    with Renderer(renderer_bin) as direct, Renderer(renderer_bin) as ahead:
+        expected = [direct.template(SERVICE_CHART, v, v["name"], "tenant-acme") for v in services]
+        for values in services:  # more than the window: the rest are written as answers are read
+            ahead.prefetch(SERVICE_CHART, values, values["name"], "tenant-acme")
+        got = {i: ahead.template(SERVICE_CHART, services[i], services[i]["name"], "tenant-acme")
+               for i in reversed(range(len(services)))}
+        assert [got[i] for i in range(len(services))] == expected
+        assert ahead.starts == 1 and not ahead._answers and not ahead._ahead
+
+
+def test_a_prefetched_refusal_is_raised_by_its_render_and_the_rest_forgotten(renderer_bin: str) -> None:
+    bad = {**SERVICE, "cpu": "two"}
+    with Renderer(renderer_bin) as one:
+        one.prefetch(SERVICE_CHART, bad, "orders-db", "tenant-acme")
+        for i in range(5):
+            one.prefetch(SERVICE_CHART, {**SERVICE, "name": f"svc-{i}"}, f"svc-{i}", "tenant-acme")
+        with pytest.raises(RenderError, match="at '/cpu': got string, want number"):
+            one.render(SERVICE_CHART, bad, "orders-db", "tenant-acme")
+        one.forget()
+        assert one.template(SERVICE_CHART, SERVICE, "orders-db", "tenant-acme")  # unwanted answers dropped
+        assert not one._answers and not one._ahead and not one._sent and not one._unwanted
+
+
+def test_prefetching_for_a_dead_renderer_shows_at_the_render(renderer_bin: str) -> None:
+    with Renderer(renderer_bin) as one:
+        one.prefetch(SERVICE_CHART, SERVICE, "orders-db", "tenant-acme")
+        assert one._proc is not None
+        one._proc.kill()
+        one._proc.wait()
+        assert one.template(SERVICE_CHART, SERVICE, "orders-db", "tenant-acme") == one.template(
+            SERVICE_CHART, SERVICE, "orders-db", "tenant-acme")
+        assert one.starts == 2

@@ -1,4 +1,5 @@
-"""Crash safety of the service saga: SIGKILLed again and again while operations flow, it ends
+"""Crash safety of the service saga: SIGKILLed again and again while operations flow (sent in waves,
+since the saga commits what a batch of input asks for together), it ends
 with exactly one GitOps commit per operation (found by its Operation-Id trailer), every
 operation committed and awaiting its PoP, and no step recorded twice."""
 from __future__ import annotations
@@ -22,13 +23,6 @@ def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
     publisher = stack.publisher()
     creates = [command(tenant, CreateService(str(uuid.uuid4()), f"db-{i}", "scylla", "ashburn", "small"))
                for i in range(24)]
-    try:
-        publisher.publish(command(tenant, CreateOrganization(tenant, tenant)))
-        for c in creates:
-            publisher.publish_async(c)
-        publisher.producer.flush(30)
-    finally:
-        publisher.close()
     ops = [operation_id(tenant, c.command_id) for c in creates]
 
     def committed() -> int:
@@ -36,15 +30,14 @@ def test_saga_killed_at_step_boundaries_commits_each_operation_once(stack):
             return conn.execute("select count(*) from operations where id = any(%s) and done_steps >= 2",
                                 (ops,)).fetchone()[0]
 
-    # Kill the saga whenever it has moved on by at least one operation, until all are committed.
-    kills, seen = 0, -1
-    while (done := committed()) < len(ops):
-        if done > seen and kills < 5:
-            kill(stack, "saga", timeout=90)
-            kills += 1
-            seen = done
-        wait_for(lambda: committed() > done or committed() == len(ops), timeout=180,
-                 what="the saga to make progress after a restart")
+    # Kill the saga as soon as each wave of creations has moved it on, until all are committed.
+    try:
+        publisher.publish(command(tenant, CreateOrganization(tenant, tenant)))
+        kills = _in_waves(stack, publisher, [creates[i:i + 6] for i in range(0, len(creates), 6)], committed,
+                          "the saga to make progress")
+    finally:
+        publisher.close()
+    wait_for(lambda: committed() == len(ops), timeout=180, what="every creation to be committed")
     assert kills >= 3
 
     remote = stack.gitops_remote.removeprefix("file://")
@@ -64,6 +57,22 @@ def _pop_reports(stack, tenant: str, reports: list[tuple[str, str, str]]) -> Non
     for service_id, op_id, phase in reports:
         stack.report("ashburn", tenant, service_id, op_id, phase,
                      reason="no capacity" if phase == "Failed" else None)
+
+
+def _in_waves(stack, publisher, waves, progress, what: str) -> int:
+    """Publish `waves` of commands one after the other and SIGKILL the saga as soon as each has moved
+    `progress()` on (the rest of the wave may still be in flight). The saga commits what a batch of
+    input asks for together, so commands sent all at once would be done before a second kill."""
+    kills = 0
+    for wave in waves:
+        before = progress()
+        for c in wave:
+            publisher.publish_async(c)
+        publisher.producer.flush(30)
+        wait_for(lambda before=before: progress() > before, timeout=180, what=what)
+        kill(stack, "saga", timeout=90)
+        kills += 1
+    return kills
 
 
 def _kill_while(stack, progress, total: int, what: str, most: int = 4) -> int:
@@ -106,15 +115,15 @@ def test_saga_killed_during_scales_deletes_and_compensations_ends_each_once(stac
 
         scales = [command(tenant, ScaleService(sid, cpu=2)) for sid in ids[:6]]
         deletes = [command(tenant, DeleteService(sid)) for sid in ids[6:]]
-        for c in (*scales, *deletes):
-            publisher.publish_async(c)
-        publisher.producer.flush(30)
+        scale_ops = [operation_id(tenant, c.command_id) for c in scales]
+        delete_ops = [operation_id(tenant, c.command_id) for c in deletes]
+        ops = scale_ops + delete_ops
+        mixed = [c for pair in zip(scales, deletes, strict=True) for c in pair]
+        kills = _in_waves(stack, publisher, [mixed[i:i + 4] for i in range(0, len(mixed), 4)],
+                          lambda: rows(ops, "done_steps >= 2"), "scales and deletes to commit")
     finally:
         publisher.close()
-    scale_ops = [operation_id(tenant, c.command_id) for c in scales]
-    delete_ops = [operation_id(tenant, c.command_id) for c in deletes]
-    ops = scale_ops + delete_ops
-    kills = _kill_while(stack, lambda: rows(ops, "done_steps >= 2"), len(ops), "scales and deletes to commit")
+    kills += _kill_while(stack, lambda: rows(ops, "done_steps >= 2"), len(ops), "scales and deletes to commit")
 
     failing, passing = scale_ops[:3], scale_ops[3:]
     _pop_reports(stack, tenant, [(ids[scale_ops.index(op)], op, "Failed") for op in failing]

@@ -87,6 +87,19 @@ def test_history_keeps_the_newest_touch_and_the_newest_deletion_of_each_path():
     assert parse_history("") == History({}, {})
 
 
+def test_each_file_of_a_group_commit_has_its_own_operations_trailers():
+    message = ("Commit 2 operations\n\nApply acme/x in local\nRemove acme/y in local\n\n"
+               "Operation-Id: op-1\nCorrelation-Id: k1\nTrace-Id: 00-aa-bb-01\n"
+               "Operation-File: op-1 tenants/a/local/x.yaml\n"
+               "Operation-Id: op-2\nCorrelation-Id: k2\nOperation-File: op-2 tenants/a/local/y.yaml\n")
+    log = (f"\x1ec2\n{message}\x1f\n\nA\ttenants/a/local/x.yaml\nD\ttenants/a/local/y.yaml\n"
+           "\x1ec1\nApply\n\nOperation-Id: op-0\n\x1f\n\nA\ttenants/a/local/y.yaml\n")
+    history = parse_history(log)
+    assert history.last["tenants/a/local/x.yaml"] == CommitRef("c2", "op-1", "k1", "A", "00-aa-bb-01")
+    assert history.last["tenants/a/local/y.yaml"] == CommitRef("c2", "op-2", "k2", "D")
+    assert history.deleted["tenants/a/local/y.yaml"] == CommitRef("c2", "op-2", "k2", "D")
+
+
 def test_newer_history_overrides_older():
     old = History({"p": CommitRef("c1", "op-1", None, "A")}, {})
     new = History({"p": CommitRef("c2", "op-2", None, "D")}, {"p": CommitRef("c2", "op-2", None, "D")})

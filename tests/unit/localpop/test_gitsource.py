@@ -90,3 +90,21 @@ def test_an_unusable_remote_is_a_transient_error(tmp_path):
     source = GitSource((tmp_path / "missing.git").as_uri(), tmp_path / "mirror.git", "local")
     with pytest.raises(GitUnavailable, match="cannot be read"):
         source.snapshot()
+
+
+def test_each_claim_of_a_group_commit_belongs_to_its_own_operation(repo, tmp_path):
+    from gitops.committer import Change, GitOpsCommitter
+
+    remote, _ = repo
+    saga = GitOpsCommitter(str(remote), tmp_path / "saga", "saga", "saga@dbaas.invalid")
+    saga.apply({ORDERS: CLAIM.format(name="orders", sid="s1")}, "Apply acme/orders in local", "op-0", "corr-0")
+    trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    [removed, added] = saga.apply_group([
+        Change({ORDERS: None}, "Remove acme/orders in local", "op-1", "corr-1"),
+        Change({CACHE: CLAIM.format(name="cache", sid="s2")}, "Apply acme/cache in local", "op-2", "corr-2", trace)])
+    assert removed.sha == added.sha and removed.changed and added.changed
+    snap = GitSource(str(remote), tmp_path / "mirror.git", "local").snapshot()
+    assert set(snap.claims) == {CACHE}
+    cache, orders = snap.history.last[CACHE], snap.history.deleted[ORDERS]
+    assert (cache.sha, cache.operation_id, cache.correlation_id, cache.trace) == (added.sha, "op-2", "corr-2", trace)
+    assert (orders.sha, orders.operation_id, orders.correlation_id, orders.trace) == (added.sha, "op-1", "corr-1", None)

@@ -56,7 +56,7 @@ def test_a_backup_is_rendered_then_committed_and_both_recorded():
     assert "Back up acme/orders in local" == commit.message
     state, [committed] = react(state, Committed(OP, "c0ffee", True, T0))
     assert committed.command.payload == RecordBackupCommitted(BK, OP, PATH, "c0ffee", True)
-    assert state.in_flight is None
+    assert not state.in_flight
 
 
 def test_a_deletion_removes_the_claim_file():
@@ -102,7 +102,7 @@ def test_a_failed_backup_with_a_committed_claim_is_reverted_and_the_revert_recor
     state, [revert] = react(fresh(), EventArrived(env(failed), T0))
     assert isinstance(revert, Revert) and revert.revert_id == revert_operation_id(OP)
     state, [send] = react(state, Reverted(OP, "5ca1ab1e", T0))
-    assert send.command.payload == RecordBackupReverted(BK, OP, "5ca1ab1e") and state.in_flight is None
+    assert send.command.payload == RecordBackupReverted(BK, OP, "5ca1ab1e") and not state.in_flight
 
 
 def test_a_backup_report_of_the_pops_own_key_is_relayed():

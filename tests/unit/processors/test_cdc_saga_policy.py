@@ -59,7 +59,7 @@ def test_enabling_renders_the_connector_then_commits_it_and_records_both():
 
     state, [committed] = react(state, Committed(OP, "c0ffee", True, T0))
     assert committed.command.payload == RecordCdcCommitted(SVC, OP, PATH, "c0ffee", True)
-    assert state.in_flight is None
+    assert not state.in_flight
 
 
 def test_disabling_removes_the_file():

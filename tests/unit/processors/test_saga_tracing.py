@@ -46,12 +46,19 @@ class TracedGit(FakeGit):
         self.traces.append(trace)
         return super().apply(changes, message, operation_id=operation_id, correlation_id=correlation_id)
 
+    def apply_group(self, group, **kwargs):
+        self.traces += [change.trace for change in group]
+        return super().apply_group(group, **kwargs)
+
 
 class TracedSink(list):
     """The command publisher's view: the trace context current when each command is sent."""
 
     def send(self, command):
         self.append((command, tracing.current_traceparent()))
+
+    def flush(self):
+        pass
 
 
 def traced(msg: FakeMessage, traceparent: str = TP) -> FakeMessage:
@@ -113,3 +120,31 @@ def test_tracing_off_leaves_the_ports_calls_as_they_were():
     r.handle(traced(event_msg(started())), STOP)
     assert r.git.commits[-1][1] == OP and isinstance(r.git.apply({}, "m", operation_id="x", correlation_id="y"),
                                                      Result)
+
+
+def test_operations_committed_together_each_continue_their_own_trace(spans):
+    other_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    git = TracedGit()
+    r = runner(git)
+    r.commands = TracedSink()
+    first = traced(event_msg(started()))
+    second = traced(event_msg(started(op="op-2", name="users", service="svc-2"), offset=1), other_trace)
+    r.handle_batch([first, second], STOP)
+    assert git.groups == [[OP, "op-2"]]
+    commits = sorted((s for s in spans.get_finished_spans() if s.name == "commit"),
+                     key=lambda s: dict(s.attributes)["dbaas.operation_id"])
+    assert [f"{s.context.trace_id:032x}" for s in commits] == [TRACE, "0af7651916cd43dd8448eb211c80319c"]
+    assert git.traces == [f"00-{TRACE}-{span_id(commits[0])}-01",
+                          f"00-0af7651916cd43dd8448eb211c80319c-{span_id(commits[1])}-01"]
+    recorded = {c.payload.operation_id: tp for c, tp in r.commands
+                if c.payload.__class__.__name__ == "RecordServiceClaimCommitted"}
+    assert recorded[OP].split("-")[1] == TRACE and recorded["op-2"].split("-")[1] == other_trace.split("-")[1]
+
+
+def test_tracing_off_a_group_commit_of_traced_inputs_has_no_trailer():
+    git = TracedGit()
+    r = runner(git)
+    first = traced(event_msg(started()))
+    second = traced(event_msg(started(op="op-2", name="users", service="svc-2"), offset=1))
+    r.handle_batch([first, second], STOP)
+    assert git.groups == [[OP, "op-2"]] and git.traces == [None, None]

@@ -74,8 +74,9 @@ def env(payload, at: datetime = T0, event_id: str = "ev-1", tenant: str = TENANT
     return Envelope(event_id, tenant, "service", SVC, 3, at, "cmd-1", corr, None, payload)
 
 
-def started(action: str = "apply", op: str = OP, pop: str = "frankfurt") -> OperationStarted:
-    return OperationStarted(op, SVC, action, "orders", "yugabyte", "2024.2", pop, "small", Resources(1.0, 2, 10, 1))
+def started(action: str = "apply", op: str = OP, pop: str = "frankfurt", name: str = "orders",
+            service: str = SVC) -> OperationStarted:
+    return OperationStarted(op, service, action, name, "yugabyte", "2024.2", pop, "small", Resources(1.0, 2, 10, 1))
 
 
 def fresh() -> SagaState:
@@ -99,7 +100,7 @@ def run(state: SagaState, *messages):
 def test_a_started_operation_asks_for_a_render_due_by_the_events_time_plus_the_render_timeout():
     state, effects = react(fresh(), EventArrived(env(started()), T0 + timedelta(seconds=5)))
     assert effects == [Render(TENANT, started(), T0 + timedelta(seconds=120))]
-    assert state.in_flight == InFlight(env(started()), "render")
+    assert state.in_flight == {OP: InFlight(env(started()), "render")}
 
 
 def test_a_render_is_recorded_then_committed_with_the_operations_trailers_and_a_longer_deadline():
@@ -113,7 +114,7 @@ def test_a_render_is_recorded_then_committed_with_the_operations_trailers_and_a_
     assert (c.command_id, c.tenant_id, c.actor, c.issued_at, c.correlation_id, c.causation_id) == (
         step_command_id(OP, "render"), TENANT, SAGA_ACTOR, now, CORR, "ev-1")
     assert commit == Commit(PATH, MANIFESTS, "Apply acme/orders in frankfurt", OP, CORR, T0 + timedelta(seconds=420))
-    assert state.in_flight == InFlight(env(started()), "commit", PATH, MANIFESTS)
+    assert state.in_flight == {OP: InFlight(env(started()), "commit", PATH, MANIFESTS)}
 
 
 def test_a_commit_is_recorded_with_its_sha_and_ends_the_step():
@@ -121,7 +122,7 @@ def test_a_commit_is_recorded_with_its_sha_and_ends_the_step():
                          Committed(OP, "abc", True, T0))
     assert sent(effects)[-1] == RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, "abc", True)
     assert effects[-1].command.command_id == step_command_id(OP, "commit")
-    assert state.in_flight is None
+    assert not state.in_flight
 
 
 def test_a_delete_removes_the_file_and_records_the_digest_of_nothing():
@@ -146,7 +147,7 @@ def test_a_step_refused_for_good_fails_the_operation_with_the_reason(step, befor
     state, effects = react(state, StepRefused(OP, step, "the reason", T0))
     assert sent(effects) == [RecordStepFailed(SVC, OP, step, "the reason")] and len(effects) == 1
     assert effects[-1].command.command_id == step_command_id(OP, f"failed/{step}")
-    assert state.in_flight is None
+    assert not state.in_flight
 
 
 @pytest.mark.parametrize("step, before, seconds", [
@@ -157,7 +158,7 @@ def test_a_step_out_of_time_times_the_operation_out(step, before, seconds):
     state, effects = run(fresh(), EventArrived(env(started()), T0), *before, StepTimedOut(OP, step, T0))
     assert sent(effects)[-1] == RecordStepTimedOut(SVC, OP, step, seconds)
     assert effects[-1].command.command_id == step_command_id(OP, f"timeout/{step}")
-    assert state.in_flight is None
+    assert not state.in_flight
 
 
 @pytest.mark.parametrize("answer, reason", [
@@ -245,7 +246,7 @@ def test_the_same_operation_ids_of_two_tenants_never_mix():
 def test_replaying_the_log_rebuilds_deadlines_and_asks_for_nothing():
     log = [env(started()), committed(), env(started("apply", "op-2")), env(ServiceFailed("op-0", SVC, "x", True))]
     state, effects = run(fresh(), *(EventReplayed(e) for e in log))
-    assert effects == [] and state.in_flight is None
+    assert effects == [] and not state.in_flight
     assert list(state.awaiting) == [OP]
     # The consumer then reads the same commit again: nothing changes.
     assert react(state, EventArrived(committed(), T0)) == (state, [])
@@ -279,7 +280,7 @@ def test_a_compensated_operation_is_reverted_then_recorded(payload):
     assert effects == [Send(replace(effects[0].command, payload=RecordServiceClaimReverted(SVC, OP, "def")),
                             "revert", "revert")]
     assert effects[0].command.command_id == step_command_id(OP, "revert")
-    assert state.in_flight is None
+    assert not state.in_flight
 
 
 def test_a_revert_that_changed_nothing_is_recorded_without_a_sha():
@@ -292,7 +293,7 @@ def test_a_revert_refused_for_good_dead_letters_its_event():
                          StepRefused(OP, "revert", "a folder of that name exists", T0))
     assert effects[-1] == DeadLetter("the revert could not be committed to GitOps: a folder of that name exists",
                                      "compensation_refused")
-    assert sent(effects) == [] and state.in_flight is None
+    assert sent(effects) == [] and not state.in_flight
 
 
 def test_a_revert_never_times_out():
@@ -367,35 +368,78 @@ class Result:
 
 
 class FakeGit:
-    """A repository as a list of commits (operation id, files after it); `failures` are raised by
-    the next `apply` calls, in turn."""
+    """A repository as a list of commits (operation ids, files after it, files of each operation);
+    `failures` are raised by the next `apply`/`apply_group` calls, in turn."""
 
     def __init__(self, files=None):
         self.commits: list[tuple[str, str, dict]] = [("root", "bootstrap", dict(files or {}))]
+        self.owners: dict[str, dict[str, set]] = {}  # sha -> operation -> its files, of group commits
         self.failures: list[Exception] = []
         self.applied = 0
+        self.groups: list[list[str]] = []  # the operations of each group commit
+        self.searches = 0
+        self.refused: set[str] = set()  # paths git refuses for good (InvalidChange)
 
     def files(self) -> dict:
         return self.commits[-1][2]
 
     def find_commit(self, operation_id):
-        return next((sha for sha, op, _ in self.commits if op == operation_id), None)
+        return next((sha for sha, op, _ in self.commits if operation_id in op.split(",")), None)
 
-    def before(self, sha):
+    def find_commits(self, operation_ids):
+        self.searches += 1
+        return {op: sha for op in operation_ids if (sha := self.find_commit(op)) is not None}
+
+    def before(self, sha, operation_id=None):
         i = next(i for i, c in enumerate(self.commits) if c[0] == sha)
         prev, this = self.commits[i - 1][2], self.commits[i][2]
-        return {p: prev.get(p) for p in set(prev) | set(this) if prev.get(p) != this.get(p)}
+        mine = self.owners.get(sha, {}).get(operation_id)
+        return {p: prev.get(p) for p in set(prev) | set(this)
+                if prev.get(p) != this.get(p) and (mine is None or p in mine)}
 
-    def apply(self, changes, message, *, operation_id, correlation_id):
+    def apply(self, changes, message, *, operation_id, correlation_id, trace=None):
         if self.failures:
             raise self.failures.pop(0)
+        self._refuse(changes)
         self.applied += 1
+        return self._commit(changes, operation_id)
+
+    def _refuse(self, changes):
+        if bad := sorted(self.refused & set(changes)):
+            raise InvalidChange(f"cannot write {bad[0]!r}: a folder of that name exists")
+
+    def apply_group(self, group, *, apart=(), once=False):
+        if self.failures:
+            raise self.failures.pop(0)
+        for change in group:
+            self._refuse(change.changes)
+        self.applied += 1
+        found = self.find_commits([c.operation_id for c in group]) if once else {}
+        for change in apart:
+            self._commit(change.changes, change.operation_id)
+        results = iter(self._group([c for c in group if c.operation_id not in found]))
+        return [Result(found[c.operation_id], True) if c.operation_id in found else next(results) for c in group]
+
+    def _group(self, group):
+        if not group:
+            return []
+        base = self.files()
+        changed = [c for c in group if any(base.get(p) != t for p, t in c.changes.items())]
+        result = self._commit({p: t for c in group for p, t in c.changes.items()},
+                              ",".join(c.operation_id for c in changed))
+        if result.changed:
+            self.groups.append([c.operation_id for c in changed])
+            self.owners[result.sha] = {c.operation_id: set(c.changes) for c in changed}
+        return [result if c in changed else Result(self.commits[-2 if result.changed else -1][0], False)
+                for c in group]
+
+    def _commit(self, changes, operation_ids):
         files = {**self.files(), **changes}
         files = {p: c for p, c in files.items() if c is not None}
         if files == self.files():
             return Result(self.commits[-1][0], False)
         sha = f"sha{len(self.commits)}"
-        self.commits.append((sha, operation_id, files))
+        self.commits.append((sha, operation_ids, files))
         return Result(sha, True)
 
 
@@ -422,8 +466,15 @@ class FakeClock:
 
 
 class Sink(list):
+    def __init__(self):
+        super().__init__()
+        self.flushed = 0  # how many were sent when last flushed
+
     def send(self, *args):
         self.append(args if len(args) > 1 else args[0])
+
+    def flush(self):
+        self.flushed = len(self)
 
 
 class FakeSource:
@@ -471,7 +522,7 @@ def test_runner_carries_an_operation_through_render_and_commit():
     assert payloads(r) == [RecordServiceClaimRendered(SVC, OP, hashlib.sha256(MANIFESTS.encode()).hexdigest()),
                            RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, "sha1", True)]
     assert r.git.files() == {PATH: MANIFESTS} and r.git.commits[-1][1] == OP
-    assert r.state.in_flight is None
+    assert not r.state.in_flight
 
 
 def test_runner_never_commits_an_operation_twice():
@@ -590,7 +641,8 @@ def test_runner_dead_letters_undecodable_input_and_commits_offsets_after_effects
             return self.calls > 1
 
     r.run(OnceThrough())
-    assert source.committed == [0, 1]
+    assert source.committed == [1]  # the batch's last offset, once its commands were delivered
+    assert r.commands.flushed == len(r.commands)
     assert [m for m, _, _ in r.dead_letters] == [bad]
     assert REGISTRY.get_sample_value("dbaas_saga_dead_lettered_total") == dead_before + 1
     assert len(payloads(r)) == 2
@@ -605,7 +657,8 @@ class KubeRenderer(FakeRenderer):
 
     def render(self, tenant_id, e):
         path, content = super().render(tenant_id, e)
-        return path, content, {APP: "application", RECORD: "record" if e.action == "delete" else None}
+        record = f"tenants/{tenant_id}/{e.pop}/deletions/{e.name}.yaml"  # RECORD for "orders"
+        return path, content, {APP: "application", record: "record" if e.action == "delete" else None}
 
 
 class ReadableGit(FakeGit):
@@ -633,3 +686,140 @@ def test_runner_writes_a_deletion_record_only_when_there_is_something_to_delete(
     r2 = runner(git2, KubeRenderer())
     r2.handle(event_msg(started(action="delete")), STOP)
     assert git2.files() == {APP: "application", RECORD: "record"}
+
+
+# -- several operations at once: the policy keeps each in flight, the runner commits them together
+def test_several_operations_are_in_flight_at_once_and_answered_in_any_order():
+    other = started(op="op-2", name="users", service="svc-2")
+    state, _ = run(fresh(), EventArrived(env(started()), T0), EventArrived(env(other, event_id="ev-2"), T0))
+    assert set(state.in_flight) == {OP, "op-2"}
+    state, effects = run(state, Rendered("op-2", "tenants/acme/frankfurt/users.yaml", MANIFESTS, T0),
+                         Rendered(OP, PATH, MANIFESTS, T0))
+    assert [e.operation_id for e in effects if isinstance(e, Commit)] == ["op-2", OP]
+    state, effects = run(state, Committed(OP, "abc", True, T0))
+    assert sent(effects) == [RecordServiceClaimCommitted(SVC, OP, "frankfurt", PATH, "abc", True)]
+    assert set(state.in_flight) == {"op-2"}
+    state, effects = run(state, Committed("op-2", "abc", True, T0))
+    assert sent(effects)[0].operation_id == "op-2" and not state.in_flight
+
+
+def creations(n: int, at=T0) -> list[FakeMessage]:
+    return [event_msg(started(op=f"op-{i}", name=f"svc-{i}", service=f"svc-{i}"), at=at, offset=i) for i in range(n)]
+
+
+def committed_records(r: SagaRunner) -> dict:
+    return {p.operation_id: p for p in payloads(r) if isinstance(p, RecordServiceClaimCommitted)}
+
+
+def test_runner_commits_a_batchs_operations_in_one_commit_each_recorded_with_it():
+    r = runner()
+    r.handle_batch(creations(3), STOP)
+    assert r.git.groups == [["op-0", "op-1", "op-2"]] and len(r.git.commits) == 2 and r.git.searches == 1
+    assert committed_records(r) == {f"op-{i}": RecordServiceClaimCommitted(
+        f"svc-{i}", f"op-{i}", "frankfurt", f"tenants/acme/frankfurt/svc-{i}.yaml", "sha1", True) for i in range(3)}
+    kinds = [type(p).__name__ for p in payloads(r)]
+    assert kinds == ["RecordServiceClaimRendered"] * 3 + ["RecordServiceClaimCommitted"] * 3
+    assert r.commands.flushed == 6 and not r.state.in_flight and r._started == {}
+
+
+def test_runner_never_commits_a_group_twice_after_a_crash():
+    git = FakeGit()
+    runner(git).handle_batch(creations(3), STOP)
+    again = runner(git)  # restarted before the batch's offsets were committed; one more came meanwhile
+    again.handle_batch(creations(4), STOP)
+    assert git.groups == [["op-0", "op-1", "op-2"], ["op-3"]] and len(git.commits) == 3
+    assert git.commits[-1][1] == "op-3" and git.searches == 2
+    assert {op: p.sha for op, p in committed_records(again).items()} == {
+        "op-0": "sha1", "op-1": "sha1", "op-2": "sha1", "op-3": "sha2"}
+
+
+def test_runner_reverts_one_operation_of_a_group_alone():
+    git = FakeGit()
+    r = runner(git)
+    r.handle_batch(creations(3), STOP)
+    r.handle(event_msg(ServiceFailed("op-1", "svc-1", "pop said no", compensate=True)), STOP)
+    assert sorted(git.files()) == ["tenants/acme/frankfurt/svc-0.yaml", "tenants/acme/frankfurt/svc-2.yaml"]
+    assert payloads(r)[-1] == RecordServiceClaimReverted("svc-1", "op-1", "sha2")
+
+
+def test_runner_records_an_operation_the_repository_already_holds_as_unchanged():
+    git = FakeGit({"tenants/acme/frankfurt/svc-1.yaml": MANIFESTS})
+    r = runner(git)
+    r.handle_batch(creations(3), STOP)
+    assert git.groups == [["op-0", "op-2"]]
+    assert {op: (p.sha, p.changed) for op, p in committed_records(r).items()} == {
+        "op-0": ("sha1", True), "op-1": ("root", False), "op-2": ("sha1", True)}
+
+
+def test_runner_commits_a_refused_group_one_operation_at_a_time_so_only_the_faulty_one_fails():
+    git = FakeGit()
+    git.refused = {"tenants/acme/frankfurt/svc-1.yaml"}
+    r = runner(git)
+    r.handle_batch(creations(3), STOP)
+    assert [op for _, op, _ in git.commits[1:]] == ["op-0", "op-2"]
+    failed = [p for p in payloads(r) if isinstance(p, RecordStepFailed)]
+    assert [(p.operation_id, p.step) for p in failed] == [("op-1", "commit")]
+    assert "a folder of that name exists" in failed[0].reason
+    assert sorted(committed_records(r)) == ["op-0", "op-2"]
+
+
+def test_runner_retries_a_group_each_operation_until_its_own_deadline():
+    r = runner()
+    late = event_msg(started(op="op-late", name="late", service="svc-late"), at=T0 - timedelta(seconds=405))
+    r.git.failures = [OSError("connection reset")] * 6  # retried after 0.5, 1, 2, 4, 8, 16 s
+    r.handle_batch([late, *creations(2)], STOP)
+    assert [p for p in payloads(r) if isinstance(p, RecordStepTimedOut)] == [
+        RecordStepTimedOut("svc-late", "op-late", "commit", 300)]
+    assert r.git.groups == [["op-0", "op-1"]] and sorted(committed_records(r)) == ["op-0", "op-1"]
+
+
+def test_runner_handles_an_input_twice_in_one_batch_without_a_second_commit():
+    r = runner()
+    batch = creations(2)
+    r.handle_batch([*batch, batch[0]], STOP)
+    assert len(r.git.commits) == 2 and r.git.groups == [["op-0", "op-1"]]
+    assert sorted(committed_records(r)) == ["op-0", "op-1"]
+    assert len([p for p in payloads(r) if isinstance(p, RecordServiceClaimCommitted)]) == 2
+
+
+def test_runner_commits_what_waits_before_a_revert():
+    git = FakeGit()
+    r = runner(git)
+    r.handle(event_msg(started(op="op-9", name="old", service="svc-9")), STOP)
+    r.handle_batch([*creations(2), event_msg(ServiceFailed("op-9", "svc-9", "no", compensate=True), offset=5)], STOP)
+    assert [op for _, op, _ in git.commits[1:]] == ["op-9", "op-0,op-1", revert_operation_id("op-9")]
+
+
+def test_runner_commits_a_kube_pops_applications_apart_once_for_a_group():
+    git = ReadableGit()
+    r = runner(git, KubeRenderer())
+    r.handle_batch(creations(3), STOP)
+    assert git.commits[1][2] == {APP: "application"} and git.groups == [["op-0", "op-1", "op-2"]]
+    r.handle(event_msg(ServiceFailed("op-1", "svc-1", "pop said no", compensate=True)), STOP)
+    assert sorted(git.files()) == [APP, "tenants/acme/frankfurt/svc-0.yaml", "tenants/acme/frankfurt/svc-2.yaml"]
+
+
+class AheadRenderer(FakeRenderer):
+    """A renderer that can render ahead: records what it was asked for before its renders."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list = []
+
+    def prefetch(self, started):
+        self.calls.append(("prefetch", [e.operation_id for _, e in started]))
+
+    def forget(self):
+        self.calls.append(("forget",))
+
+    def render(self, tenant_id, e):
+        self.calls.append(("render", e.operation_id))
+        return super().render(tenant_id, e)
+
+
+def test_runner_asks_a_renderer_for_a_batchs_services_ahead_and_then_forgets_the_rest():
+    r = runner(renderer=AheadRenderer())
+    r.handle_batch([*creations(2), FakeMessage("dbaas.events", b"garbage", offset_=9)], STOP)
+    assert r.renderer.calls == [("prefetch", ["op-0", "op-1"]), ("render", "op-0"), ("render", "op-1"),
+                                ("forget",)]
+    assert r.git.groups == [["op-0", "op-1"]]
