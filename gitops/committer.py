@@ -204,24 +204,14 @@ class _Tip:
     tree: str
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """A validated :class:`Change`: normalized changes and its trailers' values."""
-
-    changes: dict[str, str | None]
-    message: str
-    operation_id: str
-    correlation_id: str
-    trace: str | None
-
-
 @dataclass
 class _Plan:
-    """What one apply() or apply_group() call commits: ``entries`` together, after each of
-    ``apart`` alone; ``once``: leave out entries whose trailer is in the history."""
+    """What one apply() or apply_group() call commits: ``entries`` (validated changes, `_entry`)
+    together, after each of ``apart`` alone; ``once``: leave out entries whose trailer is in the
+    history."""
 
-    entries: list[_Entry]
-    apart: list[_Entry] = field(default_factory=list)
+    entries: list[Change]
+    apart: list[Change] = field(default_factory=list)
     once: bool = False
 
 
@@ -510,7 +500,7 @@ class GitOpsCommitter:
         self._needs_clean = False
         return tip
 
-    def _commit(self, entries: list[_Entry], parent: _Tip | None) -> tuple[_Tip | None, list[bool]]:
+    def _commit(self, entries: list[Change], parent: _Tip | None) -> tuple[_Tip | None, list[bool]]:
         """Write every entry's changes into the work tree and index; commit if the tree differs
         from ``parent``'s. Returns the new commit (or None) and which entries changed something."""
         self._needs_clean = True
@@ -761,15 +751,16 @@ def normalize_changes(changes: Mapping[str, str | None]) -> dict[str, str | None
     return result
 
 
-def _entry(change: Change) -> _Entry:
-    """Validate one operation's change; its trace is dropped when unusable (as compose_message does)."""
+def _entry(change: Change) -> Change:
+    """One operation's change validated: its changes normalized, its message stripped, its trace
+    dropped when unusable (as compose_message does)."""
     compose_message(change.message, change.operation_id, change.correlation_id)
     trace = change.trace if change.trace is not None and _ID.match(change.trace) else None
-    return _Entry(normalize_changes(change.changes), change.message.strip(), change.operation_id,
+    return Change(normalize_changes(change.changes), change.message.strip(), change.operation_id,
                   change.correlation_id, trace)
 
 
-def _group_message(changed: list[tuple[_Entry, list[str]]]) -> str:
+def _group_message(changed: list[tuple[Change, list[str]]]) -> str:
     """The message of a commit of the entries that changed something, with the files each changed:
     one entry's is exactly :func:`compose_message`'s; several entries' list their messages and then
     their trailers in turn, each operation's files as ``Operation-File`` trailers."""
