@@ -430,18 +430,25 @@ class SagaRunner:
         changes = []
         for one in group:
             c = one.commit
-            also = dict(c.also)
-            apps.update({path: text for path, text in also.items() if _is_application(path)})
-            rest = {path: text for path, text in also.items() if not _is_application(path)}
-            if c.content is None and rest and self.git.read(c.path) is None:
-                rest = {}  # nothing to remove: no PoP will see a deletion, so no record of one either
-            changes.append(Change({**rest, c.path: c.content}, c.message, c.operation_id, c.correlation_id,
-                                  one.trace))
+            own_apps, files = self._split(c)
+            apps.update(own_apps)
+            changes.append(Change(files, c.message, c.operation_id, c.correlation_id, one.trace))
         apart = [self._applications(apps, group[0].commit.correlation_id)] if apps else []
         results = self.git.apply_group(changes, apart=apart, once=True)
         now = self.clock.now()
         return {one.commit.operation_id: Committed(one.commit.operation_id, result.sha or "", result.changed, now)
                 for one, result in zip(group, results, strict=True)}
+
+    def _split(self, c: Commit) -> tuple[dict[str, str | None], dict[str, str | None]]:
+        """An operation's commit split in two: the Argo CD Applications it adds (committed apart,
+        `_applications`) and its own files. A removal of something never written removes nothing
+        else: no PoP will see a deletion, so no record of one either."""
+        also = dict(c.also)
+        apps = {path: text for path, text in also.items() if _is_application(path)}
+        rest = {path: text for path, text in also.items() if path not in apps}
+        if c.content is None and rest and self.git.read(c.path) is None:
+            rest = {}
+        return apps, {**rest, c.path: c.content}
 
     @staticmethod
     def _applications(apps: dict[str, str | None], correlation_id: str) -> Change:
@@ -566,16 +573,12 @@ class SagaRunner:
         sha = self.git.find_commit(c.operation_id)
         if sha is not None:
             return Committed(c.operation_id, sha, True, self.clock.now())
-        also = dict(c.also)
-        apps = {path: text for path, text in also.items() if _is_application(path)}
+        apps, files = self._split(c)
         if apps:
             app = self._applications(apps, c.correlation_id)
             self.git.apply(dict(app.changes), app.message, operation_id=app.operation_id,
                            correlation_id=app.correlation_id)
-        rest = {path: text for path, text in also.items() if path not in apps}
-        if c.content is None and rest and self.git.read(c.path) is None:
-            rest = {}  # nothing to remove: no PoP will see a deletion, so no record of one either
-        result = self.git.apply({**rest, c.path: c.content}, c.message, operation_id=c.operation_id,
+        result = self.git.apply(files, c.message, operation_id=c.operation_id,
                                 correlation_id=c.correlation_id, **_trailer())
         return Committed(c.operation_id, result.sha or "", result.changed, self.clock.now())
 
