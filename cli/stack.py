@@ -12,7 +12,7 @@ from deploy.stack import config as stack_config
 from deploy.stack import kube
 from deploy.stack.artifacts import ArtifactError
 from deploy.stack.base import StackError
-from deploy.stack.components import kube_pop_components
+from deploy.stack.components import kube_pop_components, replica_components
 from deploy.stack.components import kafka_access
 from deploy.stack.launcher import Launcher
 from deploy.stack.tracing import otlp_endpoint
@@ -31,6 +31,10 @@ def _launcher(args, quiet: bool = False, sign_in: bool = False) -> Launcher:
         asked = [*(args.kube_pop or []), *os.environ.get("DBAAS_KUBE_POPS", "").split(",")]
         kept = () if args.no_kube_pops else cfg.kube_pops
         cfg = replace(cfg, kube_pops=kube.check_pops([*kept, *asked]))
+        replicas = args.replicas or os.environ.get("DBAAS_STACK_REPLICAS", "").strip()
+        if replicas:
+            cfg = replace(cfg, replicas=int(replicas))
+            replica_components(cfg.replicas)  # refuses a count outside 1 … partitions
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if quiet else (lambda msg: print(msg, flush=True))
     return Launcher(cfg, say=say)
 
@@ -88,6 +92,10 @@ def cmd_up(args) -> int:
     dropped = [pop for pop in (before.kube_pops if before else ()) if pop not in launcher.config.kube_pops]
     if dropped:  # Kubernetes PoPs no longer asked for: stop what ran for them
         Launcher(before, say=launcher.say).stop([c.name for c in kube_pop_components(dropped)])
+    if before and before.replicas > launcher.config.replicas:  # fewer instances asked for: stop the rest
+        kept = {c.name for c in replica_components(launcher.config.replicas)}
+        Launcher(before, say=launcher.say).stop([c.name for c in replica_components(before.replicas)
+                                                 if c.name not in kept])
     launcher.up()
     report = launcher.ctx.topic_report
     if args.json:
@@ -198,6 +206,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "Go module proxy), the GitOps sync and the PoP operator; repeatable, kept for later `up`s "
                         "($DBAAS_KUBE_POPS=frankfurt,singapore)")
     p.add_argument("--no-kube-pops", action="store_true", help="stop running the Kubernetes PoPs kept so far")
+    p.add_argument("--replicas", type=int, metavar="N",
+                   help="run N instances each of the command processor, projector and saga, sharing the event "
+                        "log's partitions (1-12; $DBAAS_STACK_REPLICAS); kept for later `up`s")
     p.set_defaults(func=cmd_up)
     p = stack.add_parser("down", help="stop what `up` started (data is kept)")
     common(p)

@@ -27,7 +27,7 @@ from events import legacy_principal
 from runtime import kafka
 from runtime import topics as topic_spec
 from runtime.deadletter import dead_letter
-from runtime.kafka import KafkaAccess, access_from_env
+from runtime.kafka import KafkaAccess, access_from_env, instance_transactional_id
 from runtime.settings import env, read
 from schemas import AUDIT_TOPIC_PATTERN as AUDIT_PATTERN
 from schemas import audit_topic, short_name
@@ -94,7 +94,8 @@ class AuditSettings:
     registry_url: str = env("DBAAS_REGISTRY_URL")
     events_topic: str = env("DBAAS_EVENTS_TOPIC", "dbaas.events")
     group_id: str = env("DBAAS_AUDIT_GROUP", "dbaas-audit")
-    transactional_id: str = env("DBAAS_AUDIT_TXN_ID", "dbaas-audit-0")
+    transactional_id: str = env("DBAAS_AUDIT_TXN_ID", "dbaas-audit-0", compose=instance_transactional_id(
+        "DBAAS_AUDIT_TXN_ID", "dbaas-audit"))  # one per instance, stable across its restarts
     profile: str = env("DBAAS_TOPIC_PROFILE", "local")
     metrics_port: int = env("DBAAS_METRICS_PORT", 0)
 

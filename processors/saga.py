@@ -21,7 +21,7 @@ stay in `processors.sagas.service`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 import events
 from commands import CommandEnvelope
@@ -275,15 +275,35 @@ class KafkaSource:
         self.events_topic = settings.events_topic
         self.consumer = Consumer(kafka.consumer_config(settings.kafka, settings.group_id))
 
-    def replay(self) -> Iterator[Message]:
+    def replay(self, partitions: Collection[int] | None = None) -> Iterator[Message]:
         reader = kafka.reader(self.settings.kafka, f"{self.settings.group_id}-scan")
         try:
-            yield from kafka.read_to_end(reader, kafka.whole_topic(reader, self.settings.events_topic))
+            starts = kafka.whole_topic(reader, self.settings.events_topic)
+            if partitions is not None:
+                starts = [tp for tp in starts if tp.partition in partitions]
+            yield from kafka.read_to_end(reader, starts)
         finally:
             reader.close()
 
-    def subscribe(self) -> None:
-        self.consumer.subscribe([self.settings.events_topic, self.settings.pop_status_topic])
+    def subscribe(self, runner: SagaRunner) -> None:
+        """Join the saga's group on both inputs. They have the same partitions, keyed alike, and
+        the group's range assignor gives an instance the same partitions of both: it follows an
+        organization's events and its PoPs' reports. The event partitions it is given are adopted
+        by `runner` (their deadlines rebuilt from the log); those taken away, released."""
+        events_topic = self.settings.events_topic
+        count = len(self.consumer.list_topics(events_topic, timeout=30).topics[events_topic].partitions)
+
+        def partition_of(tenant: str) -> int:
+            return kafka.partition_for(tenant.encode(), count)
+
+        def of_events(partitions: list[TopicPartition]) -> list[int]:
+            return [tp.partition for tp in partitions if tp.topic == events_topic]
+
+        self.consumer.subscribe(
+            [events_topic, self.settings.pop_status_topic],
+            on_assign=lambda _c, parts: runner.adopt(of_events(parts), partition_of),
+            on_revoke=lambda _c, parts: runner.release(of_events(parts), partition_of),
+            on_lost=lambda _c, parts: runner.release(of_events(parts), partition_of))
 
     def poll(self) -> list[Message]:
         messages = kafka.messages(self.consumer.consume(BATCH, timeout=0.2))
@@ -368,10 +388,8 @@ def run(settings: SagaSettings, stop: threading.Event) -> None:
                         dead_letters=KafkaDeadLetters(publisher), keys=Keyring(settings.keyring), clock=WallClock(),
                         pop_status_topic=settings.pop_status_topic)
     try:
-        runner.replay()
-        source.subscribe()
-        log.info("started", remote=settings.gitops_remote, timeouts=settings.timeouts,
-                 awaiting_pop=len(runner.state.awaiting))
+        source.subscribe(runner)  # each partition's deadlines are rebuilt when it is assigned
+        log.info("started", remote=settings.gitops_remote, timeouts=settings.timeouts, group=settings.group_id)
         runner.loop(stop)
     finally:
         source.close()

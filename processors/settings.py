@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from commands.catalog import MAX_COMMAND_BYTES
-from runtime.kafka import KafkaAccess, access_from_env
+from runtime.kafka import KafkaAccess, access_from_env, instance_transactional_id
 from runtime.settings import env, read
 
 
@@ -19,9 +19,9 @@ class ProcessorSettings:
     events_topic: str = env("DBAAS_EVENTS_TOPIC", "dbaas.events")
     dlq_topic: str = env("DBAAS_COMMANDS_DLQ_TOPIC", "dbaas.commands.dlq")
     group_id: str = env("DBAAS_PROCESSOR_GROUP", "dbaas-command-processor")
-    # Stable per instance: a restarted instance fences its predecessor's open transaction at once
-    # instead of waiting for the transaction timeout.
-    transactional_id: str = env("DBAAS_PROCESSOR_TXN_ID", "dbaas-command-processor-0")
+    # one per instance (`DBAAS_INSTANCE`), stable across its restarts (`kafka.instance_transactional_id`)
+    transactional_id: str = env("DBAAS_PROCESSOR_TXN_ID", "dbaas-command-processor-0", compose=instance_transactional_id(
+        "DBAAS_PROCESSOR_TXN_ID", "dbaas-command-processor"))
     metrics_port: int = env("DBAAS_METRICS_PORT", 0)
     batch_size: int = 500
     # How long to wait for a batch to fill: the latency floor at low rates, the per-transaction

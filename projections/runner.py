@@ -1,8 +1,9 @@
 """The projector process: folds `dbaas.events` into the read models, positions in the same transaction.
 
-One confluent-kafka consumer, ASSIGNED (never subscribed) every partition of the topic at the
-position stored in PostgreSQL: the smallest position of the three projections, the beginning when
-there is none. Each batch (whatever the consumer holds, up to `batch_size` messages, waiting up to
+One confluent-kafka consumer in the projectors' group (`consumer_group`, cooperative-sticky): the
+group shares the topic's partitions among the running projectors, and each reads the partitions it
+is given from the position stored in PostgreSQL (the smallest position of the projections, the
+beginning when there is none; `Projector.adopt`); no offset is ever committed to Kafka. Each batch (whatever the consumer holds, up to `batch_size` messages, waiting up to
 `batch_timeout` seconds only when it holds nothing: small batches when idle, large ones under load)
 is decoded, then in ONE transaction: the batch's position rows are locked
 (`projections.positions.lock`), every projection not already past an item applies it (a few
@@ -96,6 +97,29 @@ class Projector:
     @property
     def topic(self) -> str:
         return self.settings.events_topic
+
+    def adopt(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions the group gave this instance: read from their positions in PostgreSQL (the
+        smallest of the projections'; the beginning when one has none)."""
+        parts = [tp.partition for tp in partitions]
+        with self.engine.connect() as conn:
+            stored = positions.load(conn, self.tables, self.topic, PROJECTIONS)
+        starts = positions.start_offsets(stored, PROJECTIONS, parts)
+        consumer.incremental_assign(assignment(self.topic, starts))
+        for part, start in starts.items():
+            self.next_offsets[part] = start or 0
+        self.log.info("partitions assigned", partitions=parts,
+                      resumed=sum(1 for start in starts.values() if start is not None))
+
+    def release(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions taken from this instance (revoked, or lost with its group membership): another
+        instance goes on from the positions in PostgreSQL. A batch this instance still commits for
+        them afterwards changes nothing there (`apply_batch` applies only what is at or past the
+        stored positions, and positions only move forward)."""
+        for tp in partitions:
+            self.next_offsets.pop(tp.partition, None)
+            self.metrics.lag.labels(self.topic, str(tp.partition)).set(0)
+        self.log.info("partitions revoked", partitions=[tp.partition for tp in partitions])
 
     def step(self) -> None:
         messages = fetch(self.consumer, self.settings.batch_size, self.settings.batch_timeout)
@@ -269,17 +293,14 @@ def run(settings: Settings, stop_event: threading.Event | None = None, *,
                 keyring=Keyring(settings.keyring) if settings.keyring else None), stop, log)
         decoder = Decoder(Serde(registry, EVENTS_SUBJECT))
         partitions = topic_partitions(settings.kafka_bootstrap, settings.events_topic)
-        with engine.connect() as conn:
-            stored = positions.load(conn, tables, settings.events_topic, PROJECTIONS)
-        starts = positions.start_offsets(stored, PROJECTIONS, partitions)
         consumer = Consumer(consumer_config(settings))
-        consumer.assign(assignment(settings.events_topic, starts))
         producer = dlq_producer(settings)
         server = metrics.serve(settings.metrics_port)
+        projector = Projector(settings, engine, tables, decoder, consumer, producer, metrics, stop, {}, log, on_commit)
+        consumer.subscribe([settings.events_topic], on_assign=projector.adopt, on_revoke=projector.release,
+                           on_lost=projector.release)
         log.info("projector started", partitions=len(partitions), metrics_port=settings.metrics_port,
-                 resumed=sum(1 for s in starts.values() if s is not None))
-        projector = Projector(settings, engine, tables, decoder, consumer, producer, metrics, stop,
-                              {p: s or 0 for p, s in starts.items()}, log, on_commit)
+                 group=settings.consumer_group)
         while not stop.is_set():
             projector.step()
             if telemetry is not None:

@@ -60,7 +60,8 @@ class Settings:
     snapshot_every: int = env("DBAAS_PROJECTIONS_SNAPSHOT_EVERY", 1000, parse=_count)
     keyring: Path | None = env("DBAAS_KEYRING", None, parse=Path)  # PoP keys: samples count when signed
     batch_timeout: float = 0.05  # seconds to wait for a batch to fill
-    consumer_group: str = "dbaas-projections"  # never joined nor committed: positions live in PostgreSQL
+    # joined to share the partitions among projectors; never committed: positions live in PostgreSQL
+    consumer_group: str = "dbaas-projections"
 
     @property
     def dead_letter_topic(self) -> str:

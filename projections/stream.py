@@ -33,9 +33,12 @@ from schemas.registry import RegistryUnavailable, Serde
 
 
 def consumer_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
-    """A consumer that is only ever `assign`ed: no group membership, no offsets stored in Kafka."""
+    """A consumer whose offsets are never stored in Kafka (positions live in PostgreSQL): the
+    projector's joins its group only to be given partitions (cooperative-sticky: a rebalance moves
+    only the partitions that change hands); a rebuild's is `assign`ed and never joins."""
     return kafka.consumer_config(settings.kafka_bootstrap, group or settings.consumer_group,
-                                 **{"enable.auto.offset.store": False, "enable.partition.eof": True})
+                                 **{"enable.auto.offset.store": False, "enable.partition.eof": True,
+                                    "partition.assignment.strategy": "cooperative-sticky"})
 
 
 def dlq_producer(settings: Settings) -> Producer:

@@ -3,7 +3,7 @@ the one place SASL settings come from), the client presets, and reading partitio
 end as it is now (state rebuilds, deadline scans, time travel, audit reads)."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -93,9 +93,15 @@ def client_config(kafka: KafkaAccess | str, **extra: object) -> dict[str, object
 # Presets: every platform client starts from one of these and adds only what is its own.
 def consumer_config(kafka: KafkaAccess | str, group: str, **extra: object) -> dict[str, object]:
     """A consumer of committed data only (read_committed), committing its offsets itself (or in a
-    transaction), starting from the beginning of what it has never read."""
+    transaction), starting from the beginning of what it has never read. A member of a group that
+    dies (SIGKILL, a lost host) is taken out of it after `SESSION_TIMEOUT_MS` (librdkafka's
+    background thread heartbeats, however busy the process): its partitions move to the others."""
     return client_config(kafka, **{"group.id": group, "isolation.level": "read_committed",
-                                   "enable.auto.commit": False, "auto.offset.reset": "earliest", **extra})
+                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                                   "session.timeout.ms": SESSION_TIMEOUT_MS, **extra})
+
+
+SESSION_TIMEOUT_MS = 10_000  # librdkafka's default is 45 s: a dead member's partitions would wait that long
 
 
 def producer_config(kafka: KafkaAccess | str, **extra: object) -> dict[str, object]:
@@ -112,6 +118,27 @@ def transactional_config(kafka: KafkaAccess | str, transactional_id: str, **extr
     """A transactional producer: events and consumer offsets committed together (exactly once). The
     id is stable per instance, so a restarted instance fences its predecessor's open transaction."""
     return producer_config(kafka, **{"transactional.id": transactional_id, **extra})
+
+
+def instance_transactional_id(variable: str, prefix: str) -> Callable[[Mapping[str, str]], str]:
+    """A settings `compose=` for a transactional id: `variable` when set, else `prefix` and the
+    instance's number (`DBAAS_INSTANCE`, 0 when unset): `dbaas-command-processor-0`, `-1`, ...
+
+    One id per instance, stable across its restarts: two instances sharing the partitions of a
+    group never share an id (each would fence the other's transactions), and an instance restarted
+    under its number fences its predecessor's open transaction at once instead of waiting for the
+    transaction timeout."""
+
+    def compose(environ: Mapping[str, str]) -> str:
+        given = (environ.get(variable) or "").strip()
+        if given:
+            return given
+        instance = (environ.get("DBAAS_INSTANCE") or "0").strip()
+        if not instance.isdigit():
+            raise ValueError(f"DBAAS_INSTANCE must be an instance number (0, 1, ...), not {instance!r}")
+        return f"{prefix}-{int(instance)}"
+
+    return compose
 
 
 def reader(kafka: KafkaAccess | str, group: str, *, follow: bool = False) -> Consumer:

@@ -29,7 +29,7 @@ from deploy.stack.base import (
     port_open,
     traversable_by_others,
 )
-from deploy.stack.config import HOST, REPO_ROOT
+from deploy.stack.config import HOST, REPO_ROOT, ConfigError
 from deploy.stack import kube
 from deploy.stack.engines import MariaDB, Redis
 from deploy.stack.objectstore import ObjectStorage, backup_env
@@ -758,6 +758,38 @@ CONTROL_PLANE: tuple[Component, ...] = (
                         extra_env=lambda ctx: signing_env("platform")(ctx) | {
                             "DBAAS_SUBSCRIPTION_SEAL_KEY": ctx.secrets()["subscription_seal_key"]}),
 )
+
+
+# --------------------------------------------------------------------------------------------
+# More instances of the components that share partitions through their consumer groups
+# (`dbaas stack up --replicas N`): instance i of each (1 … N-1; the one above is instance 0) runs
+# as its component's principal with `DBAAS_INSTANCE=i` (its own transactional id, state folder and
+# metrics port). At most as many as the event log has partitions: another one would sit idle.
+SCALED_OUT = ("command-processor", "projector", "saga")
+REPLICA_SLOT_BASE = 40  # metrics + 40 + len(SCALED_OUT) * (i - 1) + the component's place in SCALED_OUT
+MAX_REPLICAS = 12  # dbaas.commands' and dbaas.events' partitions (deploy/topics.yaml)
+
+
+def replica_components(replicas: int) -> tuple[Component, ...]:
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ConfigError(f"--replicas {replicas}: choose between 1 and {MAX_REPLICAS} (the event log's partitions)")
+    bases = {c.name: c for c in CONTROL_PLANE if isinstance(c, ControlPlaneProcess)}
+    made: list[Component] = []
+    for instance in range(1, replicas):
+        for place, name in enumerate(SCALED_OUT):
+            made.append(_replica(bases[name], instance,
+                                 REPLICA_SLOT_BASE + len(SCALED_OUT) * (instance - 1) + place))
+    return tuple(made)
+
+
+def _replica(base: ControlPlaneProcess, instance: int, slot: int) -> ControlPlaneProcess:
+    extra = base.extra_env
+
+    def env(ctx: Context) -> dict[str, str]:
+        return (extra(ctx) if extra else {}) | {"DBAAS_INSTANCE": str(instance)}
+
+    return ControlPlaneProcess(f"{base.name}-{instance}", base.module, metrics_slot=slot, extra_env=env,
+                               principal=base.principal)
 
 
 # --------------------------------------------------------------------------------------------

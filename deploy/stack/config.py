@@ -179,6 +179,9 @@ class StackConfig:
     # Kubernetes PoPs run locally (an API server and etcd each, the GitOps sync, the PoP operator):
     # none unless asked (`up --kube-pop NAME`, DBAAS_KUBE_POPS); kept for later `up`s.
     kube_pops: tuple[str, ...] = ()
+    # instances each of the command processor, projector and saga (`up --replicas N`,
+    # DBAAS_STACK_REPLICAS): they share the partitions through their consumer groups; kept.
+    replicas: int = 1
 
     # -- derived locations -------------------------------------------------------------
     @property
@@ -234,7 +237,7 @@ def resolve(home: str | os.PathLike | None = None, port_offset: int | None = Non
         offset = stored["ports"]["kafka"] - DEFAULT_PORTS["kafka"]
         ports = {name: port + offset for name, port in DEFAULT_PORTS.items()} | stored["ports"]
         return StackConfig(home=home_path, ports=ports, cache=cache, sign_in=SignIn.from_json(stored.get("sign_in")),
-                           kube_pops=tuple(stored.get("kube_pops") or ()))
+                           kube_pops=tuple(stored.get("kube_pops") or ()), replicas=int(stored.get("replicas") or 1))
     offset = port_offset if port_offset is not None else int(os.environ.get("DBAAS_PORT_OFFSET", "0"))
     ports = {}
     for name, port in DEFAULT_PORTS.items():
@@ -245,7 +248,9 @@ def resolve(home: str | os.PathLike | None = None, port_offset: int | None = Non
                               "every port between 1024 and 65535")
     sign_in = SignIn.from_json(stored.get("sign_in")) if stored else SignIn()
     kube_pops = tuple(stored.get("kube_pops") or ()) if stored else ()
-    return replace(StackConfig(home=home_path, cache=cache, sign_in=sign_in, kube_pops=kube_pops), ports=ports)
+    replicas = int(stored.get("replicas") or 1) if stored else 1
+    return replace(StackConfig(home=home_path, cache=cache, sign_in=sign_in, kube_pops=kube_pops, replicas=replicas),
+                   ports=ports)
 
 
 def save(config: StackConfig) -> None:

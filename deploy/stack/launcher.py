@@ -25,7 +25,7 @@ from pathlib import Path
 from deploy.stack import artifacts
 from deploy.stack import config as stack_config
 from deploy.stack.base import Component, Context, StackError, java_major, port_open
-from deploy.stack.components import CONTROL_PLANE, INFRASTRUCTURE, kube_pop_components
+from deploy.stack.components import CONTROL_PLANE, INFRASTRUCTURE, kube_pop_components, replica_components
 from deploy.stack.observability import OBSERVABILITY
 from deploy.stack.processes import PidFile, spawn, stop
 from deploy.stack.redact import redact_dsn, redact_text
@@ -55,6 +55,8 @@ class Launcher:
         named = {c.name for c in components}
         # the Kubernetes PoPs this instance runs (`up --kube-pop`), after the platform they report to
         components += [c for c in kube_pop_components(config.kube_pops) if c.name not in named]
+        # more instances of the components sharing partitions (`up --replicas N`)
+        components += [c for c in replica_components(config.replicas) if c.name not in named]
         self.components = [c for c in components if c.name not in left_out]
         # left out of this `up`: stopped if an earlier `up` started them (a benchmark of the event
         # spine must not share the cores with a saga still rendering), and by `down` like the rest

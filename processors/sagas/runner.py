@@ -7,8 +7,9 @@ transient → retried with backoff until the deadline the policy put into the ef
 a fault of the platform, or an error of Kafka (consuming, publishing, dead-lettering) → raised,
 so the process stops and its supervisor restarts it. Offsets are committed after a batch's
 effects (at least once): every effect is safe to repeat, so a runner killed anywhere resumes from
-the log. At start the whole event log is replayed into the policy (`EventReplayed`) so that its
-deadlines survive restarts.
+the log. The event log of each partition the instance is given is replayed into the policy
+(`EventReplayed`) when it is given (`adopt`; `run` replays every partition), so that deadlines
+survive restarts and move with their partition to another instance (`release`).
 
 Group commits: the runner takes the input in batches (what the consumer has when it asks, no
 waiting for more). The commits the batch's operations ask for are not made one by one: they wait
@@ -40,7 +41,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -126,7 +127,8 @@ class Raw(Protocol):
 class Source(Protocol):
     events_topic: str
 
-    def replay(self) -> Iterable[Raw]: ...  # the committed event log from its start to its end
+    # the committed event log from its start to its end: every partition, or those given
+    def replay(self, partitions: Collection[int] | None = None) -> Iterable[Raw]: ...
     def poll(self) -> list[Raw]: ...
     def commit(self, msg: Raw) -> None: ...
 
@@ -264,14 +266,30 @@ class SagaRunner:
                     self.source.commit(msg)
             self.tick(stop)
 
-    def replay(self) -> None:
-        """Fold the committed event log into the policy's state (deadlines of operations awaiting a PoP)."""
-        for msg in self.source.replay():
+    def replay(self, partitions: Collection[int] | None = None) -> None:
+        """Fold the committed event log (every partition, or those given) into the policy's state
+        (deadlines of operations awaiting a PoP)."""
+        for msg in self.source.replay(partitions):
             try:
                 env = self.decoder.event(msg.value())
             except UNDECODABLE:
                 continue  # dead-lettered by the consumer loop when it reaches it
             self.state, _ = self.react(self.state, EventReplayed(env))
+        AWAITING.set(len(self.state.awaiting))
+
+    # -- sharing the partitions with other instances (the source's consumer group) -----------
+    def adopt(self, partitions: Collection[int], partition_of: Callable[[str], int]) -> None:
+        """Partitions of the event log given to this instance: their operations' deadlines are
+        rebuilt from the log (what another instance was waiting for, this one now waits for)."""
+        self.release(partitions, partition_of)
+        self.replay(partitions)
+        log.info("partitions assigned", partitions=sorted(partitions), awaiting_pop=len(self.state.awaiting))
+
+    def release(self, partitions: Collection[int], partition_of: Callable[[str], int]) -> None:
+        """Partitions taken from this instance: it forgets their operations, so it never times out
+        an operation another instance is following. `partition_of`: an organization's partition."""
+        gone = set(partitions)
+        self.state = service.without(self.state, lambda tenant: partition_of(tenant) in gone)
         AWAITING.set(len(self.state.awaiting))
 
     def tick(self, stop: Stop) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from types import MappingProxyType
@@ -339,6 +339,15 @@ def react(state: SagaState, message: Message) -> Reaction:
                 return state, []  # no step of that operation is in flight: a stale answer
             return _result(state, flight, message)
     raise TypeError(f"not a message of the service saga: {message!r}")
+
+
+def without(state: SagaState, leaving: Callable[[str], bool]) -> SagaState:
+    """`state` without the operations of the organizations `leaving` says are no longer this saga
+    instance's (their partition went to another instance, which rebuilds them from the log)."""
+    return replace(state,
+                   awaiting=MappingProxyType({op: a for op, a in state.awaiting.items() if not leaving(a.tenant_id)}),
+                   in_flight=MappingProxyType({op: f for op, f in state.in_flight.items()
+                                               if not leaving(f.env.tenant_id)}))
 
 
 def observe(state: SagaState, env: Envelope) -> SagaState:

@@ -339,12 +339,13 @@ class FakeMessage:
     key_: bytes = b"acme"
     headers_: list = field(default_factory=list)
     offset_: int = 0
+    partition_: int = 0
 
     def topic(self): return self.topic_
     def key(self): return self.key_
     def value(self): return self.value_
     def headers(self): return self.headers_
-    def partition(self): return 0
+    def partition(self): return self.partition_
     def offset(self): return self.offset_
 
 
@@ -483,8 +484,8 @@ class FakeSource:
     def __init__(self, log=(), incoming=()):
         self.log, self.incoming, self.committed = list(log), list(incoming), []
 
-    def replay(self):
-        return iter(self.log)
+    def replay(self, partitions=None):
+        return iter([m for m in self.log if partitions is None or m.partition() in partitions])
 
     def poll(self):
         batch, self.incoming = self.incoming, []
@@ -599,6 +600,28 @@ def test_runner_dead_letters_a_revert_git_refuses_for_good():
     r.handle(failed, STOP)
     assert r.dead_letters == [(failed, "the revert could not be committed to GitOps: a folder of that name exists",
                                "compensation_refused")]
+
+
+def test_an_instance_follows_only_the_operations_of_the_partitions_it_is_given():
+    """Two saga instances share the partitions: each rebuilds the deadlines of the partitions it is
+    given and forgets those taken from it, so only the owner of an operation's partition times it out."""
+    def on(partition, tenant, op):
+        return FakeMessage("dbaas.events", pickle.dumps(committed(op, tenant=tenant)), partition_=partition)
+
+    partition_of = {"acme": 0, "globex": 1}.__getitem__
+    source = FakeSource(log=[on(0, "acme", "op-a"), on(1, "globex", "op-g")])
+    r = runner(source=source)
+    r.adopt([1], partition_of)
+    assert list(r.state.awaiting) == ["op-g"]
+    r.adopt([0], partition_of)
+    assert sorted(r.state.awaiting) == ["op-a", "op-g"]
+    r.adopt([0], partition_of)  # given again (a rebalance that moved nothing): nothing twice
+    assert sorted(r.state.awaiting) == ["op-a", "op-g"]
+    r.release([1], partition_of)
+    assert list(r.state.awaiting) == ["op-a"]
+    r.clock.t = T0 + timedelta(seconds=1800)
+    r.tick(STOP)
+    assert [c.operation_id for c in payloads(r)] == ["op-a"]  # op-g is the other instance's to time out
 
 
 def test_runner_rebuilds_deadlines_from_the_log_and_times_out_on_a_tick():
