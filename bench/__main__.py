@@ -1,4 +1,4 @@
-"""`python -m bench [e2e] [latency] [rebuild]`: the control plane's benchmarks against baselines
+"""`python -m bench [e2e] [latency] [rebuild] [replicas]`: the control plane's benchmarks against baselines
 measured in the same run on the same platform instance.
 
 (a) e2e      N commands published until all are visible in the read model, vs raw
@@ -15,6 +15,8 @@ measured in the same run on the same platform instance.
 (c) rebuild  projection rebuild events/s, vs raw PostgreSQL inserts of the same rows (executemany;
              COPY of them printed for scale); `--rebuild-events N` first grows the log to N
              events through the command processor.
+(e) replicas the event spine with one and two instances each of the command processor and the
+             projector sharing the partitions (`--replicas 1,2,2,1`), the same N commands per run.
 (d) reads    the query side with 10,000 organizations and 100,000 services (`bench.reads`; not
              in the default list: `make bench` runs `python -m bench.reads` on its own).
 """
@@ -293,6 +295,34 @@ def bench_rebuild(ep: Endpoints, pub: Publisher, events: int = 0) -> None:
           f"{copied:.0f} rows/s (ratio {events_per_s / copied:.3f})")
 
 
+def bench_replicas(n: int, order: str = "1,2") -> None:
+    """The event spine with one and with two instances each of the command processor and the
+    projector sharing the partitions (`up --replicas`), the same N commands per run, in `order`
+    (`up` starts or stops the second instances between two runs): commands/s and the platform's CPU
+    per command, and the ratio of two instances to one."""
+    print(f"(e) scale-out by partitions, {n} CreateService commands over 50 tenants per run")
+    measured: dict[int, list[float]] = {}
+    for replicas in (int(r) for r in order.split(",")):
+        ep = platform(without="saga,localpop-agent,tracing", replicas=replicas)
+        pub = ep.publisher()
+        try:
+            _tenants(pub, ep, 1)
+            settle(ep.home)  # the instances `up` started have folded their partitions
+            used = platform_cpu(ep.home)
+            rate, _ = _throughput(ep, pub, n)
+            spent = cpu_between(used, platform_cpu(ep.home))
+        finally:
+            pub.close()
+        measured.setdefault(replicas, []).append(rate)
+        print(f"    {replicas} instance(s) : {rate:8.0f} commands/s   {sum(spent.values()) / n * 1e6:6.0f} µs of the "
+              "platform's CPU per command")
+        print("      CPU s per component: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items() if v >= 0.1))
+    means = {r: sum(v) / len(v) for r, v in measured.items()}
+    if 1 in means and 2 in means:
+        print(f"    ratio 2/1       : {means[2] / means[1]:8.3f}   (one host of 2 cores: a second instance adds "
+              "availability, not cores)")
+
+
 def _modes(text: str) -> str:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     if modes != ["skip"] and (not modes or not set(modes) <= {"off", "on", "full"}):
@@ -302,7 +332,7 @@ def _modes(text: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench")
-    parser.add_argument("which", nargs="*", default=["e2e", "latency", "rebuild"])
+    parser.add_argument("which", nargs="*", default=["e2e", "latency", "rebuild", "replicas"])
     parser.add_argument("-n", type=int, default=10000, help="commands for the e2e benchmark")
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--rebuild-events", type=int, default=60000,
@@ -311,6 +341,8 @@ def main() -> int:
     parser.add_argument("--tracing", default="off,on", type=_modes,
                         help="e2e: runs with tracing off, on (default sampling) and full (every trace "
                              "recorded), in this order (default off,on), or skip")
+    parser.add_argument("--replicas", default="1,2,2,1",
+                        help="replicas: instances per run, in this order (default 1,2,2,1)")
     args = parser.parse_args()
     traced = bench_tracing(args.n, args.tracing) if "e2e" in args.which and args.tracing != "skip" else {}
     # The event spine alone: the saga would render and commit every created service meanwhile
@@ -324,6 +356,11 @@ def main() -> int:
             bench_latency(ep, pub, args.rate, args.seconds)
         if "rebuild" in args.which:
             bench_rebuild(ep, pub, args.rebuild_events)
+        if "replicas" in args.which:
+            pub.close()
+            bench_replicas(args.n, args.replicas)
+            ep = platform(without="saga,localpop-agent")  # one instance each again
+            pub = ep.publisher()
         if "reads" in args.which:
             from bench.reads import bench_memory, bench_reads
 

@@ -141,11 +141,12 @@ class MetricsStream:
 
 
 def platform(without: str = "", name: str = "bench-stack", offset: int = 2000,
-             env: dict[str, str] | None = None) -> Endpoints:
+             env: dict[str, str] | None = None, replicas: int = 1) -> Endpoints:
     """Start (or reuse) a benchmark's own platform instance: `.data/<name>`, ports +`offset`.
 
     `without`: components to leave out, e.g. "saga,localpop-agent" to measure the event spine alone;
-    `env`: settings for this `up` (a value "" removes the variable).
+    `env`: settings for this `up` (a value "" removes the variable); `replicas`: instances each of the
+    command processor, projector and saga (`up --replicas`).
     The GitOps benchmark uses an instance of its own: a saga started on the event spine's instance
     would first work through every operation those benchmarks created."""
     home = Path(os.environ.get("DBAAS_BENCH_HOME", REPO / ".data")) / name
@@ -153,7 +154,7 @@ def platform(without: str = "", name: str = "bench-stack", offset: int = 2000,
     without = ",".join(filter(None, [without, os.environ.get("DBAAS_BENCH_ALSO_WITHOUT", "")]))
     offset = int(os.environ.get("DBAAS_BENCH_PORT_OFFSET", "2000")) - 2000 + offset
     proc = subprocess.run([sys.executable, "-m", "cli.main", "stack", "up", "--home", str(home),
-                           "--port-offset", str(offset), "--json", "--show-secrets"], cwd=REPO, stdout=subprocess.PIPE, text=True,
+                           "--port-offset", str(offset), "--replicas", str(replicas), "--json", "--show-secrets"], cwd=REPO, stdout=subprocess.PIPE, text=True,
                           # No PoP ever reports to the benchmark instance: its operations must not time
                           # out (and be reverted) during a later run.
                           env={k: v for k, v in {**os.environ, "DBAAS_STACK_WITHOUT": without,

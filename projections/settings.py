@@ -9,6 +9,8 @@ Imports `projections.errors` only.
 
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,15 @@ def _count(raw: str) -> int:
     return value
 
 
+def default_group(topic: str, database_url: str) -> str:
+    """`dbaas-projections-` and a digest of the topic and the database (host, port, name)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    where = f"{topic}|{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    return f"dbaas-projections-{hashlib.sha256(where.encode()).hexdigest()[:12]}"
+
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: KafkaAccess = env("DBAAS_KAFKA_BOOTSTRAP", compose=access_from_env)
@@ -60,8 +71,15 @@ class Settings:
     snapshot_every: int = env("DBAAS_PROJECTIONS_SNAPSHOT_EVERY", 1000, parse=_count)
     keyring: Path | None = env("DBAAS_KEYRING", None, parse=Path)  # PoP keys: samples count when signed
     batch_timeout: float = 0.05  # seconds to wait for a batch to fill
-    # joined to share the partitions among projectors; never committed: positions live in PostgreSQL
-    consumer_group: str = "dbaas-projections"
+    # The consumer group the projectors of one read model share the topic's partitions in (never
+    # committed: positions live in PostgreSQL). Unset: named after the topic and the database, so
+    # that every instance writing the same read model joins the same group, and a projector of
+    # another database (a reference, a test's) never takes partitions from them.
+    consumer_group: str = env("DBAAS_PROJECTIONS_GROUP", "")
+
+    def __post_init__(self) -> None:
+        if not self.consumer_group:
+            object.__setattr__(self, "consumer_group", default_group(self.events_topic, self.sqlalchemy_url))
 
     @property
     def dead_letter_topic(self) -> str:

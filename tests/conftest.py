@@ -27,8 +27,9 @@ DBAAS = [sys.executable, "-m", "cli.main"]
 
 
 # Tests that leave the shared platform a long backlog (the crash-safety test's 900 operations, which
-# the saga renders and commits after it) run last, so that no later test waits behind it.
-RUN_LAST = ("tests/integration/test_crash_safety.py",)
+# the saga renders and commits after it) or change how many instances it runs (the scale-out test)
+# run last, so that no later test waits behind them.
+RUN_LAST = ("tests/integration/test_crash_safety.py", "tests/integration/test_scale_out.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -55,8 +55,11 @@ class Launcher:
         named = {c.name for c in components}
         # the Kubernetes PoPs this instance runs (`up --kube-pop`), after the platform they report to
         components += [c for c in kube_pop_components(config.kube_pops) if c.name not in named]
-        # more instances of the components sharing partitions (`up --replicas N`)
-        components += [c for c in replica_components(config.replicas) if c.name not in named]
+        # more instances of the components sharing partitions (`up --replicas N`); a component left
+        # out is left out with its instances
+        replicas = replica_components(config.replicas)
+        components += [c for c in replicas if c.name not in named]
+        left_out |= {c.name for c in replicas if c.name.rsplit("-", 1)[0] in left_out}
         self.components = [c for c in components if c.name not in left_out]
         # left out of this `up`: stopped if an earlier `up` started them (a benchmark of the event
         # spine must not share the cores with a saga still rendering), and by `down` like the rest

@@ -281,16 +281,20 @@ class SagaRunner:
     def adopt(self, partitions: Collection[int], partition_of: Callable[[str], int]) -> None:
         """Partitions of the event log given to this instance: their operations' deadlines are
         rebuilt from the log (what another instance was waiting for, this one now waits for)."""
-        self.release(partitions, partition_of)
-        self.replay(partitions)
+        given = set(partitions)
+        self.state = service.without(self.state, lambda tenant: partition_of(tenant) in given)  # none twice
+        self.replay(given)
         log.info("partitions assigned", partitions=sorted(partitions), awaiting_pop=len(self.state.awaiting))
 
     def release(self, partitions: Collection[int], partition_of: Callable[[str], int]) -> None:
         """Partitions taken from this instance: it forgets their operations, so it never times out
         an operation another instance is following. `partition_of`: an organization's partition."""
         gone = set(partitions)
+        if not gone:
+            return
         self.state = service.without(self.state, lambda tenant: partition_of(tenant) in gone)
         AWAITING.set(len(self.state.awaiting))
+        log.info("partitions revoked", partitions=sorted(gone), awaiting_pop=len(self.state.awaiting))
 
     def tick(self, stop: Stop) -> None:
         self.feed(Tick(self.clock.now()), None, stop)
