@@ -94,27 +94,33 @@ class CommandProcessor:
     def _on_assign(self, consumer, partitions: list[TopicPartition]) -> None:
         topic = self.settings.commands_topic
         self.partition_count = len(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
+        started, folded = time.perf_counter(), 0
         for tp in partitions:
-            self.partitions[tp.partition] = self._rebuild(tp.partition)
-        log.info("assigned", partitions=[tp.partition for tp in partitions])
+            self.partitions[tp.partition], events_of_partition = self._rebuild(tp.partition)
+            folded += events_of_partition
+        # what taking over partitions costs: their events folded before judging resumes
+        log.info("assigned", partitions=[tp.partition for tp in partitions], events_folded=folded,
+                 seconds=round(time.perf_counter() - started, 3))
 
     def _on_revoke(self, consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.partitions.pop(tp.partition, None)
         log.info("revoked", partitions=[tp.partition for tp in partitions])
 
-    def _rebuild(self, partition: int) -> PartitionState:
-        """Fold the committed events of one partition into tenant states."""
+    def _rebuild(self, partition: int) -> tuple[PartitionState, int]:
+        """Fold the committed events of one partition into tenant states; and how many there were."""
         consumer = kafka.reader(self.settings.kafka, f"{self.settings.group_id}-fold")
         state = PartitionState()
+        folded = 0
         try:
             for msg in kafka.read_to_end(consumer, [TopicPartition(self.settings.events_topic, partition, 0)]):
                 env = events.from_avro(self.events.decode(msg.value()))
                 state.tenants[env.tenant_id] = evolve(state.get(env.tenant_id), env)
-                REBUILT.inc()
+                folded += 1
         finally:
             consumer.close()
-        return state
+            REBUILT.inc(folded)
+        return state, folded
 
     # -- judging -------------------------------------------------------------------------
     def _judge_batch(self, batch: list[Message]) -> None:
