@@ -319,8 +319,8 @@ def bench_replicas(n: int, order: str = "1,2") -> None:
         print("      CPU s per component: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items() if v >= 0.1))
     means = {r: sum(v) / len(v) for r, v in measured.items()}
     if 1 in means and 2 in means:
-        print(f"    ratio 2/1       : {means[2] / means[1]:8.3f}   (one host of 2 cores: a second instance adds "
-              "availability, not cores)")
+        print(f"    ratio 2/1       : {means[2] / means[1]:8.3f}   (means of {len(measured[2])} and {len(measured[1])} "
+              "runs; one host of 2 cores: two processes judge and commit side by side, no core is added)")
 
 
 def _modes(text: str) -> str:
