@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import multiprocessing
 import os
 import queue as queues
@@ -217,9 +216,21 @@ def fits(limits: Limits, values: Mapping[str, Any]) -> bool:
             low, high = limits.ranges.get(name, (value, value + 1))
             if not low <= value < high:
                 return False
-        elif (kind is dict or kind is list) and value and "\\u0000" in json.dumps(value):
+        elif (kind is dict or kind is list) and value and _holds_nul(value):
             return False
     return True
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a JSON value (dicts, lists, scalars) has a NUL in a string or a key: what JSONB
+    refuses (`\\u0000`). A walk, not `json.dumps`: it runs for every change of a rebuild."""
+    if type(value) is str:
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any((type(k) is str and "\x00" in k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def copy_rows(conn: Connection, table: Table, rows: Iterable[Mapping[str, Any]]) -> int:
