@@ -5,28 +5,20 @@ a rebuild from the log."""
 from __future__ import annotations
 
 import os
-import queue
 import random
-import threading
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 
-import psycopg
-
-from commands import CreateOrganization, CreateService, ScaleService, SetQuota, operation_id
-from events import CommandRejected, OperationAccepted, Quota, ResourceLimit
-from projections.rebuild import rebuild
-from projections.settings import Settings
-from tests.conftest import wait_for
-from tests.integration.kafka_support import command, read_events
-from tests.integration.process_support import kill, paused
-
-
-def _snapshot(dsn: str, tenants: list[str]) -> dict:
-    with psycopg.connect(dsn) as conn:
-        return {table: conn.execute(f"select * from {table} where {col} = any(%s) order by id",
-                                    (tenants,)).fetchall()
-                for table, col in (("organizations", "id"), ("services", "tenant_id"), ("operations", "tenant_id"))}
+from commands import CreateOrganization, CreateService, ScaleService, SetQuota
+from events import Quota, ResourceLimit
+from tests.integration.crash_support import (
+    equals_a_rebuild,
+    judged_once,
+    publish_while_killing,
+    wait_all_visible,
+)
+from tests.integration.kafka_support import command
+from tests.integration.process_support import paused
 
 
 def test_sigkill_at_random_points_loses_and_repeats_nothing(stack):
@@ -55,53 +47,10 @@ def _crash_and_compare(stack) -> None:
     victims = ["command-processor", "projector"] * 3
     rng.shuffle(victims)
 
-    # One killer thread, so that each kill waits for the previous victim's restart.
-    orders: queue.Queue = queue.Queue()
-    kills: list[str] = []
+    killed = publish_while_killing(stack, cmds, dict(zip(kill_points, victims, strict=True)), duplicates)
+    assert len(killed) == 6, "a kill did not happen"
 
-    def killer():
-        while (victim := orders.get()) is not None:
-            kill(stack, victim)
-            kills.append(victim)
-    killing = threading.Thread(target=killer)
-    killing.start()
-    publisher = stack.publisher()
-    try:
-        for i, c in enumerate(cmds):
-            publisher.publish_async(c)
-            if kill_points and i == kill_points[0]:
-                kill_points.pop(0)
-                publisher.producer.flush(30)
-                orders.put(victims.pop())
-        for c in duplicates:
-            publisher.publish_async(c)
-        publisher.producer.flush(60)
-    finally:
-        publisher.close()
-        orders.put(None)
-        killing.join(300)
-    assert len(kills) == 6, "a kill did not happen"
-
-    ids = [c.command_id for c in cmds]
-    operations = [operation_id(c.tenant_id, c.command_id) for c in cmds]  # scoped to the tenant
-    with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
-        def all_visible():
-            seen = conn.execute("select count(*) from operations where id = any(%s)", (operations,)).fetchone()[0]
-            return seen == len(operations)
-        wait_for(all_visible, timeout=300, interval=0.5, what="every command's operation in the read model")
-
-    log = [e for e in read_events(stack, "dbaas.events", 12) if e.tenant_id in tenants]
-    outcomes = Counter(e.command_id for e in log if isinstance(e.payload, (OperationAccepted, CommandRejected)))
-    assert set(outcomes) == set(ids), "a command has no outcome"
-    assert [cid for cid, n in outcomes.items() if n != 1] == [], "a command was judged twice"
-    assert len({e.event_id for e in log}) == len(log), "an event was written twice"
-    by_aggregate: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for e in log:
-        by_aggregate[(e.aggregate_type, e.aggregate_id)].append(e.sequence)
-    gaps = {k: s for k, s in by_aggregate.items() if s != list(range(1, len(s) + 1))}
-    assert gaps == {}, f"sequence gaps or reordering: {list(gaps.items())[:3]}"
-
-    live = _snapshot(stack.postgres_dsn, tenants)
-    rebuild(Settings(kafka_bootstrap=stack.kafka, registry_url=stack.registry, database_url=stack.postgres_dsn))
-    assert _snapshot(stack.postgres_dsn, tenants) == live
-    assert len(live["operations"]) == len(ids)
+    wait_all_visible(stack, cmds)
+    judged_once(stack, cmds, tenants)
+    live = equals_a_rebuild(stack, tenants)
+    assert len(live["operations"]) == len(cmds)

@@ -7,27 +7,28 @@ from the log."""
 from __future__ import annotations
 
 import os
-import queue
 import random
 import subprocess
-import threading
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 
 import psycopg
 from confluent_kafka.admin import AdminClient
 
 from commands import CreateOrganization, CreateService, SetQuota, operation_id
-from events import CommandRejected, OperationAccepted, Quota, ResourceLimit
-from projections.rebuild import rebuild
+from events import CommandRejected, Quota, ResourceLimit
 from projections.settings import Settings
 from runtime.kafka import partition_for
 from tests.conftest import wait_for
-from tests.integration.kafka_support import command, read_events
-from tests.integration.process_support import kill
-from tests.integration.test_crash_safety import _snapshot
+from tests.integration.crash_support import (
+    PARTITIONS,
+    equals_a_rebuild,
+    judged_once,
+    publish_while_killing,
+    wait_all_visible,
+)
+from tests.integration.kafka_support import command
 
-PARTITIONS = 12  # of dbaas.commands and dbaas.events (deploy/topics.yaml)
 COMPONENTS = ("command-processor", "projector", "saga")
 
 
@@ -87,54 +88,20 @@ def _load_kill_and_compare(stack) -> None:
     rng.shuffle(victims)
     kill_points = sorted(rng.sample(range(40, len(cmds)), len(victims)))
 
-    orders: queue.Queue = queue.Queue()
-    kills: list[str] = []
+    killed = publish_while_killing(stack, cmds, dict(zip(kill_points, victims, strict=True)), duplicates)
+    assert len(killed) == len(COMPONENTS), f"a kill did not happen: {killed}"
 
-    def killer():  # one at a time: each kill waits for the previous victim's restart
-        while (victim := orders.get()) is not None:
-            kill(stack, victim)
-            kills.append(victim)
-    killing = threading.Thread(target=killer)
-    killing.start()
-    publisher = stack.publisher()
-    try:
-        for i, c in enumerate(cmds):
-            publisher.publish_async(c)
-            if kill_points and i == kill_points[0]:
-                kill_points.pop(0)
-                publisher.producer.flush(30)
-                orders.put(victims.pop())
-        for c in duplicates:
-            publisher.publish_async(c)
-        publisher.producer.flush(60)
-    finally:
-        publisher.close()
-        orders.put(None)
-        killing.join(300)
-    assert len(kills) == len(COMPONENTS), f"a kill did not happen: {kills}"
-
-    ids = [c.command_id for c in cmds]
-    operations = [operation_id(c.tenant_id, c.command_id) for c in cmds]
+    wait_all_visible(stack, cmds)
     created = [operation_id(c.tenant_id, c.command_id) for c in creates]
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
-        def count(query: str, ops: list[str]) -> int:
-            return conn.execute(query, (ops,)).fetchone()[0]
-        wait_for(lambda: count("select count(*) from operations where id = any(%s)", operations) == len(operations),
-                 timeout=300, interval=0.5, what="every command's operation in the read model")
-        wait_for(lambda: count("select count(*) from operations where id = any(%s) and done_steps >= 2", created)
-                 == len(created), timeout=300, interval=0.5, what="every creation committed to GitOps")
+        def committed() -> int:
+            return conn.execute("select count(*) from operations where id = any(%s) and done_steps >= 2",
+                                (created,)).fetchone()[0]
+        wait_for(lambda: committed() == len(created), timeout=300, interval=0.5,
+                 what="every creation committed to GitOps")
 
-    log = [e for e in read_events(stack, "dbaas.events", PARTITIONS) if e.tenant_id in tenants]
-    outcomes = Counter(e.command_id for e in log if isinstance(e.payload, (OperationAccepted, CommandRejected)))
-    assert set(outcomes) == set(ids), "a command has no outcome"
-    assert [cid for cid, n in outcomes.items() if n != 1] == [], "a command was judged twice"
+    log = judged_once(stack, cmds, tenants)
     assert not any(isinstance(e.payload, CommandRejected) for e in log), "a command was rejected"
-    assert len({e.event_id for e in log}) == len(log), "an event was written twice"
-    by_aggregate: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for e in log:
-        by_aggregate[(e.aggregate_type, e.aggregate_id)].append(e.sequence)
-    gaps = {k: s for k, s in by_aggregate.items() if s != list(range(1, len(s) + 1))}
-    assert gaps == {}, f"sequence gaps or reordering: {list(gaps.items())[:3]}"
 
     remote = stack.gitops_remote.removeprefix("file://")
     trailers = subprocess.run(["git", "--git-dir", remote, "log", "--format=%(trailers:key=Operation-Id,valueonly)",
@@ -142,7 +109,5 @@ def _load_kill_and_compare(stack) -> None:
     per_op = Counter(op for op in trailers if op in set(created))
     assert per_op == Counter({op: 1 for op in created}), "an operation has no commit or more than one"
 
-    live = _snapshot(stack.postgres_dsn, tenants)
-    rebuild(Settings(kafka_bootstrap=stack.kafka, registry_url=stack.registry, database_url=stack.postgres_dsn))
-    assert _snapshot(stack.postgres_dsn, tenants) == live
-    assert len(live["operations"]) == len(ids)
+    live = equals_a_rebuild(stack, tenants)
+    assert len(live["operations"]) == len(cmds)
