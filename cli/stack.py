@@ -33,8 +33,7 @@ def _launcher(args, quiet: bool = False, sign_in: bool = False) -> Launcher:
         cfg = replace(cfg, kube_pops=kube.check_pops([*kept, *asked]))
         replicas = args.replicas or os.environ.get("DBAAS_STACK_REPLICAS", "").strip()
         if replicas:
-            cfg = replace(cfg, replicas=int(replicas))
-            replica_components(cfg.replicas)  # refuses a count outside 1 … partitions
+            cfg = replace(cfg, replicas=int(replicas))  # the launcher refuses a count outside 1 … partitions
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if quiet else (lambda msg: print(msg, flush=True))
     return Launcher(cfg, say=say)
 

@@ -596,8 +596,10 @@ class ControlPlaneProcess(Component):
 
     def __init__(self, name: str, module: str, metrics_slot: int | None = None, port_name: str | None = None,
                  extra_env: Callable[[Context], dict[str, str]] | None = None, needs: tuple[str, ...] = (),
-                 principal: str | None = ""):
+                 principal: str | None = "", instance_of: str | None = None):
         self.name = name
+        # another instance of that component (`up --replicas`): left out with it
+        self.instance_of = instance_of
         # the Kafka principal it authenticates as ("": its own name; None: it uses no Kafka)
         self.principal = name if principal == "" else principal
         self.module = module
@@ -789,7 +791,7 @@ def _replica(base: ControlPlaneProcess, instance: int, slot: int) -> ControlPlan
         return (extra(ctx) if extra else {}) | {"DBAAS_INSTANCE": str(instance)}
 
     return ControlPlaneProcess(f"{base.name}-{instance}", base.module, metrics_slot=slot, extra_env=env,
-                               principal=base.principal)
+                               principal=base.principal, instance_of=base.name)
 
 
 # --------------------------------------------------------------------------------------------

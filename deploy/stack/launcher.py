@@ -59,7 +59,7 @@ class Launcher:
         # out is left out with its instances
         replicas = replica_components(config.replicas)
         components += [c for c in replicas if c.name not in named]
-        left_out |= {c.name for c in replicas if c.name.rsplit("-", 1)[0] in left_out}
+        left_out |= {c.name for c in replicas if c.instance_of in left_out}
         self.components = [c for c in components if c.name not in left_out]
         # left out of this `up`: stopped if an earlier `up` started them (a benchmark of the event
         # spine must not share the cores with a saga still rendering), and by `down` like the rest

@@ -25,8 +25,7 @@ def test_a_plain_platform_runs_one_of_each(tmp_path):
 def test_each_instance_has_its_number_principal_state_and_metrics_port(tmp_path, monkeypatch):
     cfg = replace(config.resolve(tmp_path, 3000), replicas=3)
     launcher = Launcher(cfg, say=lambda _m: None)
-    scaled = [c for c in launcher.components if isinstance(c, ControlPlaneProcess)
-              and c.name.rsplit("-", 1)[0] in SCALED_OUT and c.name.rsplit("-", 1)[-1].isdigit()]
+    scaled = [c for c in launcher.components if isinstance(c, ControlPlaneProcess) and c.instance_of]
     assert sorted(c.name for c in scaled) == sorted(f"{n}-{i}" for n in SCALED_OUT for i in (1, 2))
     monkeypatch.setattr("deploy.stack.components.write_own_keys", lambda ctx: None)
     monkeypatch.setattr(launcher.ctx, "secrets", lambda: KEYS)
@@ -35,7 +34,7 @@ def test_each_instance_has_its_number_principal_state_and_metrics_port(tmp_path,
     assert len(ports) == len([c for c in launcher.components if isinstance(c, ControlPlaneProcess)
                               and c.metrics_slot is not None]), "two processes share a metrics port"
     for c in scaled:
-        base, instance = c.name.rsplit("-", 1)
+        base, instance = c.instance_of, c.name.removeprefix(f"{c.instance_of}-")
         env = c.env(launcher.ctx)
         assert env["DBAAS_INSTANCE"] == instance and c.principal == base
         assert env["DBAAS_STATE_DIR"].endswith(f"state/{c.name}")
