@@ -273,7 +273,10 @@ class KafkaSource:
     def __init__(self, settings: SagaSettings):
         self.settings = settings
         self.events_topic = settings.events_topic
-        self.consumer = Consumer(kafka.consumer_config(settings.kafka, settings.group_id))
+        # cooperative-sticky: a rebalance hands over only the partitions that change owner, so an
+        # instance replays (`SagaRunner.adopt`) only those, not every partition it keeps
+        self.consumer = Consumer(kafka.consumer_config(settings.kafka, settings.group_id,
+                                                       **{"partition.assignment.strategy": "cooperative-sticky"}))
 
     def replay(self, partitions: Collection[int] | None = None) -> Iterator[Message]:
         reader = kafka.reader(self.settings.kafka, f"{self.settings.group_id}-scan")
@@ -286,10 +289,10 @@ class KafkaSource:
             reader.close()
 
     def subscribe(self, runner: SagaRunner) -> None:
-        """Join the saga's group on both inputs. They have the same partitions, keyed alike, and
-        the group's range assignor gives an instance the same partitions of both: it follows an
-        organization's events and its PoPs' reports. The event partitions it is given are adopted
-        by `runner` (their deadlines rebuilt from the log); those taken away, released."""
+        """Join the saga's group on both inputs. The event partitions it is given are adopted by
+        `runner` (their deadlines rebuilt from the log), those taken away released. A PoP report
+        needs no state (it is verified and relayed as a command), so whichever instance holds its
+        partition of `dbaas.pop.status` relays it."""
         events_topic = self.settings.events_topic
         count = len(self.consumer.list_topics(events_topic, timeout=30).topics[events_topic].partitions)
 
