@@ -21,8 +21,11 @@ from projections.tables import Tables
 Positions = dict[tuple[str, int], int]  # (projection, partition) -> next offset
 
 
-def load(conn: Connection, tables: Tables, topic: str, projections: Iterable[str]) -> Positions:
-    return _select(conn, tables, topic, list(projections), None, for_update=False)
+def load(conn: Connection, tables: Tables, topic: str, projections: Iterable[str],
+         partitions: Iterable[int] | None = None) -> Positions:
+    """The stored positions (of `partitions` only, when given)."""
+    parts = None if partitions is None else sorted(set(partitions))
+    return _select(conn, tables, topic, list(projections), parts, for_update=False)
 
 
 def lock(conn: Connection, tables: Tables, topic: str, projections: Iterable[str],

@@ -103,7 +103,7 @@ class Projector:
         smallest of the projections'; the beginning when one has none)."""
         parts = [tp.partition for tp in partitions]
         with self.engine.connect() as conn:
-            stored = positions.load(conn, self.tables, self.topic, PROJECTIONS)
+            stored = positions.load(conn, self.tables, self.topic, PROJECTIONS, parts)
         starts = positions.start_offsets(stored, PROJECTIONS, parts)
         consumer.incremental_assign(assignment(self.topic, starts))
         for part, start in starts.items():
