@@ -620,16 +620,11 @@ def payload_to_avro(event: Event) -> tuple[str, dict[str, Any]]:
 def payload_from_avro(branch: tuple[str, Mapping[str, Any]]) -> Event:
     """The event of a decoded union branch (its builders never change the fields they are given)."""
     name, fields = branch
-    build = _BUILDERS.get(name)
-    if build is None:
-        try:
-            build = _BUILDERS[name] = EVENT_TYPES[short_name(name)]
-        except KeyError:
-            raise UnknownEvent(f"no event class for record {name!r}; known: {', '.join(EVENT_TYPES)}") from None
+    try:
+        build = EVENT_TYPES[short_name(name)]
+    except KeyError:
+        raise UnknownEvent(f"no event class for record {name!r}; known: {', '.join(EVENT_TYPES)}") from None
     return build(fields)
-
-
-_BUILDERS: dict[str, Callable[[dict[str, Any]], Event]] = {}  # full record name -> its EVENT_TYPES builder
 
 
 def to_avro(envelope: Envelope) -> dict[str, Any]:
