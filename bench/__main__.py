@@ -46,6 +46,7 @@ from bench.common import (
     service,
     settle,
     wait_visible,
+    watch_visible,
 )
 from commands import to_avro
 from runtime.publisher import Publisher
@@ -160,32 +161,6 @@ def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
     return means
 
 
-def _watch_visible(dsn: str, ops: list[str], sent: list[float], seen: dict[int, float],
-                   timeout: float = 600.0) -> None:
-    """Record when each published operation (index into `ops`; `sent` grows as they are published)
-    first shows in the read model. Each poll asks only for those published and not seen yet — a few
-    hundred at a time — so that the measurement does not load PostgreSQL and the cores it measures."""
-    first = 0
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        while first < len(ops):
-            published = len(sent)
-            window = [i for i in range(first, published) if i not in seen]
-            if window:
-                rows = conn.execute("select id from operations where id = any(%s)",
-                                    ([ops[i] for i in window],)).fetchall()
-                now = time.perf_counter()
-                found = {op for (op,) in rows}
-                for i in window:
-                    if ops[i] in found:
-                        seen[i] = now
-                while first < published and first in seen:
-                    first += 1
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{len(ops) - len(seen)} commands not visible after {timeout:.0f}s")
-            time.sleep(0.005)
-
-
 def bench_latency(ep: Endpoints, pub: Publisher, rate: int, seconds: float) -> None:
     total = int(rate * seconds)
     print(f"(b) latency publish -> read model at {rate} commands/s for {seconds:.0f}s ({total} commands)")
@@ -195,7 +170,7 @@ def bench_latency(ep: Endpoints, pub: Publisher, rate: int, seconds: float) -> N
     ops = operations(cmds)
     sent: list[float] = []  # publish time of cmds[i], appended as they go out
     seen: dict[int, float] = {}
-    poller = threading.Thread(target=_watch_visible, args=(ep.dsn, ops, sent, seen))
+    poller = threading.Thread(target=watch_visible, args=(ep.dsn, ops, lambda: len(sent), seen))
     poller.start()
     start = time.perf_counter()
     for i, c in enumerate(cmds):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -188,25 +189,38 @@ def operations(cmds: list[CommandEnvelope]) -> list[str]:
     return [operation_id(c.tenant_id, c.command_id) for c in cmds]
 
 
-def wait_visible(dsn: str, ids: list[str], timeout: float = 600.0, on_progress=None) -> dict[str, float]:
-    """Poll the operations read model until every operation id is there; returns first-seen times."""
-    pending = set(ids)
-    seen: dict[str, float] = {}
+def watch_visible(dsn: str, ops: list[str], published: Callable[[], int], seen: dict[int, float],
+                  timeout: float = 600.0, on_progress=None) -> None:
+    """Record in `seen` when each operation `ops[i]` first shows in the operations read model, for
+    the first `published()` of them (a count that may grow while this runs), until all are seen.
+    Each poll asks only for those published and not seen yet, so that polling while commands flow
+    in at a steady rate loads neither PostgreSQL nor the cores it measures."""
+    first = 0
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while pending:
-            rows = conn.execute("select id from operations where id = any(%s)", (list(pending),)).fetchall()
-            now = time.perf_counter()
-            for (op_id,) in rows:
-                seen[op_id] = now
-                pending.discard(op_id)
-            if on_progress:
-                on_progress(len(ids) - len(pending), len(ids))
-            if pending and time.monotonic() > deadline:
-                raise SystemExit(f"{len(pending)} commands not visible after {timeout:.0f}s")
-            if pending:
-                time.sleep(0.01)
-    return seen
+        while first < len(ops):
+            ready = published()
+            window = [i for i in range(first, ready) if i not in seen]
+            if window:
+                rows = conn.execute("select id from operations where id = any(%s)",
+                                    ([ops[i] for i in window],)).fetchall()
+                now = time.perf_counter()
+                found = {op for (op,) in rows}
+                seen.update((i, now) for i in window if ops[i] in found)
+                while first < ready and first in seen:
+                    first += 1
+                if on_progress:
+                    on_progress(len(seen), len(ops))
+            if first < len(ops) and time.monotonic() > deadline:
+                raise SystemExit(f"{len(ops) - len(seen)} commands not visible after {timeout:.0f}s")
+            time.sleep(0.005)
+
+
+def wait_visible(dsn: str, ids: list[str], timeout: float = 600.0, on_progress=None) -> dict[str, float]:
+    """Poll the operations read model until every operation id is there; returns first-seen times."""
+    seen: dict[int, float] = {}
+    watch_visible(dsn, ids, lambda: len(ids), seen, timeout, on_progress)
+    return {ids[i]: at for i, at in seen.items()}
 
 
 def percentile(values: list[float], q: float) -> float:
