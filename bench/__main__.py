@@ -291,6 +291,7 @@ def bench_rebuild(ep: Endpoints, pub: Publisher, events: int = 0) -> None:
     print(f"    rebuild      : {events_per_s:8.0f} events/s ({result.replayed} events -> {rows} rows, "
           f"{rows / elapsed:.0f} rows/s, {elapsed:.1f}s, {default_workers(result.replayed)} replaying processes; "
           "target >= 0.5 of raw inserts)")
+    print("    phases (s)   : " + ", ".join(f"{phase} {s:.2f}" for phase, s in result.seconds.items()))
     print(f"    raw inserts  : {raw:8.0f} rows/s (the same rows, executemany, one transaction, same indexes)")
     print(f"    ratio        : {events_per_s / raw:8.3f}   (rows/s: {rows / elapsed / raw:.3f})")
     print(f"    without the indexes: {bare:8.0f} rows/s (ratio {events_per_s / bare:.3f}); COPY, same indexes: "

@@ -537,12 +537,30 @@ class Envelope:
         return self.operation_id or self.command_id
 
 
-def _with_resources(cls: Callable[..., Event], *names: str) -> Callable[[dict[str, Any]], Event]:
+def _stored(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+    """A builder of `cls` (a frozen dataclass whose `__init__` only stores its arguments) from its
+    decoded fields: given exactly its fields, they are stored as `replace` stores them, without the
+    frozen `__init__`'s setattr per field (every reader of the log builds one payload and one
+    envelope per event); given any other keys, `__init__`, whose TypeError names the field."""
+    names = frozenset(f.name for f in dataclasses.fields(cls))
+
+    def build(d: dict[str, Any]) -> Any:
+        if d.keys() != names:
+            return cls(**d)
+        obj = object.__new__(cls)
+        obj.__dict__.update(d)
+        return obj
+    return build
+
+
+def _with_resources(cls: type[Event], *names: str) -> Callable[[dict[str, Any]], Event]:
+    store = _stored(cls)
+
     def build(d: dict[str, Any]) -> Event:
         d = {**d, **{n: Resources(**d[n]) for n in names if d.get(n) is not None}}
         if d.get("restore") is not None:
             d["restore"] = RestoreSource(**d["restore"])
-        return cls(**d)
+        return store(d)
     return build
 
 
@@ -568,42 +586,42 @@ def event_type(headers: Iterable[tuple[str, bytes | None]] | None) -> str | None
 
 # Record name -> builder from the Avro dict. New events: add the class here and a branch in the .avsc.
 EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
-    "OrganizationCreated": lambda d: OrganizationCreated(**d),
+    "OrganizationCreated": _stored(OrganizationCreated),
     "ServiceRequested": _with_resources(ServiceRequested, "resources"),
     "ServiceScaleRequested": _with_resources(ServiceScaleRequested, "old_resources", "new_resources"),
-    "ServiceDeletionRequested": lambda d: ServiceDeletionRequested(**d),
-    "OperationAccepted": lambda d: OperationAccepted(**d),
-    "CommandRejected": lambda d: CommandRejected(**d),
+    "ServiceDeletionRequested": _stored(ServiceDeletionRequested),
+    "OperationAccepted": _stored(OperationAccepted),
+    "CommandRejected": _stored(CommandRejected),
     "OperationStarted": _with_resources(OperationStarted, "resources"),
-    "ServiceClaimRendered": lambda d: ServiceClaimRendered(**d),
-    "ServiceClaimCommitted": lambda d: ServiceClaimCommitted(**d),
-    "ServiceReady": lambda d: ServiceReady(**d),
+    "ServiceClaimRendered": _stored(ServiceClaimRendered),
+    "ServiceClaimCommitted": _stored(ServiceClaimCommitted),
+    "ServiceReady": _stored(ServiceReady),
     "ServiceFailed": _with_resources(ServiceFailed, "resources"),
-    "ServiceDeleted": lambda d: ServiceDeleted(**d),
+    "ServiceDeleted": _stored(ServiceDeleted),
     "OperationCancelled": _with_resources(OperationCancelled, "resources"),
     "ServiceClaimReverted": _with_resources(ServiceClaimReverted, "resources"),
     "QuotaSet": lambda d: QuotaSet(quota_from_avro(d["quota"])),
-    "MemberAdded": lambda d: MemberAdded(**d),
-    "MemberRoleChanged": lambda d: MemberRoleChanged(**d),
-    "MemberRemoved": lambda d: MemberRemoved(**d),
-    "DeletionProtectionSet": lambda d: DeletionProtectionSet(**d),
-    "BackupRequested": lambda d: BackupRequested(**d),
-    "BackupPolicySet": lambda d: BackupPolicySet(**d),
-    "BackupClaimRendered": lambda d: BackupClaimRendered(**d),
-    "BackupClaimCommitted": lambda d: BackupClaimCommitted(**d),
-    "BackupCompleted": lambda d: BackupCompleted(**d),
-    "BackupFailed": lambda d: BackupFailed(**d),
-    "BackupDeletionRequested": lambda d: BackupDeletionRequested(**d),
-    "BackupDeleted": lambda d: BackupDeleted(**d),
-    "BackupClaimReverted": lambda d: BackupClaimReverted(**d),
+    "MemberAdded": _stored(MemberAdded),
+    "MemberRoleChanged": _stored(MemberRoleChanged),
+    "MemberRemoved": _stored(MemberRemoved),
+    "DeletionProtectionSet": _stored(DeletionProtectionSet),
+    "BackupRequested": _stored(BackupRequested),
+    "BackupPolicySet": _stored(BackupPolicySet),
+    "BackupClaimRendered": _stored(BackupClaimRendered),
+    "BackupClaimCommitted": _stored(BackupClaimCommitted),
+    "BackupCompleted": _stored(BackupCompleted),
+    "BackupFailed": _stored(BackupFailed),
+    "BackupDeletionRequested": _stored(BackupDeletionRequested),
+    "BackupDeleted": _stored(BackupDeleted),
+    "BackupClaimReverted": _stored(BackupClaimReverted),
     "CdcEnableRequested": lambda d: CdcEnableRequested(**{**d, "tables": tuple(d.get("tables") or ())}),
-    "CdcDisableRequested": lambda d: CdcDisableRequested(**d),
-    "CdcConnectorRendered": lambda d: CdcConnectorRendered(**d),
-    "CdcConnectorCommitted": lambda d: CdcConnectorCommitted(**d),
-    "CdcConnectorRegistered": lambda d: CdcConnectorRegistered(**d),
-    "CdcConnectorFailed": lambda d: CdcConnectorFailed(**d),
-    "CdcDisabled": lambda d: CdcDisabled(**d),
-    **{cls.__name__: (lambda d, cls=cls: cls(**d)) for cls in (  # type: ignore[misc]
+    "CdcDisableRequested": _stored(CdcDisableRequested),
+    "CdcConnectorRendered": _stored(CdcConnectorRendered),
+    "CdcConnectorCommitted": _stored(CdcConnectorCommitted),
+    "CdcConnectorRegistered": _stored(CdcConnectorRegistered),
+    "CdcConnectorFailed": _stored(CdcConnectorFailed),
+    "CdcDisabled": _stored(CdcDisabled),
+    **{cls.__name__: _stored(cls) for cls in (
         SubscriptionRequested, SubscriptionGranted, SubscriptionRevocationRequested, SubscriptionRevoked,
         SubscriptionFailed)},
 }
@@ -634,6 +652,9 @@ def to_avro(envelope: Envelope) -> dict[str, Any]:
     return record
 
 
+_ENVELOPE = _stored(Envelope)
+
+
 def from_avro(record: Mapping[str, Any]) -> Envelope:
     """EventEnvelope record dict from `schemas.codec.decode` -> Envelope. Envelopes of version 1
     named bare subjects: they are read as the principals they were (`legacy_principal`)."""
@@ -642,7 +663,7 @@ def from_avro(record: Mapping[str, Any]) -> Envelope:
         payload = _legacy_principals(payload)
         actor = record.get("actor_subject")
         record = {**record, "actor_subject": legacy_principal(actor) if actor else actor}
-    return Envelope(**{**record, "payload": payload})
+    return _ENVELOPE({**record, "payload": payload})
 
 
 def decode(read: Callable[[bytes], Mapping[str, Any]], data: bytes | None) -> Envelope:

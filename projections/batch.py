@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
@@ -70,7 +70,7 @@ def _apply(conn: Connection, tables: Tables, projections: Mapping[str, Projectio
         elif not careful:
             _collect(projections, due, item, changes, outcome)
         elif (refused := _apply_alone(conn, tables, projections, due, item, outcome)) is not None:
-            outcome.dead.append(replace(item, poison=refused))
+            outcome.dead.append(item._replace(poison=refused))
         for name in due:
             outcome.positions[(name, item.partition)] = item.offset + 1
     for name, pending in changes.items():
@@ -126,7 +126,7 @@ class MembershipGuard:
                       "refused so that it changes no membership (a forked or replayed log)")
             log.error("event out of its aggregate's sequence refused", event_id=env.event_id,
                       tenant_id=env.tenant_id, sequence=env.sequence, last=last)
-            return replace(item, poison=reason)
+            return item._replace(poison=reason)
         self.seen[env.tenant_id] = max(last, env.sequence)
         return item
 

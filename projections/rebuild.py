@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -54,6 +55,7 @@ class RebuildResult:
     replayed: int  # offsets read, catch-up included
     skipped: int  # messages skipped: undecodable, or refused by the database (as the live runner did)
     positions: dict[int, int]  # per partition: the next offset stored for every rebuilt projection
+    seconds: dict[str, float] = field(default_factory=dict)  # per phase: preparing, replaying (folding, writing), swapping
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -72,51 +74,79 @@ def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCal
     """`workers`: processes replaying partitions in parallel (default: one per core for a large
     log, this process alone for a small one); `max_rows`: rows a worker folds in memory at most."""
     chosen = select(names)
+    clock = _Clock()
     engine = create_engine(settings.sqlalchemy_url, pool_pre_ping=True)
-    registry = Registry(settings.registry_url)
+    registry: Registry | None = None
     consumer: Consumer | None = None
     topic = settings.events_topic
     try:
-        live = create_all(engine)
-        twins = build_tables(REBUILD_SUFFIX)
+        # The log's bounds first: they decide the replaying processes, which then start (~0.5 s
+        # each) while this process creates the tables and the empty twins (`prepare`).
         partitions = topic_partitions(settings.kafka_bootstrap, topic)
-        _prepare(engine, live, twins, chosen, topic, partitions)
-        decoder = Decoder(Serde(registry, EVENTS_SUBJECT))
         consumer = Consumer(consumer_config(settings, group=f"{settings.consumer_group}-rebuild"))
         bounds = {p: _watermarks(consumer, topic, p) for p in partitions}
         starts = {p: low for p, (low, _high) in bounds.items()}
         ends = {p: high for p, (_low, high) in bounds.items()}
         total = sum(high - low for low, high in bounds.values())
+        live, twins = build_tables(), build_tables(REBUILD_SUFFIX)
+        selected = {n: PROJECTIONS[n] for n in chosen}
+        registry = Registry(settings.registry_url)
+        decoders: list[Decoder] = []
+
+        def prepare() -> None:
+            create_all(engine, live)
+            _prepare(engine, live, twins, chosen, topic, partitions)
+            decoders[:] = [Decoder(Serde(registry, EVENTS_SUBJECT))]  # type: ignore[arg-type]
 
         def report(phase: str, read: int) -> None:
             if progress:
                 progress(Progress(phase, chosen, read, total))
 
-        selected = {n: PROJECTIONS[n] for n in chosen}
-        replay = Replay(consumer, decoder, starts, report, stall_timeout)
         log.info("rebuild started", projections=chosen, topic=topic, total=total)
+        clock.lap("preparing")
         try:
             reached = bulk(settings, chosen, REBUILD_SUFFIX, starts, ends, lambda read: report("replay", read),
-                           workers=default_workers(total) if workers is None else workers,
+                           prepare=prepare, workers=default_workers(total) if workers is None else workers,
                            stall_timeout=stall_timeout, max_rows=max_rows)
+            replay = Replay(consumer, decoders[0], starts, report, stall_timeout)
             replay.pos.update(reached.positions)
             replay.skipped += reached.skipped
+            clock.laps.update(reached.timings)
             consumer.assign([TopicPartition(topic, p, off) for p, off in replay.pos.items()])
         except BulkRefused as exc:
             log.warning("rows refused by the database; replaying batch by batch", error=str(exc))
-            _prepare(engine, live, twins, chosen, topic, partitions)
+            prepare()
+            replay = Replay(consumer, decoders[0], starts, report, stall_timeout)
             consumer.assign([TopicPartition(topic, p, off) for p, off in starts.items()])
             replay.until(ends, lambda items: _apply_committed(engine, twins, selected, items), "replay")
         report("replayed", replay.read)
+        clock.lap("replaying")
         final = _swap(engine, live, twins, chosen, topic, partitions, replay, selected)
         report("swapped", replay.read)
-        log.info("rebuild swapped in", projections=chosen, replayed=replay.read, skipped=replay.skipped)
-        return RebuildResult(chosen, replay.read, replay.skipped, final)
+        clock.lap("swapping")
+        log.info("rebuild swapped in", projections=chosen, replayed=replay.read, skipped=replay.skipped,
+                 seconds={phase: round(s, 3) for phase, s in clock.laps.items()})
+        return RebuildResult(chosen, replay.read, replay.skipped, final, dict(clock.laps))
     finally:
         if consumer is not None:
             consumer.close()
-        registry.close()
+        if registry is not None:
+            registry.close()
         engine.dispose()
+
+
+class _Clock:
+    """Seconds per phase of a rebuild, for its log line (`folding`/`writing`: the slowest worker's
+    share of `replaying`)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.laps[phase] = now - self.last
+        self.last = now
 
 
 def _prepare(engine: Engine, live: Tables, twins: Tables, chosen: tuple[str, ...], topic: str,

@@ -126,7 +126,9 @@ class Folder:
     """Folds items into rows held in memory, per read model (the twins are empty: no stored row);
     past `max_rows` rows it writes them and applies the rest batch by batch to the twins."""
 
-    def __init__(self, engine: Engine, twins: Tables, projections: Mapping[str, Projection], max_rows: int):
+    def __init__(self, engine: Engine, twins: Tables, projections: Mapping[str, Projection], max_rows: int,
+                 prepared: Callable[[], None] = lambda: None):
+        self.prepared = prepared  # returns once the twins exist (called before anything is written)
         self.engine = engine
         self.twins = twins
         self.projections = projections
@@ -137,7 +139,7 @@ class Folder:
 
     def add(self, items: list[Item]) -> int:
         """Fold `items` (in log order); the number skipped (undecodable, or refused by the guard)."""
-        if self.spilled:
+        if self.spilled:  # the twins exist: `write` waited for them
             with self.engine.begin() as conn:
                 return len(apply_batch(conn, self.twins, self.projections, items, {}).dead)
         skipped = 0
@@ -169,6 +171,7 @@ class Folder:
     def write(self) -> int:
         """Write the rows held (COPY into the twins, one transaction); the number written."""
         written = 0
+        self.prepared()
         try:
             with self.engine.begin() as conn:
                 for name, rows in self.rows.items():
@@ -272,6 +275,7 @@ class Job:
 class Reached:
     positions: dict[int, int]  # per partition: the next offset, everything before it applied
     skipped: int
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per phase (the slowest worker's)
 
 
 @contextmanager
@@ -289,13 +293,14 @@ def fewer_collections(young: int = 100_000) -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def replay_job(job: Job, report: Callable[[int], None]) -> Reached:
-    """Replay `job`'s partitions into the empty twins: fold, then COPY (see the module docstring)."""
+def replay_job(job: Job, report: Callable[[int], None], prepared: Callable[[], None] = lambda: None) -> Reached:
+    """Replay `job`'s partitions into the empty twins: fold, then COPY (see the module docstring);
+    `prepared` returns once the twins exist (nothing is written before)."""
     with fewer_collections():
-        return _replay_job(job, report)
+        return _replay_job(job, report, prepared)
 
 
-def _replay_job(job: Job, report: Callable[[int], None]) -> Reached:
+def _replay_job(job: Job, report: Callable[[int], None], prepared: Callable[[], None]) -> Reached:
     settings = job.settings
     engine = create_engine(settings.sqlalchemy_url)
     registry = Registry(settings.registry_url)
@@ -303,23 +308,32 @@ def _replay_job(job: Job, report: Callable[[int], None]) -> Reached:
     try:
         consumer.assign([TopicPartition(settings.events_topic, p, off) for p, off in job.starts.items()])
         projections = {name: PROJECTIONS[name] for name in job.names}
-        folder = Folder(engine, build_tables(job.suffix), projections, job.max_rows)
+        folder = Folder(engine, build_tables(job.suffix), projections, job.max_rows, prepared)
         replay = Replay(consumer, Decoder(Serde(registry, EVENTS_SUBJECT)), job.starts,
                         lambda _phase, read: report(read), job.stall_timeout)
+        started = time.perf_counter()
         replay.until(job.ends, folder.add, "replay")
+        folded = time.perf_counter()
         if not folder.spilled:
             folder.write()
-        return Reached(dict(replay.pos), replay.skipped)
+        return Reached(dict(replay.pos), replay.skipped,
+                       {"folding": folded - started, "writing": time.perf_counter() - folded})
     finally:
         consumer.close()
         registry.close()
         engine.dispose()
 
 
-def _work(job: Job, index: int, out: Any) -> None:
-    """A worker process: progress and its outcome go to `out` (a queue), never an exception."""
+def _work(job: Job, index: int, out: Any, twins_ready: Any) -> None:
+    """A worker process: progress and its outcome go to `out` (a queue), never an exception. It
+    writes once `twins_ready` (an event) is set: the parent prepares the twins while it starts."""
+
+    def prepared() -> None:
+        if not twins_ready.wait(job.stall_timeout):
+            raise TransientError(f"the rebuild's tables were not prepared within {job.stall_timeout:.0f}s")
+
     try:
-        reached = replay_job(job, lambda read: out.put(("read", index, read)))
+        reached = replay_job(job, lambda read: out.put(("read", index, read)), prepared)
     except BulkRefused as exc:
         out.put(("refused", index, str(exc)))
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it (else the traceback is lost)
@@ -347,26 +361,32 @@ def default_workers(total: int) -> int:
 
 
 def bulk(settings: Settings, names: tuple[str, ...], suffix: str, starts: dict[int, int], ends: dict[int, int],
-         report: Callable[[int], None], *, workers: int, stall_timeout: float, max_rows: int = MAX_ROWS) -> Reached:
-    """Replay every partition from `starts` to (at least) `ends` into the empty twins named by
-    `suffix`; `report` gets the number of offsets read so far. Raises `BulkRefused` when PostgreSQL
-    refused the rows (nothing of the replay is then usable: empty the twins)."""
+         report: Callable[[int], None], *, prepare: Callable[[], None], workers: int, stall_timeout: float,
+         max_rows: int = MAX_ROWS) -> Reached:
+    """Replay every partition from `starts` to (at least) `ends` into the twins named by `suffix`,
+    which `prepare` empties (it runs here while the workers start: importing and connecting cost a
+    worker ~0.5 s; they write nothing before it returns); `report` gets the number of offsets read
+    so far. Raises `BulkRefused` when PostgreSQL refused the rows (nothing of the replay is then
+    usable: empty the twins)."""
     groups = split(starts, ends, workers)
     untouched = {p: off for p, off in starts.items() if not any(p in g for g in groups)}
     if len(groups) <= 1:
+        prepare()
         group = groups[0] if groups else {}
         reached = replay_job(Job(settings, names, suffix, group, {p: ends[p] for p in group}, stall_timeout,
                                  max_rows), report) if group else Reached({}, 0)
-        return Reached({**untouched, **reached.positions}, reached.skipped)
+        return Reached({**untouched, **reached.positions}, reached.skipped, reached.timings)
     context = multiprocessing.get_context("spawn")  # never fork a process holding Kafka clients
-    out = context.Queue()
+    out, twins_ready = context.Queue(), context.Event()
     procs = [context.Process(target=_work, name=f"rebuild-replay-{i}", daemon=True,
                              args=(Job(settings, names, suffix, g, {p: ends[p] for p in g}, stall_timeout, max_rows),
-                                   i, out))
+                                   i, out, twins_ready))
              for i, g in enumerate(groups)]
     for proc in procs:
         proc.start()
     try:
+        prepare()
+        twins_ready.set()
         return _collect(procs, out, untouched, report)
     finally:
         for proc in procs:
@@ -402,4 +422,6 @@ def _collect(procs: list[Any], out: Any, untouched: dict[int, int], report: Call
     positions = dict(untouched)
     for reached in done.values():
         positions.update(reached.positions)
-    return Reached(positions, sum(r.skipped for r in done.values()))
+    timings = {phase: max(r.timings.get(phase, 0.0) for r in done.values())
+               for phase in {k for r in done.values() for k in r.timings}}
+    return Reached(positions, sum(r.skipped for r in done.values()), timings)

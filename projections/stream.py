@@ -9,8 +9,7 @@ dead-lettered. Imports confluent-kafka, `schemas`, `events` and `projections.err
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -56,8 +55,7 @@ def topic_partitions(bootstrap: kafka.KafkaAccess | str, topic: str, timeout: fl
     return sorted(described.partitions)
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):  # a tuple: one is built per consumed message, and tuples are the cheapest to build
     """One consumed message: its envelope, or why it can never be decoded."""
 
     partition: int
