@@ -7,11 +7,12 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
 from projections.batch import MEMBERS
 from projections.projectors import PROJECTIONS
-from projections.replay import BulkRefused, Folder, _limits, fits, split
+from projections.replay import BulkRefused, Folder, _limits, _pg_types, fits, split
 from projections.stream import Item
 from projections.tables import REBUILD_SUFFIX, build_tables
 from projections.timetravel import replay
@@ -107,3 +108,15 @@ def test_an_event_postgresql_would_refuse_sends_the_rebuild_to_the_batch_path():
 ])
 def test_fits_says_what_postgresql_takes(values, fine, reason):
     assert fits(_limits(build_tables().services), values) is fine, reason
+
+
+def test_every_twin_column_has_a_type_the_binary_copy_can_send():
+    """The binary COPY names each column's PostgreSQL type; psycopg must know every one (a new column
+    type it does not would make every bulk rebuild fail)."""
+    twins = build_tables(REBUILD_SUFFIX)
+    for name in PROJECTIONS:
+        table = twins.read_model(name)
+        types = _pg_types(table)
+        assert len(types) == len(table.columns)
+        unknown = [t for t in types if psycopg.adapters.types.get(t) is None]
+        assert not unknown, f"{name}: {unknown}"
