@@ -34,9 +34,16 @@ def replace(obj: Any, /, **changes: Any) -> Any:
     values = obj.__dict__
     if not changes.keys() <= values.keys():
         raise TypeError(f"{type(obj).__name__} has no field {', '.join(sorted(changes.keys() - values.keys()))}")
-    new = object.__new__(obj.__class__)
-    new.__dict__.update(values)
-    new.__dict__.update(changes)
+    return _assembled(obj.__class__, values, changes)
+
+
+def _assembled(cls: type[Any], *fields: Mapping[str, Any]) -> Any:
+    """An instance of `cls` holding `fields` (merged, the later winning), without `__init__`, which
+    for the frozen dataclasses here only stores its arguments, one setattr each (`replace` and the
+    decoding builders, `_stored`, build several per event)."""
+    new = object.__new__(cls)
+    for values in fields:
+        new.__dict__.update(values)
     return new
 
 
@@ -539,17 +546,13 @@ class Envelope:
 
 def _stored(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
     """A builder of `cls` (a frozen dataclass whose `__init__` only stores its arguments) from its
-    decoded fields: given exactly its fields, they are stored as `replace` stores them, without the
-    frozen `__init__`'s setattr per field (every reader of the log builds one payload and one
-    envelope per event); given any other keys, `__init__`, whose TypeError names the field."""
+    decoded fields: given exactly its fields, `_assembled` (every reader of the log builds one
+    payload and one envelope per event); given any other keys, `__init__`, whose TypeError names
+    the field."""
     names = frozenset(f.name for f in dataclasses.fields(cls))
 
     def build(d: dict[str, Any]) -> Any:
-        if d.keys() != names:
-            return cls(**d)
-        obj = object.__new__(cls)
-        obj.__dict__.update(d)
-        return obj
+        return _assembled(cls, d) if d.keys() == names else cls(**d)
     return build
 
 

@@ -31,7 +31,7 @@ from projections import positions, snapshots
 from projections.batch import apply_batch
 from projections.errors import ConfigurationError, ProjectionError, TransientError
 from projections.projectors import PROJECTIONS, Projection
-from projections.replay import MAX_ROWS, BulkRefused, Replay, bulk, default_workers
+from projections.replay import MAX_ROWS, BulkRefused, Reached, Replay, bulk, default_workers
 from projections.settings import Settings
 from projections.stream import Decoder, Item, consumer_config, topic_partitions
 from projections.tables import READ_MODELS, REBUILD_SUFFIX, Tables, build_tables, create_all, rename_plan
@@ -90,13 +90,10 @@ def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCal
         total = sum(high - low for low, high in bounds.values())
         live, twins = build_tables(), build_tables(REBUILD_SUFFIX)
         selected = {n: PROJECTIONS[n] for n in chosen}
-        registry = Registry(settings.registry_url)
-        decoders: list[Decoder] = []
 
         def prepare() -> None:
             create_all(engine, live)
             _prepare(engine, live, twins, chosen, topic, partitions)
-            decoders[:] = [Decoder(Serde(registry, EVENTS_SUBJECT))]  # type: ignore[arg-type]
 
         def report(phase: str, read: int) -> None:
             if progress:
@@ -105,20 +102,24 @@ def rebuild(settings: Settings, names: Sequence[str] = (), progress: ProgressCal
         log.info("rebuild started", projections=chosen, topic=topic, total=total)
         clock.lap("preparing")
         try:
-            reached = bulk(settings, chosen, REBUILD_SUFFIX, starts, ends, lambda read: report("replay", read),
-                           prepare=prepare, workers=default_workers(total) if workers is None else workers,
-                           stall_timeout=stall_timeout, max_rows=max_rows)
-            replay = Replay(consumer, decoders[0], starts, report, stall_timeout)
+            reached: Reached | None = bulk(
+                settings, chosen, REBUILD_SUFFIX, starts, ends, lambda read: report("replay", read), prepare=prepare,
+                workers=default_workers(total) if workers is None else workers, stall_timeout=stall_timeout,
+                max_rows=max_rows)
+        except BulkRefused as exc:
+            log.warning("rows refused by the database; replaying batch by batch", error=str(exc))
+            prepare()
+            reached = None
+        registry = Registry(settings.registry_url)
+        replay = Replay(consumer, Decoder(Serde(registry, EVENTS_SUBJECT)), starts, report, stall_timeout)
+        if reached is None:
+            consumer.assign([TopicPartition(topic, p, off) for p, off in starts.items()])
+            replay.until(ends, lambda items: _apply_committed(engine, twins, selected, items), "replay")
+        else:
             replay.pos.update(reached.positions)
             replay.skipped += reached.skipped
             clock.laps.update(reached.timings)
             consumer.assign([TopicPartition(topic, p, off) for p, off in replay.pos.items()])
-        except BulkRefused as exc:
-            log.warning("rows refused by the database; replaying batch by batch", error=str(exc))
-            prepare()
-            replay = Replay(consumer, decoders[0], starts, report, stall_timeout)
-            consumer.assign([TopicPartition(topic, p, off) for p, off in starts.items()])
-            replay.until(ends, lambda items: _apply_committed(engine, twins, selected, items), "replay")
         report("replayed", replay.read)
         clock.lap("replaying")
         final = _swap(engine, live, twins, chosen, topic, partitions, replay, selected)

@@ -314,6 +314,23 @@ def test_events_round_trip(envelope: Envelope) -> None:
     assert events.from_avro(decode(data, REGISTRY.__getitem__)) == envelope
 
 
+@pytest.mark.parametrize("change, field", [
+    (lambda payload: {**payload, "colour": "blue"}, "colour"),  # a field the event class lacks
+    (lambda payload: {k: v for k, v in payload.items() if k != "name"}, "name"),  # one it needs
+])
+def test_a_record_whose_fields_differ_from_its_class_is_poison_naming_the_field(change, field) -> None:
+    """Records with exactly their class's fields are stored without `__init__`; any other keys go
+    through it, and its TypeError becomes the poison's reason."""
+    envelope = next(e for e in EVENT_SAMPLES if isinstance(e.payload, events.ServiceRequested))
+    record = decode(encode(EVENTS_ID, REGISTRY[EVENTS_ID], events.to_avro(envelope)), REGISTRY.__getitem__)
+    name, payload = record["payload"]
+    record = {**record, "payload": (name, change(payload))}
+
+    with pytest.raises(PoisonMessage) as raised:
+        events.decode(lambda _data: record, b"")
+    assert "not an event record: TypeError" in raised.value.reason and field in raised.value.reason
+
+
 def test_decided_events_round_trip() -> None:
     create = cmd(CreateService(DB1, "db", "vitess", "local", "small", labels={"team": "pay"}))
     scale = cmd(ScaleService(DB1, cpu=2))
