@@ -113,8 +113,7 @@ class AuditWriter:
         self.admin = AdminClient(kafka.admin_config(settings.kafka))
         self.known: set[str] = set()
         self.consumer = Consumer(kafka.consumer_config(settings.kafka, settings.group_id))
-        self.producer = Producer(kafka.transactional_config(settings.kafka, settings.transactional_id,
-                                                            **{"linger.ms": 5}))
+        self.producer = Producer(kafka.transactional_config(settings.kafka, settings.transactional_id))
 
     def run(self, stop) -> None:
         self.producer.init_transactions(30)

@@ -72,7 +72,7 @@ class CommandProcessor:
         self.consumer = Consumer(kafka.consumer_config(
             settings.kafka, settings.group_id, **{"partition.assignment.strategy": "cooperative-sticky"}))
         self.producer = Producer(kafka.transactional_config(
-            settings.kafka, settings.transactional_id, **{"linger.ms": 2, "transaction.timeout.ms": 30000}))
+            settings.kafka, settings.transactional_id, **{"transaction.timeout.ms": 30000}))
 
     # -- lifecycle -----------------------------------------------------------------------
     def run(self, stop) -> None:

@@ -116,8 +116,17 @@ def admin_config(kafka: KafkaAccess | str, **extra: object) -> dict[str, object]
 
 def transactional_config(kafka: KafkaAccess | str, transactional_id: str, **extra: object) -> dict[str, object]:
     """A transactional producer: events and consumer offsets committed together (exactly once). The
-    id is stable per instance, so a restarted instance fences its predecessor's open transaction."""
-    return producer_config(kafka, **{"transactional.id": transactional_id, **extra})
+    id is stable per instance, so a restarted instance fences its predecessor's open transaction.
+
+    It lingers `TRANSACTION_LINGER_MS`: what a transaction writes is visible to read_committed
+    readers only once it commits, and committing flushes at once whatever lingers, so a batch's
+    messages go out in a few large requests instead of one every few milliseconds — no later for
+    any reader, fewer requests for the broker and fewer wake-ups of the client's thread."""
+    return producer_config(kafka, **{"transactional.id": transactional_id, "linger.ms": TRANSACTION_LINGER_MS,
+                                     **extra})
+
+
+TRANSACTION_LINGER_MS = 100
 
 
 def instance_transactional_id(variable: str, prefix: str) -> Callable[[Mapping[str, str]], str]:
