@@ -160,8 +160,10 @@ class Processor:
         """Fold an event handled before this start (before the committed offset): its alerts and
         facts were published then, only the state and the quota episode are rebuilt."""
         folded = self._fold(partition, offset, value)
-        if folded is not None and folded[2]:
-            env, state, _ = folded
+        if folded is None:
+            return
+        env, state, judge = folded
+        if judge:
             self.quota[env.tenant_id], _ = on_tenant(self.quota.get(env.tenant_id, QuotaWatch()), state,
                                                      env.occurred_at, self.config)
 
@@ -225,8 +227,7 @@ class Processor:
             state = events.replace(state, commands=_NO_COMMANDS)
         self.states[tenant] = state
         _FOLDED.inc()
-        judge = (tenant not in self.quota or (state.usage is not before.usage and state.usage != before.usage)
-                 or (state.quota is not before.quota and state.quota != before.quota))
+        judge = tenant not in self.quota or state.usage != before.usage or state.quota != before.quota
         return env, state, judge
 
     def _once(self, marks: dict[str, Any], alert: Alert) -> bool:
