@@ -76,7 +76,9 @@ class Latencies(threading.Thread):
     def __init__(self, bootstrap: str, registry: str, topic: str, expected: int):
         super().__init__(daemon=True)
         self.topic, self.expected = topic, expected
-        self.decode = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+        # subjects by topic: the default strategy (ASSOCIATED) asks an API the registry lacks
+        self.decode = AvroDeserializer(SchemaRegistryClient({"url": registry, "timeout": 30}),
+                                       conf={"subject.name.strategy.type": "TOPIC"})
         self.consumer = Consumer(kafka.consumer_config(bootstrap, f"bench-cdc-{uuid.uuid4().hex[:8]}", **{
             "fetch.wait.max.ms": 10, "topic.metadata.refresh.interval.ms": 1000}))
         self.seen: dict[int, float] = {}

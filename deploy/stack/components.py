@@ -212,6 +212,11 @@ shared_buffers = 128MB
             conn.execute("revoke connect, temporary on database dbaas, registry, postgres, template1 "
                          "from public")
             conn.execute("grant connect on database postgres, template1 to dbaas")
+            # DROP DATABASE ... WITH (FORCE) (a deleted service's database in the local PoP) ends
+            # every session in it, autovacuum's workers included; those run as no role, so only a
+            # member of pg_signal_backend may end them: without it the drop fails whenever
+            # autovacuum happens to be visiting that database.
+            conn.execute("grant pg_signal_backend to dbaas")
         # Backups (operators.backup.postgres) end the current WAL segment so that the archive
         # covers "now"; the platform role does it without being a superuser, from either of the
         # databases it connects to (a function's grants are kept per database).

@@ -185,6 +185,28 @@ def test_data_and_schemas_survive_down_and_up(stack):
         assert conn.execute("select 1 from durable_smoke where marker = %s", (marker["id"],)).fetchone()
 
 
+def test_the_platform_role_force_drops_a_database_with_another_roles_session_in_it(stack):
+    # Autovacuum's workers run as no role at all; ending them, like ending a session of a role the
+    # platform is not a member of, takes pg_signal_backend. Without it a deleted service's database
+    # cannot be dropped while autovacuum visits it.
+    name = f"drop_force_{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{name}" LOGIN PASSWORD \'{password}\'')
+        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'GRANT CONNECT ON DATABASE "{name}" TO "{name}"')
+    base = stack.postgres_dsn.split("@", 1)[1].rsplit("/", 1)[0]
+    other = psycopg.connect(f"postgresql://{name}:{password}@{base}/{name}", autocommit=True)
+    try:
+        with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
+            assert not conn.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (name,)).fetchone()[0]
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            assert conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None
+            conn.execute(f'DROP ROLE "{name}"')
+    finally:
+        other.close()
+
+
 def test_status_shows_dsns_without_passwords_unless_asked(stack):
     password = json.loads((stack.home / "secrets.json").read_text())["dbaas_password"]
     human = stack.stack_cli("status", check=False).stdout
