@@ -4,7 +4,7 @@ Owns encoding and decoding of single records, and whether a writer schema reads 
 schema (`reads_alike`: decoding may then skip schema resolution); knows nothing of registries
 (the caller passes a `resolve_schema(id)` function) nor of the domain. Unions of records travel as
 `(full_name, dict)` tuples both ways, e.g. `("dbaas.v1.CreateService", {...})`; `timestamp-millis` as aware datetimes.
-Imports fastavro and `schemas.errors` only.
+Imports fastavro, `schemas.errors` and `schemas.reader` only.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
 from schemas.errors import EncodeError, PoisonMessage
+from schemas.reader import Reader
 
 MAGIC_BYTE = 0
 MAX_DETAIL = 300  # characters of a decoding error kept in a poison message's reason
@@ -26,7 +27,7 @@ _HEADER = struct.Struct(">bI")
 ParsedSchema = Any  # what fastavro.parse_schema returns
 SchemaResolver = Callable[[int], ParsedSchema]
 
-# What fastavro raises on a body that does not match its schema.
+# What fastavro (or `schemas.reader`) raises on a body that does not match its schema.
 _DECODE_ERRORS = (
     EOFError,
     ValueError,
@@ -35,6 +36,7 @@ _DECODE_ERRORS = (
     TypeError,
     UnicodeDecodeError,
     struct.error,
+    OverflowError,  # a timestamp-millis beyond datetime's years 1-9999
     SchemaResolutionError,
 )
 
@@ -97,6 +99,29 @@ def decode(
     if not isinstance(record, dict):
         raise PoisonMessage(f"schema id {schema_id} is not a record schema", schema_id)
     return record
+
+
+def decode_compiled(data: bytes, schema_id: int, read: Reader) -> dict[str, Any]:
+    """Decode one framed record of writer schema `schema_id` with `read`, the function
+    `schemas.reader.compile_reader` wrote for that schema (no schema resolution): what `decode`
+    returns for the same bytes, PoisonMessage included. The caller has checked the header."""
+    try:
+        record, end = read(data, _HEADER.size)
+    except _DECODE_ERRORS as exc:
+        raise PoisonMessage(
+            f"Avro body does not decode with schema id {schema_id}: {type(exc).__name__}: {str(exc)[:MAX_DETAIL]}",
+            schema_id,
+        ) from exc
+    if end > len(data):  # a string, bytes or fixed ran past the end: `read` cut it short
+        raise PoisonMessage(
+            f"Avro body does not decode with schema id {schema_id}: EOFError: the body ends "
+            f"{end - len(data)} byte(s) before its record does", schema_id)
+    if end != len(data):
+        raise PoisonMessage(
+            f"{len(data) - end} byte(s) left after the record: the body was not written with schema id {schema_id}",
+            schema_id,
+        )
+    return record  # type: ignore[no-any-return]
 
 
 def reads_alike(writer: Any, reader: Any) -> bool:

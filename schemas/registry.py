@@ -15,8 +15,9 @@ import fastavro
 import httpx
 
 from schemas import SUBJECTS, parsed_schema, schema_str
-from schemas.codec import decode, encode, reads_alike
+from schemas.codec import decode, decode_compiled, encode, reads_alike
 from schemas.errors import SchemaError
+from schemas.reader import Reader, compile_reader
 
 
 class RegistryUnavailable(SchemaError):
@@ -79,7 +80,8 @@ class Serde:
         self.schema = parsed_schema(self.name)
         self.schema_id = registry.register(subject, schema_str(self.name))
         self._registry = registry
-        self._alike: dict[int, Any] = {}  # schema id -> its parsed writer schema when it reads alike, else None
+        # schema id -> (its parsed writer schema, the reader compiled for it) when it reads alike, else None
+        self._alike: dict[int, tuple[Any, Reader | None] | None] = {}
 
     def encode(self, record: dict[str, Any]) -> bytes:
         return encode(self.schema_id, self.schema, record)
@@ -89,23 +91,28 @@ class Serde:
         writer's and the reader's schema) costs twice the decoding itself, and changes nothing when
         the writer schema reads alike (`codec.reads_alike`): the same schema, or an older one the
         reader only added records to. Records of such writer schemas are decoded with the writer
-        schema alone; the verdict is kept per schema id."""
-        writer = self._writer_alike(data)
-        if writer is None:
-            return decode(data, self._registry.schema, reader_schema=self.schema)  # or PoisonMessage, saying why
-        return decode(data, lambda _id: writer)
-
-    def _writer_alike(self, data: bytes) -> Any:
+        schema alone, by the code `schemas.reader` compiled for it (fastavro where it compiles
+        none); the verdict and the code are kept per schema id."""
         if len(data) < 5 or data[0] != 0:
-            return None
+            return decode(data, self._registry.schema, reader_schema=self.schema)  # PoisonMessage, saying why
         schema_id = int.from_bytes(data[1:5], "big")
-        if schema_id not in self._alike:
-            try:
-                writer = self._registry.schema(schema_id)
-            except LookupError:
-                return None  # not kept: the registry may learn it; `decode` says it is poison
-            self._alike[schema_id] = writer if writer is not None and reads_alike(writer, self.schema) else None
-        return self._alike[schema_id]
+        alike = self._alike[schema_id] if schema_id in self._alike else self._writer_alike(schema_id)
+        if alike is None:
+            return decode(data, self._registry.schema, reader_schema=self.schema)  # or PoisonMessage, saying why
+        writer, read = alike
+        if read is None:
+            return decode(data, lambda _id: writer)
+        return decode_compiled(data, schema_id, read)
+
+    def _writer_alike(self, schema_id: int) -> tuple[Any, Reader | None] | None:
+        """(writer schema, its compiled reader or None) when the writer schema reads alike, else None."""
+        try:
+            writer = self._registry.schema(schema_id)
+        except LookupError:
+            return None  # not kept: the registry may learn it; `decode` says it is poison
+        alike = (writer, compile_reader(writer)) if writer is not None and reads_alike(writer, self.schema) else None
+        self._alike[schema_id] = alike
+        return alike
 
 
 COMMANDS_SUBJECT = "dbaas.commands-value"
