@@ -4,7 +4,7 @@ Owns encoding and decoding of single records, and whether a writer schema reads 
 schema (`reads_alike`: decoding may then skip schema resolution); knows nothing of registries
 (the caller passes a `resolve_schema(id)` function) nor of the domain. Unions of records travel as
 `(full_name, dict)` tuples both ways, e.g. `("dbaas.v1.CreateService", {...})`; `timestamp-millis` as aware datetimes.
-Imports fastavro, `schemas.errors` and `schemas.reader` only.
+Imports fastavro, `schemas.errors`, `schemas.reader` and `schemas.writer` only.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastavro.read import SchemaResolutionError
 
 from schemas.errors import EncodeError, PoisonMessage
 from schemas.reader import Reader
+from schemas.writer import Unwritten, Writer
 
 MAGIC_BYTE = 0
 MAX_DETAIL = 300  # characters of a decoding error kept in a poison message's reason
@@ -52,6 +53,23 @@ def encode(schema_id: int, parsed_schema: ParsedSchema, record: Mapping[str, Any
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
         raise EncodeError(f"record does not fit schema id {schema_id}: {exc}") from exc
     return out.getvalue()
+
+
+# What the code `schemas.writer` compiles raises on a record it leaves to fastavro.
+_UNWRITTEN = (Unwritten, KeyError, ValueError, TypeError, OverflowError, struct.error)
+
+
+def encode_compiled(schema_id: int, parsed_schema: ParsedSchema, write: Writer, record: Mapping[str, Any]) -> bytes:
+    """`encode`, through `write`, the function `schemas.writer.compile_writer` wrote for
+    `parsed_schema`: the same bytes. A record it does not write (a value of another type than the
+    one it expects, a field left out for its default) is written by fastavro, or refused with
+    fastavro's reason (EncodeError)."""
+    out = bytearray(_HEADER.pack(MAGIC_BYTE, schema_id))
+    try:
+        write(record, out)
+    except _UNWRITTEN:
+        return encode(schema_id, parsed_schema, record)
+    return bytes(out)
 
 
 def decode(

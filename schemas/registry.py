@@ -15,9 +15,10 @@ import fastavro
 import httpx
 
 from schemas import SUBJECTS, parsed_schema, schema_str
-from schemas.codec import decode, decode_compiled, encode, reads_alike
+from schemas.codec import decode, decode_compiled, encode, encode_compiled, reads_alike
 from schemas.errors import SchemaError
 from schemas.reader import Reader, compile_reader
+from schemas.writer import compile_writer
 
 
 class RegistryUnavailable(SchemaError):
@@ -80,11 +81,16 @@ class Serde:
         self.schema = parsed_schema(self.name)
         self.schema_id = registry.register(subject, schema_str(self.name))
         self._registry = registry
+        self._write = compile_writer(self.schema)
         # schema id -> (its parsed writer schema, the reader compiled for it) when it reads alike, else None
         self._alike: dict[int, tuple[Any, Reader | None] | None] = {}
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        return encode(self.schema_id, self.schema, record)
+        """The record framed with this process's schema id, written by the code `schemas.writer`
+        compiled for the schema (fastavro for what that code leaves to it)."""
+        if self._write is None:
+            return encode(self.schema_id, self.schema, record)
+        return encode_compiled(self.schema_id, self.schema, self._write, record)
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """The record as this process's schema reads it. Schema resolution (fastavro reading with the
