@@ -65,6 +65,7 @@ class CommandProcessor:
         registry = Registry(settings.registry_url)
         self.commands = Serde(registry, COMMANDS_SUBJECT)
         self.events = Serde(registry, EVENTS_SUBJECT)
+        self._encode_event = events.encoder(self.events)  # written from the envelope, no record dicts
         self.partitions: dict[int, PartitionState] = {}
         self.keyring = Keyring(settings.keyring)
         self.partition_count = 0  # of the commands topic; read at each assignment
@@ -211,7 +212,7 @@ class CommandProcessor:
     def _emit(self, partition: int, env: Envelope) -> None:
         self.producer.produce(
             self.settings.events_topic, partition=partition, key=env.tenant_id.encode(),
-            value=self.events.encode(events.to_avro(env)),
+            value=self._encode_event(env),
             headers=[("correlation-id", env.correlation_id.encode()),
                      (events.EVENT_TYPE_HEADER, type(env.payload).__name__.encode()), *self._trace])
 

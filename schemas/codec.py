@@ -72,6 +72,20 @@ def encode_compiled(schema_id: int, parsed_schema: ParsedSchema, write: Writer, 
     return bytes(out)
 
 
+def encode_object(schema_id: int, write: Writer, obj: Any, otherwise: Callable[[Any], bytes]) -> bytes:
+    """`obj` framed with `schema_id`, written by `write`, code `schemas.writer.compile_writer`
+    wrote for instances of the schema's record classes; an object it does not write (another
+    class, a value of another type than the one it expects, a field its `__dict__` lacks) is
+    encoded by `otherwise(obj)`, the caller's way through a record dict, which writes it the same
+    way or says why it does not fit."""
+    out = bytearray(_HEADER.pack(MAGIC_BYTE, schema_id))
+    try:
+        write(obj, out)
+    except (*_UNWRITTEN, AttributeError):
+        return otherwise(obj)
+    return bytes(out)
+
+
 def decode(
     data: bytes, resolve_schema: SchemaResolver, reader_schema: ParsedSchema | None = None
 ) -> dict[str, Any]:

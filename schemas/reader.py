@@ -28,7 +28,7 @@ from typing import Any
 Reader = Callable[[bytes, int], tuple[Any, int]]  # (data, position) -> (value, position after it: may pass the end)
 
 PRIMITIVES = frozenset(("null", "boolean", "int", "long", "float", "double", "bytes", "string"))
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 class Unsupported(Exception):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import fastavro
 import httpx
 
 from schemas import SUBJECTS, parsed_schema, schema_str
-from schemas.codec import decode, decode_compiled, encode, encode_compiled, reads_alike
+from schemas.codec import decode, decode_compiled, encode, encode_compiled, encode_object, reads_alike
 from schemas.errors import SchemaError
 from schemas.reader import Reader, compile_reader
 from schemas.writer import compile_writer
@@ -91,6 +92,26 @@ class Serde:
         if self._write is None:
             return encode(self.schema_id, self.schema, record)
         return encode_compiled(self.schema_id, self.schema, self._write, record)
+
+    def object_encoder(self, classes: Mapping[str, type], to_record: Callable[[Any], dict[str, Any]]) -> Callable[[Any], bytes]:
+        """A function giving `self.encode(to_record(obj))` for `obj`, an instance of the class
+        `classes` names for the schema's top record, written straight from the objects (their
+        `__dict__`) by code `schemas.writer` compiled for those classes: no record dict is built.
+        `classes` names a class for every record of the schema whose fields are the record's;
+        whatever that code does not write goes through `to_record` and `encode`, the same bytes or
+        the same error."""
+        def through_record(obj: Any) -> bytes:
+            return self.encode(to_record(obj))
+
+        write = compile_writer(self.schema, classes)
+        if write is None:
+            return through_record
+        schema_id = self.schema_id
+
+        def encode_one(obj: Any) -> bytes:
+            return encode_object(schema_id, write, obj, through_record)
+
+        return encode_one
 
     def decode(self, data: bytes) -> dict[str, Any]:
         """The record as this process's schema reads it. Schema resolution (fastavro reading with the

@@ -13,20 +13,27 @@ why it does not fit. Equivalence with fastavro is tested on every `.avsc` of the
 
 A schema using a type this module does not write code for (logical types other than
 `timestamp-millis`) gets `None`: the caller writes it with fastavro.
-Imports nothing of the project.
+
+Given `classes` (record full name -> class), the code writes objects instead of record dicts:
+each record's value is an instance of exactly its class, its fields read from the instance's
+`__dict__` by name, and a union of several records places an instance by its class. It is for
+frozen dataclasses whose fields are the record's fields (the domain's events and their envelope):
+the bytes are those of the record dict the caller would have built from the object, and an object
+it does not write (another class, a field missing from its `__dict__`) raises, for the caller to
+build that record dict and encode it (`schemas.codec.encode_object`). Imports nothing of the project.
 """
 
 from __future__ import annotations
 
 import datetime
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 Writer = Callable[[Any, bytearray], None]  # (record, out): appends the record's body to out
 
 PRIMITIVES = frozenset(("null", "boolean", "int", "long", "float", "double", "bytes", "string"))
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _INT = (-(1 << 31), (1 << 31) - 1)
 _LONG = (-(1 << 63), (1 << 63) - 1)
 
@@ -67,20 +74,23 @@ def _length(n: int) -> bytes:
     return _varint(n << 1)
 
 
-def compile_writer(parsed: Any) -> Writer | None:
+def compile_writer(parsed: Any, classes: Mapping[str, type] | None = None) -> Writer | None:
     """A function writing records of the parsed (fastavro.parse_schema) record schema ``parsed``,
-    or None when the schema holds a type this module leaves to fastavro."""
+    or None when the schema holds a type this module leaves to fastavro. With ``classes`` (record
+    full name -> class, one for every record of the schema, else None) it writes instances of those
+    classes instead of record dicts."""
     if not (isinstance(parsed, dict) and parsed.get("type") == "record"):
         return None
     try:
-        return _Coder(parsed.get("__named_schemas", {})).compile(parsed)
+        return _Coder(parsed.get("__named_schemas", {}), classes).compile(parsed)
     except Unsupported:
         return None
 
 
 class _Coder:
-    def __init__(self, named: dict[str, Any]):
+    def __init__(self, named: dict[str, Any], classes: Mapping[str, type] | None = None):
         self.named = named
+        self.classes = classes
         self.functions: dict[str, str] = {}  # record full name -> its function's name
         self.sources: list[str] = []
         self.constants: dict[str, Any] = {"_long": _long, "_int": _int, "_length": _length,
@@ -108,13 +118,32 @@ class _Coder:
         if name in self.functions:
             return self.functions[name]
         function = self.functions[name] = self.fresh("write_record_")  # before the body: recursion
-        body = ["    if type(v) is not dict: raise _Unwritten('not a dict')"]
+        if self.classes is None:
+            body = ["    if type(v) is not dict: raise _Unwritten('not a dict')"]
+        else:
+            cls = self.record_class(record)
+            self.constants[f"{function}_class"] = cls
+            body = [f"    if type(v) is not {function}_class: raise _Unwritten('not a {cls.__name__}')",
+                    "    v = v.__dict__"]  # a field it lacks: KeyError, the caller's record dict's turn
         for field in record["fields"]:
             value = self.fresh("x")
             body.append(f"    {value} = v[{field['name']!r}]")  # a field left out: KeyError, fastavro's turn
             self.emit(field["type"], value, body, 1)
         self.sources.append("\n".join([f"def {function}(v, o):", *body]))
         return function
+
+    def record_class(self, record: dict[str, Any]) -> type:
+        assert self.classes is not None
+        cls = self.classes.get(record["name"])
+        if cls is None:
+            raise Unsupported(f"no class for record {record['name']}")
+        return cls
+
+    def holds(self, schema: Any) -> frozenset[type]:
+        """`_holds`, where a record is held by its class when the code writes objects."""
+        if self.classes is not None and isinstance(schema, dict) and schema["type"] == "record":
+            return frozenset((self.record_class(schema),))
+        return _holds(schema)
 
     def resolve(self, schema: Any) -> Any:
         if isinstance(schema, str) and schema not in PRIMITIVES:
@@ -200,14 +229,14 @@ class _Coder:
         by_name: dict[str, int] = {}
         for i, branch in enumerate(branches):
             resolved = self.resolve(branch)
-            for python_type in _holds(resolved):
+            for python_type in self.holds(resolved):
                 by_type.setdefault(python_type, []).append(i)
             if isinstance(resolved, dict) and resolved["type"] in ("record", "enum", "fixed"):
                 by_name[resolved["name"]] = i
         other = self.resolve(branches[-1])
         if len(branches) == 2 and self.resolve(branches[0]) == "null" and other != "null":
             # ["null", X], the common optional field: inline (a tuple is a (name, value) pair to fastavro)
-            if tuple not in _holds(other):
+            if tuple not in self.holds(other):
                 out.append(f"{pad}if {x} is None: o.append(0)")
                 out.append(f"{pad}else:")
                 out.append(f"{pad}    o.append(2)")
@@ -218,6 +247,9 @@ class _Coder:
         self.constants[types], self.constants[names] = {}, {}
         self.tables[types] = {t: functions[found[0]] for t, found in by_type.items() if len(found) == 1}
         self.tables[names] = {name: functions[i] for name, i in by_name.items()}
+        if self.classes is not None:  # objects: a tuple is a sequence (their record dicts hold it as a list)
+            out.append(f"{pad}{types}[type({x})]({x}, o)")
+            return
         out.append(f"{pad}if type({x}) is tuple:")
         out.append(f"{pad}    n, {x} = {x}")  # not a pair: ValueError, fastavro's turn
         out.append(f"{pad}    {names}[n]({x}, o)")  # a name not among the named branches: KeyError
