@@ -117,21 +117,22 @@ from events import (
     ServiceDeleted,
     ServiceDeletionRequested,
     ServiceFailed,
+    ServiceReady,
+    ServiceRequested,
+    ServiceScaleRequested,
+    ServiceStatus,
     SubscriptionFailed,
     SubscriptionGranted,
     SubscriptionRequested,
     SubscriptionRevocationRequested,
     SubscriptionRevoked,
     SubscriptionStatus,
-    ServiceReady,
-    ServiceRequested,
-    ServiceScaleRequested,
-    ServiceStatus,
     TenantState,
     Usage,
     evolve,
     facts,
     lifecycle,
+    new_envelope,
     next_sequence,
     replace,
 )
@@ -1001,7 +1002,7 @@ def _envelopes(state: TenantState, cmd: CommandEnvelope, changes: list[Change], 
         key = (aggregate_type, aggregate_id)
         sequence = last[key] = last.get(key, next_sequence(state, *key) - 1) + 1
         envelopes.append(
-            Envelope(
+            new_envelope(
                 event_id=event_id(state.tenant_id, aggregate_type, aggregate_id, sequence),
                 tenant_id=state.tenant_id,
                 aggregate_type=aggregate_type,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,6 +39,7 @@ from commands.records import (
     CommandError,
     CreateOrganization,
     CreateService,
+    CreateSubscription,
     DeleteBackup,
     DeleteService,
     DisableCdc,
@@ -48,11 +48,6 @@ from commands.records import (
     RecordBackupRendered,
     RecordBackupReport,
     RecordBackupReverted,
-    CreateSubscription,
-    RevokeSubscription,
-    RecordSubscriptionGranted,
-    RecordSubscriptionRevoked,
-    RecordSubscriptionFailed,
     RecordBackupStepFailed,
     RecordCdcCommitted,
     RecordCdcRendered,
@@ -64,8 +59,12 @@ from commands.records import (
     RecordServiceClaimReverted,
     RecordStepFailed,
     RecordStepTimedOut,
+    RecordSubscriptionFailed,
+    RecordSubscriptionGranted,
+    RecordSubscriptionRevoked,
     RemoveMember,
     RestoreService,
+    RevokeSubscription,
     ScaleService,
     SetBackupPolicy,
     SetDeletionProtection,
@@ -400,12 +399,13 @@ def _display_name(value: str) -> Problem | None:
     return None
 
 
+# What `str(uuid.UUID(value)) == value` accepts (the canonical form), without building a UUID.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _uuid(field: str, value: str) -> Problem | None:
-    try:
-        if str(uuid.UUID(value)) == value:
-            return None
-    except ValueError:
-        pass
+    if _CANONICAL_UUID.fullmatch(value):
+        return None
     return Problem(
         "invalid",
         field,

@@ -34,7 +34,11 @@ def replace(obj: Any, /, **changes: Any) -> Any:
     values = obj.__dict__
     if not changes.keys() <= values.keys():
         raise TypeError(f"{type(obj).__name__} has no field {', '.join(sorted(changes.keys() - values.keys()))}")
-    return _assembled(obj.__class__, values, changes)
+    new = object.__new__(obj.__class__)  # `_assembled`, inlined: the domain's most frequent call
+    fields = new.__dict__
+    fields.update(values)
+    fields.update(changes)
+    return new
 
 
 def _assembled(cls: type[Any], *fields: Mapping[str, Any]) -> Any:
@@ -542,6 +546,20 @@ class Envelope:
     def operation(self) -> str:
         """The operation this event belongs to."""
         return self.operation_id or self.command_id
+
+
+def new_envelope(event_id: str, tenant_id: str, aggregate_type: str, aggregate_id: str, sequence: int,
+                 occurred_at: datetime, command_id: str, correlation_id: str, causation_id: str | None,
+                 payload: Event, actor_subject: str | None = None, operation_id: str | None = None) -> Envelope:
+    """`Envelope(...)` of the current version, without the frozen `__init__`'s setattr per field
+    (a third of the cost; the command processor makes one per event it writes)."""
+    new = object.__new__(Envelope)
+    new.__dict__.update(event_id=event_id, tenant_id=tenant_id, aggregate_type=aggregate_type,
+                        aggregate_id=aggregate_id, sequence=sequence, occurred_at=occurred_at,
+                        command_id=command_id, correlation_id=correlation_id, causation_id=causation_id,
+                        payload=payload, schema_version=ENVELOPE_VERSION, actor_subject=actor_subject,
+                        operation_id=operation_id)
+    return new
 
 
 def _stored(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:

@@ -351,8 +351,14 @@ def evolve(state: TenantState, envelope: Envelope) -> TenantState:
             f"{envelope.aggregate_type} {envelope.aggregate_id}: expected sequence "
             f"{last + 1}, got {envelope.sequence}; events are missing"
         )
-    state = _apply(state, envelope)
-    return replace(state, sequences=state.sequences.set(key, envelope.sequence))
+    after = _apply(state, envelope)
+    sequences = after.sequences.set(key, envelope.sequence)
+    if after is state:
+        return replace(state, sequences=sequences)
+    # An applier returns `state` or a new state of its own making, seen by nothing yet: that copy
+    # takes the sequence too, instead of being copied again (three copies fewer per CreateService).
+    after.__dict__["sequences"] = sequences
+    return after
 
 
 def replay(tenant_id: str, envelopes: Iterable[Envelope]) -> TenantState:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from domain_builders import DB1, DB2, SYSTEM
 
@@ -24,6 +26,7 @@ from commands import (
     validate,
 )
 from commands.catalog import STEP_REPORTS
+from commands.validation import _uuid
 from events import Quota, ResourceLimit, Resources
 
 DNS_RULE = (
@@ -348,3 +351,16 @@ def test_a_number_json_cannot_hold_is_still_fingerprinted_and_rejected() -> None
     assert fingerprint_of(nan) != fingerprint_of(ScaleService(DB1, cpu=float("inf")))
     assert validate(nan) == [
         Problem("invalid", "cpu", "cpu is not a number (NaN); give a finite number from 0.5 to 64")]
+
+
+@pytest.mark.parametrize("value", [
+    DB1, DB1.upper(), DB1.replace("-", ""), "{" + DB1 + "}", "urn:uuid:" + DB1, DB1 + "\n", " " + DB1,
+    DB1[:-1], DB1 + "0", DB1.replace("-", "_"), "", "not-a-uuid", "00000000-0000-0000-0000-000000000000",
+    "ffffffff-ffff-ffff-ffff-ffffffffffff", "٠" * 8 + DB1[8:],  # Arabic-Indic digits: int() takes them
+])
+def test_an_id_is_well_formed_exactly_when_it_is_its_uuids_canonical_form(value: str) -> None:
+    try:
+        canonical = str(uuid.UUID(value)) == value
+    except ValueError:
+        canonical = False
+    assert (_uuid("service_id", value) is None) == canonical
