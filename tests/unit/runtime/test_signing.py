@@ -1,6 +1,7 @@
 """Message signatures and the keyring: who published a message, and nothing else believed."""
 from __future__ import annotations
 
+import base64
 import os
 
 import pytest
@@ -50,6 +51,46 @@ def test_unsigned_unknown_and_forged_messages_are_unverified(gateway):
         ring.verify(TOPIC, KEY, VALUE, forged)
     with pytest.raises(Unverified, match="not base64"):
         ring.verify(TOPIC, KEY, VALUE, [(KEY_ID_HEADER, b"gateway"), (SIGNATURE_HEADER, b"%%%")])
+
+
+def test_a_key_accepts_exactly_what_openssl_accepts_for_its_signers(gateway):
+    """Verification is libsodium's; its verdicts on what signers make and on every kind of damage
+    are those of OpenSSL's (`cryptography`) verify."""
+    import random
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    trusted = entry(gateway)
+    openssl = Ed25519PublicKey.from_public_bytes(base64.b64decode(gateway.public_text()))
+
+    def openssl_says(signature: bytes, data: bytes) -> bool:
+        try:
+            openssl.verify(signature, data)
+            return True
+        except InvalidSignature:
+            return False
+
+    rng = random.Random(7)
+    cases = []
+    for _ in range(200):
+        data = rng.randbytes(rng.randrange(0, 400))
+        signature = gateway.private.sign(data)
+        cases.append((signature, data))
+        flipped = bytearray(signature)
+        flipped[rng.randrange(64)] ^= 1 << rng.randrange(8)
+        cases.append((bytes(flipped), data))
+        if data:
+            altered = bytearray(data)
+            altered[rng.randrange(len(data))] ^= 1
+            cases.append((signature, bytes(altered)))
+        cases.append((signature, data + b"\0"))
+        cases.append((signature[:63], signature[63:] + data))  # a short signature borrowing the data's byte
+        cases.append((signature + b"\0", data))
+        cases.append((b"\0" * 64, data))
+    verdicts = [(trusted.verify(sig, data), openssl_says(sig, data)) for sig, data in cases]
+    assert all(ours == theirs for ours, theirs in verdicts)
+    assert sum(ours for ours, _ in verdicts) == 200  # the genuine ones, and only those
 
 
 def test_the_keyring_file_is_read_again_when_it_changes(gateway, tmp_path):
