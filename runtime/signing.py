@@ -215,7 +215,7 @@ class Keyring:
             trusted = self._keys.get(kid)
         if trusted is None:
             raise Unverified(f"key {kid!r} is not in the platform's keyring (unknown or revoked)")
-        if len(raw) != 64 or not trusted.verify(raw, signed_bytes(topic, key, value)):
+        if not trusted.verify(raw, signed_bytes(topic, key, value)):
             raise Unverified(f"the signature does not match the message for key {kid!r} "
                              "(altered, or signed for another topic or key)")
         return trusted

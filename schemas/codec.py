@@ -81,7 +81,7 @@ def encode_object(schema_id: int, write: Writer, obj: Any, otherwise: Callable[[
     out = bytearray(_HEADER.pack(MAGIC_BYTE, schema_id))
     try:
         write(obj, out)
-    except (*_UNWRITTEN, AttributeError):
+    except _UNWRITTEN:
         return otherwise(obj)
     return bytes(out)
 

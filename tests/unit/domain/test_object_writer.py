@@ -167,3 +167,14 @@ def odd_envelopes() -> list[tuple[str, Envelope]]:
 @pytest.mark.parametrize("envelope", [e for _, e in odd_envelopes()], ids=[n for n, _ in odd_envelopes()])
 def test_odd_envelopes_give_the_bytes_or_the_error_of_the_record_dict_path(envelope: Envelope) -> None:
     assert outcome(ENCODE, envelope) == outcome(through_dicts, envelope)
+
+
+def test_new_envelope_builds_what_the_dataclass_builds() -> None:
+    """`new_envelope` lists the envelope's fields itself: a field added to `Envelope` and not to it
+    fails here instead of leaving envelopes without it."""
+    for sample in EVENT_SAMPLES:
+        given = {f.name: getattr(sample, f.name) for f in dataclasses.fields(Envelope) if f.name != "schema_version"}
+        built, constructed = events.new_envelope(**given), Envelope(**given)
+        assert built == constructed
+        assert list(built.__dict__) == list(constructed.__dict__)
+        assert built.__dict__ == constructed.__dict__
