@@ -66,7 +66,7 @@ from commands import (
 )
 from commands.catalog import LIMITS, SIZE_PLANS
 from commands.cdc import disable_operation_id
-from commands.validation import DNS_LABEL, LABEL_PART, VERSION
+from commands.validation import DNS_LABEL, LABEL_PART, SERVICE_NAME_MAX, VERSION
 from events import (
     BackupClaimCommitted,
     BackupClaimRendered,
@@ -480,7 +480,7 @@ create_services = st.builds(
     lambda ep, **fields: CreateService(engine=ep[0], pop=ep[1], **fields),
     engine_and_pop,
     service_id=st.uuids().map(str),
-    name=regex(DNS_LABEL),
+    name=regex(DNS_LABEL).filter(lambda name: len(name) <= SERVICE_NAME_MAX),  # a Helm release name
     size=st.sampled_from(sorted(SIZE_PLANS)),
     engine_version=st.none() | regex(VERSION),
     cpu=st.none() | st.floats(*LIMITS["cpu"]),
