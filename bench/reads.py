@@ -15,7 +15,7 @@ HTTP API, against raw SQL for the same rows measured in the same run.
 (d) memory   the command processor's tenant states for 100,000 services: `TenantState`s folded
              in-process from 100,000 `ServiceRequested` events over 10,000 organizations, measured
              with tracemalloc (bytes still allocated once the events are dropped); and one
-             organization's fold time as it grows (its state is copied per event).
+             organization's fold time as it grows (its maps share what an event did not change: `PMap`).
 """
 from __future__ import annotations
 
@@ -284,7 +284,7 @@ def bench_memory(services: int, tenants: int, alone: int) -> None:
         for env in batch:
             state = evolve(state, env)
         print(f" {n:,} services {time.perf_counter() - started:5.1f} s;", end="")
-    print(" (its maps are copied per event: quadratic)")
+    print(" (its maps share what an event did not change: about linear)")
 
 
 def bench_reads(ep: Endpoints, n: int = 1000, tenants: int = 10_000, services: int = 100_000,
