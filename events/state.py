@@ -10,7 +10,7 @@ Imports `events.records`, `events.lifecycle` and `events.pmap` only.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -64,6 +64,7 @@ from events.records import (
     SubscriptionRequested,
     SubscriptionRevocationRequested,
     SubscriptionRevoked,
+    _assembled,
     replace,
 )
 
@@ -210,6 +211,20 @@ class Service:
     @property
     def live(self) -> bool:
         return self.status is not Status.DELETED
+
+
+_SERVICE_FIELDS = frozenset(f.name for f in fields(Service))
+_SERVICE_DEFAULTS = {f.name: f.default for f in fields(Service) if f.default is not MISSING}
+_SERVICE_REQUIRED = _SERVICE_FIELDS - _SERVICE_DEFAULTS.keys()
+
+
+def new_service(**values: Any) -> Service:
+    """`Service(**values)` without the frozen `__init__`'s setattr per field (22 of them: the
+    larger part of folding a creation). Given other than its fields, `__init__`, whose TypeError
+    names them."""
+    if not _SERVICE_REQUIRED <= values.keys() <= _SERVICE_FIELDS:
+        return Service(**values)
+    return _assembled(Service, _SERVICE_DEFAULTS, values)
 
 
 @dataclass(frozen=True)
@@ -413,9 +428,10 @@ def _member_removed(state: TenantState, env: Envelope, e: MemberRemoved) -> Tena
 
 
 def _service_requested(state: TenantState, env: Envelope, e: ServiceRequested) -> TenantState:
-    return _put_service(state, Service(
-        e.service_id, e.name, e.engine, e.engine_version, e.pop, e.size, e.resources, e.deletion_protection,
-        dict(e.labels), _status(None, env, "ServiceRequested"), env.operation, restore=e.restore,
+    return _put_service(state, new_service(
+        service_id=e.service_id, name=e.name, engine=e.engine, engine_version=e.engine_version, pop=e.pop,
+        size=e.size, resources=e.resources, deletion_protection=e.deletion_protection, labels=dict(e.labels),
+        status=_status(None, env, "ServiceRequested"), operation_id=env.operation, restore=e.restore,
     ))
 
 

@@ -30,7 +30,7 @@ import events
 from events import Envelope, TenantState, evolve
 from processors.judge import DeadLetter, Judged, Raw, judge, oversized
 from processors.settings import ProcessorSettings
-from runtime import kafka, tracing
+from runtime import heap, kafka, tracing
 from runtime.deadletter import dead_letter
 from runtime.signing import Keyring, TrustedKey, Unverified
 from schemas.errors import PoisonMessage
@@ -77,6 +77,7 @@ class CommandProcessor:
 
     # -- lifecycle -----------------------------------------------------------------------
     def run(self, stop) -> None:
+        heap.hold_state()  # the tenants' states are long-lived and acyclic: collect rarely
         self.producer.init_transactions(30)
         self.consumer.subscribe([self.settings.commands_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
@@ -99,6 +100,7 @@ class CommandProcessor:
         for tp in partitions:
             self.partitions[tp.partition], events_of_partition = self._rebuild(tp.partition)
             folded += events_of_partition
+        heap.settle()  # the states just folded are never walked by the collector again
         # what taking over partitions costs: their events folded before judging resumes
         log.info("assigned", partitions=[tp.partition for tp in partitions], events_folded=folded,
                  seconds=round(time.perf_counter() - started, 3))

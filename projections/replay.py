@@ -24,14 +24,12 @@ Imports confluent-kafka, psycopg, SQLAlchemy, `schemas`, `events` and `projectio
 from __future__ import annotations
 
 import functools
-import gc
 import multiprocessing
 import os
 import queue as queues
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +48,7 @@ from projections.projectors import PROJECTIONS, Projection
 from projections.settings import Settings
 from projections.stream import Decoder, Item, consumer_config, error_of, fetch, is_eof
 from projections.tables import Tables, build_tables
+from runtime import heap
 from schemas.registry import EVENTS_SUBJECT, Registry, Serde
 
 log = structlog.get_logger("projections.replay")
@@ -280,25 +279,13 @@ class Reached:
     timings: Mapping[str, float] = field(default_factory=dict)  # seconds per phase (the slowest worker's)
 
 
-@contextmanager
-def fewer_collections(young: int = 100_000) -> Iterator[None]:
-    """Collect the youngest generation every `young` allocations instead of 700 for the block. A
-    replay allocates millions of objects that live until the COPY (the rows held) beside as many
-    that die at once (decoded records, envelopes): with the default thresholds the collector walks
-    the growing heap again and again, measured at a quarter of a replay's time. Reference counting
-    still frees what dies at once; cycles wait a little longer."""
-    before = gc.get_threshold()
-    gc.set_threshold(young, before[1], before[2])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
 def replay_job(job: Job, report: Callable[[int], None], prepared: Callable[[], None] = lambda: None) -> Reached:
     """Replay `job`'s partitions into the empty twins: fold, then COPY (see the module docstring);
     `prepared` returns once the twins exist (nothing is written before)."""
-    with fewer_collections():
+    # the youngest generation collected every 100,000 allocations instead of 700: a replay allocates
+    # millions of objects that live until the COPY beside as many that die at once; with the default
+    # thresholds the collector walked the growing heap again and again (a quarter of a replay's time)
+    with heap.fewer_collections():
         return _replay_job(job, report, prepared)
 
 
