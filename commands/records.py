@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from events import Quota, quota_from_avro
+from events import Quota, builder, quota_from_avro
 from schemas import as_record, full_name, short_name
 
 
@@ -486,7 +486,7 @@ def payload_from_avro(branch: tuple[str, Mapping[str, Any]]) -> Command:
         return SetQuota(quota_from_avro(fields["quota"]))
     if cls is EnableCdc:
         return EnableCdc(fields["service_id"], tuple(fields.get("tables") or ()))
-    return cls(**fields)  # type: ignore[no-any-return]
+    return _BUILDERS[cls](fields)  # type: ignore[no-any-return]
 
 
 def to_avro(envelope: CommandEnvelope) -> dict[str, Any]:
@@ -502,17 +502,21 @@ def from_avro(record: Mapping[str, Any]) -> CommandEnvelope:
     no command this platform knows raises `CommandError` (only)."""
     try:
         actor = record["actor"]
-        return CommandEnvelope(
-            **{
-                **record,
-                "actor": Actor(actor["subject"], tuple(actor["roles"])),
-                "payload": payload_from_avro(record["payload"]),
-            }
-        )
+        return _ENVELOPE({
+            **record,
+            "actor": Actor(actor["subject"], tuple(actor["roles"])),
+            "payload": payload_from_avro(record["payload"]),
+        })
     except CommandError:
         raise
     except (TypeError, KeyError, ValueError) as exc:
         raise CommandError(f"{type(exc).__name__}: {exc}") from exc
+
+
+# Command class -> its builder from the decoded fields: without the frozen `__init__`'s setattr per
+# field when they are exactly its fields (as the codec decodes them), else through `__init__`.
+_BUILDERS = {cls: builder(cls) for cls in COMMAND_TYPES.values()}
+_ENVELOPE = builder(CommandEnvelope)
 
 
 def fingerprint(payload: tuple[str, Mapping[str, Any]]) -> str:

@@ -40,7 +40,7 @@ def replace(obj: Any, /, **changes: Any) -> Any:
 def _assembled(cls: type[Any], fields: Mapping[str, Any], changes: Mapping[str, Any] | None = None) -> Any:
     """An instance of `cls` holding `fields` (and `changes` over them), without `__init__`, which
     for the frozen dataclasses here only stores its arguments, one setattr each (`replace`,
-    `new_envelope` and the decoding builders, `_stored`, build several per event)."""
+    `new_envelope` and the decoding builders, `builder`, build several per event)."""
     new = object.__new__(cls)
     values = new.__dict__
     values.update(fields)
@@ -559,7 +559,7 @@ def new_envelope(event_id: str, tenant_id: str, aggregate_type: str, aggregate_i
         "operation_id": operation_id})
 
 
-def _stored(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
+def builder(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
     """A builder of `cls` (a frozen dataclass whose `__init__` only stores its arguments) from its
     decoded fields: given exactly its fields, `_assembled` (every reader of the log builds one
     payload and one envelope per event); given any other keys, `__init__`, whose TypeError names
@@ -572,7 +572,7 @@ def _stored(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:
 
 
 def _with_resources(cls: type[Event], *names: str) -> Callable[[dict[str, Any]], Event]:
-    store = _stored(cls)
+    store = builder(cls)
 
     def build(d: dict[str, Any]) -> Event:
         d = {**d, **{n: Resources(**d[n]) for n in names if d.get(n) is not None}}
@@ -604,42 +604,42 @@ def event_type(headers: Iterable[tuple[str, bytes | None]] | None) -> str | None
 
 # Record name -> builder from the Avro dict. New events: add the class here and a branch in the .avsc.
 EVENT_TYPES: dict[str, Callable[[dict[str, Any]], Event]] = {
-    "OrganizationCreated": _stored(OrganizationCreated),
+    "OrganizationCreated": builder(OrganizationCreated),
     "ServiceRequested": _with_resources(ServiceRequested, "resources"),
     "ServiceScaleRequested": _with_resources(ServiceScaleRequested, "old_resources", "new_resources"),
-    "ServiceDeletionRequested": _stored(ServiceDeletionRequested),
-    "OperationAccepted": _stored(OperationAccepted),
-    "CommandRejected": _stored(CommandRejected),
+    "ServiceDeletionRequested": builder(ServiceDeletionRequested),
+    "OperationAccepted": builder(OperationAccepted),
+    "CommandRejected": builder(CommandRejected),
     "OperationStarted": _with_resources(OperationStarted, "resources"),
-    "ServiceClaimRendered": _stored(ServiceClaimRendered),
-    "ServiceClaimCommitted": _stored(ServiceClaimCommitted),
-    "ServiceReady": _stored(ServiceReady),
+    "ServiceClaimRendered": builder(ServiceClaimRendered),
+    "ServiceClaimCommitted": builder(ServiceClaimCommitted),
+    "ServiceReady": builder(ServiceReady),
     "ServiceFailed": _with_resources(ServiceFailed, "resources"),
-    "ServiceDeleted": _stored(ServiceDeleted),
+    "ServiceDeleted": builder(ServiceDeleted),
     "OperationCancelled": _with_resources(OperationCancelled, "resources"),
     "ServiceClaimReverted": _with_resources(ServiceClaimReverted, "resources"),
     "QuotaSet": lambda d: QuotaSet(quota_from_avro(d["quota"])),
-    "MemberAdded": _stored(MemberAdded),
-    "MemberRoleChanged": _stored(MemberRoleChanged),
-    "MemberRemoved": _stored(MemberRemoved),
-    "DeletionProtectionSet": _stored(DeletionProtectionSet),
-    "BackupRequested": _stored(BackupRequested),
-    "BackupPolicySet": _stored(BackupPolicySet),
-    "BackupClaimRendered": _stored(BackupClaimRendered),
-    "BackupClaimCommitted": _stored(BackupClaimCommitted),
-    "BackupCompleted": _stored(BackupCompleted),
-    "BackupFailed": _stored(BackupFailed),
-    "BackupDeletionRequested": _stored(BackupDeletionRequested),
-    "BackupDeleted": _stored(BackupDeleted),
-    "BackupClaimReverted": _stored(BackupClaimReverted),
+    "MemberAdded": builder(MemberAdded),
+    "MemberRoleChanged": builder(MemberRoleChanged),
+    "MemberRemoved": builder(MemberRemoved),
+    "DeletionProtectionSet": builder(DeletionProtectionSet),
+    "BackupRequested": builder(BackupRequested),
+    "BackupPolicySet": builder(BackupPolicySet),
+    "BackupClaimRendered": builder(BackupClaimRendered),
+    "BackupClaimCommitted": builder(BackupClaimCommitted),
+    "BackupCompleted": builder(BackupCompleted),
+    "BackupFailed": builder(BackupFailed),
+    "BackupDeletionRequested": builder(BackupDeletionRequested),
+    "BackupDeleted": builder(BackupDeleted),
+    "BackupClaimReverted": builder(BackupClaimReverted),
     "CdcEnableRequested": lambda d: CdcEnableRequested(**{**d, "tables": tuple(d.get("tables") or ())}),
-    "CdcDisableRequested": _stored(CdcDisableRequested),
-    "CdcConnectorRendered": _stored(CdcConnectorRendered),
-    "CdcConnectorCommitted": _stored(CdcConnectorCommitted),
-    "CdcConnectorRegistered": _stored(CdcConnectorRegistered),
-    "CdcConnectorFailed": _stored(CdcConnectorFailed),
-    "CdcDisabled": _stored(CdcDisabled),
-    **{cls.__name__: _stored(cls) for cls in (
+    "CdcDisableRequested": builder(CdcDisableRequested),
+    "CdcConnectorRendered": builder(CdcConnectorRendered),
+    "CdcConnectorCommitted": builder(CdcConnectorCommitted),
+    "CdcConnectorRegistered": builder(CdcConnectorRegistered),
+    "CdcConnectorFailed": builder(CdcConnectorFailed),
+    "CdcDisabled": builder(CdcDisabled),
+    **{cls.__name__: builder(cls) for cls in (
         SubscriptionRequested, SubscriptionGranted, SubscriptionRevocationRequested, SubscriptionRevoked,
         SubscriptionFailed)},
 }
@@ -670,7 +670,7 @@ def to_avro(envelope: Envelope) -> dict[str, Any]:
     return record
 
 
-_ENVELOPE = _stored(Envelope)
+_ENVELOPE = builder(Envelope)
 
 # Record full name -> the class holding its fields: every record of `event_envelope.avsc` (tested).
 RECORD_CLASSES: dict[str, type] = {

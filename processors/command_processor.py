@@ -77,7 +77,6 @@ class CommandProcessor:
 
     # -- lifecycle -----------------------------------------------------------------------
     def run(self, stop) -> None:
-        heap.hold_state()  # the tenants' states are long-lived and acyclic: collect rarely
         self.producer.init_transactions(30)
         self.consumer.subscribe([self.settings.commands_topic], on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)

@@ -1,15 +1,16 @@
 """The common start of a long-running platform process: JSON logs under its name, settings from
 the environment (a missing or invalid one ends the process with exit code 2 and one log line
-saying which), SIGTERM/SIGINT as a stop event, the Prometheus endpoint, tracing under its name
-(`runtime.tracing`, on when `DBAAS_OTLP_ENDPOINT` is set), then its loop until stopped; the spans
-still queued are exported before it exits."""
+saying which), the garbage collector set for a long-lived process (`runtime.heap`), SIGTERM/SIGINT
+as a stop event, the Prometheus endpoint, tracing under its name (`runtime.tracing`, on when
+`DBAAS_OTLP_ENDPOINT` is set), then its loop until stopped; the spans still queued are exported
+before it exits."""
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from runtime import logs, metrics, signals, tracing
+from runtime import heap, logs, metrics, signals, tracing
 
 
 class _Settings(Protocol):
@@ -28,6 +29,7 @@ def main(name: str, from_env: Callable[[], S], run: Callable[[S, threading.Event
     log = logs.configure(name)
     try:
         settings = from_env()
+        heap.hold_state()  # the collector set for a long-lived process (`runtime.heap`)
     except KeyError as exc:
         log.error("cannot start", error=f"{exc.args[0]} is not set")
         return 2

@@ -1,7 +1,7 @@
 """An accepted CreateService is built at once (`commands.decide._creation`): its three events and
 the state after them. They must be exactly what the general path gives — each event numbered and
 folded in turn, the status it leads to stamped on it (`_envelopes`) — for any creation, in any
-organization (services before it, deleted ones, queued operations, a quota in force)."""
+organization (services before it, ready or deleted, a scale queued behind a creation)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from domain_builders import GATEWAY, TENANT, cmd, op, run, saga
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from commands import CreateOrganization, CreateService, DeleteService, ScaleService, decide_and_evolve, fingerprint_of
+from commands import (
+    CreateOrganization,
+    CreateService,
+    DeleteService,
+    ScaleService,
+    decide_and_evolve,
+    fingerprint_of,
+)
 from commands.decide import _changes, _envelopes
 from events import OperationAccepted, OperationStarted, Service, TenantState, evolve, new_service
 from schemas.catalog import ENGINES, POPS, SIZES
@@ -85,8 +92,9 @@ def test_a_creation_gives_the_events_and_state_of_the_general_path(state: Tenant
 
 
 def test_new_service_builds_what_the_constructor_builds():
-    fields = dict(service_id="s", name="n", engine="yugabyte", engine_version="2.25", pop="local", size="small",
-                  resources=None, deletion_protection=False, labels={}, status="Requested", operation_id="o")
+    fields = {"service_id": "s", "name": "n", "engine": "yugabyte", "engine_version": "2.25", "pop": "local",
+              "size": "small", "resources": None, "deletion_protection": False, "labels": {}, "status": "Requested",
+              "operation_id": "o"}
     assert new_service(**fields) == Service(**fields)
     assert new_service(**fields, running="o", step=2).__dict__ == Service(**fields, running="o", step=2).__dict__
     with pytest.raises(TypeError, match="colour"):

@@ -39,6 +39,19 @@ def test_a_record_that_is_no_command_raises_command_error_only(record):
         commands.from_avro(record)
 
 
+def test_a_command_record_with_a_field_missing_or_unknown_names_it():
+    good = commands.to_avro(commands.CommandEnvelope("c-1", "acme", commands.Actor("alice", ("org-owner",)), T0,
+                                                     "corr", commands.DeleteService("s-1")))
+    assert commands.from_avro(good).payload == commands.DeleteService("s-1")
+    for record, field in (({**good, "payload": ("dbaas.v1.DeleteService", {})}, "service_id"),
+                          ({**good, "payload": ("dbaas.v1.DeleteService", {"service_id": "s", "colour": 1})},
+                           "colour"),
+                          ({**good, "colour": 1}, "colour"),
+                          ({k: v for k, v in good.items() if k != "tenant_id"}, "tenant_id")):
+        with pytest.raises(commands.CommandError, match=field):
+            commands.from_avro(record)
+
+
 def test_the_audit_writer_reads_a_broken_record_as_poison_and_a_v1_actor_as_its_principal():
     with pytest.raises(PoisonMessage):
         audit.decode(lambda _data: {"payload": ("dbaas.v1.OrganizationCreated", {})}, b"...")

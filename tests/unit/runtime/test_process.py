@@ -2,6 +2,7 @@
 setting; otherwise the loop runs with the stop event SIGTERM sets."""
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
@@ -17,6 +18,14 @@ from runtime import logs, process
 @dataclass
 class _Settings:
     metrics_port: int = 0
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_it_was():
+    """`process.main` sets the collector's thresholds for the process: the test run's stay as they were."""
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
 
 
 @pytest.fixture
@@ -58,3 +67,15 @@ def test_sigterm_sets_the_stop_event_the_loop_watches(log_lines):
         signal.signal(signal.SIGTERM, previous[0])
         signal.signal(signal.SIGINT, previous[1])
     assert seen == [True]
+
+
+def test_the_collector_is_set_for_a_long_lived_process_and_a_bad_threshold_stops_it(log_lines, monkeypatch):
+    seen: list[int] = []
+    monkeypatch.setenv("DBAAS_GC_YOUNG", "1234")
+    assert process.main("p", _Settings, lambda s, stop: seen.append(gc.get_threshold()[0]), serve_metrics=False) == 0
+    monkeypatch.delenv("DBAAS_GC_YOUNG")
+    assert process.main("p", _Settings, lambda s, stop: seen.append(gc.get_threshold()[0]), serve_metrics=False) == 0
+    monkeypatch.setenv("DBAAS_GC_YOUNG", "lots")
+    assert process.main("p", _Settings, lambda s, stop: pytest.fail("ran"), serve_metrics=False) == 2
+    assert seen == [1234, 50_000]
+    assert log_lines()[-1]["error"].startswith("DBAAS_GC_YOUNG='lots': give a whole number")
