@@ -251,7 +251,8 @@ def _annotate(cmd: commands.CommandEnvelope, judged: Judged) -> None:
 def main() -> int:
     from runtime import process
 
-    return process.main("command-processor", ProcessorSettings.from_env, lambda settings, stop: CommandProcessor(settings).run(stop))
+    return process.main("command-processor", ProcessorSettings.from_env,
+                        lambda settings, stop: CommandProcessor(settings).run(stop), holds_state=True)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
-"""How a long-running process sets Python's cyclic garbage collector.
+"""How a process holding a large, long-lived state sets Python's cyclic garbage collector.
 
-The platform's processes hold long-lived, acyclic data (the command processor every tenant's state:
-frozen records and maps that live for hours and are freed by reference counting when replaced) and
-allocate many short-lived objects per message (decoded records, envelopes, rows), which reference
-counting frees at once. With Python's default thresholds (the youngest generation collected every
-700 allocations) the collector walks the young survivors again and again: measured at 10-24 % of
-judging a CreateService (`python -m bench.judge`, docs/architecture.md). Every process started by
-`runtime.process.main` collects its youngest generation every `DBAAS_GC_YOUNG` allocations (50,000
-unless set; 700 is Python's own), and the command processor keeps a state just rebuilt out of every
-later collection (`settle`). Cycles (an exception's traceback, a client's callbacks) wait a little
-longer.
+The command processor keeps every tenant's state in memory: frozen records and maps that live for
+hours, hold no cycles and are freed by reference counting when replaced. With Python's default
+thresholds (the youngest generation collected every 700 allocations) the collector walks the
+young survivors again and again: measured at 10-24 % of judging a CreateService
+(`python -m bench.judge`, docs/architecture.md). Such a process (`runtime.process.main(...,
+holds_state=True)`) collects its youngest generation every `DBAAS_GC_YOUNG` allocations (50,000
+unless set; 700 is Python's own) and keeps a state just rebuilt out of every later collection
+(`settle`). Cycles (an exception's traceback, a client's callbacks) wait a little longer. The other
+processes keep Python's thresholds: end to end no difference was measured either way (see
+docs/architecture.md).
 """
 from __future__ import annotations
 

@@ -69,13 +69,20 @@ def test_sigterm_sets_the_stop_event_the_loop_watches(log_lines):
     assert seen == [True]
 
 
-def test_the_collector_is_set_for_a_long_lived_process_and_a_bad_threshold_stops_it(log_lines, monkeypatch):
+def test_a_process_holding_state_collects_rarely_and_a_bad_threshold_stops_it(log_lines, monkeypatch):
     seen: list[int] = []
+
+    def start(**kw):
+        return process.main("p", _Settings, lambda s, stop: seen.append(gc.get_threshold()[0]),
+                            serve_metrics=False, **kw)
+    gc.set_threshold(700, *gc.get_threshold()[1:])
     monkeypatch.setenv("DBAAS_GC_YOUNG", "1234")
-    assert process.main("p", _Settings, lambda s, stop: seen.append(gc.get_threshold()[0]), serve_metrics=False) == 0
+    assert start() == 0  # a process holding no state keeps Python's thresholds
+    assert start(holds_state=True) == 0
     monkeypatch.delenv("DBAAS_GC_YOUNG")
-    assert process.main("p", _Settings, lambda s, stop: seen.append(gc.get_threshold()[0]), serve_metrics=False) == 0
+    assert start(holds_state=True) == 0
     monkeypatch.setenv("DBAAS_GC_YOUNG", "lots")
-    assert process.main("p", _Settings, lambda s, stop: pytest.fail("ran"), serve_metrics=False) == 2
-    assert seen == [1234, 50_000]
+    assert process.main("p", _Settings, lambda s, stop: pytest.fail("ran"), serve_metrics=False,
+                        holds_state=True) == 2
+    assert seen == [700, 1234, 50_000]
     assert log_lines()[-1]["error"].startswith("DBAAS_GC_YOUNG='lots': give a whole number")
