@@ -33,16 +33,24 @@ def young_threshold(environ: dict[str, str] | None = None) -> int:
     return int(text)
 
 
+_holding = False  # this process asked to hold a state (`hold_state`)
+
+
 def hold_state(young: int | None = None) -> None:
     """For the rest of the process: collect the youngest generation every `young` allocations
     (`young_threshold()` when None), the older generations' thresholds unchanged."""
+    global _holding
     gc.set_threshold(young_threshold() if young is None else young, *gc.get_threshold()[1:])
+    _holding = True
 
 
 def settle() -> None:
-    """What is alive now (a state just rebuilt) is never walked by a collection again; it is still
-    freed by reference counting when nothing refers to it (a revoked partition's states). O(1)."""
-    gc.freeze()
+    """In a process holding a state (`hold_state`), what is alive now (a state just rebuilt) is
+    never walked by a collection again; it is still freed by reference counting when nothing
+    refers to it (a revoked partition's states). O(1). Elsewhere (a processor run inside another
+    program, e.g. a test) nothing."""
+    if _holding:
+        gc.freeze()
 
 
 @contextmanager

@@ -86,3 +86,19 @@ def test_a_process_holding_state_collects_rarely_and_a_bad_threshold_stops_it(lo
                         holds_state=True) == 2
     assert seen == [700, 1234, 50_000]
     assert log_lines()[-1]["error"].startswith("DBAAS_GC_YOUNG='lots': give a whole number")
+
+
+def test_only_a_process_holding_state_freezes_what_it_rebuilt(monkeypatch):
+    from runtime import heap
+
+    monkeypatch.setattr(heap, "_holding", False)
+    frozen = gc.get_freeze_count()
+    heap.settle()
+    assert gc.get_freeze_count() == frozen
+    heap.hold_state(700)
+    kept = [[i] for i in range(100)]  # containers alive now, tracked by the collector
+    try:
+        heap.settle()
+        assert gc.get_freeze_count() >= frozen + len(kept)
+    finally:
+        gc.unfreeze()
