@@ -144,7 +144,7 @@ def bench_judge(n: int) -> None:
     wall = (time.perf_counter() - wall) / n * 1e6
     key = keyring.verify(topic, None, *bare_work[0])  # one key signs them all: looked up once
     bare = _per_item(bare_work, lambda w: judge(bare_states, w[0], key))  # type: ignore[index]
-    with heap.fewer_collections(DEFAULT_YOUNG):  # Python's own thresholds, for comparison
+    with heap.collecting_every(DEFAULT_YOUNG):  # Python's own threshold, for comparison
         default = _per_item(default_work, lambda w: judge(default_states, w[0], key))  # type: ignore[index]
     floor = _per_item(work, lambda w: cmds.encode(cmds.decode(w[0])))  # type: ignore[index]
     verify = _per_item(work, lambda w: keyring.verify(topic, None, *w))  # type: ignore[misc]
@@ -158,7 +158,7 @@ def bench_judge(n: int) -> None:
           f"per core   ratio {bare / floor:5.1f}x the command alone   target ≤ {TARGET_US:.0f} µs: "
           f"{'met' if bare <= TARGET_US else 'not met'}")
     print(f"    the same with Python's default collector     : {default:7.1f} µs   ratio {default / bare:5.2f} "
-          f"the processor's (youngest generation every {DEFAULT_YOUNG} allocations, not {heap.YOUNG:,})")
+          f"the processor's (youngest generation every {DEFAULT_YOUNG} allocations, not {gc.get_threshold()[0]:,})")
     print(f"    decode + encode the command alone            : {floor:7.1f} µs")
     print(f"    Keyring.verify alone                         : {verify:7.1f} µs   ratio {verify / raw:5.2f} "
           f"the Ed25519 verify   ({verify / ours:4.0%} of the judge)")

@@ -212,12 +212,17 @@ def _decide(state: TenantState, cmd: CommandEnvelope, fingerprint: str, proof: P
                 OPERATION_STEPS[cmd.command_type],
                 fingerprint,
             )
-            # The operation exists before it starts: OperationAccepted precedes OperationStarted.
-            if type(cmd.payload) is CreateService:
-                return _creation(state, cmd, changes, start, op)
-            starts = [c for c in changes if isinstance(c[2], OperationStarted)]
-            rest = [c for c in changes if not isinstance(c[2], OperationStarted)]
-            return _envelopes(state, cmd, [*rest, ("operation", op, start), *starts], op)
+            accepted = _creation if type(cmd.payload) is CreateService else _accepted
+            return accepted(state, cmd, changes, start, op)
+
+
+def _accepted(state: TenantState, cmd: CommandEnvelope, changes: list[Change], accepted: OperationAccepted,
+              op: str) -> Decided:
+    """An accepted command's events, the general way (`_envelopes`). The operation exists before
+    it starts: OperationAccepted precedes OperationStarted."""
+    starts = [c for c in changes if isinstance(c[2], OperationStarted)]
+    rest = [c for c in changes if not isinstance(c[2], OperationStarted)]
+    return _envelopes(state, cmd, [*rest, ("operation", op, accepted), *starts], op)
 
 
 def operation_id(tenant_id: str, command_id: str) -> str:
@@ -1032,8 +1037,9 @@ def _creation(state: TenantState, cmd: CommandEnvelope, changes: list[Change], a
     """An accepted CreateService's events — ServiceRequested, OperationAccepted, OperationStarted,
     each carrying the status it leads to — and the state after them, built at once: what
     `_envelopes` gives by folding each event in turn (three folds, two restamped events), for the
-    command that is most of the log's traffic. `evolve` of these envelopes gives this very state
-    (the domain tests check both against the fold on every creation they judge)."""
+    command that is most of the log's traffic: the same events and state as `_accepted` (tested on
+    generated creations), and `evolve` of these envelopes gives this very state (the domain tests
+    check it on every creation they judge)."""
     (_, service_id, requested), (_, _, started) = changes
     tenant = state.tenant_id
     sequence = next_sequence(state, "service", service_id)

@@ -285,7 +285,7 @@ def replay_job(job: Job, report: Callable[[int], None], prepared: Callable[[], N
     # the youngest generation collected every 100,000 allocations instead of 700: a replay allocates
     # millions of objects that live until the COPY beside as many that die at once; with the default
     # thresholds the collector walked the growing heap again and again (a quarter of a replay's time)
-    with heap.fewer_collections():
+    with heap.collecting_every(100_000):
         return _replay_job(job, report, prepared)
 
 

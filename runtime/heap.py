@@ -21,26 +21,29 @@ from contextlib import contextmanager
 YOUNG = 50_000  # allocations between collections of the youngest generation (Python's default: 700)
 YOUNG_VARIABLE = "DBAAS_GC_YOUNG"
 
+_holding = False  # this process asked to hold a state (`hold_state`)
 
-def young_threshold(environ: dict[str, str] | None = None) -> int:
-    """The youngest generation's threshold the environment asks for (`YOUNG` unless set)."""
-    text = (os.environ if environ is None else environ).get(YOUNG_VARIABLE, "").strip()
+
+def young_threshold() -> int:
+    """The youngest generation's threshold `DBAAS_GC_YOUNG` asks for (`YOUNG` unless set)."""
+    text = os.environ.get(YOUNG_VARIABLE, "").strip()
     if not text:
         return YOUNG
-    if not text.isdigit() or int(text) < 1:
+    try:
+        young = int(text)
+    except ValueError:
+        young = 0
+    if young < 1:
         raise ValueError(f"{YOUNG_VARIABLE}={text!r}: give a whole number of allocations of 1 or more "
                          f"(Python's default is 700; unset: {YOUNG:,})")
-    return int(text)
-
-
-_holding = False  # this process asked to hold a state (`hold_state`)
+    return young
 
 
 def hold_state(young: int | None = None) -> None:
     """For the rest of the process: collect the youngest generation every `young` allocations
     (`young_threshold()` when None), the older generations' thresholds unchanged."""
     global _holding
-    gc.set_threshold(young_threshold() if young is None else young, *gc.get_threshold()[1:])
+    _set_young(young_threshold() if young is None else young)
     _holding = True
 
 
@@ -54,13 +57,17 @@ def settle() -> None:
 
 
 @contextmanager
-def fewer_collections(young: int = 100_000) -> Iterator[None]:
-    """The youngest generation collected every `young` allocations for the block only, then the
-    thresholds as they were (a replay allocates millions of objects that live until its COPY,
-    beside as many that die at once)."""
-    before = gc.get_threshold()
-    gc.set_threshold(young, before[1], before[2])
+def collecting_every(young: int) -> Iterator[None]:
+    """The youngest generation collected every `young` allocations for the block only, then as
+    before (a replay, which allocates millions of objects living until its COPY beside as many
+    that die at once; a benchmark comparing thresholds)."""
+    before = gc.get_threshold()[0]
+    _set_young(young)
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        _set_young(before)
+
+
+def _set_young(young: int) -> None:
+    gc.set_threshold(young, *gc.get_threshold()[1:])

@@ -1,6 +1,6 @@
 """An accepted CreateService is built at once (`commands.decide._creation`): its three events and
 the state after them. They must be exactly what the general path gives — each event numbered and
-folded in turn, the status it leads to stamped on it (`_envelopes`) — for any creation, in any
+folded in turn, the status it leads to stamped on it (`_accepted`) — for any creation, in any
 organization (services before it, ready or deleted, a scale queued behind a creation)."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from commands import (
     decide_and_evolve,
     fingerprint_of,
 )
-from commands.decide import _changes, _envelopes
-from events import OperationAccepted, OperationStarted, Service, TenantState, evolve, new_service
+from commands.catalog import OPERATION_STEPS
+from commands.decide import _accepted, _changes
+from events import OperationAccepted, Service, TenantState, evolve, new_service
 from schemas.catalog import ENGINES, POPS, SIZES
 
 ORG = cmd(CreateOrganization(TENANT, "Acme"))
@@ -27,14 +28,12 @@ LABEL = st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True)
 
 
 def _general(state: TenantState, command) -> tuple[list, TenantState]:
-    """What `_decide` did for every accepted command before creations had their own path."""
-    fingerprint = fingerprint_of(command.payload)
+    """The general path every other accepted command takes (`_accepted`)."""
     operation = op(command)
     changes = _changes(state, command, operation)
-    start = OperationAccepted(operation, command.command_type, changes[0][1], 3, fingerprint)
-    starts = [c for c in changes if isinstance(c[2], OperationStarted)]
-    rest = [c for c in changes if not isinstance(c[2], OperationStarted)]
-    return _envelopes(state, command, [*rest, ("operation", operation, start), *starts], operation)
+    start = OperationAccepted(operation, command.command_type, command.payload.service_id,
+                              OPERATION_STEPS[command.command_type], fingerprint_of(command.payload))
+    return _accepted(state, command, changes, start, operation)
 
 
 def _services(n: int) -> list:
