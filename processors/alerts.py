@@ -12,8 +12,12 @@ Three agents, two tables (memory stores, changelogged on Kafka, so a restarted w
   each organization's quota episodes is a mark in the `tenants` table (keyed by organization,
   co-partitioned with `dbaas.events`), so events handled again after a crash publish nothing
   twice. Each service lifecycle event (requested, Ready, failed, deleted) is forwarded, keyed by
-  service id, to the internal topic `<app id>-service-facts`, once (the sequence forwarded is in
-  the same table entry).
+  service id, to the internal topic `<app id>-service-facts`: at least once (an event handled
+  again after a crash forwards its fact again), and the watch takes a fact only when its sequence
+  is past the watch's own, so one forwarded twice changes nothing. (Earlier versions kept every
+  forwarded sequence in the organization's table entry: a changelog record that grew with the
+  organization's services, written on every lifecycle event. Entries written then are read and
+  the old map dropped at their next write.)
 - **`dbaas.metrics.{tenant}`** (each organization's, by name: Faust's Kafka driver subscribes to
   topic names, not patterns — the topics found at start, then those a timer finds every
   `DBAAS_ALERTS_DISCOVER_SECONDS`, as the local PoP creates an organization's on its first
@@ -148,7 +152,7 @@ class Processor:
         self.decode_sample = decode_sample
         self.keyring = keyring
         self.publish = publish
-        self.tenants = tenants  # tenant -> {"marks": {subject: [start, resolved]}, "forwarded": {service: seq}}
+        self.tenants = tenants  # tenant -> {"marks": {subject: [start, resolved]}}
         self.services = services  # service id -> ServiceWatch as JSON
         self.config = config
         self.states: dict[str, TenantState] = {}  # the fold of the event log, per organization
@@ -169,26 +173,24 @@ class Processor:
 
     def event(self, partition: int, offset: int, value: bytes | None) -> tuple[list[Fact], Callable[[], None]]:
         """Fold one event; publish the quota alerts it brings. Returns the facts to forward and
-        what to call once they are sent (the table entry that records them)."""
-        nothing: tuple[list[Fact], Callable[[], None]] = ([], lambda: None)
+        what to call once they are sent (it writes the table entry recording the alerts published)."""
         folded = self._fold(partition, offset, value)
         if folded is None:
-            return nothing
+            return [], _nothing
         env, state, judge = folded
+        fact = fact_of(env)
+        facts = [fact] if fact is not None else []
+        if not judge:
+            return facts, _nothing
         tenant = env.tenant_id
+        watch, alerts = on_tenant(self.quota.get(tenant, QuotaWatch()), state, env.occurred_at, self.config)
+        self.quota[tenant] = watch
+        if not alerts:
+            return facts, _nothing
         entry = _entry(self.tenants.get(tenant))
         changed = False
-        if judge:
-            watch, alerts = on_tenant(self.quota.get(tenant, QuotaWatch()), state, env.occurred_at, self.config)
-            self.quota[tenant] = watch
-            for alert in alerts:
-                changed |= self._once(entry["marks"], alert)
-        facts = []
-        fact = fact_of(env)
-        if fact is not None and fact.seq > int(entry["forwarded"].get(fact.service_id, 0)):
-            facts.append(fact)
-            entry["forwarded"][fact.service_id] = fact.seq
-            changed = True
+        for alert in alerts:
+            changed |= self._once(entry["marks"], alert)
 
         def record() -> None:
             if changed:
@@ -301,9 +303,14 @@ class Processor:
         return True
 
 
+def _nothing() -> None:
+    """What an event that published nothing records."""
+
+
 def _entry(stored: Mapping[str, Any] | None) -> dict[str, Any]:
-    stored = stored or {}
-    return {"marks": dict(stored.get("marks") or {}), "forwarded": dict(stored.get("forwarded") or {})}
+    """An organization's table entry: its quota episodes' marks (an earlier version's `forwarded`
+    map, if any, is left out: it is written again without it)."""
+    return {"marks": dict((stored or {}).get("marks") or {})}
 
 
 def _pairs(headers: Any) -> list[tuple[str, bytes | None]]:

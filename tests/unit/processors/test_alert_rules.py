@@ -272,8 +272,17 @@ def test_the_processor_publishes_nothing_twice_when_it_folds_the_log_again_after
     assert [(f.service_id, f.what) for f in facts] == [(a, "requested"), (b, "requested")]
 
     again = Published()
-    facts = fold(processor(tenants, services, envelopes, again), envelopes)  # the whole log again: same tables
-    assert again == [] and facts == []
+    restarted = processor(tenants, services, envelopes, again)
+    refolded = fold(restarted, envelopes)  # the whole log again: same tables
+    assert again == []
+    # facts are forwarded at least once: those forwarded again change no watch and publish nothing
+    for f in facts:
+        restarted.fact(json.dumps(f.to_json()).encode())
+    watches = dict(services)
+    assert refolded == facts
+    for f in refolded:
+        restarted.fact(json.dumps(f.to_json()).encode())
+    assert again == [] and services == watches
 
 
 def test_a_restart_folds_what_was_committed_quietly_and_judges_what_follows():
@@ -325,3 +334,17 @@ def test_the_processor_forwards_each_lifecycle_fact_once_and_judges_it():
         p.fact(json.dumps(f.to_json()).encode())
     assert [(al.kind, al.state) for al in published] == [("operation_failed", "raised")]
     assert 'service "orders"' in published[0].message and "no capacity" in published[0].message
+
+
+def test_an_organizations_entry_holds_its_quota_marks_only_whatever_its_services():
+    """The entry is a changelog record written when a quota alert is published: it must not grow
+    with the organization's services (an earlier version kept each forwarded sequence in it)."""
+    quota = Quota(2, ResourceLimit(cpu=100.0, memory_gb=1000, storage_gb=100000))
+    a, b = ids(2)
+    steps = [cmd(CreateOrganization(TENANT, "Acme")), cmd(SetQuota(quota)), create(a, "one"), create(b, "two")]
+    _, envelopes = run(steps)
+    legacy = {"marks": {}, "forwarded": {str(i): 3 for i in range(1000)}}
+    tenants, services, published = {TENANT: legacy}, {}, Published()
+    facts = fold(processor(tenants, services, envelopes, published), envelopes)
+    assert [al.kind for al in published] == ["quota_high"] and len(facts) == 2
+    assert list(tenants[TENANT]) == ["marks"] and len(tenants[TENANT]["marks"]) == 1
