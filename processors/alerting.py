@@ -54,7 +54,6 @@ from events import (
     ServiceDeleted,
     ServiceFailed,
     ServiceReady,
-    ServiceRequested,
 )
 from events.state import TenantState, Usage
 from processors.sagas.schedule import Alert
@@ -257,8 +256,10 @@ def size(n: float | None) -> str:
 # -- lifecycle facts ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Fact:
-    """What an event of `dbaas.events` says about a service, for its watch: it was requested (its
-    name), became Ready, failed (why, in which operation), or was deleted."""
+    """What an event of `dbaas.events` says about a service, for its watch: it became Ready,
+    failed (why, in which operation), or was deleted; with the service's name as the event log
+    has it. (`requested`, the name alone, was forwarded by earlier versions: a watch still takes
+    one found on the topic.)"""
 
     tenant_id: str
     service_id: str
@@ -279,20 +280,20 @@ class Fact:
                    d.get("operation_id"), d.get("reason"))
 
 
-def fact_of(env: Envelope) -> Fact | None:
-    """The fact an event states about its service, if any."""
+def fact_of(env: Envelope, name: str | None = None) -> Fact | None:
+    """The fact an event states about its service, if any, naming the service `name`. A request
+    states none: the name it brings is the fold's (`name`), and a watch needs nothing before the
+    service's first sample or outcome."""
     e = env.payload
     match e:
-        case ServiceRequested():
-            return Fact(env.tenant_id, e.service_id, env.sequence, "requested", env.occurred_at, name=e.name)
         case ServiceReady():
-            return Fact(env.tenant_id, e.service_id, env.sequence, "ready", env.occurred_at,
+            return Fact(env.tenant_id, e.service_id, env.sequence, "ready", env.occurred_at, name,
                         operation_id=e.operation_id)
         case ServiceFailed():
-            return Fact(env.tenant_id, e.service_id, env.sequence, "failed", env.occurred_at,
+            return Fact(env.tenant_id, e.service_id, env.sequence, "failed", env.occurred_at, name,
                         operation_id=e.operation_id, reason=e.reason)
         case ServiceDeleted():
-            return Fact(env.tenant_id, e.service_id, env.sequence, "deleted", env.occurred_at,
+            return Fact(env.tenant_id, e.service_id, env.sequence, "deleted", env.occurred_at, name,
                         operation_id=e.operation_id)
     return None
 

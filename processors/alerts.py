@@ -11,13 +11,15 @@ Three agents, two tables (memory stores, changelogged on Kafka, so a restarted w
   alerts were published), without publishing; the agent goes on from there. What was published of
   each organization's quota episodes is a mark in the `tenants` table (keyed by organization,
   co-partitioned with `dbaas.events`), so events handled again after a crash publish nothing
-  twice. Each service lifecycle event (requested, Ready, failed, deleted) is forwarded, keyed by
-  service id, to the internal topic `<app id>-service-facts`: at least once (an event handled
-  again after a crash forwards its fact again), and the watch takes a fact only when its sequence
-  is past the watch's own, so one forwarded twice changes nothing. (Earlier versions kept every
-  forwarded sequence in the organization's table entry: a changelog record that grew with the
-  organization's services, written on every lifecycle event. Entries written then are read and
-  the old map dropped at their next write.)
+  twice. Each service outcome (Ready, failed, deleted) is forwarded with the service's name,
+  keyed by service id, to the internal topic `<app id>-service-facts`: at least once (an event
+  handled again after a crash forwards its fact again), and the watch takes a fact only when its
+  sequence is past the watch's own, so one forwarded twice changes nothing. A request forwards
+  nothing: a watch is made at the service's first sample or outcome, named from the fold.
+  (Earlier versions forwarded each request, for its name — a fact, and a watch written, per
+  creation — and kept every forwarded sequence in the organization's table entry: a changelog
+  record that grew with the organization's services, written on every lifecycle event. Entries
+  written then are read and the old map dropped at their next write.)
 - **`dbaas.metrics.{tenant}`** (each organization's, by name: Faust's Kafka driver subscribes to
   topic names, not patterns — the topics found at start, then those a timer finds every
   `DBAAS_ALERTS_DISCOVER_SECONDS`, as the local PoP creates an organization's on its first
@@ -178,7 +180,7 @@ class Processor:
         if folded is None:
             return [], _nothing
         env, state, judge = folded
-        fact = fact_of(env)
+        fact = fact_of(env, self._name(env.tenant_id, getattr(env.payload, "service_id", None), state))
         facts = [fact] if fact is not None else []
         if not judge:
             return facts, _nothing
@@ -255,7 +257,7 @@ class Processor:
             FACTS.labels("undecodable").inc()
             log.warning("service fact not decodable; skipped", error=str(exc))
             return
-        self._watch(fact.service_id, lambda w: on_fact(w, fact))
+        self._watch(fact.tenant_id, fact.service_id, lambda w: on_fact(w, fact))
         FACTS.labels("judged").inc()
 
     # samples ---------------------------------------------------------------------------------
@@ -272,7 +274,7 @@ class Processor:
             log.warning("sample not believed; skipped", topic=topic, service_id=record.get("service_id"),
                         reason=problem)
             return
-        judged = self._watch(record["service_id"], lambda w: on_sample(w, record, self.config))
+        judged = self._watch(record["tenant_id"], record["service_id"], lambda w: on_sample(w, record, self.config))
         SAMPLES.labels("judged" if judged else "stale").inc()
 
     def _unbelievable(self, topic: str, key: bytes | None, value: bytes | None, headers: Any,
@@ -289,11 +291,22 @@ class Processor:
             return f"key {signer.key_id!r} does not speak for PoP {record['pop']!r}"
         return None
 
-    def _watch(self, service_id: str, react: Callable[[ServiceWatch | None], tuple[ServiceWatch, list[Alert]]]
-               ) -> bool:
-        """Apply `react` to the service's watch; publish its alerts, then store it. True when it changed."""
+    def _name(self, tenant: str, service_id: str | None, state: TenantState | None = None) -> str | None:
+        """The service's name as the organization's fold has it (None: not known here)."""
+        state = state or self.states.get(tenant)
+        service = state.services.get(service_id) if state is not None and service_id else None
+        return service.name if service is not None else None
+
+    def _watch(self, tenant: str, service_id: str,
+               react: Callable[[ServiceWatch | None], tuple[ServiceWatch, list[Alert]]]) -> bool:
+        """Apply `react` to the service's watch (made at the service's first sample or fact, named
+        from the fold); publish its alerts, then store it. True when it changed."""
         stored = self.services.get(service_id)
         before = ServiceWatch.from_json(stored) if stored else None
+        if before is None or before.name is None:
+            name = self._name(tenant, service_id)
+            if name is not None:
+                before = dataclasses.replace(before or ServiceWatch(tenant, service_id), name=name)
         watch, alerts = react(before)
         if watch == before:
             return False

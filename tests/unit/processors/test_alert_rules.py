@@ -264,21 +264,24 @@ def test_the_processor_publishes_nothing_twice_when_it_folds_the_log_again_after
     quota = Quota(2, ResourceLimit(cpu=100.0, memory_gb=1000, storage_gb=100000))
     a, b = ids(2)
     steps = [cmd(CreateOrganization(TENANT, "Acme")), cmd(SetQuota(quota)), create(a, "one"), create(b, "two")]
-    _, envelopes = run(steps)
+    state, envelopes = run(steps)
+    _, more = run(saga(a, op(steps[2]), "Failed", reason="no capacity"), state)  # frees a's share of the quota
+    envelopes += more
     tenants, services, published = {}, {}, Published()
 
-    facts = fold(processor(tenants, services, envelopes, published), envelopes)
-    assert [al.kind for al in published] == ["quota_high"]
-    assert [(f.service_id, f.what) for f in facts] == [(a, "requested"), (b, "requested")]
+    first = processor(tenants, services, envelopes, published)
+    facts = fold(first, envelopes)
+    assert [(f.service_id, f.what) for f in facts] == [(a, "failed")]  # a request forwards nothing
+    for f in facts:
+        first.fact(json.dumps(f.to_json()).encode())
+    assert [(al.kind, al.state) for al in published] == [
+        ("quota_high", "raised"), ("quota_high", "resolved"), ("operation_failed", "raised")]
 
     again = Published()
     restarted = processor(tenants, services, envelopes, again)
-    refolded = fold(restarted, envelopes)  # the whole log again: same tables
-    assert again == []
-    # facts are forwarded at least once: those forwarded again change no watch and publish nothing
-    for f in facts:
-        restarted.fact(json.dumps(f.to_json()).encode())
     watches = dict(services)
+    refolded = fold(restarted, envelopes)  # the whole log again: same tables
+    # facts are forwarded at least once: those forwarded again change no watch and publish nothing
     assert refolded == facts
     for f in refolded:
         restarted.fact(json.dumps(f.to_json()).encode())
@@ -328,8 +331,8 @@ def test_the_processor_forwards_each_lifecycle_fact_once_and_judges_it():
     tenants, services, published = {}, {}, Published()
     p = processor(tenants, services, envelopes, published)
     facts = fold(p, envelopes)
-    assert [f.what for f in facts] == ["requested", "failed"]
-    assert [fact_of(e) is not None for e in envelopes].count(True) == 2
+    assert [(f.what, f.name) for f in facts] == [("failed", "orders")]  # named from the fold
+    assert [fact_of(e) is not None for e in envelopes].count(True) == 1
     for f in facts + facts:  # delivered twice
         p.fact(json.dumps(f.to_json()).encode())
     assert [(al.kind, al.state) for al in published] == [("operation_failed", "raised")]
@@ -346,5 +349,17 @@ def test_an_organizations_entry_holds_its_quota_marks_only_whatever_its_services
     legacy = {"marks": {}, "forwarded": {str(i): 3 for i in range(1000)}}
     tenants, services, published = {TENANT: legacy}, {}, Published()
     facts = fold(processor(tenants, services, envelopes, published), envelopes)
-    assert [al.kind for al in published] == ["quota_high"] and len(facts) == 2
+    assert [al.kind for al in published] == ["quota_high"] and facts == []
     assert list(tenants[TENANT]) == ["marks"] and len(tenants[TENANT]["marks"]) == 1
+
+
+def test_a_watch_made_by_a_sample_is_named_from_the_fold():
+    steps = [cmd(CreateOrganization(TENANT, "Acme")), create(SVC, "orders")]
+    _, envelopes = run(steps)
+    tenants, services, published = {}, {}, Published()
+    p = processor(tenants, services, envelopes, published)
+    assert fold(p, envelopes) == [] and services == {}  # nothing forwarded, no watch yet
+    p.sample(f"dbaas.metrics.{TENANT}", SVC.encode(), encoded(sample(T0, 0.85)), [])
+    assert [(al.kind, al.state) for al in published] == [("storage_high", "raised")]
+    assert published[0].message.startswith(f'service "orders" ({SVC}) uses 85%')
+    assert ServiceWatch.from_json(services[SVC]).name == "orders"
