@@ -73,27 +73,30 @@ def platform_cpu(home: Path) -> dict[str, float]:
     return used
 
 
-def platform_cpu_seconds(home: Path) -> float:
-    """CPU seconds used so far by every process of the instance at `home` (`platform_cpu`'s sum)."""
-    return sum(platform_cpu(home).values())
-
-
 def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """CPU seconds each component used between two `platform_cpu` readings, most first."""
     spent = {name: after[name] - before.get(name, 0.0) for name in after}
     return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
-def settle(home: Path, busy: float = 0.25, quiet: int = 3, timeout: float = 240.0) -> None:
+def settle(home: Path, busy: float = 0.25, quiet: int = 3, timeout: float = 240.0) -> dict[str, float]:
     """Wait until the instance's processes use less than `busy` of a core over `quiet` two-second
     windows in a row: those a restart made fold the event log (the alerts processor, the scheduler)
-    are done with it, not merely waiting for their consumer group between two folds."""
+    are done with it, not merely waiting for their consumer group between two folds. Returns the
+    `platform_cpu` reading taken when the quiet windows began: what the work before cost, without
+    the idle windows waited out."""
     deadline = time.monotonic() + timeout
     calm = 0
+    quiet_from = reading = platform_cpu(home)
     while time.monotonic() < deadline and calm < quiet:
-        before = platform_cpu_seconds(home)
         time.sleep(2.0)
-        calm = calm + 1 if (platform_cpu_seconds(home) - before) / 2.0 < busy else 0
+        after = platform_cpu(home)
+        if (sum(after.values()) - sum(reading.values())) / 2.0 < busy:
+            calm += 1
+        else:
+            calm, quiet_from = 0, after
+        reading = after
+    return quiet_from
 
 
 class MetricsStream:
