@@ -71,7 +71,10 @@ def test_two_instances_share_the_partitions_and_one_sigkilled_loses_and_repeats_
         _load_kill_and_compare(stack)
     finally:
         stack.stack_cli("up", "--replicas", "1", "--json")
-    assert all(len(assignments(stack, g)) == 1 for g in groups(stack)), "an instance outlived --replicas 1"
+    # a stopped instance leaves its groups as it closes; one stopped the hard way (after the stop's
+    # grace) is taken out only when its session times out (10 s): poll past that, then judge
+    wait_for(lambda: all(len(assignments(stack, g)) == 1 for g in groups(stack)), timeout=60, interval=1,
+             what="one member in each group: no instance outlived --replicas 1")
 
 
 def _load_kill_and_compare(stack) -> None:
