@@ -280,22 +280,22 @@ class Fact:
                    d.get("operation_id"), d.get("reason"))
 
 
-def fact_of(env: Envelope, name: str | None = None) -> Fact | None:
-    """The fact an event states about its service, if any, naming the service `name`. A request
-    states none: the name it brings is the fold's (`name`), and a watch needs nothing before the
-    service's first sample or outcome."""
+_OUTCOMES: dict[type, Literal["ready", "failed", "deleted"]] = {
+    ServiceReady: "ready", ServiceFailed: "failed", ServiceDeleted: "deleted"}
+
+
+def fact_of(env: Envelope, state: TenantState | None = None) -> Fact | None:
+    """The fact an event states about its service, if any, naming the service as `state` (the
+    organization's fold after the event) has it. A request states none: the name it brings is the
+    fold's, and a watch needs nothing before the service's first sample or outcome."""
     e = env.payload
-    match e:
-        case ServiceReady():
-            return Fact(env.tenant_id, e.service_id, env.sequence, "ready", env.occurred_at, name,
-                        operation_id=e.operation_id)
-        case ServiceFailed():
-            return Fact(env.tenant_id, e.service_id, env.sequence, "failed", env.occurred_at, name,
-                        operation_id=e.operation_id, reason=e.reason)
-        case ServiceDeleted():
-            return Fact(env.tenant_id, e.service_id, env.sequence, "deleted", env.occurred_at, name,
-                        operation_id=e.operation_id)
-    return None
+    what = _OUTCOMES.get(type(e))
+    if what is None:
+        return None
+    service = state.services.get(e.service_id) if state is not None else None
+    return Fact(env.tenant_id, e.service_id, env.sequence, what, env.occurred_at,
+                service.name if service is not None else None, operation_id=e.operation_id,
+                reason=e.reason if isinstance(e, ServiceFailed) else None)
 
 
 def on_fact(watch: ServiceWatch | None, fact: Fact) -> Reaction:

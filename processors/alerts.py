@@ -180,7 +180,7 @@ class Processor:
         if folded is None:
             return [], _nothing
         env, state, judge = folded
-        fact = fact_of(env, self._name(env.tenant_id, getattr(env.payload, "service_id", None), state))
+        fact = fact_of(env, state)
         facts = [fact] if fact is not None else []
         if not judge:
             return facts, _nothing
@@ -291,10 +291,10 @@ class Processor:
             return f"key {signer.key_id!r} does not speak for PoP {record['pop']!r}"
         return None
 
-    def _name(self, tenant: str, service_id: str | None, state: TenantState | None = None) -> str | None:
+    def _name(self, tenant: str, service_id: str) -> str | None:
         """The service's name as the organization's fold has it (None: not known here)."""
-        state = state or self.states.get(tenant)
-        service = state.services.get(service_id) if state is not None and service_id else None
+        state = self.states.get(tenant)
+        service = state.services.get(service_id) if state is not None else None
         return service.name if service is not None else None
 
     def _watch(self, tenant: str, service_id: str,

@@ -69,7 +69,20 @@ def test_sigterm_sets_the_stop_event_the_loop_watches(log_lines):
     assert seen == [True]
 
 
-def test_a_process_holding_state_collects_rarely_and_a_bad_threshold_stops_it(log_lines, monkeypatch):
+@pytest.fixture
+def own_collector(monkeypatch):
+    """What `process.main(..., holds_state=True)` sets is for the whole process: the test runner
+    gets its thresholds and `heap`'s flag back (else later tests would collect rarely and freeze)."""
+    from runtime import heap
+
+    monkeypatch.setattr(heap, "_holding", False)
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
+
+
+def test_a_process_holding_state_collects_rarely_and_a_bad_threshold_stops_it(log_lines, monkeypatch,
+                                                                              own_collector):
     seen: list[int] = []
 
     def start(**kw):
@@ -88,10 +101,9 @@ def test_a_process_holding_state_collects_rarely_and_a_bad_threshold_stops_it(lo
     assert log_lines()[-1]["error"].startswith("DBAAS_GC_YOUNG='lots': give a whole number")
 
 
-def test_only_a_process_holding_state_freezes_what_it_rebuilt(monkeypatch):
+def test_only_a_process_holding_state_freezes_what_it_rebuilt(own_collector):
     from runtime import heap
 
-    monkeypatch.setattr(heap, "_holding", False)
     frozen = gc.get_freeze_count()
     heap.settle()
     assert gc.get_freeze_count() == frozen
