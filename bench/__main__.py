@@ -17,6 +17,9 @@ measured in the same run on the same platform instance.
              events through the command processor.
 (e) replicas the event spine with one and two instances each of the command processor and the
              projector sharing the partitions (`--replicas 1,2,2,1`), the same N commands per run.
+(warm-up)    before (a) and (b), runs of N commands until the broker spends little of its CPU
+             compiling (`--warmup RUNS`, at most 3 by default): what is measured is a platform
+             warmed up as a long-running one is, not a JVM compiling its hot paths.
 (d) reads    the query side with 10,000 organizations and 100,000 services (`bench.reads`; not
              in the default list: `make bench` runs `python -m bench.reads` on its own).
 """
@@ -36,7 +39,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bench.common import (
     Endpoints,
     MetricsStream,
+    appended,
+    compiling_seconds,
     cpu_between,
+    log_ends,
     operations,
     org,
     percentile,
@@ -111,6 +117,7 @@ def bench_e2e(ep: Endpoints, pub: Publisher, n: int, ours: float | None = None) 
     consumer = Consumer({**ep.kafka.client(), "group.id": topic, "auto.offset.reset": "earliest"})
     consumer.subscribe([topic])
     _at_its_best(ep, consumer)
+    ends = log_ends(ep)
     started = time.perf_counter()
     for i in range(n):
         while True:
@@ -125,9 +132,24 @@ def bench_e2e(ep: Endpoints, pub: Publisher, n: int, ours: float | None = None) 
         got += sum(1 for m in fetch(consumer, 1000, 1.0) if not m.error())  # no wait for a batch to fill
     raw = n / (time.perf_counter() - started)
     consumer.close()
+    raw_appends = appended(ends, log_ends(ep))
     print(f"    control plane: {ours:8.0f} commands/s   (target >= 2000)")
-    print(f"    raw Kafka    : {raw:8.0f} messages/s ({size}-byte messages, produce + consume)")
+    print(f"    raw Kafka    : {raw:8.0f} messages/s ({size}-byte messages, produce + consume); "
+          + _appends(raw_appends, n, "message"))
     print(f"    ratio        : {ours / raw:8.3f}")
+
+
+def _cpu_lines(spent: dict[str, float], settled: dict[str, float], n: int) -> None:
+    """A run's CPU per component until its last command was visible, and until the platform settled."""
+    print("      CPU s per component: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items() if v >= 0.1))
+    print(f"      until the platform settled: {sum(settled.values()) / n * 1e6:6.0f} µs per command; "
+          + ", ".join(f"{k} {v:.1f}" for k, v in settled.items() if v >= 0.1))
+
+
+def _appends(grown: dict[str, int], n: int, per: str) -> str:
+    """The records the broker appended (`bench.common.appended`) per `per`, in all and by topic."""
+    shown = ", ".join(f"{name} {count / n:.2f}" for name, count in grown.items() if count / n >= 0.01)
+    return f"broker log appends per {per}: {sum(grown.values()) / n:.2f} ({shown})"
 
 
 def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
@@ -147,7 +169,7 @@ def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
         try:
             _tenants(pub, ep, 1)
             settle(ep.home)  # the processes `up` restarted have folded the event log
-            used = platform_cpu(ep.home)
+            used, ends = platform_cpu(ep.home), log_ends(ep)
             if mode == "off":
                 rate, _ = _throughput(ep, pub, n)
                 extra = ""
@@ -160,15 +182,15 @@ def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
             # what the run left for later: processes off the path to the read model (the alerts
             # processor, the scheduler, the audit writer) catch up after the last command is visible
             settled = cpu_between(used, settle(ep.home))
+            grown = appended(ends, log_ends(ep))
         finally:
             pub.close()
         measured.setdefault(mode, []).append(rate)
         cpu.setdefault(mode, []).append(per_command)
         print(f"    tracing {mode:<4}  : {rate:8.0f} commands/s   {per_command:6.0f} µs of the platform's CPU per "
               f"command until the last was visible{extra}")
-        print("      CPU s per component: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items() if v >= 0.1))
-        print(f"      until the platform settled: {sum(settled.values()) / n * 1e6:6.0f} µs per command; "
-              + ", ".join(f"{k} {v:.1f}" for k, v in settled.items() if v >= 0.1))
+        _cpu_lines(spent, settled, n)
+        print("      " + _appends(grown, n, "command"))
     means = {mode: sum(rates) / len(rates) for mode, rates in measured.items()}
     cpu_means = {mode: sum(v) / len(v) for mode, v in cpu.items()}
     for mode in ("on", "full"):
@@ -333,16 +355,53 @@ def bench_replicas(n: int, order: str = "1,2") -> None:
             used = platform_cpu(ep.home)
             rate, _ = _throughput(ep, pub, n)
             spent = cpu_between(used, platform_cpu(ep.home))
+            settled = cpu_between(used, settle(ep.home))  # what the processes off the path caught up after
         finally:
             pub.close()
         measured.setdefault(replicas, []).append(rate)
         print(f"    {replicas} instance(s) : {rate:8.0f} commands/s   {sum(spent.values()) / n * 1e6:6.0f} µs of the "
-              "platform's CPU per command")
-        print("      CPU s per component: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items() if v >= 0.1))
+              "platform's CPU per command until the last was visible")
+        _cpu_lines(spent, settled, n)
     means = {r: sum(v) / len(v) for r, v in measured.items()}
     if 1 in means and 2 in means:
         print(f"    ratio 2/1       : {means[2] / means[1]:8.3f}   (means of {len(measured[2])} and {len(measured[1])} "
               "runs; one host of 2 cores: two processes judge and commit side by side, no core is added)")
+
+
+def warm_up(n: int, rounds: int, compiling: float = 0.25) -> None:
+    """Bring the platform to the state a long-running one is in before anything is measured: the
+    broker is a JVM, and a fresh one spends its first runs compiling its hot paths (measured on a
+    fresh instance, runs of 6,000 commands: its compilations' elapsed time 142 % of its CPU in the
+    first run, still 44-65 % in runs 8-10; the first run cost it 1,007-1,537 µs of CPU per command,
+    later ones 600-1,000). Runs of `n` commands, each until the platform settled, until the
+    broker's compilations took at most `compiling` of its CPU in a run (their elapsed time, an
+    upper bound; where it cannot be read, until its CPU per command falls by less than 10 % from
+    one run to the next), `rounds` at most; prints each run's figures."""
+    print(f"(warm-up) up to {rounds} runs of {n} CreateService commands, until the broker is warm")
+    ep = platform(without="saga,localpop-agent,tracing")
+    pub = ep.publisher()
+    try:
+        _tenants(pub, ep, 1)
+        before = None
+        for i in range(1, rounds + 1):
+            settle(ep.home)
+            used, compiled = platform_cpu(ep.home), compiling_seconds(ep.home)
+            rate, _ = _throughput(ep, pub, n)
+            spent = cpu_between(used, settle(ep.home))
+            after = compiling_seconds(ep.home)
+            broker = spent.get("kafka", 0.0)
+            share = (after - compiled) / broker if compiled is not None and after is not None and broker else None
+            print(f"    run {i}: {rate:6.0f} commands/s, the broker {broker / n * 1e6:5.0f} µs of CPU per command"
+                  + (f", compiling {share:.0%} of it" if share is not None else "")
+                  + f" (the platform {sum(spent.values()) / n * 1e6:5.0f} µs)")
+            if share is not None and share <= compiling:
+                return
+            if share is None and before is not None and broker > before * 0.9:
+                return
+            before = broker
+        print(f"    not warm after {rounds} runs: the figures below are those of a broker still compiling")
+    finally:
+        pub.close()
 
 
 def _modes(text: str) -> str:
@@ -365,7 +424,12 @@ def main() -> int:
                              "recorded), in this order (default off,on), or skip")
     parser.add_argument("--replicas", default="1,2,2,1",
                         help="replicas: instances per run, in this order (default 1,2,2,1)")
+    parser.add_argument("--warmup", type=int, default=3, metavar="RUNS",
+                        help="e2e, latency: at most this many runs of N commands first, until the broker "
+                             "is warm (default 3; 0: none)")
     args = parser.parse_args()
+    if args.warmup and {"e2e", "latency"} & set(args.which):
+        warm_up(args.n, args.warmup)
     traced = bench_tracing(args.n, args.tracing) if "e2e" in args.which and args.tracing != "skip" else {}
     # The event spine alone: the saga would render and commit every created service meanwhile
     # (measured by `python -m bench.gitops`), competing for the same two cores.

@@ -79,6 +79,55 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     return dict(sorted(spent.items(), key=lambda kv: -kv[1]))
 
 
+def compiling_seconds(home: Path, component: str = "kafka") -> float | None:
+    """Seconds the JVM of `component` (its pid file's pid) has spent compiling its code so far
+    (HotSpot's `java.ci.totalTime`, through `jcmd`: elapsed time of the compilations, an upper bound
+    of their CPU); None where it cannot be read (no `jcmd`, not a HotSpot JVM)."""
+    import shutil
+
+    jcmd, pid_file = shutil.which("jcmd"), home / "run" / f"{component}.pid"
+    words = pid_file.read_text().split() if pid_file.exists() else []
+    if jcmd is None or not words or not words[0].isdigit():
+        return None
+    try:
+        out = subprocess.run([jcmd, words[0], "PerfCounter.print"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    counters = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    try:
+        return int(counters["java.ci.totalTime"]) / int(counters["sun.os.hrt.frequency"])
+    except (KeyError, ValueError, ZeroDivisionError):
+        return None
+
+
+_PER_TENANT = ("dbaas.audit.", "dbaas.metrics.", "dbaas.alerts.", "dbaas.cdc.")
+
+
+def log_ends(ep: Endpoints) -> dict[str, int]:
+    """The broker's log end offsets summed per topic (an organization's topics of one kind counted
+    together, e.g. `dbaas.audit.*`), internal ones included: between two readings, how many records
+    the broker appended — data records and transaction markers alike (a marker takes an offset in
+    every partition its transaction wrote), consumer offsets and transaction states too."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient(ep.kafka.client())
+    topics = admin.list_topics(timeout=30).topics
+    asked = {TopicPartition(name, p): OffsetSpec.latest() for name, t in topics.items() for p in t.partitions}
+    ends: dict[str, int] = {}
+    for tp, future in admin.list_offsets(asked, request_timeout=30).items():
+        group = next((f"{prefix}*" for prefix in _PER_TENANT if tp.topic.startswith(prefix)), tp.topic)
+        ends[group] = ends.get(group, 0) + future.result().offset
+    return ends
+
+
+def appended(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Records the broker appended per topic between two `log_ends` readings, most first (a topic
+    that appeared in between counted from 0)."""
+    grown = {name: end - before.get(name, 0) for name, end in after.items()}
+    return dict(sorted(((k, v) for k, v in grown.items() if v > 0), key=lambda kv: -kv[1]))
+
+
 def settle(home: Path, busy: float = 0.25, quiet: int = 3, timeout: float = 240.0) -> dict[str, float]:
     """Wait until the instance's processes use less than `busy` of a core over `quiet` two-second
     windows in a row: those a restart made fold the event log (the alerts processor, the scheduler)

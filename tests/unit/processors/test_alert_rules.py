@@ -323,7 +323,7 @@ def test_the_processor_judges_each_sample_once_and_stores_the_watch():
     assert len(published) == 2
 
 
-def test_the_processor_forwards_each_lifecycle_fact_once_and_judges_it():
+def test_the_processor_forwards_an_outcome_fact_and_judges_it_once_though_delivered_twice():
     steps = [cmd(CreateOrganization(TENANT, "Acme")), create(SVC, "orders")]
     state, envelopes = run(steps)
     state, more = run(saga(SVC, op(steps[-1]), "Failed", reason="no capacity"), state)
