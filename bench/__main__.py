@@ -101,6 +101,9 @@ def _throughput(ep: Endpoints, pub: Publisher, n: int) -> tuple[float, int]:
     return n / (time.perf_counter() - started), size
 
 
+# The event spine alone: the saga would render and commit every created service meanwhile
+# (measured by `python -m bench.gitops`), competing for the same two cores.
+EVENT_SPINE = "saga,localpop-agent"
 RAW_AT_LEAST = 50_000  # messages per raw run: fewer take tens of milliseconds, whose fixed costs swing the rate
 RAW_RUNS = 3
 
@@ -176,7 +179,7 @@ def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
     for mode in order.split(","):
         # on: as configured by default (every API request, one in ten commands published without a
         # context); full: every command's trace recorded
-        ep = platform(without="saga,localpop-agent" + (",tracing" if mode == "off" else ""),
+        ep = platform(without=EVENT_SPINE + (",tracing" if mode == "off" else ""),
                       env={"DBAAS_TRACE_ROOT_RATIO": "1" if mode == "full" else ""})
         pub = ep.publisher()
         try:
@@ -360,7 +363,7 @@ def bench_replicas(n: int, order: str = "1,2") -> None:
     print(f"(e) scale-out by partitions, {n} CreateService commands over 50 tenants per run")
     measured: dict[int, list[float]] = {}
     for replicas in (int(r) for r in order.split(",")):
-        ep = platform(without="saga,localpop-agent,tracing", replicas=replicas)
+        ep = platform(without=EVENT_SPINE + ",tracing", replicas=replicas)
         pub = ep.publisher()
         try:
             _tenants(pub, ep, 1)
@@ -391,7 +394,7 @@ def warm_up(n: int, rounds: int, compiling: float = 0.25) -> None:
     upper bound; where it cannot be read, until its CPU per command falls by less than 10 % from
     one run to the next), `rounds` at most; prints each run's figures."""
     print(f"(warm-up) up to {rounds} runs of {n} CreateService commands, until the broker is warm")
-    ep = platform(without="saga,localpop-agent,tracing")
+    ep = platform(without=EVENT_SPINE)  # as (b) and (c) find it: no process restarted after the warm-up
     pub = ep.publisher()
     try:
         _tenants(pub, ep, 1)
@@ -444,9 +447,7 @@ def main() -> int:
     if args.warmup and {"e2e", "latency"} & set(args.which):
         warm_up(args.n, args.warmup)
     traced = bench_tracing(args.n, args.tracing) if "e2e" in args.which and args.tracing != "skip" else {}
-    # The event spine alone: the saga would render and commit every created service meanwhile
-    # (measured by `python -m bench.gitops`), competing for the same two cores.
-    ep = platform(without="saga,localpop-agent")
+    ep = platform(without=EVENT_SPINE)
     pub = ep.publisher()
     try:
         if "e2e" in args.which:
@@ -458,7 +459,7 @@ def main() -> int:
         if "replicas" in args.which:
             pub.close()
             bench_replicas(args.n, args.replicas)
-            ep = platform(without="saga,localpop-agent")  # one instance each again
+            ep = platform(without=EVENT_SPINE)  # one instance each again
             pub = ep.publisher()
         if "reads" in args.which:
             from bench.reads import bench_memory, bench_reads
