@@ -108,7 +108,7 @@ def log_ends(ep: Endpoints) -> dict[str, int]:
     together, e.g. `dbaas.audit.*`), internal ones included: between two readings, how many records
     the broker appended — data records and transaction markers alike (a marker takes an offset in
     every partition its transaction wrote), consumer offsets and transaction states too."""
-    from confluent_kafka import TopicPartition
+    from confluent_kafka import KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec
 
     admin = AdminClient(ep.kafka.client())
@@ -116,8 +116,12 @@ def log_ends(ep: Endpoints) -> dict[str, int]:
     asked = {TopicPartition(name, p): OffsetSpec.latest() for name, t in topics.items() for p in t.partitions}
     ends: dict[str, int] = {}
     for tp, future in admin.list_offsets(asked, request_timeout=30).items():
+        try:
+            end = future.result().offset
+        except KafkaException:  # a topic being created or deleted as the broker was asked: left out
+            continue
         group = next((f"{prefix}*" for prefix in _PER_TENANT if tp.topic.startswith(prefix)), tp.topic)
-        ends[group] = ends.get(group, 0) + future.result().offset
+        ends[group] = ends.get(group, 0) + end
     return ends
 
 
