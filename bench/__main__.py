@@ -31,6 +31,8 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 import psycopg
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -155,11 +157,39 @@ def bench_e2e(ep: Endpoints, pub: Publisher, n: int, ours: float | None = None) 
     print(f"    ratio        : {ours / raw:8.3f}")
 
 
-def _cpu_lines(spent: dict[str, float], settled: dict[str, float], n: int) -> None:
-    """A run's CPU per component until its last command was visible, and until the platform settled."""
-    print("      CPU s per component: " + ", ".join(f"{k} {v:.1f}" for k, v in spent.items() if v >= 0.1))
-    print(f"      until the platform settled: {sum(settled.values()) / n * 1e6:6.0f} µs per command; "
-          + ", ".join(f"{k} {v:.1f}" for k, v in settled.items() if v >= 0.1))
+@dataclass(frozen=True)
+class Run:
+    """One measured run of N commands (`_run`)."""
+
+    n: int
+    rate: float  # commands/s until the last command was visible in the read model
+    spent: dict[str, float]  # CPU s per component until then
+    settled: dict[str, float]  # ... until the platform settled (processes off the path caught up)
+    grown: dict[str, int]  # records the broker appended until then, per topic
+
+    @property
+    def per_command(self) -> float:
+        """µs of the platform's CPU per command until the last was visible."""
+        return sum(self.spent.values()) / self.n * 1e6
+
+    def show(self) -> None:
+        """Its CPU per component, both ways, and the broker's appends per command."""
+        print("      CPU s per component: " + ", ".join(f"{k} {v:.1f}" for k, v in self.spent.items() if v >= 0.1))
+        print(f"      until the platform settled: {sum(self.settled.values()) / self.n * 1e6:6.0f} µs per command; "
+              + ", ".join(f"{k} {v:.1f}" for k, v in self.settled.items() if v >= 0.1))
+        print("      " + _appends(self.grown, self.n, "command"))
+
+
+def _run(ep: Endpoints, pub: Publisher, n: int, during: AbstractContextManager[object] | None = None) -> Run:
+    """`_throughput` of `n` commands on a settled platform (inside `during`, e.g. a metrics stream),
+    with what it cost the platform until the last command was visible and until it settled again."""
+    settle(ep.home)  # the processes `up` restarted have folded the event log
+    used, ends = platform_cpu(ep.home), log_ends(ep)
+    with during or nullcontext():
+        rate, _ = _throughput(ep, pub, n)
+    spent = cpu_between(used, platform_cpu(ep.home))
+    settled = cpu_between(used, settle(ep.home))
+    return Run(n, rate, spent, settled, appended(ends, log_ends(ep)))
 
 
 def _appends(grown: dict[str, int], n: int, per: str) -> str:
@@ -184,29 +214,16 @@ def bench_tracing(n: int, order: str = "off,on") -> dict[str, float]:
         pub = ep.publisher()
         try:
             _tenants(pub, ep, 1)
-            settle(ep.home)  # the processes `up` restarted have folded the event log
-            used, ends = platform_cpu(ep.home), log_ends(ep)
-            if mode == "off":
-                rate, _ = _throughput(ep, pub, n)
-                extra = ""
-            else:
-                with MetricsStream(ep) as samples:
-                    rate, _ = _throughput(ep, pub, n)
-                extra = f", {samples.sent} metrics samples meanwhile"
-            spent = cpu_between(used, platform_cpu(ep.home))
-            per_command = sum(spent.values()) / n * 1e6
-            # what the run left for later: processes off the path to the read model (the alerts
-            # processor, the scheduler, the audit writer) catch up after the last command is visible
-            settled = cpu_between(used, settle(ep.home))
-            grown = appended(ends, log_ends(ep))
+            samples = None if mode == "off" else MetricsStream(ep)
+            run = _run(ep, pub, n, samples)
         finally:
             pub.close()
-        measured.setdefault(mode, []).append(rate)
-        cpu.setdefault(mode, []).append(per_command)
-        print(f"    tracing {mode:<4}  : {rate:8.0f} commands/s   {per_command:6.0f} µs of the platform's CPU per "
-              f"command until the last was visible{extra}")
-        _cpu_lines(spent, settled, n)
-        print("      " + _appends(grown, n, "command"))
+        measured.setdefault(mode, []).append(run.rate)
+        cpu.setdefault(mode, []).append(run.per_command)
+        extra = f", {samples.sent} metrics samples meanwhile" if samples is not None else ""
+        print(f"    tracing {mode:<4}  : {run.rate:8.0f} commands/s   {run.per_command:6.0f} µs of the platform's CPU "
+              f"per command until the last was visible{extra}")
+        run.show()
     means = {mode: sum(rates) / len(rates) for mode, rates in measured.items()}
     cpu_means = {mode: sum(v) / len(v) for mode, v in cpu.items()}
     for mode in ("on", "full"):
@@ -367,17 +384,13 @@ def bench_replicas(n: int, order: str = "1,2") -> None:
         pub = ep.publisher()
         try:
             _tenants(pub, ep, 1)
-            settle(ep.home)  # the instances `up` started have folded their partitions
-            used = platform_cpu(ep.home)
-            rate, _ = _throughput(ep, pub, n)
-            spent = cpu_between(used, platform_cpu(ep.home))
-            settled = cpu_between(used, settle(ep.home))  # what the processes off the path caught up after
+            run = _run(ep, pub, n)  # settled first: the instances `up` started have folded their partitions
         finally:
             pub.close()
-        measured.setdefault(replicas, []).append(rate)
-        print(f"    {replicas} instance(s) : {rate:8.0f} commands/s   {sum(spent.values()) / n * 1e6:6.0f} µs of the "
+        measured.setdefault(replicas, []).append(run.rate)
+        print(f"    {replicas} instance(s) : {run.rate:8.0f} commands/s   {run.per_command:6.0f} µs of the "
               "platform's CPU per command until the last was visible")
-        _cpu_lines(spent, settled, n)
+        run.show()
     means = {r: sum(v) / len(v) for r, v in measured.items()}
     if 1 in means and 2 in means:
         print(f"    ratio 2/1       : {means[2] / means[1]:8.3f}   (means of {len(measured[2])} and {len(measured[1])} "
@@ -386,36 +399,27 @@ def bench_replicas(n: int, order: str = "1,2") -> None:
 
 def warm_up(n: int, rounds: int, compiling: float = 0.25) -> None:
     """Bring the platform to the state a long-running one is in before anything is measured: the
-    broker is a JVM, and a fresh one spends its first runs compiling its hot paths (measured on a
-    fresh instance, runs of 6,000 commands: its compilations' elapsed time 142 % of its CPU in the
-    first run, still 44-65 % in runs 8-10; the first run cost it 1,007-1,537 µs of CPU per command,
-    later ones 600-1,000). Runs of `n` commands, each until the platform settled, until the
-    broker's compilations took at most `compiling` of its CPU in a run (their elapsed time, an
-    upper bound; where it cannot be read, until its CPU per command falls by less than 10 % from
-    one run to the next), `rounds` at most; prints each run's figures."""
+    broker is a JVM, and a fresh one spends its first runs compiling its hot paths, at a higher CPU
+    cost per command (docs/architecture.md, "Known limits"). Runs of `n` commands until the
+    broker's compilations took at most `compiling` of its CPU in a run (their elapsed time,
+    `compiling_seconds`: an upper bound), `rounds` at most (all of them where that time cannot be
+    read); prints each run's figures."""
     print(f"(warm-up) up to {rounds} runs of {n} CreateService commands, until the broker is warm")
     ep = platform(without=EVENT_SPINE)  # as (b) and (c) find it: no process restarted after the warm-up
     pub = ep.publisher()
     try:
         _tenants(pub, ep, 1)
-        before = None
         for i in range(1, rounds + 1):
-            settle(ep.home)
-            used, compiled = platform_cpu(ep.home), compiling_seconds(ep.home)
-            rate, _ = _throughput(ep, pub, n)
-            spent = cpu_between(used, settle(ep.home))
-            after = compiling_seconds(ep.home)
-            broker = spent.get("kafka", 0.0)
+            compiled = compiling_seconds(ep.home)
+            run = _run(ep, pub, n)
+            after, broker = compiling_seconds(ep.home), run.settled.get("kafka", 0.0)
             share = (after - compiled) / broker if compiled is not None and after is not None and broker else None
-            print(f"    run {i}: {rate:6.0f} commands/s, the broker {broker / n * 1e6:5.0f} µs of CPU per command"
+            print(f"    run {i}: {run.rate:6.0f} commands/s, the broker {broker / n * 1e6:5.0f} µs of CPU per command"
                   + (f", compiling {share:.0%} of it" if share is not None else "")
-                  + f" (the platform {sum(spent.values()) / n * 1e6:5.0f} µs)")
+                  + f" (the platform {sum(run.settled.values()) / n * 1e6:5.0f} µs)")
             if share is not None and share <= compiling:
                 return
-            if share is None and before is not None and broker > before * 0.9:
-                return
-            before = broker
-        print(f"    not warm after {rounds} runs: the figures below are those of a broker still compiling")
+        print(f"    {rounds} warm-up runs: the broker may still be compiling, the figures below show it")
     finally:
         pub.close()
 

@@ -100,16 +100,18 @@ def compiling_seconds(home: Path, component: str = "kafka") -> float | None:
         return None
 
 
-_PER_TENANT = ("dbaas.audit.", "dbaas.metrics.", "dbaas.alerts.", "dbaas.cdc.")
-
-
 def log_ends(ep: Endpoints) -> dict[str, int]:
-    """The broker's log end offsets summed per topic (an organization's topics of one kind counted
-    together, e.g. `dbaas.audit.*`), internal ones included: between two readings, how many records
-    the broker appended — data records and transaction markers alike (a marker takes an offset in
-    every partition its transaction wrote), consumer offsets and transaction states too."""
+    """The broker's log end offsets summed per topic (the topics of one pattern of the topic spec
+    counted together under it, e.g. `dbaas.audit.{tenant}`), internal ones included: between two
+    readings, how many records the broker appended — data records and transaction markers alike (a
+    marker takes an offset in every partition its transaction wrote), consumer offsets and
+    transaction states too."""
     from confluent_kafka import KafkaException, TopicPartition
     from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    from runtime import topics as topic_spec
+
+    prefixes = {pattern.split("{", 1)[0]: pattern for pattern in topic_spec.load()[1]}
 
     admin = AdminClient(ep.kafka.client())
     topics = admin.list_topics(timeout=30).topics
@@ -120,7 +122,7 @@ def log_ends(ep: Endpoints) -> dict[str, int]:
             end = future.result().offset
         except KafkaException:  # a topic being created or deleted as the broker was asked: left out
             continue
-        group = next((f"{prefix}*" for prefix in _PER_TENANT if tp.topic.startswith(prefix)), tp.topic)
+        group = next((pattern for prefix, pattern in prefixes.items() if tp.topic.startswith(prefix)), tp.topic)
         ends[group] = ends.get(group, 0) + end
     return ends
 
