@@ -71,7 +71,7 @@ from commands.records import (
     SetQuota,
 )
 from events import STEPS, Quota, Resources
-from schemas.catalog import DEFAULT_ENGINE_VERSIONS, ENGINES, POP_ENGINES, POPS
+from schemas.catalog import DEFAULT_ENGINE_VERSIONS, ENGINES, POP_ENGINES, POPS, SIZES
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,9 @@ def authorize(actor: Actor, command_type: str, member_role: str | None = None, t
     if not actor.subject.strip():
         return Problem("forbidden", None, "the command has no actor subject; sign in and send it again")
     allowed = PERMISSIONS[command_type]
-    held = {*actor.roles, *([member_role] if member_role else [])}
-    if not allowed or set(allowed) & held:
+    if not allowed or member_role in allowed or any(role in allowed for role in actor.roles):
         return None
+    held = {*actor.roles, *([member_role] if member_role else [])}
     where = f' in organization "{tenant}"' if tenant else ""
     has = ", ".join(sorted(held)) or "no roles"
     return Problem(
@@ -136,7 +136,7 @@ def validate(command: Command) -> list[Problem]:
                 _engine_version(command),
                 _choice("pop", command.pop, POPS),
                 engine_in_pop(command.engine, command.pop),
-                _choice("size", command.size, tuple(SIZE_PLANS)),
+                _choice("size", command.size, SIZES),
                 *(_in_range(name, getattr(command, name)) for name in RESOURCE_FIELDS),
                 *_labels(command.labels),
             )
@@ -189,7 +189,7 @@ def validate(command: Command) -> list[Problem]:
                 _uuid("source_service_id", command.source_service_id),
                 _restore_point(command.backup_id, command.to_time),
                 _choice("pop", command.pop, POPS) if command.pop is not None else None,
-                _choice("size", command.size, tuple(SIZE_PLANS)) if command.size is not None else None,
+                _choice("size", command.size, SIZES) if command.size is not None else None,
                 *_labels(command.labels),
             )
         case RecordBackupRendered() | RecordBackupCommitted() | RecordBackupReverted():

@@ -260,6 +260,19 @@ def _plus(a: Amounts, b: Amounts, sign: int) -> Amounts:
     return (a[0] + sign * b[0], a[1] + sign * b[1], a[2] + sign * b[2])
 
 
+def amounts(r: Resources) -> Amounts:
+    """What a service of resources `r` holds of a quota: cpu, memory and storage, each times replicas."""
+    return (r.cpu * r.replicas, float(r.memory_gb * r.replicas), float(r.storage_gb * r.replicas))
+
+
+def moved(used: Amounts, gone: Amounts | None, new: Amounts) -> Amounts:
+    """`used` without `gone` (when given) and with `new`: a scope's usage after a service in it is
+    created (gone None) or changed, computed as `Usage.without` then `Usage.counting` would."""
+    if gone is not None:
+        used = _plus(used, gone, -1)
+    return _plus(used, new, 1)
+
+
 @dataclass(frozen=True)
 class Usage:
     """What an organization's services hold of its quota, kept up to date event by event."""
@@ -271,13 +284,14 @@ class Usage:
 
     def counting(self, engine: str, pop: str, r: Resources, sign: int) -> Usage:
         """This usage with a service of these resources added (sign 1) or taken away (-1)."""
-        amounts = (r.cpu * r.replicas, float(r.memory_gb * r.replicas), float(r.storage_gb * r.replicas))
-        return Usage(
-            self.services + sign,
-            _plus(self.total, amounts, sign),
-            {**self.engines, engine: _plus(self.of_engine(engine), amounts, sign)},
-            {**self.pops, pop: _plus(self.of_pop(pop), amounts, sign)},
-        )
+        share = amounts(r)
+        engines, pops = self.engines, self.pops
+        return _assembled(Usage, {  # `Usage(...)` without the frozen `__init__`: one per creation
+            "services": self.services + sign,
+            "total": _plus(self.total, share, sign),
+            "engines": {**engines, engine: _plus(engines.get(engine, NONE), share, sign)},
+            "pops": {**pops, pop: _plus(pops.get(pop, NONE), share, sign)},
+        })
 
     def of_engine(self, engine: str) -> Amounts:
         return self.engines.get(engine, NONE)

@@ -69,6 +69,49 @@ def _int(x: int) -> bytes:
     return _varint((x << 1) ^ (x >> 63))
 
 
+# The bytes (length and UTF-8) of recently written strings: an organization's id, the kinds,
+# engines, PoPs and sizes recur in every event, a command's ids in each of its events. Kept by
+# value: a str subclass's value (a StrEnum) is written as that value, so an equal str's bytes are
+# its bytes; a value of another type is equal to no str kept, and `_string` refuses it.
+_STRINGS: dict[str, bytes] = {}
+_STRINGS_KEPT = 4096
+
+
+def _string(x: str) -> bytes:
+    """A string's bytes as Avro writes them (kept in `_STRINGS`); another type is unwritten."""
+    if type(x) is str:
+        data = x.encode()
+    elif isinstance(x, str):
+        data = str.encode(x)
+    else:
+        raise Unwritten("not a str")
+    n = len(data)
+    written = bytes((n << 1,)) + data if n < 64 else _length(n) + data
+    if len(_STRINGS) >= _STRINGS_KEPT:
+        _STRINGS.clear()
+    _STRINGS[x] = written
+    return written
+
+
+# The bytes of recently written aware datetimes (an event's time is its command's: a command's
+# events share it), so each is converted once. Equal datetimes are the same instant, whatever their
+# zone, so the same bytes; a naive one is never kept (it equals no aware one).
+_STAMPS: dict[datetime.datetime, bytes] = {}
+_STAMPS_KEPT = 256
+
+
+def _stamp(x: datetime.datetime) -> bytes:
+    """An aware datetime as a timestamp-millis long (kept in `_STAMPS`); a naive one is unwritten."""
+    if x.tzinfo is None:
+        raise Unwritten("not an aware datetime")
+    d = x - _EPOCH
+    written = _long((d.days * 86400 + d.seconds) * 1000 + d.microseconds // 1000)
+    if len(_STAMPS) >= _STAMPS_KEPT:
+        _STAMPS.clear()
+    _STAMPS[x] = written
+    return written
+
+
 def _length(n: int) -> bytes:
     """A length of 64 or more."""
     return _varint(n << 1)
@@ -94,8 +137,10 @@ class _Coder:
         self.functions: dict[str, str] = {}  # record full name -> its function's name
         self.sources: list[str] = []
         self.constants: dict[str, Any] = {"_long": _long, "_int": _int, "_length": _length,
+                                          "_stamps": _STAMPS, "_stamp": _stamp,
+                                          "_strings": _STRINGS, "_string": _string,
                                           "_Unwritten": Unwritten, "_EPOCH": _EPOCH,
-                                          "_datetime": datetime.datetime, "_utf8": str.encode, "_str": str.__str__,
+                                          "_datetime": datetime.datetime, "_str": str.__str__,
                                           "_float": struct.Struct("<f").pack,
                                           "_double": struct.Struct("<d").pack}
         self.tables: dict[str, dict[Any, str]] = {}  # union dispatch dict -> {type or name: branch function}
@@ -164,10 +209,10 @@ class _Coder:
         if logical is not None:
             if (logical, kind) != ("timestamp-millis", "long"):
                 raise Unsupported(f"logical type {logical} on {kind}")
-            out.append(f"{pad}if type({x}) is _datetime and {x}.tzinfo is not None:")
-            out.append(f"{pad}    d = {x} - _EPOCH; {x} = (d.days * 86400 + d.seconds) * 1000 + d.microseconds // 1000")
-            out.append(f"{pad}elif type({x}) is not int: raise _Unwritten('not an aware datetime')")
-            self.integer("_long", x, out, pad)
+            out.append(f"{pad}if type({x}) is _datetime: o += _stamps.get({x}) or _stamp({x})")
+            out.append(f"{pad}else:")
+            out.append(f"{pad}    if type({x}) is not int: raise _Unwritten('not an aware datetime')")
+            self.integer("_long", x, out, pad + "    ", checked=True)
         elif kind in PRIMITIVES:
             self.primitive(kind, x, out, pad)
         elif kind == "record":
@@ -208,12 +253,10 @@ class _Coder:
             out.append(f"{pad}if type({x}) is not float and type({x}) is not int: raise _Unwritten('not a number')")
             out.append(f"{pad}o += _{kind}({x})")
         else:  # string, bytes
-            if kind == "string":
-                out.append(f"{pad}if type({x}) is str: {x} = {x}.encode()")  # a StrEnum's value too:
-                out.append(f"{pad}elif isinstance({x}, str): {x} = _utf8({x})")
-                out.append(f"{pad}else: raise _Unwritten('not a str')")
-            else:
-                out.append(f"{pad}if type({x}) is not bytes: raise _Unwritten('not bytes')")
+            if kind == "string":  # most strings written are written again soon: kept, written once
+                out.append(f"{pad}o += _strings.get({x}) or _string({x})")
+                return
+            out.append(f"{pad}if type({x}) is not bytes: raise _Unwritten('not bytes')")
             n = self.fresh("n")
             out.append(f"{pad}{n} = len({x})")
             out.append(f"{pad}if {n} < 64: o.append({n} << 1)")

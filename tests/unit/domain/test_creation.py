@@ -20,7 +20,7 @@ from commands import (
 )
 from commands.catalog import OPERATION_STEPS
 from commands.decide import _accepted, _changes
-from events import OperationAccepted, Service, TenantState, evolve, new_service
+from events import OperationAccepted, Service, TenantState, evolve, new_service, replace
 from schemas.catalog import ENGINES, POPS, SIZES
 
 ORG = cmd(CreateOrganization(TENANT, "Acme"))
@@ -28,9 +28,11 @@ LABEL = st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True)
 
 
 def _general(state: TenantState, command) -> tuple[list, TenantState]:
-    """The general path every other accepted command takes (`_accepted`)."""
+    """The general path every other accepted command takes (`_accepted`), from the creation's events
+    without the statuses `_create_service` gives them: `_envelopes` stamps each with the status the
+    lifecycle gives it after the events before it, which must be the status given."""
     operation = op(command)
-    changes = _changes(state, command, operation)
+    changes = [(kind, key, replace(e, status=None)) for kind, key, e in _changes(state, command, operation)]
     start = OperationAccepted(operation, command.command_type, command.payload.service_id,
                               OPERATION_STEPS[command.command_type], fingerprint_of(command.payload))
     return _accepted(state, command, changes, start, operation)

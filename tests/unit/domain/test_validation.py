@@ -337,6 +337,18 @@ def test_fingerprint_is_the_same_for_the_same_request_however_it_arrives() -> No
     assert len(fingerprint(decoded)) == 64
 
 
+def test_fingerprints_are_the_ones_already_in_the_log() -> None:
+    # Recorded with each accepted operation and compared with every redelivery: a change to how a
+    # fingerprint is computed would turn redelivered commands into reused command ids.
+    creation = CreateService("0a4c4417-0eab-4df0-8579-e85c90786c73", "orders", "yugabyte", "frankfurt", "small",
+                             cpu=2.0, labels={"team": "pay", "tier": "gold"})
+    assert fingerprint_of(creation) == "dd1d83c7b79fe11d833646f8c258649e994cc63e56d53ecd7da7e5b15533f17c"
+    assert fingerprint_of(ScaleService("0a4c4417-0eab-4df0-8579-e85c90786c73", cpu=0.5, replicas=3)) == (
+        "cbebd5395cfe6a5b1807e04a25a046360b3a5bcf2f77084de2ab625389824070")
+    assert fingerprint_of(SetQuota(Quota(20, ResourceLimit(64.0, 256, 4096), {"mongodb": ResourceLimit(8, 32, 512)}))) \
+        == "0c8ed7bd6f18c707f27d8b16a0834823ebb2c857f3df053b433d784ed47042e2"
+
+
 def test_fingerprint_tells_requests_apart() -> None:
     base = fingerprint_of(ScaleService(DB1, cpu=2))
     assert fingerprint_of(ScaleService(DB1, cpu=2.5)) != base
