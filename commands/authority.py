@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from commands.catalog import PERMISSIONS, SYSTEM_ROLE
 from commands.records import Actor, CommandEnvelope
 from commands.validation import Problem
+from events import stores_directly
 
 PUBLISHER_ISSUER = "urn:dbaas:publisher"
 PLATFORM_ISSUER = "urn:dbaas:platform"
@@ -57,6 +58,7 @@ class Unverified:
 
 
 Proof = Authority | Unverified
+stores_directly(Authority, Unverified)  # one per command judged
 
 
 def principal(issuer: str, subject: str) -> str:

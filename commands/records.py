@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from events import Quota, builder, quota_from_avro
+from events import Quota, builder, quota_from_avro, stores_directly
 from schemas import as_record, full_name, short_name
 
 
@@ -512,6 +512,8 @@ def from_avro(record: Mapping[str, Any]) -> CommandEnvelope:
     except (TypeError, KeyError, ValueError) as exc:
         raise CommandError(f"{type(exc).__name__}: {exc}") from exc
 
+
+stores_directly(CommandEnvelope, Actor, *COMMAND_TYPES.values())  # one envelope and command per message
 
 # Command class -> its builder from the decoded fields: without the frozen `__init__`'s setattr per
 # field when they are exactly its fields (as the codec decodes them), else through `__init__`.

@@ -76,6 +76,7 @@ from events.records import (
     payload_to_avro,
     quota_from_avro,
     replace,
+    stores_directly,
     to_avro,
 )
 from events.state import (
@@ -206,5 +207,6 @@ __all__ = [
     "quota_from_avro",
     "replace",
     "replay",
+    "stores_directly",
     "to_avro",
 ]
