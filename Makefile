@@ -60,7 +60,7 @@ test-unit: install
 	$(BIN)/python -m pytest tests -m "not integration"
 
 bench: install helm renderer weed jaeger
-	$(BIN)/python -m bench.judge
+	$(BIN)/python -m bench.judge --instructions
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.reads
 	$(BIN)/python -m bench.gitops

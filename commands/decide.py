@@ -1073,7 +1073,7 @@ def _creation(state: TenantState, cmd: CommandEnvelope, changes: list[Change], a
         engine_version=requested.engine_version, pop=requested.pop, size=requested.size,
         resources=requested.resources, deletion_protection=requested.deletion_protection,
         labels=dict(requested.labels), status=CREATION_STARTED, operation_id=op, running=op,
-        running_action=Action(started.action), target=started.resources, restore=requested.restore,
+        running_action=Action.APPLY, target=started.resources, restore=requested.restore,
     )
     return envelopes, replace(
         state,

@@ -284,13 +284,16 @@ class Usage:
 
     def counting(self, engine: str, pop: str, r: Resources, sign: int) -> Usage:
         """This usage with a service of these resources added (sign 1) or taken away (-1)."""
-        share = amounts(r)
-        engines, pops = self.engines, self.pops
+        cpu, memory, storage = amounts(r)
+        if sign < 0:  # a + (-b) is a - b exactly: the sums `_plus` gives
+            cpu, memory, storage = -cpu, -memory, -storage
+        engines, pops, total = self.engines, self.pops, self.total
+        e, p = engines.get(engine, NONE), pops.get(pop, NONE)
         return _assembled(Usage, {  # `Usage(...)` without the frozen `__init__`: one per creation
             "services": self.services + sign,
-            "total": _plus(self.total, share, sign),
-            "engines": {**engines, engine: _plus(engines.get(engine, NONE), share, sign)},
-            "pops": {**pops, pop: _plus(pops.get(pop, NONE), share, sign)},
+            "total": (total[0] + cpu, total[1] + memory, total[2] + storage),
+            "engines": {**engines, engine: (e[0] + cpu, e[1] + memory, e[2] + storage)},
+            "pops": {**pops, pop: (p[0] + cpu, p[1] + memory, p[2] + storage)},
         })
 
     def of_engine(self, engine: str) -> Amounts:
