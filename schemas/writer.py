@@ -11,6 +11,10 @@ raises instead (`Unwritten`, or the KeyError, TypeError, OverflowError… of the
 caller writes that record with fastavro (`schemas.codec.encode_compiled`), which writes it or says
 why it does not fit. Equivalence with fastavro is tested on every `.avsc` of the package.
 
+The bytes of the strings and timestamps written last are kept (`_STRINGS`, `_STAMPS`, a few
+thousand, by value): most recur within a message or from one to the next (an organization's id,
+kinds, engines, a command's ids in each of its events), and are then appended as they are.
+
 A schema using a type this module does not write code for (logical types other than
 `timestamp-millis`) gets `None`: the caller writes it with fastavro.
 
