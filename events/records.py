@@ -62,29 +62,52 @@ def stores_directly(*classes: type[Any]) -> None:
     for those a tenant's state keeps. A class whose `__init__` takes other parameters than its
     fields (a `__post_init__`, an init-only or keyword-only field) keeps its own."""
     for cls in classes:
-        fields = dataclasses.fields(cls)
-        names = [f.name for f in fields]
-        if (hasattr(cls, "__post_init__") or any(not f.init or f.kw_only for f in fields)
-                or "self" in names or "_values" in names):
-            continue
-        namespace: dict[str, Any] = {"_FACTORY": _FACTORY}
-        parameters, lines = ["self"], ["    _values = self.__dict__"]
-        for f in fields:
-            if f.default is not dataclasses.MISSING:
-                namespace[f"_default_{f.name}"] = f.default
-                parameters.append(f"{f.name}=_default_{f.name}")
-            elif f.default_factory is not dataclasses.MISSING:
-                namespace[f"_factory_{f.name}"] = f.default_factory
-                parameters.append(f"{f.name}=_FACTORY")
-                lines.append(f"    if {f.name} is _FACTORY: {f.name} = _factory_{f.name}()")
-            else:
-                parameters.append(f.name)
-        lines += [f"    _values[{name!r}] = {name}" for name in names]
-        exec(compile(f"def __init__({', '.join(parameters)}):\n" + "\n".join(lines),  # noqa: S102
-                     f"<{cls.__name__}.__init__>", "exec"), namespace)
-        init = namespace["__init__"]
-        init.__qualname__ = f"{cls.__qualname__}.__init__"
-        cls.__init__ = init
+        init = _storing(cls, "__init__")
+        if init is not None:
+            cls.__init__ = init
+
+
+def direct_builder(cls: type[Any]) -> Callable[..., Any]:
+    """A function taking `cls`'s `__init__` parameters (a frozen dataclass's fields, their defaults
+    and factories) and returning an instance holding them, stored straight into its `__dict__`
+    as `stores_directly`'s `__init__` does, for a class that keeps its own `__init__`: one whose
+    instances are built often but also kept (`events.state.new_service`). Its instances hold a
+    dict of their own, as `replace`'s copies do."""
+    build = _storing(cls, "build")
+    if build is None:
+        raise TypeError(f"{cls.__name__}'s __init__ takes other parameters than its fields")
+    return build
+
+
+def _storing(cls: type[Any], role: str) -> Callable[..., Any] | None:
+    """The code of `stores_directly` (`role` "__init__": storing into `self`) or of `direct_builder`
+    (`role` "build": making the instance first); None for a class whose `__init__` does more."""
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    if (hasattr(cls, "__post_init__") or any(not f.init or f.kw_only for f in fields)
+            or {"self", "_values", "_cls", "_new"} & set(names)):
+        return None
+    namespace: dict[str, Any] = {"_FACTORY": _FACTORY, "_cls": cls, "_new": object.__new__}
+    parameters = ["self"] if role == "__init__" else []
+    lines = ["    _values = self.__dict__"] if role == "__init__" else ["    self = _new(_cls)", "    _values = self.__dict__"]
+    for f in fields:
+        if f.default is not dataclasses.MISSING:
+            namespace[f"_default_{f.name}"] = f.default
+            parameters.append(f"{f.name}=_default_{f.name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory_{f.name}"] = f.default_factory
+            parameters.append(f"{f.name}=_FACTORY")
+            lines.append(f"    if {f.name} is _FACTORY: {f.name} = _factory_{f.name}()")
+        else:
+            parameters.append(f.name)
+    lines += [f"    _values[{name!r}] = {name}" for name in names]
+    if role != "__init__":
+        lines.append("    return self")
+    exec(compile(f"def {role}({', '.join(parameters)}):\n" + "\n".join(lines),  # noqa: S102
+                 f"<{cls.__name__}.{role}>", "exec"), namespace)
+    function = namespace[role]
+    function.__qualname__ = f"{cls.__qualname__}.{role}"
+    return function  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -587,14 +610,10 @@ class Envelope:
 def new_envelope(event_id: str, tenant_id: str, aggregate_type: str, aggregate_id: str, sequence: int,
                  occurred_at: datetime, command_id: str, correlation_id: str, causation_id: str | None,
                  payload: Event, actor_subject: str | None = None, operation_id: str | None = None) -> Envelope:
-    """`Envelope(...)` of the current version, without the frozen `__init__`'s setattr per field
-    (a third of the cost; the command processor makes one per event it writes)."""
-    return _assembled(Envelope, {
-        "event_id": event_id, "tenant_id": tenant_id, "aggregate_type": aggregate_type,
-        "aggregate_id": aggregate_id, "sequence": sequence, "occurred_at": occurred_at,
-        "command_id": command_id, "correlation_id": correlation_id, "causation_id": causation_id,
-        "payload": payload, "schema_version": ENVELOPE_VERSION, "actor_subject": actor_subject,
-        "operation_id": operation_id})
+    """`Envelope(...)` of the current version (the command processor makes one per event it writes;
+    its `__init__` stores its arguments directly, `stores_directly`)."""
+    return Envelope(event_id, tenant_id, aggregate_type, aggregate_id, sequence, occurred_at, command_id,
+                    correlation_id, causation_id, payload, ENVELOPE_VERSION, actor_subject, operation_id)
 
 
 def builder(cls: type[Any]) -> Callable[[dict[str, Any]], Any]:

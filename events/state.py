@@ -10,7 +10,7 @@ Imports `events.records`, `events.lifecycle` and `events.pmap` only.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -64,7 +64,7 @@ from events.records import (
     SubscriptionRequested,
     SubscriptionRevocationRequested,
     SubscriptionRevoked,
-    _assembled,
+    direct_builder,
     replace,
 )
 
@@ -213,18 +213,10 @@ class Service:
         return self.status is not Status.DELETED
 
 
-_SERVICE_FIELDS = frozenset(f.name for f in fields(Service))
-_SERVICE_DEFAULTS = {f.name: f.default for f in fields(Service) if f.default is not MISSING}
-_SERVICE_REQUIRED = _SERVICE_FIELDS - _SERVICE_DEFAULTS.keys()
-
-
-def new_service(**values: Any) -> Service:
-    """`Service(**values)` without the frozen `__init__`'s setattr per field (22 of them: the
-    larger part of folding a creation). Given other than its fields, `__init__`, whose TypeError
-    names them."""
-    if not _SERVICE_REQUIRED <= values.keys() <= _SERVICE_FIELDS:
-        return Service(**values)
-    return _assembled(Service, _SERVICE_DEFAULTS, values)
+# `new_service(...)`: `Service(...)` without the frozen `__init__`'s setattr per field (22 of them:
+# the larger part of folding a creation), the same parameters; an unknown or missing field is the
+# same TypeError, naming it.
+new_service: Callable[..., Service] = direct_builder(Service)
 
 
 @dataclass(frozen=True)
@@ -289,12 +281,12 @@ class Usage:
             cpu, memory, storage = -cpu, -memory, -storage
         engines, pops, total = self.engines, self.pops, self.total
         e, p = engines.get(engine, NONE), pops.get(pop, NONE)
-        return _assembled(Usage, {  # `Usage(...)` without the frozen `__init__`: one per creation
-            "services": self.services + sign,
-            "total": (total[0] + cpu, total[1] + memory, total[2] + storage),
-            "engines": {**engines, engine: (e[0] + cpu, e[1] + memory, e[2] + storage)},
-            "pops": {**pops, pop: (p[0] + cpu, p[1] + memory, p[2] + storage)},
-        })
+        return _new_usage(  # `Usage(...)` without the frozen `__init__`: one per creation
+            self.services + sign,
+            (total[0] + cpu, total[1] + memory, total[2] + storage),
+            {**engines, engine: (e[0] + cpu, e[1] + memory, e[2] + storage)},
+            {**pops, pop: (p[0] + cpu, p[1] + memory, p[2] + storage)},
+        )
 
     def of_engine(self, engine: str) -> Amounts:
         return self.engines.get(engine, NONE)
@@ -307,6 +299,9 @@ class Usage:
 
     def with_(self, s: Service) -> Usage:
         return self.counting(*share, 1) if (share := s.quota_share) else self
+
+
+_new_usage: Callable[..., Usage] = direct_builder(Usage)
 
 
 class SubscriptionStatus(StrEnum):

@@ -64,12 +64,12 @@ def encode_compiled(schema_id: int, parsed_schema: ParsedSchema, write: Writer, 
     `parsed_schema`: the same bytes. A record it does not write (a value of another type than the
     one it expects, a field left out for its default) is written by fastavro, or refused with
     fastavro's reason (EncodeError)."""
-    out = bytearray(_HEADER.pack(MAGIC_BYTE, schema_id))
+    parts = [_HEADER.pack(MAGIC_BYTE, schema_id)]
     try:
-        write(record, out)
+        write(record, parts.append)
     except _UNWRITTEN:
         return encode(schema_id, parsed_schema, record)
-    return bytes(out)
+    return b"".join(parts)
 
 
 def encode_object(schema_id: int, write: Writer, obj: Any, otherwise: Callable[[Any], bytes]) -> bytes:
@@ -78,12 +78,12 @@ def encode_object(schema_id: int, write: Writer, obj: Any, otherwise: Callable[[
     class, a value of another type than the one it expects, a field its `__dict__` lacks) is
     encoded by `otherwise(obj)`, the caller's way through a record dict, which writes it the same
     way or says why it does not fit."""
-    out = bytearray(_HEADER.pack(MAGIC_BYTE, schema_id))
+    parts = [_HEADER.pack(MAGIC_BYTE, schema_id)]
     try:
-        write(obj, out)
+        write(obj, parts.append)
     except _UNWRITTEN:
         return otherwise(obj)
-    return bytes(out)
+    return b"".join(parts)
 
 
 def decode(

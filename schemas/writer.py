@@ -34,7 +34,7 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
-Writer = Callable[[Any, bytearray], None]  # (record, out): appends the record's body to out
+Writer = Callable[[Any, Callable[[bytes], None]], None]  # (record, add): adds the parts of the record's body, in order
 
 PRIMITIVES = frozenset(("null", "boolean", "int", "long", "float", "double", "bytes", "string"))
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -116,6 +116,9 @@ def _stamp(x: datetime.datetime) -> bytes:
     return written
 
 
+_BYTE = tuple(bytes((i,)) for i in range(256))  # a byte's value -> that one byte
+
+
 def _length(n: int) -> bytes:
     """A length of 64 or more."""
     return _varint(n << 1)
@@ -142,7 +145,7 @@ class _Coder:
         self.sources: list[str] = []
         self.constants: dict[str, Any] = {"_long": _long, "_int": _int, "_length": _length,
                                           "_stamps": _STAMPS, "_stamp": _stamp,
-                                          "_strings": _STRINGS, "_string": _string,
+                                          "_strings": _STRINGS, "_string": _string, "_byte": _BYTE,
                                           "_Unwritten": Unwritten, "_EPOCH": _EPOCH,
                                           "_datetime": datetime.datetime, "_str": str.__str__,
                                           "_float": struct.Struct("<f").pack,
@@ -178,7 +181,7 @@ class _Coder:
             value = self.fresh("x")
             body.append(f"    {value} = v[{field['name']!r}]")  # a field left out: KeyError, fastavro's turn
             self.emit(field["type"], value, body, 1)
-        self.sources.append("\n".join([f"def {function}(v, o):", *body]))
+        self.sources.append("\n".join([f"def {function}(v, a):", *body]))
         return function
 
     def record_class(self, record: dict[str, Any]) -> type:
@@ -213,14 +216,14 @@ class _Coder:
         if logical is not None:
             if (logical, kind) != ("timestamp-millis", "long"):
                 raise Unsupported(f"logical type {logical} on {kind}")
-            out.append(f"{pad}if type({x}) is _datetime: o += _stamps.get({x}) or _stamp({x})")
+            out.append(f"{pad}if type({x}) is _datetime: a(_stamps.get({x}) or _stamp({x}))")
             out.append(f"{pad}else:")
             out.append(f"{pad}    if type({x}) is not int: raise _Unwritten('not an aware datetime')")
             self.integer("_long", x, out, pad + "    ", checked=True)
         elif kind in PRIMITIVES:
             self.primitive(kind, x, out, pad)
         elif kind == "record":
-            out.append(f"{pad}{self.record_function(schema)}({x}, o)")
+            out.append(f"{pad}{self.record_function(schema)}({x}, a)")
         elif kind == "enum":
             symbols = self.fresh("symbols")
             self.constants[symbols] = {symbol: i for i, symbol in enumerate(schema["symbols"])}
@@ -232,7 +235,7 @@ class _Coder:
         elif kind == "fixed":
             out.append(f"{pad}if type({x}) is not bytes or len({x}) != {int(schema['size'])}: "
                        f"raise _Unwritten('not a fixed')")
-            out.append(f"{pad}o += {x}")
+            out.append(f"{pad}a({x})")
         elif kind in ("array", "map"):
             self.blocks(schema, x, out, depth)
         else:
@@ -241,31 +244,31 @@ class _Coder:
     def integer(self, helper: str, x: str, out: list[str], pad: str, checked: bool = False) -> None:
         if not checked:
             out.append(f"{pad}if type({x}) is not int: raise _Unwritten('not an int')")
-        out.append(f"{pad}if -64 <= {x} < 64: o.append(({x} << 1) ^ ({x} >> 63))")
-        out.append(f"{pad}else: o += {helper}({x})")
+        out.append(f"{pad}if -64 <= {x} < 64: a(_byte[({x} << 1) ^ ({x} >> 63)])")
+        out.append(f"{pad}else: a({helper}({x}))")
 
     def primitive(self, kind: str, x: str, out: list[str], pad: str) -> None:
         if kind == "null":
             return  # nothing is written, whatever the value (as fastavro does)
         if kind == "boolean":
-            out.append(f"{pad}if {x} is True: o.append(1)")
-            out.append(f"{pad}elif {x} is False: o.append(0)")
+            out.append(f"{pad}if {x} is True: a(b'\\x01')")
+            out.append(f"{pad}elif {x} is False: a(b'\\x00')")
             out.append(f"{pad}else: raise _Unwritten('not a bool')")
         elif kind in ("int", "long"):
             self.integer(f"_{kind}", x, out, pad)
         elif kind in ("float", "double"):  # fastavro writes float(x): ints too
             out.append(f"{pad}if type({x}) is not float and type({x}) is not int: raise _Unwritten('not a number')")
-            out.append(f"{pad}o += _{kind}({x})")
+            out.append(f"{pad}a(_{kind}({x}))")
         else:  # string, bytes
             if kind == "string":  # most strings written are written again soon: kept, written once
-                out.append(f"{pad}o += _strings.get({x}) or _string({x})")
+                out.append(f"{pad}a(_strings.get({x}) or _string({x}))")
                 return
             out.append(f"{pad}if type({x}) is not bytes: raise _Unwritten('not bytes')")
             n = self.fresh("n")
             out.append(f"{pad}{n} = len({x})")
-            out.append(f"{pad}if {n} < 64: o.append({n} << 1)")
-            out.append(f"{pad}else: o += _length({n})")
-            out.append(f"{pad}o += {x}")
+            out.append(f"{pad}if {n} < 64: a(_byte[{n} << 1])")
+            out.append(f"{pad}else: a(_length({n}))")
+            out.append(f"{pad}a({x})")
 
     def union(self, branches: list[Any], x: str, out: list[str], depth: int) -> None:
         """fastavro writes a (name, value) tuple in the branch of that name, any other value in the
@@ -284,9 +287,9 @@ class _Coder:
         if len(branches) == 2 and self.resolve(branches[0]) == "null" and other != "null":
             # ["null", X], the common optional field: inline (a tuple is a (name, value) pair to fastavro)
             if tuple not in self.holds(other):
-                out.append(f"{pad}if {x} is None: o.append(0)")
+                out.append(f"{pad}if {x} is None: a(b'\\x00')")
                 out.append(f"{pad}else:")
-                out.append(f"{pad}    o.append(2)")
+                out.append(f"{pad}    a(b'\\x02')")
                 self.emit(branches[1], x, out, depth + 1)
                 return
         functions = {i: self.branch_function(i, branch) for i, branch in enumerate(branches)}
@@ -295,18 +298,18 @@ class _Coder:
         self.tables[types] = {t: functions[found[0]] for t, found in by_type.items() if len(found) == 1}
         self.tables[names] = {name: functions[i] for name, i in by_name.items()}
         if self.classes is not None:  # objects: a tuple is a sequence (their record dicts hold it as a list)
-            out.append(f"{pad}{types}[type({x})]({x}, o)")
+            out.append(f"{pad}{types}[type({x})]({x}, a)")
             return
         out.append(f"{pad}if type({x}) is tuple:")
         out.append(f"{pad}    n, {x} = {x}")  # not a pair: ValueError, fastavro's turn
-        out.append(f"{pad}    {names}[n]({x}, o)")  # a name not among the named branches: KeyError
-        out.append(f"{pad}else: {types}[type({x})]({x}, o)")  # no branch, or several: KeyError
+        out.append(f"{pad}    {names}[n]({x}, a)")  # a name not among the named branches: KeyError
+        out.append(f"{pad}else: {types}[type({x})]({x}, a)")  # no branch, or several: KeyError
 
     def branch_function(self, index: int, branch: Any) -> str:
         function = self.fresh("write_branch_")
-        body = [f"    o += {_varint(index << 1)!r}"]
+        body = [f"    a({_varint(index << 1)!r})"]
         self.emit(branch, "v", body, 1)
-        self.sources.append("\n".join([f"def {function}(v, o):", *body]))
+        self.sources.append("\n".join([f"def {function}(v, a):", *body]))
         return function
 
     def blocks(self, schema: dict[str, Any], x: str, out: list[str], depth: int) -> None:
@@ -327,7 +330,7 @@ class _Coder:
         else:
             out.append(f"{pad}    for {item} in {x}:")
             self.emit(schema["items"], item, out, depth + 2)
-        out.append(f"{pad}o.append(0)")
+        out.append(f"{pad}a(b'\\x00')")
 
 
 def _holds(schema: Any) -> frozenset[type]:

@@ -113,9 +113,9 @@ def test_the_fast_path_writes_the_samples_itself() -> None:
     """The samples are written by the compiled code, not by the fallback through `to_avro`."""
     write = compile_writer(PARSED, RECORD_CLASSES)
     for envelope in EVENT_SAMPLES:
-        out = bytearray()
-        write(envelope, out)
-        assert bytes(out) == through_dicts(envelope)[5:]
+        out: list[bytes] = []
+        write(envelope, out.append)
+        assert b"".join(out) == through_dicts(envelope)[5:]
 
 
 class Colour(StrEnum):

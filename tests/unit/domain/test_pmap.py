@@ -17,6 +17,7 @@ OPS = st.lists(
         st.tuples(st.just("set"), KEYS, st.integers()),
         st.tuples(st.just("discard"), KEYS, st.none()),
         st.tuples(st.just("read"), KEYS, st.none()),  # a full read folds the overlay into the base
+        st.tuples(st.just("update"), KEYS, st.lists(st.tuples(KEYS, st.integers()), max_size=4)),
     ),
     max_size=300,
 )
@@ -40,6 +41,10 @@ def test_every_version_reads_as_the_dict_it_stands_for(ops):
                 model = {k: v for k, v in model.items() if k != key}
             case "read":
                 list(current.items())
+            case "update":  # several keys at once, as a dict or as pairs (a key given twice: its last value)
+                pairs = [(key, 0), *value]
+                current = current.update(dict(pairs) if len(pairs) % 2 else pairs)
+                model = {**model, **dict(pairs)}
         versions.append((current, model))
     for version, expected in versions:
         assert list(version.items()) == list(expected.items())
