@@ -108,6 +108,7 @@ from events import (
     Queued,
     QuotaSet,
     Rejected,
+    ResourceLimit,
     Resources,
     RestoreSource,
     Service,
@@ -137,7 +138,7 @@ from events import (
     replace,
 )
 from events.backups import Restorable, Window, window
-from events.state import amounts, moved
+from events.state import Amounts, amounts, moved
 
 EVENT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:event")
 REUSE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dbaas:command-id-reuse")
@@ -938,24 +939,36 @@ def _over_quota(state: TenantState, service_id: str, engine: str, pop: str, reso
         return Problem("quota_exceeded", None,
                        f'organization "{state.tenant_id}" has {before.services} services and its quota '
                        f"allows {quota.max_services}; {_quota_hint(state)}")
-    scopes = [("in total", quota.total, before.total, moved(before.total, gone, new))]
+    limit, used = quota.total, before.total
+    if (problem := _scope_over(state, "in total", limit, used, moved(used, gone, new))) is not None:
+        return problem
     if engine in quota.engines:
         used = before.of_engine(engine)
-        scopes.append((f"for engine {engine}", quota.engines[engine], used,
-                       moved(used, gone if held is not None and held[0] == engine else None, new)))
+        wanted = moved(used, gone if held is not None and held[0] == engine else None, new)
+        if (problem := _scope_over(state, f"for engine {engine}", quota.engines[engine], used, wanted)) is not None:
+            return problem
     if pop in quota.pops:
         used = before.of_pop(pop)
-        scopes.append((f"in pop {pop}", quota.pops[pop], used,
-                       moved(used, gone if held is not None and held[1] == pop else None, new)))
-    for scope, limit, used, wanted in scopes:
-        for i, (name, unit) in enumerate(QUOTA_DIMENSIONS):
-            cap = getattr(limit, name)
-            if wanted[i] > cap and wanted[i] > used[i]:
-                return Problem("quota_exceeded", name,
-                               f'organization "{state.tenant_id}" would use {format_number(wanted[i])} '
-                               f"{unit} {scope} (now {format_number(used[i])}), over its quota of "
-                               f"{format_number(cap)}; {_quota_hint(state)}")
+        wanted = moved(used, gone if held is not None and held[1] == pop else None, new)
+        if (problem := _scope_over(state, f"in pop {pop}", quota.pops[pop], used, wanted)) is not None:
+            return problem
     return None
+
+
+def _scope_over(state: TenantState, scope: str, limit: ResourceLimit, used: Amounts, wanted: Amounts) -> Problem | None:
+    """The first dimension (`QUOTA_DIMENSIONS`' order) in which `wanted` grows past `limit`; None
+    when it stays within it or does not grow (a change that shrinks is always allowed)."""
+    if not ((wanted[0] > limit.cpu and wanted[0] > used[0]) or (wanted[1] > limit.memory_gb and wanted[1] > used[1])
+            or (wanted[2] > limit.storage_gb and wanted[2] > used[2])):
+        return None
+    for i, (name, unit) in enumerate(QUOTA_DIMENSIONS):
+        cap = getattr(limit, name)
+        if wanted[i] > cap and wanted[i] > used[i]:
+            return Problem("quota_exceeded", name,
+                           f'organization "{state.tenant_id}" would use {format_number(wanted[i])} '
+                           f"{unit} {scope} (now {format_number(used[i])}), over its quota of "
+                           f"{format_number(cap)}; {_quota_hint(state)}")
+    return None  # pragma: no cover - the test above found one
 
 
 def _quota_hint(state: TenantState) -> str:
