@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 from domain_builders import DB1, DB2, SYSTEM
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from commands import (
     Actor,
@@ -26,7 +28,7 @@ from commands import (
     validate,
 )
 from commands.catalog import STEP_REPORTS
-from commands.validation import _uuid
+from commands.validation import _creation_problems, _uuid, _well_formed_creation
 from events import Quota, ResourceLimit, Resources
 
 DNS_RULE = (
@@ -376,3 +378,30 @@ def test_an_id_is_well_formed_exactly_when_it_is_its_uuids_canonical_form(value:
     except ValueError:
         canonical = False
     assert (_uuid("service_id", value) is None) == canonical
+
+
+_SAMPLES = {  # well-formed values and near misses, for every field the creation's checks look at
+    "service_id": st.sampled_from([DB1, DB2, DB1.upper(), DB1[:-1], DB1 + "\n", "not-a-uuid", ""]),
+    "name": st.sampled_from(["orders", "a", "a" * 53, "a" * 54, "a" * 64, "Orders", "-x", "x-", "ok-1", ""]),
+    "engine": st.sampled_from(["yugabyte", "vitess", "scylla", "dragonfly", "aerospike", "mongodb", "oracle", ""]),
+    "engine_version": st.sampled_from([None, "2.25", "7.0.4", "v", "a" * 65, "bad version", "-1"]),
+    "pop": st.sampled_from(["frankfurt", "lagos", "local", "ashburn", "mars", ""]),
+    "size": st.sampled_from(["small", "medium", "large", "huge", ""]),
+    "cpu": st.sampled_from([None, 0.5, 64, 64.5, 0.0, float("nan"), float("inf"), 2]),
+    "memory_gb": st.sampled_from([None, 1, 512, 513, 0]),
+    "storage_gb": st.sampled_from([None, 1, 16384, 16385, 0]),
+    "replicas": st.sampled_from([None, 1, 3, 0, 100]),
+    "labels": st.sampled_from([{}, {}, {"team": "payments"}, {"bad key!": "x"}]),
+}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.fixed_dictionaries({}, optional=_SAMPLES))
+def test_a_creation_taken_as_well_formed_at_once_is_one_its_checks_find_nothing_in(changes: dict) -> None:
+    """Given a creation with any mix of well-formed and ill-formed fields, the shortcut `validate`
+    takes for most creations says well-formed exactly when every check of a creation finds nothing
+    (and never for one with labels, which only the checks look at); `validate` says what they say."""
+    command = service(**changes)
+    problems = _creation_problems(command)
+    assert _well_formed_creation(command) == (not problems and not command.labels)
+    assert validate(command) == problems
